@@ -1,0 +1,66 @@
+"""Shared fixtures: tiny random models built offline, never downloaded."""
+
+from __future__ import annotations
+
+import os
+
+# Tests must never touch the network: set before transformers/huggingface_hub import.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+from sklearn.base import clone  # noqa: E402
+
+from tests._models import (  # noqa: E402
+    SHARED,
+    build_tiny_model,
+    real_tokenizer_dir,
+    umsab_texts,
+)
+
+
+def pytest_configure(config):
+    import torch
+
+    # Two cores, shared: one torch thread keeps timings sane and tests independent.
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A 2-layer, 32-wide random XLM-R with a small SentencePiece tokenizer."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-xlmr"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> Path:
+    """A tiny random BERT (another architecture: [CLS]/[SEP], absolute positions)."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-bert"), seed=1, kind="bert")
+
+
+@pytest.fixture
+def vectorizer(tiny_model_dir):
+    """A fresh XLMTVectorizer on the tiny model, CPU."""
+    from xlmt_sklearn import XLMTVectorizer
+
+    return clone(XLMTVectorizer(str(tiny_model_dir), device="cpu", progress=False))
+
+
+@pytest.fixture(scope="session")
+def real_tok_dir() -> Path:
+    path = real_tokenizer_dir()
+    if path is None:
+        pytest.skip(f"../shared/models/xlm-roberta-tokenizer not found (looked in {SHARED})")
+    return path
+
+
+@pytest.fixture(scope="session")
+def umsab_sample():
+    texts = umsab_texts(per_language=6)
+    if texts is None:
+        pytest.skip(f"../shared/data/umsab not found (looked in {SHARED})")
+    return texts

@@ -1,0 +1,233 @@
+"""Shared machinery of the estimators that run a model.
+
+The estimator classes stay short: they validate, then call the steps of the
+flow (inputs -> preprocess -> dedupe -> cache -> tokenize -> forward ->
+pool -> scatter). This module holds the parts both vectorizers share: pinning
+the model in ``fit``, the registry spec, and the cache-or-encode loop.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from numbers import Integral
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+
+from ._errors import TruncationWarning
+from ._inputs import TextBatch, as_texts
+from ._preprocess import apply_preprocess, preprocess_identity_key, resolve_preprocess
+
+__all__ = ["ModelFeaturizerMixin"]
+
+_PROGRESS_MIN_TEXTS = 256
+
+
+def _in_notebook() -> bool:
+    ipy = sys.modules.get("IPython")
+    shell = getattr(ipy, "get_ipython", lambda: None)() if ipy else None
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+
+
+def resolve_progress(progress: bool | str, n_texts: int) -> bool:
+    """``"auto"``: a bar for long runs in a terminal or a notebook only."""
+    if progress != "auto":
+        return bool(progress)
+    if n_texts < _PROGRESS_MIN_TEXTS:
+        return False
+    return _in_notebook() or bool(getattr(sys.stderr, "isatty", lambda: False)())
+
+
+def validate_layers(layers: Any, num_hidden_layers: int, cls_name: str) -> tuple[int, ...]:
+    """Normalise ``layers`` to a tuple and check it against the model depth."""
+    seq = (layers,) if isinstance(layers, Integral) else tuple(layers)
+    if not seq:
+        raise ValueError(f"The 'layers' parameter of {cls_name} must not be empty.")
+    n = num_hidden_layers + 1  # hidden_states = embeddings + one per layer
+    for v in seq:
+        if not isinstance(v, Integral) or isinstance(v, bool):
+            raise ValueError(
+                f"The 'layers' parameter of {cls_name} must be an int or a sequence of ints; "
+                f"got {layers!r}."
+            )
+        if not -n <= v < n:
+            raise ValueError(
+                f"The 'layers' parameter of {cls_name} indexes hidden_states, which has {n} "
+                f"entries for this model (valid: {-n}..{n - 1}); got {v}."
+            )
+    return tuple(int(v) for v in seq)
+
+
+class ModelFeaturizerMixin(TransformerMixin, BaseEstimator):
+    """Fit/transform plumbing shared by the model-running estimators.
+
+    Subclasses define ``__init__``, ``_parameter_constraints``,
+    ``_check_params`` (extra checks against the pinned model) and
+    ``transform``.
+    """
+
+    # ----------------------------------------------------------------- public
+    def __sklearn_is_fitted__(self) -> bool:
+        # Plain attribute only: checking fittedness must never load a model.
+        return hasattr(self, "model_identity_")
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.string = True
+        tags.input_tags.two_d_array = False
+        tags.requires_fit = True
+        return tags
+
+    # ---------------------------------------------------------------- private
+    def _pin_model(self) -> None:
+        """Resolve and record the exact model (config only, no weights)."""
+        from ._model import resolve_identity
+
+        ident, _ = resolve_identity(self.model, self.revision)
+        name = type(self).__name__
+        self.layers_ = validate_layers(self.layers, ident.num_hidden_layers, name)
+        if self.max_length > ident.max_positions:
+            raise ValueError(
+                f"The 'max_length' parameter of {name} is {self.max_length}, but model "
+                f"{ident.name!r} accepts at most {ident.max_positions} tokens."
+            )
+        if self.quantize == "int8" and self.dtype not in ("auto", "float32"):
+            raise ValueError(
+                f"quantize='int8' of {name} computes in float32 on the CPU; got dtype={self.dtype!r}."
+            )
+        self.model_identity_ = ident
+
+    def _runtime(self) -> tuple[Any, str]:
+        """The registry spec for this call (device and dtype resolved now)."""
+        from ._model import ModelSpec
+        from ._params import resolve_device, resolve_dtype
+
+        device = "cpu" if self.quantize == "int8" else resolve_device(self.device)
+        dtype = "float32" if self.quantize == "int8" else resolve_dtype(self.dtype, device)
+        ident = self.model_identity_
+        spec = ModelSpec(
+            name=ident.name, revision=ident.revision, content_hash=ident.content_hash,
+            device=device, dtype=dtype, quantize=self.quantize, compile=bool(self.compile),
+            trust_remote_code=bool(self.trust_remote_code),
+        )  # fmt: skip
+        return spec, dtype
+
+    def _texts(self, X: Any) -> tuple[TextBatch, list[str]]:
+        """Steps 1-2: coerce, then preprocess and apply the prefix/template."""
+        check_is_fitted(self)
+        batch = as_texts(X, missing=self.missing)
+        texts = apply_preprocess(resolve_preprocess(self.preprocess), batch.texts)
+        if self.prefix:
+            if "{text}" in self.prefix:
+                texts = [self.prefix.replace("{text}", t) for t in texts]
+            else:
+                texts = [self.prefix + t for t in texts]
+        return batch, texts
+
+    def _vector_options(self) -> dict[str, Any]:
+        """Vector-changing options shared by both vectorizers (fingerprint)."""
+        return {
+            "max_length": int(self.max_length),
+            "truncation": "window" if self.truncation == "window" else "truncate",
+            "stride": self._stride() if self.truncation == "window" else None,
+            "preprocess": preprocess_identity_key(self.preprocess),
+            "prefix": self.prefix,
+            "layers": list(self.layers_),
+            "layer_aggregation": self.layer_aggregation if len(self.layers_) > 1 else None,
+            "quantize": self.quantize,
+        }
+
+    def _stride(self) -> int:
+        return self.max_length // 4 if self.stride is None else int(self.stride)
+
+    def _encode_unique(
+        self,
+        texts: Sequence[str],
+        *,
+        kind: str,
+        options: dict[str, Any],
+        encode_options: Any,
+        positions: Callable[[np.ndarray], np.ndarray],
+        n_total: int,
+        expected_shape: Callable[[np.ndarray], bool],
+        offsets: bool = False,
+    ) -> tuple[list[np.ndarray], np.ndarray]:
+        """Cache lookup, then encode the misses (steps 4-9).
+
+        Returns one array per text and a boolean "was truncated/windowed"
+        flag per text. ``positions`` maps unique-text indices to input rows
+        (for messages).
+        """
+        from ._cache import as_cache, make_keys
+        from ._fingerprint import fingerprint
+
+        spec, dtype = self._runtime()
+        fp = fingerprint(self.model_identity_, kind, dtype=dtype, **options)
+        cache = as_cache(self.cache)
+        keys = make_keys(fp, texts)
+        found = cache.get_many(keys) if len(keys) else []
+        values: list[np.ndarray | None] = [None] * len(texts)
+        long_ = np.zeros(len(texts), dtype=bool)
+        for i, hit in enumerate(found):
+            if hit is not None and expected_shape(hit[0]):
+                values[i] = np.asarray(hit[0], dtype=np.float32)
+                long_[i] = bool(hit[1])
+        miss = np.flatnonzero([v is None for v in values])
+        if self.truncation == "error" and long_.any():
+            self._raise_truncation(positions(np.flatnonzero(long_)))
+        if len(miss):
+            from ._forward import run
+            from ._model import get_model
+            from ._tokenize import tokenize
+
+            loaded = get_model(spec)
+            enc = tokenize(
+                loaded.tokenizer, [texts[i] for i in miss],
+                prefix_ids=loaded.special_prefix, suffix_ids=loaded.special_suffix,
+                max_length=int(self.max_length), windows=self.truncation == "window",
+                stride=self._stride(), offsets=offsets,
+            )  # fmt: skip
+            long_[miss] = enc.truncated
+            if self.truncation == "error" and long_.any():
+                self._raise_truncation(positions(np.flatnonzero(long_)))
+
+            def on_done(local: list[int], vals: list[np.ndarray]) -> None:
+                cache.put_many(
+                    [keys[miss[j]] for j in local], vals, [int(enc.truncated[j]) for j in local]
+                )
+
+            out = run(
+                loaded, enc, encode_options, on_done=on_done,
+                progress=resolve_progress(self.progress, len(miss)),
+            )  # fmt: skip
+            for j, i in enumerate(miss):
+                values[i] = out[j]
+        if self.truncation == "warn" and long_.any():
+            warnings.warn(
+                TruncationWarning(positions(np.flatnonzero(long_)), self.max_length, n_total),
+                stacklevel=3,
+            )
+        return values, long_  # type: ignore[return-value]
+
+    def _raise_truncation(self, rows: np.ndarray) -> None:
+        shown = ", ".join(map(str, rows[:10].tolist()))
+        more = f" and {len(rows) - 10} more" if len(rows) > 10 else ""
+        raise ValueError(
+            f"{len(rows)} texts are longer than max_length={self.max_length} tokens "
+            f"(positions {shown}{more}) and truncation='error'. Raise max_length, or use "
+            "truncation='warn' (truncate) or 'window' (encode overlapping windows)."
+        )
+
+
+def input_positions(inverse: np.ndarray, todo: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """Map unique-text indices back to sorted input rows (duplicates included)."""
+
+    def positions(uniq_idx: np.ndarray) -> np.ndarray:
+        hit = np.isin(inverse, uniq_idx)
+        return np.sort(todo[hit])
+
+    return positions

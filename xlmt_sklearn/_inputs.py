@@ -1,0 +1,148 @@
+"""Step 1 -- inputs: coerce whatever the user passes into a list of texts.
+
+``as_texts(X, missing=...) -> TextBatch``. Accepted: list/tuple of str, a 1-D
+numpy array, a pandas Series (any index, any dtype holding strings), a
+one-column DataFrame or (n, 1) array (what ``ColumnTransformer`` passes for
+``["text"]``). A bare ``str`` is rejected because iterating it would embed one
+character per row.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from numbers import Number
+from typing import Any
+
+import numpy as np
+
+__all__ = ["TextBatch", "as_texts", "is_missing"]
+
+
+@dataclass(frozen=True)
+class TextBatch:
+    """The texts of one call, in input order.
+
+    Attributes
+    ----------
+    texts : list of str
+        One text per input row; a missing value becomes ``""`` (its row is
+        listed in ``missing_positions``).
+    missing_positions : tuple of int
+        Rows that held None/NaN/pd.NA (only non-empty when ``missing`` allows them).
+    index : pandas.Index or None
+        The input's index, when it had one (Series/DataFrame).
+    name : str or None
+        The input's column or Series name, when it had one.
+    """
+
+    texts: list[str]
+    missing_positions: tuple[int, ...] = ()
+    index: Any = None
+    name: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def is_missing(value: Any) -> bool:
+    """True for None, float NaN (incl. numpy), ``pd.NA`` and ``pd.NaT``."""
+    if value is None:
+        return True
+    if isinstance(value, (float, np.floating)):
+        return math.isnan(value)
+    # pd.NA / pd.NaT without importing pandas for plain-list callers.
+    return type(value).__name__ in ("NAType", "NaTType")
+
+
+def _columns(X: Any) -> tuple[list[Any], Any, str | None]:
+    """Return (values, index, name) from any accepted container."""
+    if isinstance(X, (str, bytes)):
+        raise ValueError(
+            "Iterable of texts expected, got a single "
+            f"{type(X).__name__}. Wrap it in a list: transform([text])."
+        )
+    mod = type(X).__module__
+    if mod.startswith("pandas"):
+        import pandas as pd
+
+        if isinstance(X, pd.DataFrame):
+            if X.shape[1] != 1:
+                raise ValueError(
+                    "Expected a single text column, got a DataFrame with "
+                    f"{X.shape[1]} columns: {list(X.columns)[:20]}. Select one column "
+                    "(df['text']) or use a ColumnTransformer."
+                )
+            col = X.iloc[:, 0]
+            return col.astype(object).tolist(), X.index, str(X.columns[0])
+        if isinstance(X, pd.Series):
+            name = None if X.name is None else str(X.name)
+            return X.astype(object).tolist(), X.index, name
+    if isinstance(X, np.ndarray):
+        if X.ndim == 2 and X.shape[1] == 1:
+            X = X[:, 0]
+        elif X.ndim != 1:
+            raise ValueError(
+                f"Expected a 1-D array of texts (or one column), got an array of shape {X.shape}."
+            )
+        return X.tolist(), None, None
+    if isinstance(X, dict):
+        raise TypeError("Iterable of texts expected, got a dict. Pass list(d.values()).")
+    if not isinstance(X, Iterable):
+        raise TypeError(f"Iterable of texts expected, got {type(X).__name__}.")
+    return list(X), None, None
+
+
+def as_texts(X: Any, *, missing: str = "error") -> TextBatch:
+    """Validate and coerce ``X`` into a :class:`TextBatch`.
+
+    Parameters
+    ----------
+    X : list, tuple, ndarray, Series or one-column DataFrame of str
+        The texts.
+    missing : {"error", "empty", "zeros"}, default="error"
+        What to do with None/NaN/pd.NA: raise a ``ValueError`` naming their
+        positions, or record them in ``missing_positions`` (their text is
+        ``""``; the estimator embeds it or writes a zero row).
+
+    Raises
+    ------
+    ValueError
+        For a bare string, a multi-column input, or missing values under
+        ``missing="error"``.
+    TypeError
+        For values that are neither str nor missing (numbers, bytes, lists...),
+        naming the first positions and their types.
+    """
+    values, index, name = _columns(X)
+    texts: list[str] = []
+    missing_pos: list[int] = []
+    bad: list[tuple[int, str]] = []
+    for i, v in enumerate(values):
+        if isinstance(v, str):
+            texts.append(str(v))  # np.str_ -> str
+        elif is_missing(v):
+            missing_pos.append(i)
+            texts.append("")
+        else:
+            bad.append((i, type(v).__name__))
+            texts.append("")
+    if bad:
+        shown = ", ".join(f"{i} ({t})" for i, t in bad[:5])
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        hint = ""
+        if any(t in ("bytes", "bytearray") for _, t in bad):
+            hint = " Decode bytes first, e.g. b.decode('utf-8')."
+        elif any(isinstance(values[i], Number) for i, _ in bad):
+            hint = " Convert numbers explicitly with str() if they are meant as text."
+        raise TypeError(f"Texts must be str; got non-string values at positions {shown}{more}.{hint}")
+    if missing_pos and missing == "error":
+        shown = ", ".join(map(str, missing_pos[:10]))
+        more = f" and {len(missing_pos) - 10} more" if len(missing_pos) > 10 else ""
+        raise ValueError(
+            f"Missing values (None/NaN/NA) at positions {shown}{more}. Drop them, or set "
+            "missing='empty' to embed them as an empty text or missing='zeros' for zero rows."
+        )
+    return TextBatch(texts=texts, missing_positions=tuple(missing_pos), index=index, name=name)

@@ -1,0 +1,369 @@
+"""Model identity, lazy loading and the process-wide model registry.
+
+The only module that imports ``transformers`` (and ``huggingface_hub``).
+
+* :func:`resolve_identity` reads ``config.json`` only (never the weights) and
+  pins what a fitted estimator must reuse later: the hub commit hash, or a
+  content hash of a local folder.
+* :func:`get_model` loads model + tokenizer on first use and keeps them in a
+  small per-process LRU registry keyed by :class:`ModelSpec`, so the clones a
+  grid search makes -- and every task on a Spark worker -- share one load.
+  Estimators never hold a model, which keeps pickles small and ``transform``
+  free of side effects on ``self``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._errors import ModelLoadError, ModelNotFoundError
+
+__all__ = [
+    "LoadedModel",
+    "ModelIdentity",
+    "ModelSpec",
+    "clear_model_registry",
+    "get_model",
+    "get_tokenizer",
+    "load_count",
+    "resolve_identity",
+]
+
+# Files whose content decides what the model computes (weights, config, tokenizer).
+_CONTENT_SUFFIXES = (".safetensors", ".bin", ".json", ".model", ".txt", ".pt")
+_MAX_MODELS = int(os.environ.get("XLMT_SKLEARN_MAX_MODELS", "2"))
+
+
+def _offline_hint(model: str) -> str:
+    return (
+        "To work offline, download the model once (e.g. `hf download "
+        f"{model}` or `AutoModel.from_pretrained('{model}').save_pretrained('my-model')`) "
+        "and pass the local folder: XLMTVectorizer(model='path/to/my-model'); or set "
+        "HF_HUB_OFFLINE=1 with the model already in the Hugging Face cache."
+    )
+
+
+def looks_like_path(model: str | os.PathLike) -> bool:
+    """True when ``model`` must be read as a filesystem path, never a hub id.
+
+    A ``PathLike``, anything starting with ``/``, ``.``, ``~`` or a Windows
+    drive, and any existing directory are paths. ``../x`` and ``/abs`` never
+    fall back to a hub id.
+    """
+    if isinstance(model, os.PathLike):
+        return True
+    s = str(model)
+    if s.startswith(("/", ".", "~", "\\")) or (len(s) > 1 and s[1] == ":"):
+        return True
+    return os.path.isdir(s)
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """What a fitted estimator pins about its model (picklable, no weights).
+
+    Attributes
+    ----------
+    name : str
+        The hub id, or the local folder as the user gave it.
+    local : bool
+        Whether ``name`` is a local folder.
+    revision : str or None
+        The resolved hub commit hash (None for a local folder).
+    content_hash : str
+        The commit hash for a hub model; a SHA-256 over the weight, config and
+        tokenizer files of a local folder.
+    hidden_size, num_hidden_layers, max_positions : int
+        From ``config.json``; ``max_positions`` is the longest input in tokens.
+    model_type : str
+    """
+
+    name: str
+    local: bool
+    revision: str | None
+    content_hash: str
+    hidden_size: int
+    num_hidden_layers: int
+    max_positions: int
+    model_type: str
+
+
+_HASH_MEMO: dict[tuple, str] = {}
+
+
+def _folder_hash(folder: Path) -> str:
+    """SHA-256 over the content files of ``folder`` (memoized by size+mtime)."""
+    files = sorted(
+        p for p in folder.iterdir() if p.is_file() and p.name.endswith(_CONTENT_SUFFIXES)
+    )
+    stamp = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    key = (str(folder.resolve()), stamp)
+    if key not in _HASH_MEMO:
+        h = hashlib.sha256()
+        for p in files:
+            h.update(p.name.encode() + b"\0")
+            with open(p, "rb") as f:
+                h.update(hashlib.file_digest(f, "sha256").digest())
+        _HASH_MEMO[key] = h.hexdigest()
+    return _HASH_MEMO[key]
+
+
+def _read_config(path: Path, name: str) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            cfg = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"Cannot read the config of model {name!r} at {path}: {exc}") from exc
+    if not isinstance(cfg, dict):
+        raise ModelLoadError(f"The config of model {name!r} at {path} is not a JSON object.")
+    archs = cfg.get("architectures") or []
+    decoder_only = any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs) and not cfg.get(
+        "is_encoder_decoder", False
+    )
+    if decoder_only and cfg.get("model_type") not in _ENCODER_TYPES:
+        raise ModelLoadError(
+            f"Model {name!r} is a decoder-only language model ({', '.join(archs)}); "
+            "xlmt_sklearn needs a bidirectional encoder (XLM-R, RoBERTa, BERT, E5, ...)."
+        )
+    if "hidden_size" not in cfg:
+        raise ModelLoadError(
+            f"The config of model {name!r} has no hidden_size; is it a transformers encoder?"
+        )
+    return cfg
+
+
+_ENCODER_TYPES = {
+    "bert", "roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "distilbert",
+    "electra", "deberta", "deberta-v2", "mpnet", "albert", "modernbert",
+}  # fmt: skip
+
+
+def _max_positions(cfg: dict[str, Any]) -> int:
+    mpe = int(cfg.get("max_position_embeddings", 512))
+    # RoBERTa-family position ids start after the padding index.
+    if "roberta" in str(cfg.get("model_type", "")) or cfg.get("model_type") == "camembert":
+        mpe -= int(cfg.get("pad_token_id", 1)) + 1
+    return mpe
+
+
+def resolve_identity(
+    model: str | os.PathLike, revision: str | None = None
+) -> tuple[ModelIdentity, str]:
+    """Find ``model`` and read its config, without loading weights.
+
+    Returns the identity and the folder to load from (a local folder or the
+    hub snapshot folder).
+
+    Raises
+    ------
+    ModelNotFoundError
+        The folder does not exist, or the hub id/revision can't be found
+        (offline, typo, private repository without ``HF_TOKEN``).
+    ModelLoadError
+        The config is unreadable or describes a decoder-only model.
+    """
+    name = os.fspath(model)
+    if looks_like_path(model):
+        folder = Path(name).expanduser()
+        if not folder.is_dir():
+            raise ModelNotFoundError(
+                f"Model folder {name!r} does not exist (resolved to {folder.absolute()}). "
+                "A name that starts with '/', '.' or '~' is always read as a local path."
+            )
+        if not (folder / "config.json").is_file():
+            raise ModelNotFoundError(
+                f"Model folder {name!r} has no config.json; save a model there with "
+                "model.save_pretrained(folder) and tokenizer.save_pretrained(folder)."
+            )
+        if not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
+            raise ModelNotFoundError(
+                f"Model folder {name!r} has no weights (*.safetensors or *.bin)."
+            )
+        cfg = _read_config(folder / "config.json", name)
+        ident = ModelIdentity(
+            name=name, local=True, revision=None, content_hash=_folder_hash(folder),
+            hidden_size=int(cfg["hidden_size"]),
+            num_hidden_layers=int(cfg.get("num_hidden_layers", 0)),
+            max_positions=_max_positions(cfg), model_type=str(cfg.get("model_type", "")),
+        )  # fmt: skip
+        return ident, str(folder)
+
+    from huggingface_hub import hf_hub_download
+
+    try:
+        cfg_path = Path(hf_hub_download(name, "config.json", revision=revision))
+    except Exception as exc:  # the hub raises many types (offline, 404, auth, HTTP)
+        rev = "" if revision is None else f" at revision {revision!r}"
+        raise ModelNotFoundError(
+            f"Cannot find model {name!r}{rev} ({type(exc).__name__}: {str(exc)[:300]}). "
+            + _offline_hint(name)
+        ) from exc
+    commit = cfg_path.parent.name  # .../snapshots/<commit>/config.json
+    cfg = _read_config(cfg_path, name)
+    ident = ModelIdentity(
+        name=name, local=False, revision=commit, content_hash=commit,
+        hidden_size=int(cfg["hidden_size"]),
+        num_hidden_layers=int(cfg.get("num_hidden_layers", 0)),
+        max_positions=_max_positions(cfg), model_type=str(cfg.get("model_type", "")),
+    )  # fmt: skip
+    return ident, str(cfg_path.parent)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Registry key: everything that decides which weights run where, and how."""
+
+    name: str
+    revision: str | None
+    content_hash: str
+    device: str
+    dtype: str
+    quantize: str | None = None
+    compile: bool = False
+    trust_remote_code: bool = False
+
+
+@dataclass
+class LoadedModel:
+    """A ready model and its tokenizer, as held by the registry."""
+
+    model: Any
+    tokenizer: Any
+    device: str
+    dtype: str
+    special_prefix: list[int] = field(default_factory=list)
+    special_suffix: list[int] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_REGISTRY: OrderedDict[ModelSpec, LoadedModel] = OrderedDict()
+_TOKENIZERS: dict[tuple, Any] = {}
+_REGISTRY_LOCK = threading.RLock()
+_LOADS = {"model": 0, "tokenizer": 0}
+
+
+def load_count() -> dict[str, int]:
+    """How many models/tokenizers this process has loaded (for tests and logs)."""
+    return dict(_LOADS)
+
+
+def clear_model_registry() -> None:
+    """Drop every loaded model and tokenizer of this process (frees memory)."""
+    with _REGISTRY_LOCK:
+        _REGISTRY.clear()
+        _TOKENIZERS.clear()
+
+
+def _special_tokens(tokenizer) -> tuple[list[int], list[int]]:
+    """The ids a single sequence gets before and after its content."""
+    bare = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a", add_special_tokens=True)["input_ids"]
+    for k in range(len(full) - len(bare) + 1):
+        if full[k : k + len(bare)] == bare:
+            return list(full[:k]), list(full[k + len(bare) :])
+    raise ModelLoadError("Cannot locate the content between the tokenizer's special tokens.")
+
+
+def _source(spec: ModelSpec) -> tuple[str, dict[str, Any]]:
+    if looks_like_path(spec.name):
+        return os.path.expanduser(spec.name), {}
+    return spec.name, {"revision": spec.revision}
+
+
+def get_tokenizer(spec: ModelSpec):
+    """Load (once per process) the fast tokenizer of ``spec``'s model."""
+    key = (spec.name, spec.revision, spec.content_hash, spec.trust_remote_code)
+    with _REGISTRY_LOCK:
+        tok = _TOKENIZERS.get(key)
+        if tok is not None:
+            return tok
+        from transformers import AutoTokenizer
+
+        src, kw = _source(spec)
+        try:
+            tok = AutoTokenizer.from_pretrained(
+                src, use_fast=True, trust_remote_code=spec.trust_remote_code, **kw
+            )
+        except Exception as exc:
+            raise ModelLoadError(
+                f"Cannot load the tokenizer of model {spec.name!r}: {type(exc).__name__}: {exc}"
+            ) from exc
+        if not getattr(tok, "is_fast", False):
+            raise ModelLoadError(
+                f"Model {spec.name!r} has no fast (Rust) tokenizer; xlmt_sklearn needs one for "
+                "offsets and word alignment. Save a tokenizer.json with the folder "
+                "(AutoTokenizer.from_pretrained(..., use_fast=True).save_pretrained(folder))."
+            )
+        _LOADS["tokenizer"] += 1
+        _TOKENIZERS[key] = tok
+        return tok
+
+
+def _torch_dtype(name: str):
+    import torch
+
+    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
+
+
+def get_model(spec: ModelSpec) -> LoadedModel:
+    """Return the loaded model for ``spec``, loading it on first use."""
+    with _REGISTRY_LOCK:
+        loaded = _REGISTRY.get(spec)
+        if loaded is not None:
+            _REGISTRY.move_to_end(spec)
+            return loaded
+        tokenizer = get_tokenizer(spec)
+        model = _load_model(spec)
+        prefix, suffix = _special_tokens(tokenizer)
+        loaded = LoadedModel(model, tokenizer, spec.device, spec.dtype, prefix, suffix)
+        _REGISTRY[spec] = loaded
+        while len(_REGISTRY) > _MAX_MODELS:
+            _REGISTRY.popitem(last=False)
+        _LOADS["model"] += 1
+        return loaded
+
+
+def _load_model(spec: ModelSpec):
+    import torch
+    from transformers import AutoModel
+
+    src, kw = _source(spec)
+    if looks_like_path(spec.name):
+        # Loading exactly the pinned content: a folder edited after fit would
+        # silently give other vectors (and poison a shared cache).
+        current = _folder_hash(Path(src))
+        if current != spec.content_hash:
+            raise ModelLoadError(
+                f"Model folder {spec.name!r} changed since the estimator was fitted "
+                f"(content hash {current[:12]} != {spec.content_hash[:12]}). Fit it again."
+            )
+    try:
+        model = AutoModel.from_pretrained(
+            src, dtype=_torch_dtype(spec.dtype), trust_remote_code=spec.trust_remote_code, **kw
+        )
+    except Exception as exc:
+        raise ModelLoadError(
+            f"Cannot load model {spec.name!r}: {type(exc).__name__}: {str(exc)[:500]}"
+        ) from exc
+    if getattr(model.config, "is_decoder", False) and not getattr(
+        model.config, "add_cross_attention", False
+    ):
+        raise ModelLoadError(f"Model {spec.name!r} is configured as a decoder; use an encoder.")
+    model.eval()
+    if spec.quantize == "int8":
+        from ._quantize import quantize_int8
+
+        if spec.device != "cpu":
+            raise ValueError("quantize='int8' runs on the CPU only; set device='cpu'.")
+        model = quantize_int8(model)
+    model.to(spec.device)
+    if spec.compile:
+        model = torch.compile(model, dynamic=True)
+    return model

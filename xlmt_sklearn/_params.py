@@ -1,0 +1,104 @@
+"""Shared parameter constraints and device/dtype resolution.
+
+This is the only module that imports scikit-learn's private validation helpers
+(``sklearn.utils._param_validation`` and ``sklearn.base._fit_context``), so a
+change in them touches one file; the supported scikit-learn range is pinned in
+``pyproject.toml``.
+"""
+
+from __future__ import annotations
+
+import os
+from numbers import Integral
+
+from sklearn.base import _fit_context
+from sklearn.utils._param_validation import (
+    HasMethods,
+    Interval,
+    Options,
+    StrOptions,
+    validate_params,
+)
+
+__all__ = [
+    "MODEL_PARAMETER_CONSTRAINTS",
+    "HasMethods",
+    "Interval",
+    "Options",
+    "StrOptions",
+    "_fit_context",
+    "resolve_device",
+    "resolve_dtype",
+    "validate_params",
+]
+
+POOLING_MODES = ("mean", "cls", "max", "mean_max")
+LAYER_AGGREGATIONS = ("mean", "concat")
+
+#: Constraints shared by every estimator that runs the model.
+MODEL_PARAMETER_CONSTRAINTS: dict = {
+    "model": [str, os.PathLike],
+    "revision": [str, None],
+    "layers": [Integral, "array-like"],
+    "layer_aggregation": [StrOptions(set(LAYER_AGGREGATIONS))],
+    "preprocess": [StrOptions({"xlmt"}), callable, None],
+    "prefix": [str, None],
+    "max_length": [Interval(Integral, 3, None, closed="left")],
+    "truncation": [StrOptions({"warn", "error", "window"})],
+    "stride": [Interval(Integral, 0, None, closed="left"), None],
+    "missing": [StrOptions({"error", "empty", "zeros"})],
+    "batch_size": [Interval(Integral, 1, None, closed="left")],
+    "max_tokens": [Interval(Integral, 1, None, closed="left"), None],
+    "device": [str, None],
+    "dtype": [StrOptions({"auto", "float32", "float16", "bfloat16"})],
+    "quantize": [StrOptions({"int8"}), None],
+    "compile": ["boolean"],
+    "cache": [str, os.PathLike, HasMethods(["get_many", "put_many"]), None],
+    "progress": [StrOptions({"auto"}), "boolean"],
+    "trust_remote_code": ["boolean"],
+}
+
+
+def resolve_device(device: str | None) -> str:
+    """Turn ``"auto"``/``None`` into a concrete torch device string.
+
+    ``"auto"`` picks CUDA, then Apple MPS, then the CPU. Any other value is
+    returned as given (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``) after a
+    check that the device exists, so a typo fails before a model is loaded.
+    """
+    import torch
+
+    if device in (None, "auto"):
+        if torch.cuda.is_available():
+            return "cuda"
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return "mps"
+        return "cpu"
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(
+            f"device={device!r} is not a torch device; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'."
+        ) from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} was requested but CUDA is not available here.")
+    return str(dev)
+
+
+def resolve_dtype(dtype: str, device: str) -> str:
+    """Resolve ``"auto"`` to the compute dtype for ``device``.
+
+    float32 on the CPU (bf16 autocast is several times slower on CPUs without
+    AVX512-bf16, see docs/benchmarks.md), bfloat16 on CUDA cards that support it
+    and float16 on the others and on MPS.
+    """
+    if dtype != "auto":
+        return dtype
+    if device.startswith("cuda"):
+        import torch
+
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    if device.startswith("mps"):
+        return "float16"
+    return "float32"

@@ -1,0 +1,81 @@
+"""Step 8 -- pooling: layer selection/aggregation and masked pooling.
+
+Pure functions on tensors (no model, no I/O), written to match
+sentence-transformers' ``models/Pooling.py`` semantics:
+
+* ``mean``: sum of the token vectors under the attention mask divided by the
+  number of real tokens (clamped at 1e-9), special tokens included;
+* ``cls``: the first token's vector;
+* ``max``: per-dimension maximum over the real tokens (padding never wins);
+* ``mean_max``: ``[mean, max]`` concatenated.
+
+Layers are aggregated *per token* first (mean or concatenation of the chosen
+``hidden_states``), then pooled, and the L2 normalisation, when asked, is
+applied last to the whole output row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+__all__ = ["aggregate_layers", "l2_normalize", "pool"]
+
+
+def aggregate_layers(
+    hidden_states: Sequence[torch.Tensor], layers: Sequence[int], how: str
+) -> torch.Tensor:
+    """Pick ``hidden_states[i]`` for each ``i`` in ``layers`` and combine them.
+
+    Parameters
+    ----------
+    hidden_states : sequence of (batch, seq, hidden) tensors
+        As returned by a transformers model with ``output_hidden_states=True``
+        (index 0 = embeddings, -1 = last layer).
+    layers : sequence of int
+        Indices into ``hidden_states``.
+    how : {"mean", "concat"}
+        Average the layers (width ``hidden``) or concatenate them along the
+        feature axis (width ``hidden * len(layers)``).
+    """
+    chosen = [hidden_states[i].float() for i in layers]
+    if len(chosen) == 1:
+        return chosen[0]
+    if how == "mean":
+        return torch.stack(chosen, dim=0).mean(dim=0)
+    if how == "concat":
+        return torch.cat(chosen, dim=-1)
+    raise ValueError(f"Unknown layer aggregation {how!r}; expected 'mean' or 'concat'.")
+
+
+def pool(tokens: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
+    """Pool (batch, seq, dim) token vectors into (batch, dim') rows.
+
+    Parameters
+    ----------
+    tokens : (batch, seq, dim) float tensor
+    mask : (batch, seq) tensor of 0/1
+        1 for real tokens (special tokens included), 0 for padding.
+    mode : {"mean", "cls", "max", "mean_max"}
+    """
+    if mode == "cls":
+        return tokens[:, 0]
+    m = mask.unsqueeze(-1).to(tokens.dtype)
+    if mode in ("mean", "mean_max"):
+        mean = (tokens * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9)
+        if mode == "mean":
+            return mean
+    if mode in ("max", "mean_max"):
+        # Padding is pushed to -inf-like values so it never wins the max; an
+        # all-padding row (impossible here: every text has special tokens)
+        # would give -1e9 as sentence-transformers does.
+        mx = tokens.masked_fill(m == 0, -1e9).amax(dim=1)
+        return mx if mode == "max" else torch.cat([mean, mx], dim=-1)
+    raise ValueError(f"Unknown pooling {mode!r}; expected one of mean, cls, max, mean_max.")
+
+
+def l2_normalize(x: torch.Tensor) -> torch.Tensor:
+    """Divide each row by its L2 norm (a zero row stays zero)."""
+    return x / x.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+

@@ -1,0 +1,168 @@
+"""Step 5 -- tokenization: texts in, token ids (and windows) out.
+
+``tokenize(tokenizer, texts, ...) -> Encoded``. Every text is tokenized
+exactly once, without special tokens and without truncation, so that the true
+length is known (truncation is never silent) and long texts can be cut into
+windows. Special tokens are added per row from the tokenizer's own template.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Encoded", "tokenize", "window_starts"]
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Model-ready rows for a list of texts.
+
+    Attributes
+    ----------
+    rows : list of list of int
+        Token ids with special tokens, one row per (text, window).
+    row_text : ndarray of int
+        The text each row belongs to.
+    row_start : ndarray of int
+        Offset of each row's first content token in its text's content tokens.
+    n_content : ndarray of int
+        Content (non-special) token count of each text, before truncation.
+    n_windows : ndarray of int
+        Rows per text: 1, or more for texts cut into windows. Under plain
+        truncation a long text has one row and ``n_content > capacity``.
+    capacity : int
+        Content tokens that fit in one row (``max_length`` minus specials).
+    offsets : list of ndarray or None
+        Per text, the (n_content, 2) character spans of its content tokens.
+    word_ids : list of ndarray or None
+        Per text, the word index of each content token (pre-split input only).
+    """
+
+    rows: list[list[int]]
+    row_text: np.ndarray
+    row_start: np.ndarray
+    n_content: np.ndarray
+    n_windows: np.ndarray
+    capacity: int
+    n_prefix: int
+    n_suffix: int
+    offsets: list[np.ndarray] | None = None
+    word_ids: list[np.ndarray] | None = None
+
+    @property
+    def truncated(self) -> np.ndarray:
+        """Boolean per text: its content did not fit in one row."""
+        return self.n_content > self.capacity
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Token count of each row (special tokens included)."""
+        return np.fromiter((len(r) for r in self.rows), dtype=np.int64, count=len(self.rows))
+
+
+def window_starts(n: int, capacity: int, stride: int) -> list[int]:
+    """Starts of overlapping windows of ``capacity`` tokens covering ``n`` tokens.
+
+    Consecutive windows share ``stride`` tokens; the last window ends at ``n``.
+
+    Examples
+    --------
+    >>> window_starts(10, 4, 1)
+    [0, 3, 6]
+    >>> window_starts(3, 4, 1)
+    [0]
+    """
+    if n <= capacity:
+        return [0]
+    step = max(1, capacity - stride)
+    starts = list(range(0, n - capacity + 1, step))
+    if starts[-1] + capacity < n:
+        starts.append(n - capacity)
+    return starts
+
+
+def tokenize(
+    tokenizer,
+    texts: Sequence[str] | Sequence[Sequence[str]],
+    *,
+    prefix_ids: Sequence[int],
+    suffix_ids: Sequence[int],
+    max_length: int,
+    windows: bool = False,
+    stride: int = 0,
+    offsets: bool = False,
+    split_into_words: bool = False,
+) -> Encoded:
+    """Tokenize ``texts`` once and cut them into model rows.
+
+    Parameters
+    ----------
+    tokenizer : transformers fast tokenizer
+    texts : list of str, or list of list of str when ``split_into_words``
+    prefix_ids, suffix_ids : list of int
+        Special tokens around one sequence (``<s>``/``</s>`` for XLM-R).
+    max_length : int
+        Longest row in tokens, special tokens included.
+    windows : bool, default=False
+        Cut long texts into overlapping windows instead of truncating them.
+    stride : int, default=0
+        Tokens shared by consecutive windows.
+    offsets : bool, default=False
+        Also return the character span of every content token.
+    split_into_words : bool, default=False
+        ``texts`` are lists of words (``is_split_into_words``); word ids are
+        returned and offsets are relative to each word.
+    """
+    capacity = max_length - len(prefix_ids) - len(suffix_ids)
+    if capacity < 1:
+        raise ValueError(f"max_length={max_length} leaves no room for text between special tokens.")
+    if stride >= capacity:
+        raise ValueError(f"stride={stride} must be smaller than max_length minus special tokens ({capacity}).")
+    n_texts = len(texts)
+    if n_texts:
+        enc = tokenizer(
+            list(texts) if not split_into_words else [list(t) for t in texts],
+            add_special_tokens=False,
+            truncation=False,
+            return_attention_mask=False,
+            return_offsets_mapping=offsets,
+            is_split_into_words=split_into_words,
+            verbose=False,
+        )
+        ids_all = enc["input_ids"]
+    else:
+        enc, ids_all = None, []
+    prefix, suffix = list(prefix_ids), list(suffix_ids)
+    rows: list[list[int]] = []
+    row_text: list[int] = []
+    row_start: list[int] = []
+    n_windows = np.ones(n_texts, dtype=np.int64)
+    n_content = np.fromiter((len(x) for x in ids_all), dtype=np.int64, count=n_texts)
+    for i, ids in enumerate(ids_all):
+        starts = window_starts(len(ids), capacity, stride) if windows else [0]
+        n_windows[i] = len(starts)
+        for s in starts:
+            rows.append(prefix + ids[s : s + capacity] + suffix)
+            row_text.append(i)
+            row_start.append(s)
+    offs = None
+    if offsets:
+        offs = [np.asarray(o, dtype=np.int64).reshape(-1, 2) for o in enc["offset_mapping"]] if n_texts else []
+    wids = None
+    if split_into_words and n_texts:
+        wids = [np.asarray(enc.word_ids(i), dtype=np.int64) for i in range(n_texts)]
+    return Encoded(
+        rows=rows,
+        row_text=np.asarray(row_text, dtype=np.int64),
+        row_start=np.asarray(row_start, dtype=np.int64),
+        n_content=n_content,
+        n_windows=n_windows,
+        capacity=capacity,
+        n_prefix=len(prefix),
+        n_suffix=len(suffix),
+        offsets=offs,
+        word_ids=wids,
+    )

@@ -1,0 +1,276 @@
+"""``XLMTVectorizer``: one pooled transformer vector per text."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from ._base import ModelFeaturizerMixin, input_positions
+from ._dedupe import unique_texts
+from ._params import MODEL_PARAMETER_CONSTRAINTS, POOLING_MODES, StrOptions, _fit_context
+
+__all__ = ["DEFAULT_MODEL", "XLMTVectorizer", "pooled_dim"]
+
+DEFAULT_MODEL = "cardiffnlp/twitter-xlm-roberta-base"
+
+
+def pooled_dim(hidden: int, n_layers: int, layer_aggregation: str, pooling: str) -> int:
+    """Width of one pooled row for a model of width ``hidden``."""
+    width = hidden * (n_layers if layer_aggregation == "concat" and n_layers > 1 else 1)
+    return width * (2 if pooling == "mean_max" else 1)
+
+
+class XLMTVectorizer(ModelFeaturizerMixin):
+    """Embed texts with a transformer encoder: one pooled vector per text.
+
+    Texts are normalised like tweets (XLM-T's rule), deduplicated, looked up
+    in an optional disk cache, tokenized once with the model's fast tokenizer,
+    encoded in batches sorted by token length (little padding) and pooled.
+    The model loads lazily on the first transform that needs it and is shared
+    by every clone in the process; the estimator itself never holds weights.
+
+    Parameters
+    ----------
+    model : str or os.PathLike, default="cardiffnlp/twitter-xlm-roberta-base"
+        A Hugging Face hub id or a local folder (``save_pretrained`` output).
+        Names starting with ``/``, ``.`` or ``~`` are always local paths.
+        Default: XLM-T, XLM-RoBERTa base further trained on multilingual tweets.
+    revision : str or None, default=None
+        Hub branch, tag or commit. ``fit`` pins the resolved commit hash so a
+        pickled estimator keeps using exactly the same weights.
+    pooling : {"mean", "cls", "max", "mean_max"}, default="mean"
+        ``"mean"``: average of all non-padding token vectors (special tokens
+        included, as sentence-transformers does); ``"cls"``: the first token;
+        ``"max"``: per-dimension maximum; ``"mean_max"``: both, concatenated.
+    layers : int or sequence of int, default=-1
+        Which ``hidden_states`` to use (0 = embeddings, -1 = last layer).
+    layer_aggregation : {"mean", "concat"}, default="mean"
+        How several ``layers`` are combined per token before pooling: their
+        average, or their concatenation (width multiplied by ``len(layers)``).
+    normalize : bool, default=False
+        L2-normalise each output row.
+    preprocess : "xlmt", callable or None, default="xlmt"
+        Text normalisation before tokenization. ``"xlmt"`` is
+        :func:`normalize_tweet` (``@handle`` -> ``@user``, ``http...`` ->
+        ``http``), the rule XLM-T was trained with; a callable ``str -> str``;
+        None keeps texts as they are.
+    prefix : str or None, default=None
+        Text put before every input after preprocessing (e.g. ``"query: "``
+        for E5 models). A string containing ``"{text}"`` is a template.
+    max_length : int, default=128
+        Longest input in tokens, special tokens included (tweets rarely need
+        more than 128; the model's limit, 512 for XLM-R, is checked in fit).
+    truncation : {"warn", "error", "window"}, default="warn"
+        Longer texts are truncated with one :class:`TruncationWarning` per call
+        naming their positions (``"warn"``), refused with a ``ValueError``
+        (``"error"``), or encoded in overlapping windows whose token vectors
+        are merged before pooling (``"window"``).
+    stride : int or None, default=None
+        Tokens shared by consecutive windows (``truncation="window"``);
+        None means ``max_length // 4``.
+    missing : {"error", "empty", "zeros"}, default="error"
+        None/NaN/pd.NA inputs raise a ``ValueError`` naming their positions,
+        are embedded as the empty text, or get an all-zero row.
+    batch_size : int, default=32
+        Most texts per forward pass.
+    max_tokens : int or None, default=None
+        Most padded tokens per forward pass (a memory cap, useful on GPUs).
+    device : str, default="auto"
+        ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+    dtype : {"auto", "float32", "float16", "bfloat16"}, default="auto"
+        Compute dtype; ``"auto"`` is float32 on CPU and bfloat16/float16 on GPU.
+        Output is always float32.
+    quantize : {"int8"} or None, default=None
+        ``"int8"``: dynamic int8 quantization of the linear layers (CPU only;
+        faster, cosine >= 0.99 to float32, see docs/benchmarks.md).
+    compile : bool, default=False
+        ``torch.compile`` the model (pays off only for long runs).
+    cache : str, os.PathLike, EmbeddingCache or None, default=None
+        Per-text disk cache: a path (SQLite file) or an :class:`EmbeddingCache`.
+        Keys cover the model's exact identity and every option that changes a
+        vector; batch size, device and progress do not, so they still hit.
+    progress : bool or "auto", default="auto"
+        tqdm progress bar; ``"auto"`` shows it for long runs in a terminal or
+        notebook.
+    trust_remote_code : bool, default=False
+        Allow model code from the hub repository to run (off: only architectures
+        that ship with transformers load).
+
+    Attributes
+    ----------
+    model_identity_ : ModelIdentity
+        The pinned model: hub id and commit hash, or local folder and content
+        hash; width and depth from its config.
+    layers_ : tuple of int
+        The validated ``layers``.
+    n_features_out_ : int
+        Width of an output row.
+
+    See Also
+    --------
+    XLMTTokenVectorizer : One vector per token or word instead of per text.
+    EmbeddingCache : The disk cache.
+
+    Notes
+    -----
+    ``fit`` reads the model's ``config.json`` only; weights load on the first
+    ``transform`` that misses the cache. Pickles carry parameters, never
+    weights. Authentication for private hub models comes from ``HF_TOKEN`` in
+    the environment and is never stored on the estimator.
+
+    Examples
+    --------
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> clf = make_pipeline(XLMTVectorizer(), LogisticRegression())
+    >>> clf.fit(["I love it", "I hate it"], [1, 0])  # doctest: +SKIP
+    """
+
+    _parameter_constraints: dict = {
+        **MODEL_PARAMETER_CONSTRAINTS,
+        "pooling": [StrOptions(set(POOLING_MODES))],
+        "normalize": ["boolean"],
+    }
+
+    def __init__(
+        self,
+        model: str | os.PathLike = DEFAULT_MODEL,
+        *,
+        revision: str | None = None,
+        pooling: str = "mean",
+        layers: int | list[int] = -1,
+        layer_aggregation: str = "mean",
+        normalize: bool = False,
+        preprocess: Any = "xlmt",
+        prefix: str | None = None,
+        max_length: int = 128,
+        truncation: str = "warn",
+        stride: int | None = None,
+        missing: str = "error",
+        batch_size: int = 32,
+        max_tokens: int | None = None,
+        device: str = "auto",
+        dtype: str = "auto",
+        quantize: str | None = None,
+        compile: bool = False,
+        cache: Any = None,
+        progress: bool | str = "auto",
+        trust_remote_code: bool = False,
+    ):
+        self.model = model
+        self.revision = revision
+        self.pooling = pooling
+        self.layers = layers
+        self.layer_aggregation = layer_aggregation
+        self.normalize = normalize
+        self.preprocess = preprocess
+        self.prefix = prefix
+        self.max_length = max_length
+        self.truncation = truncation
+        self.stride = stride
+        self.missing = missing
+        self.batch_size = batch_size
+        self.max_tokens = max_tokens
+        self.device = device
+        self.dtype = dtype
+        self.quantize = quantize
+        self.compile = compile
+        self.cache = cache
+        self.progress = progress
+        self.trust_remote_code = trust_remote_code
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X: Any = None, y: Any = None) -> XLMTVectorizer:
+        """Validate the parameters and pin the model; encodes nothing.
+
+        Parameters
+        ----------
+        X : iterable of str, optional
+            Ignored (checked for type when given): the featurizer is pretrained.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : XLMTVectorizer
+        """
+        if X is not None:
+            from ._inputs import as_texts
+
+            as_texts(X, missing=self.missing)
+        self._pin_model()
+        ident = self.model_identity_
+        self.n_features_out_ = pooled_dim(
+            ident.hidden_size, len(self.layers_), self.layer_aggregation, self.pooling
+        )
+        return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Embed ``X``: one float32 row per text, in input order.
+
+        Parameters
+        ----------
+        X : list, tuple, ndarray, pandas Series or one-column DataFrame of str
+            The texts. Missing values follow ``missing``.
+
+        Returns
+        -------
+        ndarray of shape (n_texts, n_features_out_), float32
+        """
+        batch, texts = self._texts(X)  # 1-2: inputs, preprocess
+        rows = np.arange(len(texts))
+        if self.missing == "zeros" and batch.missing_positions:
+            rows = np.setdiff1d(rows, batch.missing_positions)
+        uniq, inverse = unique_texts([texts[i] for i in rows])  # 3: dedupe
+        vectors, _ = self._encode_unique(  # 4-9: cache, tokenize, forward, pool
+            uniq,
+            kind="pooled",
+            options=self._fingerprint_options(),
+            encode_options=self._encode_options(),
+            positions=input_positions(inverse, rows),
+            n_total=len(texts),
+            expected_shape=lambda a: a.shape == (self.n_features_out_,),
+        )
+        out = np.zeros((len(texts), self.n_features_out_), dtype=np.float32)  # 10: scatter
+        if len(uniq):
+            out[rows] = np.stack(vectors)[inverse]
+        return out
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        """Output feature names: ``xlmtvectorizer0``, ``xlmtvectorizer1``, ...
+
+        Parameters
+        ----------
+        input_features : ignored
+
+        Returns
+        -------
+        ndarray of str objects
+        """
+        from sklearn.utils.validation import check_is_fitted
+
+        check_is_fitted(self)
+        prefix = type(self).__name__.lower()
+        return np.asarray([f"{prefix}{i}" for i in range(self.n_features_out_)], dtype=object)
+
+    # ---------------------------------------------------------------- private
+    def _fingerprint_options(self) -> dict[str, Any]:
+        return {
+            **self._vector_options(),
+            "pooling": self.pooling,
+            "normalize": bool(self.normalize),
+        }
+
+    def _encode_options(self):
+        from ._forward import EncodeOptions
+
+        return EncodeOptions(
+            layers=self.layers_,
+            layer_aggregation=self.layer_aggregation,
+            pooling=self.pooling,
+            normalize=bool(self.normalize),
+            batch_size=int(self.batch_size),
+            max_tokens=self.max_tokens,
+        )
