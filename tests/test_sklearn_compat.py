@@ -1,0 +1,187 @@
+"""scikit-learn citizenship: params, clone, pickle, tags, pipelines, set_output.
+
+``parametrize_with_checks`` runs only the clone check on string-input
+estimators, so the checks that don't depend on input type are called
+directly and text-input versions of the others are written here.
+"""
+
+from __future__ import annotations
+
+import inspect
+import pickle
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+from sklearn.compose import ColumnTransformer
+from sklearn.exceptions import NotFittedError
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import (
+    check_get_params_invariance,
+    check_no_attributes_set_in_init,
+    check_parameters_default_constructible,
+    check_set_params,
+)
+
+from xlmt_sklearn import XLMTVectorizer
+from xlmt_sklearn import _model as model_mod
+
+TEXTS = ["good day", "bad day", "great stuff", "awful stuff", "nice", "terrible"] * 4
+LABELS = [1, 0, 1, 0, 1, 0] * 4
+
+
+@pytest.mark.parametrize(
+    "check",
+    [
+        check_no_attributes_set_in_init,
+        check_parameters_default_constructible,
+        check_get_params_invariance,
+        check_set_params,
+    ],
+)
+def test_sklearn_generic_checks(check):
+    check(XLMTVectorizer.__name__, XLMTVectorizer())
+
+
+def test_constraints_cover_init_params():
+    params = set(inspect.signature(XLMTVectorizer.__init__).parameters) - {"self"}
+    assert set(XLMTVectorizer._parameter_constraints) == params
+
+
+def test_docstring_documents_every_param_with_its_default():
+    doc = XLMTVectorizer.__doc__
+    for name, p in inspect.signature(XLMTVectorizer.__init__).parameters.items():
+        if name == "self":
+            continue
+        m = re.search(rf"^    {name} : .*default=(.+)$", doc, re.M)
+        assert m, f"{name} is not documented with a default"
+        assert m.group(1).strip().replace('"', "'") == repr(p.default), (name, m.group(1))
+
+
+@pytest.mark.parametrize(
+    "param,value,match",
+    [
+        ("pooling", "avg", "The 'pooling' parameter of XLMTVectorizer must be a str among"),
+        ("batch_size", 0, "The 'batch_size' parameter of XLMTVectorizer must be an int"),
+        ("truncation", "cut", "The 'truncation' parameter"),
+        ("missing", "drop", "The 'missing' parameter"),
+        ("dtype", "int4", "The 'dtype' parameter"),
+        ("quantize", "int4", "The 'quantize' parameter"),
+        ("preprocess", "lower", "The 'preprocess' parameter"),
+        ("cache", 3, "The 'cache' parameter"),
+    ],
+)
+def test_param_validation_messages(tiny_model_dir, param, value, match):
+    vec = XLMTVectorizer(str(tiny_model_dir), **{param: value})
+    with pytest.raises(ValueError, match=match):
+        vec.fit()
+
+
+def test_no_model_load_in_init_get_params_clone_or_fitted_check(tiny_model_dir):
+    model_mod.clear_model_registry()
+    before = model_mod.load_count()
+    vec = XLMTVectorizer(str(tiny_model_dir))
+    clone(vec).get_params()
+    with pytest.raises(NotFittedError, match="XLMTVectorizer instance is not fitted"):
+        vec.transform(["x"])
+    vec.fit(["a"])  # reads the config only
+    clone(vec)
+    assert model_mod.load_count() == before
+
+
+def test_transform_leaves_dict_unchanged_and_fit_idempotent(vectorizer):
+    vec = vectorizer.fit(TEXTS)
+    state = pickle.dumps(vec.__dict__)
+    out = vec.transform(TEXTS)
+    assert pickle.dumps(vec.__dict__) == state
+    vec.fit(TEXTS)
+    np.testing.assert_array_equal(vec.transform(TEXTS), out)
+
+
+def test_pickle_round_trip_without_weights(vectorizer):
+    vec = vectorizer.fit()
+    out = vec.transform(TEXTS[:4])
+    blob = pickle.dumps(vec)
+    assert len(blob) < 5_000, len(blob)  # parameters only: the tiny model alone is ~100 kB
+    model_mod.clear_model_registry()
+    again = pickle.loads(blob)
+    np.testing.assert_array_equal(again.transform(TEXTS[:4]), out)
+
+
+def test_pickled_estimator_refuses_changed_local_model(tmp_path):
+    from tests._models import build_tiny_model
+    from xlmt_sklearn import ModelLoadError
+
+    folder = build_tiny_model(tmp_path / "m", seed=3)
+    vec = XLMTVectorizer(str(folder), device="cpu").fit()
+    blob = pickle.dumps(vec)
+    build_tiny_model(folder, seed=4)  # same path, other weights
+    model_mod.clear_model_registry()
+    with pytest.raises(ModelLoadError, match="changed since the estimator was fitted"):
+        pickle.loads(blob).transform(["x"])
+
+
+def test_tags_declare_string_input():
+    tags = XLMTVectorizer().__sklearn_tags__()
+    assert tags.input_tags.string and not tags.input_tags.two_d_array
+
+
+def test_feature_names(vectorizer):
+    names = vectorizer.set_params(pooling="mean_max").fit().get_feature_names_out()
+    assert names.dtype == object and len(names) == 64
+    assert names[0] == "xlmtvectorizer0" and names[-1] == "xlmtvectorizer63"
+
+
+def test_set_output_pandas_keeps_index(vectorizer):
+    s = pd.Series(TEXTS[:5], index=[10, 3, 7, 99, 5], name="text")
+    out = vectorizer.set_output(transform="pandas").fit().transform(s)
+    assert isinstance(out, pd.DataFrame)
+    assert list(out.index) == [10, 3, 7, 99, 5]
+    assert list(out.columns[:2]) == ["xlmtvectorizer0", "xlmtvectorizer1"]
+    df = pd.DataFrame({"text": TEXTS[:3]}, index=["a", "b", "c"])
+    assert list(vectorizer.transform(df).index) == ["a", "b", "c"]
+
+
+def test_pipeline_with_classifier(vectorizer):
+    pipe = make_pipeline(vectorizer, StandardScaler(), LogisticRegression(max_iter=500))
+    pipe.fit(TEXTS, LABELS)
+    assert pipe.predict(TEXTS).shape == (len(TEXTS),)
+
+
+@pytest.mark.parametrize("columns", ["text", ["text"]])
+def test_column_transformer(vectorizer, columns):
+    df = pd.DataFrame({"text": TEXTS, "n": np.arange(len(TEXTS)), "other": ["x"] * len(TEXTS)})
+    ct = ColumnTransformer([("emb", vectorizer, columns), ("num", "passthrough", ["n"])])
+    out = ct.fit_transform(df)
+    assert out.shape == (len(TEXTS), 33)
+    np.testing.assert_allclose(out[:, :32], vectorizer.fit().transform(TEXTS), atol=1e-6)
+    ct.set_output(transform="pandas")
+    frame = ct.fit_transform(df.set_index(pd.Index(range(100, 100 + len(TEXTS)))))
+    assert frame.index[0] == 100 and "emb__xlmtvectorizer0" in frame.columns
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_grid_search(vectorizer, n_jobs):
+    pipe = make_pipeline(vectorizer, LogisticRegression(max_iter=200))
+    grid = GridSearchCV(
+        pipe, {"xlmtvectorizer__pooling": ["mean", "cls"], "logisticregression__C": [0.1, 1.0]},
+        cv=2, n_jobs=n_jobs,
+    )  # fmt: skip
+    grid.fit(TEXTS, LABELS)
+    assert set(grid.best_params_) == {"xlmtvectorizer__pooling", "logisticregression__C"}
+    assert np.isfinite(grid.cv_results_["mean_test_score"]).all()
+
+
+def test_clones_share_one_loaded_model(vectorizer):
+    model_mod.clear_model_registry()
+    a = clone(vectorizer).fit()
+    b = clone(vectorizer).set_params(pooling="max").fit()
+    a.transform(["x"])
+    b.transform(["y"])
+    assert model_mod.load_count()["model"] - 0 >= 1
+    assert len(model_mod._REGISTRY) == 1
