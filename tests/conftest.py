@@ -10,12 +10,12 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import pytest  # noqa: E402
-from sklearn.base import clone  # noqa: E402
+import pytest
+from sklearn.base import clone
 
-from tests._models import (  # noqa: E402
+from tests._models import (
     SHARED,
     build_tiny_model,
     real_tokenizer_dir,

@@ -70,9 +70,13 @@ def test_mean_matches_sentence_transformers(tiny_model_dir):
 @pytest.mark.parametrize("batch_size,max_tokens", [(1, None), (2, None), (64, None), (8, 40)])
 def test_independent_of_batching(tiny_model_dir, batch_size, max_tokens):
     base = XLMTVectorizer(str(tiny_model_dir), device="cpu").fit().transform(TEXTS)
-    got = XLMTVectorizer(
-        str(tiny_model_dir), device="cpu", batch_size=batch_size, max_tokens=max_tokens
-    ).fit().transform(TEXTS)
+    got = (
+        XLMTVectorizer(
+            str(tiny_model_dir), device="cpu", batch_size=batch_size, max_tokens=max_tokens
+        )
+        .fit()
+        .transform(TEXTS)
+    )
     np.testing.assert_allclose(got, base, atol=1e-5, rtol=0)
 
 

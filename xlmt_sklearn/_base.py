@@ -97,7 +97,8 @@ class ModelFeaturizerMixin(TransformerMixin, BaseEstimator):
             )
         if self.quantize == "int8" and self.dtype not in ("auto", "float32"):
             raise ValueError(
-                f"quantize='int8' of {name} computes in float32 on the CPU; got dtype={self.dtype!r}."
+                f"quantize='int8' of {name} computes in float32 on the CPU; "
+                f"got dtype={self.dtype!r}."
             )
         self.model_identity_ = ident
 

@@ -30,9 +30,7 @@ def unique_texts(texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
     return list(seen), inverse
 
 
-def scatter(
-    vectors: np.ndarray, inverse: np.ndarray, zero_rows: Sequence[int] = ()
-) -> np.ndarray:
+def scatter(vectors: np.ndarray, inverse: np.ndarray, zero_rows: Sequence[int] = ()) -> np.ndarray:
     """Expand per-unique rows back to input order; ``zero_rows`` become zeros."""
     out = vectors[inverse] if len(inverse) else np.zeros((0, vectors.shape[1]), vectors.dtype)
     if len(zero_rows):

@@ -78,12 +78,12 @@ def merge_windows(
     """
     if len(mats) == 1:
         return mats[0]
-    ends = [s + len(m) - n_prefix - n_suffix for s, m in zip(starts, mats)]
+    ends = [s + len(m) - n_prefix - n_suffix for s, m in zip(starts, mats, strict=True)]
     n = max(ends)
     parts = [mats[0][:n_prefix]]
     for j in range(n):
         best, best_score = 0, -1
-        for w, (s, e) in enumerate(zip(starts, ends)):
+        for w, (s, e) in enumerate(zip(starts, ends, strict=True)):
             if s <= j < e:
                 score = min(j - s, e - 1 - j)
                 if score > best_score:
@@ -148,9 +148,7 @@ def run(
                 if options.normalize:
                     pooled_t = l2_normalize(pooled_t)
                 pooled_np = pooled_t.float().cpu().numpy()
-            tokens_np = (
-                tokens.cpu().numpy() if keep_tokens or not single.all() else None
-            )
+            tokens_np = tokens.cpu().numpy() if keep_tokens or not single.all() else None
         done_idx, done_val = [], []
         for k, r in enumerate(rows_idx):
             text = int(encoded.row_text[r])

@@ -137,7 +137,9 @@ def as_texts(X: Any, *, missing: str = "error") -> TextBatch:
             hint = " Decode bytes first, e.g. b.decode('utf-8')."
         elif any(isinstance(values[i], Number) for i, _ in bad):
             hint = " Convert numbers explicitly with str() if they are meant as text."
-        raise TypeError(f"Texts must be str; got non-string values at positions {shown}{more}.{hint}")
+        raise TypeError(
+            f"Texts must be str; got non-string values at positions {shown}{more}.{hint}"
+        )
     if missing_pos and missing == "error":
         shown = ", ".join(map(str, missing_pos[:10]))
         more = f" and {len(missing_pos) - 10} more" if len(missing_pos) > 10 else ""

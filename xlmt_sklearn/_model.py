@@ -306,6 +306,24 @@ def get_tokenizer(spec: ModelSpec):
         return tok
 
 
+def _check_vocabulary(name: str, tokenizer, config) -> None:
+    """Refuse a tokenizer that cannot be the model's own.
+
+    transformers 5 builds an XLM-R tokenizer with only its 5 special tokens
+    when the folder lacks tokenizer.json and sentencepiece files -- silently
+    turning every word into <unk>. Ids beyond the embedding table would crash.
+    """
+    n_tok = len(tokenizer)
+    n_model = int(getattr(config, "vocab_size", n_tok) or n_tok)
+    n_special = len(set(tokenizer.all_special_ids))
+    if n_tok <= n_special + 5 or n_tok < n_model // 2 or n_tok > n_model + 1000:
+        raise ModelLoadError(
+            f"The tokenizer of model {name!r} has {n_tok} tokens but the model expects "
+            f"{n_model}: the tokenizer files (tokenizer.json or sentencepiece model) are "
+            "missing or belong to another model. Save the model's own tokenizer in the folder."
+        )
+
+
 def _torch_dtype(name: str):
     import torch
 
@@ -321,6 +339,7 @@ def get_model(spec: ModelSpec) -> LoadedModel:
             return loaded
         tokenizer = get_tokenizer(spec)
         model = _load_model(spec)
+        _check_vocabulary(spec.name, tokenizer, model.config)
         prefix, suffix = _special_tokens(tokenizer)
         loaded = LoadedModel(model, tokenizer, spec.device, spec.dtype, prefix, suffix)
         _REGISTRY[spec] = loaded
@@ -344,6 +363,10 @@ def _load_model(spec: ModelSpec):
                 f"Model folder {spec.name!r} changed since the estimator was fitted "
                 f"(content hash {current[:12]} != {spec.content_hash[:12]}). Fit it again."
             )
+    from transformers.utils import logging as hf_logging
+
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a per-load bar is noise inside a transform
     try:
         model = AutoModel.from_pretrained(
             src, dtype=_torch_dtype(spec.dtype), trust_remote_code=spec.trust_remote_code, **kw
@@ -352,6 +375,9 @@ def _load_model(spec: ModelSpec):
         raise ModelLoadError(
             f"Cannot load model {spec.name!r}: {type(exc).__name__}: {str(exc)[:500]}"
         ) from exc
+    finally:
+        if bar:
+            hf_logging.enable_progress_bar()
     if getattr(model.config, "is_decoder", False) and not getattr(
         model.config, "add_cross_attention", False
     ):

@@ -79,7 +79,8 @@ def resolve_device(device: str | None) -> str:
         dev = torch.device(device)
     except RuntimeError as exc:
         raise ValueError(
-            f"device={device!r} is not a torch device; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'."
+            f"device={device!r} is not a torch device; "
+            "use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'."
         ) from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} was requested but CUDA is not available here.")

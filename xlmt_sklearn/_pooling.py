@@ -78,4 +78,3 @@ def pool(tokens: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
 def l2_normalize(x: torch.Tensor) -> torch.Tensor:
     """Divide each row by its L2 norm (a zero row stays zero)."""
     return x / x.norm(dim=-1, keepdim=True).clamp(min=1e-12)
-

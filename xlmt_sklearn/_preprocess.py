@@ -99,5 +99,7 @@ def preprocess_identity_key(spec: str | Callable[[str], str] | None) -> str:
         src = inspect.getsource(fn).encode()
     except (OSError, TypeError):
         code = getattr(fn, "__code__", None)
-        src = code.co_code + repr(code.co_consts).encode() if code is not None else repr(fn).encode()
+        src = (
+            code.co_code + repr(code.co_consts).encode() if code is not None else repr(fn).encode()
+        )
     return f"callable:{name}:{hashlib.sha256(src).hexdigest()[:16]}"

@@ -120,7 +120,9 @@ def tokenize(
     if capacity < 1:
         raise ValueError(f"max_length={max_length} leaves no room for text between special tokens.")
     if stride >= capacity:
-        raise ValueError(f"stride={stride} must be smaller than max_length minus special tokens ({capacity}).")
+        raise ValueError(
+            f"stride={stride} must be smaller than max_length minus special tokens ({capacity})."
+        )
     n_texts = len(texts)
     if n_texts:
         enc = tokenizer(
@@ -150,7 +152,11 @@ def tokenize(
             row_start.append(s)
     offs = None
     if offsets:
-        offs = [np.asarray(o, dtype=np.int64).reshape(-1, 2) for o in enc["offset_mapping"]] if n_texts else []
+        offs = (
+            [np.asarray(o, dtype=np.int64).reshape(-1, 2) for o in enc["offset_mapping"]]
+            if n_texts
+            else []
+        )
     wids = None
     if split_into_words and n_texts:
         wids = [np.asarray(enc.word_ids(i), dtype=np.int64) for i in range(n_texts)]

@@ -1,0 +1,55 @@
+"""Step 3 and 6: dedupe and batch planning (no model)."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+
+from xlmt_sklearn._batching import plan_batches
+from xlmt_sklearn._dedupe import scatter, unique_texts
+
+
+@given(
+    st.lists(st.integers(1, 200), max_size=300),
+    st.integers(1, 40),
+    st.one_of(st.none(), st.integers(1, 2000)),
+)
+def test_plan_covers_every_position_once(lengths, batch_size, max_tokens):
+    plan = plan_batches(lengths, batch_size, max_tokens)
+    seen = np.concatenate(plan.batches) if plan.batches else np.array([], dtype=int)
+    assert sorted(seen.tolist()) == list(range(len(lengths)))
+    for b in plan.batches:
+        assert 1 <= len(b) <= batch_size
+        longest = max(lengths[i] for i in b)
+        if max_tokens is not None and len(b) > 1:
+            assert len(b) * longest <= max_tokens
+        assert lengths[b[0]] == longest  # the first member sets the padded width
+
+
+def test_sorting_cuts_padding():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(5, 120, size=1000)
+    sorted_plan = plan_batches(lengths, 32)
+    assert sorted_plan.padding_fraction < 0.05
+    assert sorted_plan.real_tokens == lengths.sum()
+
+
+def test_empty_plan():
+    plan = plan_batches([], 8)
+    assert plan.batches == [] and plan.padding_fraction == 0.0
+
+
+@given(st.lists(st.sampled_from(["a", "b", "c", "", "é", "😀"]), max_size=50))
+def test_unique_and_scatter_round_trip(texts):
+    uniq, inverse = unique_texts(texts)
+    assert len(set(uniq)) == len(uniq)
+    assert [uniq[i] for i in inverse] == texts
+    vecs = np.arange(len(uniq) * 2, dtype=np.float32).reshape(-1, 2)
+    out = scatter(vecs, inverse) if texts else np.zeros((0, 2))
+    assert out.shape == (len(texts), 2)
+
+
+def test_scatter_zero_rows():
+    out = scatter(np.ones((1, 3), np.float32), np.array([0, 0, 0]), zero_rows=[1])
+    assert out[1].sum() == 0 and out[0].sum() == 3
