@@ -1,0 +1,108 @@
+"""Helper process for the multi-process cache tests (not a test module).
+
+Usage::
+
+    python _cache_worker.py write  PATH FIRST STOP BATCH DIM   # waits for "go" on stdin
+    python _cache_worker.py hammer PATH DIM BATCH SEED          # writes until killed
+    python _cache_worker.py read   PATH N DIM SECONDS           # reads and verifies
+
+Values are a deterministic function of the key (:func:`value_for`), so writers
+with overlapping keys write identical values and any reader can check any hit.
+Every CacheWarning is turned into an error: the worker exits non-zero on any
+cache problem or wrong value.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import types
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+
+def _skip_package_init() -> None:
+    # The package __init__ imports scikit-learn and the vectorizer (seconds on a busy
+    # machine, per worker); the cache modules need only numpy, so register a bare
+    # package pointing at this checkout and import just those.
+    package = types.ModuleType("xlmt_sklearn")
+    package.__path__ = [str(Path(__file__).resolve().parents[1] / "xlmt_sklearn")]
+    sys.modules["xlmt_sklearn"] = package
+
+
+if __name__ == "__main__":
+    _skip_package_init()
+
+from xlmt_sklearn._cache import EmbeddingCache, make_keys  # noqa: E402
+from xlmt_sklearn._errors import CacheWarning  # noqa: E402
+
+FINGERPRINT = "worker-test"
+
+
+def keys_for(indices) -> list[bytes]:
+    """Keys of the texts ``"text <i>"``."""
+    return make_keys(FINGERPRINT, [f"text {i}" for i in indices])
+
+
+def value_for(key: bytes, dim: int) -> np.ndarray:
+    """The float32 vector that belongs to ``key`` (its bytes repeated); compare with tobytes()."""
+    raw = (key * (dim * 4 // len(key) + 1))[: dim * 4]
+    return np.frombuffer(raw, dtype="<f4").copy()
+
+
+def _write(path: str, first: int, stop: int, batch: int, dim: int) -> None:
+    cache = EmbeddingCache(path)
+    print("ready", flush=True)
+    sys.stdin.readline()  # start barrier, so all writers really run at once
+    for start in range(first, stop, batch):
+        idx = range(start, min(start + batch, stop))
+        keys = keys_for(idx)
+        cache.put_many(keys, [value_for(k, dim) for k in keys], list(idx))
+    print("done", flush=True)
+
+
+def _hammer(path: str, dim: int, batch: int, seed: int) -> None:
+    cache = EmbeddingCache(path, max_size=8 * batch * dim * 4)
+    rng = np.random.default_rng(seed)
+    announced = False
+    while True:
+        idx = rng.choice(5 * batch, size=batch, replace=False)
+        keys = keys_for(idx)
+        cache.put_many(keys, [value_for(k, dim) for k in keys], idx.tolist())
+        cache.get_many(keys[: batch // 2])
+        if not announced:
+            print("ready", flush=True)
+            announced = True
+
+
+def _read(path: str, n: int, dim: int, seconds: float) -> None:
+    cache = EmbeddingCache(path)
+    keys = keys_for(range(n))
+    print("ready", flush=True)
+    deadline = time.monotonic() + seconds
+    rounds = 0
+    while time.monotonic() < deadline or rounds < 3:
+        for key, hit in zip(keys, cache.get_many(keys), strict=True):
+            if hit is not None and hit[0].tobytes() != value_for(key, dim).tobytes():
+                raise AssertionError("wrong vector returned")
+        rounds += 1
+    print("done", rounds, flush=True)
+
+
+def main(argv: list[str]) -> None:
+    warnings.simplefilter("error", CacheWarning)
+    mode, path, *args = argv
+    if mode == "write":
+        _write(path, *map(int, args))
+    elif mode == "hammer":
+        _hammer(path, *map(int, args))
+    elif mode == "read":
+        _read(path, int(args[0]), int(args[1]), float(args[2]))
+    else:
+        raise SystemExit(f"unknown mode {mode!r}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

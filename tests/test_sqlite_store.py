@@ -1,0 +1,360 @@
+"""Tests of the SQLite storage primitives behind the embedding cache."""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+import os
+import sqlite3
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+try:
+    import xlmt_sklearn  # noqa: F401
+except ImportError:  # not installed: test this checkout
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from xlmt_sklearn import _sqlite_store as S
+from xlmt_sklearn._cache import make_keys
+
+
+def _keys(n: int, start: int = 0) -> list[bytes]:
+    return make_keys("store-test", [f"t{i}" for i in range(start, start + n)])
+
+
+def _rows(keys, dim=8, dtype=np.float32):
+    return S.encode_rows(keys, [np.full(dim, i, dtype) for i in range(len(keys))], range(len(keys)))
+
+
+@pytest.fixture
+def store(tmp_path):
+    st = S.acquire(tmp_path / "s.sqlite")
+    yield st
+    S.close_store(st.path)
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """Replace the store's clock by one that advances 100 s (> TOUCH_INTERVAL) per call."""
+    ticks = itertools.count(1_000_000, 100)
+    monkeypatch.setattr(S, "_now", lambda: float(next(ticks)))
+    return ticks
+
+
+def _counts_by_scan(path: Path) -> tuple[int, int]:
+    with sqlite3.connect(path) as conn:
+        n, total = conn.execute("SELECT COUNT(*), COALESCE(SUM(nbytes), 0) FROM entries").fetchone()
+    conn.close()
+    return n, total
+
+
+# --------------------------------------------------------------------------------------
+# Encoding
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, ">f4", ">f2"])
+@pytest.mark.parametrize("shape", [(384,), (12, 384), (), (0, 3), (2, 3, 4)])
+def test_encode_decode_round_trip(dtype, shape):
+    """Any shape, both dtypes and both byte orders survive; bytes on disk are little-endian."""
+    a = np.arange(int(np.prod(shape)), dtype=dtype).reshape(shape)
+    name, shape_str, data = S.encode_array(a)
+    assert name == ("float32" if np.dtype(dtype).itemsize == 4 else "float16")
+    assert shape_str == ",".join(map(str, shape))
+    assert data == a.astype(np.dtype(dtype).newbyteorder("<")).tobytes()
+    b = S.decode_array(name, shape_str, data)
+    assert b.shape == shape and b.dtype == np.dtype(name) and b.flags.writeable
+    np.testing.assert_array_equal(a, b)
+
+
+def test_encode_non_contiguous():
+    """Fortran-ordered and strided arrays are stored in C order."""
+    a = np.asfortranarray(np.arange(12, dtype=np.float32).reshape(3, 4))[:, ::2]
+    np.testing.assert_array_equal(S.decode_array(*S.encode_array(a)), a)
+
+
+@pytest.mark.parametrize(
+    "bad", [np.zeros(3), np.zeros(3, np.int32), np.zeros(3, object), np.zeros(3, np.complex64)]
+)
+def test_encode_rejects_other_dtypes(bad):
+    with pytest.raises(TypeError, match="float32 or float16"):
+        S.encode_array(bad)
+
+
+def test_encode_rejects_non_arrays():
+    with pytest.raises(TypeError, match="expected a numpy array"):
+        S.encode_array([1.0, 2.0])
+
+
+@pytest.mark.parametrize(
+    ("dtype", "shape", "data"),
+    [
+        ("float64", "2", b"\0" * 16),
+        ("object", "1", b"\0" * 8),
+        ("O", "1", b"\0" * 8),
+        ("<f4", "2", b"\0" * 8),
+        ("float32 ", "2", b"\0" * 8),
+        (None, "2", b"\0" * 8),
+        (4, "2", b"\0" * 8),
+        ("float32", "3", b"\0" * 8),  # length mismatch
+        ("float32", "-2", b"\0" * 8),
+        ("float32", "+2", b"\0" * 8),
+        ("float32", " 2", b"\0" * 8),
+        ("float32", "2_0", b"\0" * 80),
+        ("float32", "2.0", b"\0" * 8),
+        ("float32", "1e1", b"\0" * 40),
+        ("float32", "2,", b"\0" * 8),
+        ("float32", "02", b"\0" * 8),
+        ("float32", "__import__('os').getcwd()", b"\0" * 8),
+        ("float32", 2, b"\0" * 8),
+        ("float32", None, b"\0" * 8),
+        ("float32", "2", "\0" * 8),  # text instead of a blob
+        ("float32", "2", None),
+        ("float32", "2", 8),
+        ("float32", "99999999999999999999", b"\0" * 8),
+        ("float32", ",".join(["1"] * 40), b"\0" * 4),  # more dimensions than allowed
+    ],
+)
+def test_decode_rejects_invalid_rows(dtype, shape, data):
+    assert S.decode_array(dtype, shape, data) is None
+
+
+def test_encode_rows_validates_before_writing():
+    keys = _keys(2)
+    arrays = [np.zeros(2, np.float32)] * 2
+    with pytest.raises(ValueError, match="2 keys but 1 arrays"):
+        S.encode_rows(keys, arrays[:1])
+    with pytest.raises(ValueError, match="2 keys but 3 metas"):
+        S.encode_rows(keys, arrays, [0, 1, 2])
+    with pytest.raises(TypeError, match="non-empty bytes"):
+        S.encode_rows(["a", "b"], arrays)
+    with pytest.raises(TypeError, match="non-empty bytes"):
+        S.encode_rows([b"", b"x"], arrays)
+    with pytest.raises(TypeError, match="integer"):
+        S.encode_rows(keys, arrays, [0.5, 1])
+    with pytest.raises(ValueError, match="64-bit"):
+        S.encode_rows(keys, arrays, [2**63, 0])
+    rows = S.encode_rows(keys, arrays, [np.int64(-(2**63)), 2**63 - 1])
+    assert [r.meta for r in rows] == [-(2**63), 2**63 - 1]
+    assert [r.meta for r in S.encode_rows(keys, arrays)] == [0, 0]
+
+
+# --------------------------------------------------------------------------------------
+# Schema and SQL usage
+# --------------------------------------------------------------------------------------
+
+
+def test_schema_pragmas_and_file_mode(store):
+    conn = store._conn
+    cols = [(r[1], r[2]) for r in conn.execute("PRAGMA table_info(entries)")]
+    assert cols == [
+        ("key", "BLOB"),
+        ("dtype", "TEXT"),
+        ("shape", "TEXT"),
+        ("data", "BLOB"),
+        ("meta", "INTEGER"),
+        ("nbytes", "INTEGER"),
+        ("last_used", "REAL"),
+    ]
+    assert [(r[1], r[2]) for r in conn.execute("PRAGMA table_info(info)")] == [
+        ("name", "TEXT"),
+        ("value", "TEXT"),
+    ]
+    info = dict(conn.execute("SELECT name, value FROM info"))
+    assert info["magic"] == S.MAGIC
+    assert info["schema_version"] == str(S.SCHEMA_VERSION)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 30_000
+    assert os.stat(store.path).st_mode & 0o777 == 0o600
+
+
+def test_reads_are_batched_and_writes_are_one_transaction(store):
+    statements = []
+    store._conn.set_trace_callback(statements.append)
+    keys = _keys(1200)
+    store.put_many(_rows(keys))
+    assert [s for s in statements if s.startswith(("BEGIN", "COMMIT"))] == [
+        "BEGIN IMMEDIATE",
+        "COMMIT",
+    ]
+    statements.clear()
+    result = store.get_many(keys + _keys(5, start=5000), stale_before=0.0)
+    selects = [s for s in statements if s.lstrip().startswith("SELECT")]
+    assert len(selects) == 3  # 1205 keys in chunks of <= 500, never one query per key
+    assert all(s.count("?") <= S.MAX_VARIABLES for s in selects)
+    assert [v[1] for v in result.values[:1200]] == list(range(1200))
+    assert result.values[1200:] == [None] * 5
+
+
+def test_counters_match_table_after_every_kind_of_change(store, clock):
+    keys = _keys(50)
+    store.put_many(_rows(keys, dim=8))
+    store.put_many(_rows(keys[:10], dim=16))  # replacements change nbytes
+    store.put_many(_rows(keys[:5] + keys[:5], dim=4))  # duplicates inside one batch
+    assert store.counts() == _counts_by_scan(store.path) == (50, 5 * 16 + 5 * 64 + 40 * 32)
+    store.touch_and_purge([], keys[40:])
+    assert store.counts() == _counts_by_scan(store.path)
+    store.put_many(_rows(_keys(30, start=100)), max_size=1000)
+    assert store.counts() == _counts_by_scan(store.path)
+    assert store.counts()[1] <= 1000
+    store.clear()
+    assert store.counts() == _counts_by_scan(store.path) == (0, 0)
+
+
+def test_lru_eviction_keeps_recently_read(store, clock):
+    keys = _keys(20)
+    for k in keys[:10]:  # one at a time: distinct, increasing last_used
+        store.put_many(_rows([k]))
+    result = store.get_many(keys[:3], stale_before=S._now() - S.TOUCH_INTERVAL)
+    assert sorted(result.touch) == sorted(keys[:3])
+    store.touch_and_purge(result.touch, [])
+    store.put_many(_rows(keys[10:15]), max_size=10 * 32)  # 15 entries of 32 bytes, cap 10
+    kept = [v is not None for v in store.get_many(keys, 0.0).values]
+    assert kept == [True] * 3 + [False] * 5 + [True] * 7 + [False] * 5
+    assert store.counts() == (10, 320)
+
+
+def test_eviction_uses_the_lru_index(store):
+    plan = store._conn.execute(
+        "EXPLAIN QUERY PLAN SELECT rowid, nbytes FROM entries ORDER BY last_used"
+    ).fetchall()
+    detail = " ".join(r[-1] for r in plan)
+    assert "COVERING INDEX entries_lru" in detail and "TEMP B-TREE" not in detail
+
+
+def test_recent_hits_are_not_rewritten(store):
+    """Reads only refresh last_used once it is TOUCH_INTERVAL old (writes are costly)."""
+    keys = _keys(4)
+    store.put_many(_rows(keys))
+    now = S._now()
+    assert store.get_many(keys, stale_before=now - S.TOUCH_INTERVAL).touch == []
+    assert len(store.get_many(keys, stale_before=now + 1).touch) == 4
+
+
+def test_duplicate_keys_get_independent_arrays(store):
+    keys = _keys(2)
+    store.put_many(_rows(keys))
+    values = store.get_many([keys[0], keys[1], keys[0]], 0.0).values
+    values[0][0][:] = 42
+    assert values[2][0][0] == 0 and values[1][0][0] == 1
+
+
+# --------------------------------------------------------------------------------------
+# Errors, files and the pool
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("exc", "kind"),
+    [
+        (sqlite3.DatabaseError("file is not a database"), "corrupt"),
+        (sqlite3.DatabaseError("database disk image is malformed"), "corrupt"),
+        (sqlite3.OperationalError("database or disk is full"), "nowrite"),
+        (sqlite3.OperationalError("attempt to write a readonly database"), "nowrite"),
+        (OSError(28, "No space left on device"), "nowrite"),
+        (sqlite3.OperationalError("database is locked"), "busy"),
+        (sqlite3.OperationalError("unable to open database file"), "fatal"),
+        (sqlite3.OperationalError("disk I/O error"), "fatal"),
+        (PermissionError(13, "Permission denied"), "fatal"),
+        (IsADirectoryError(21, "Is a directory"), "fatal"),
+        (S.IncompatibleStoreError("newer"), "fatal"),
+        (RuntimeError("anything else"), "fatal"),
+    ],
+)
+def test_classify_error(exc, kind):
+    assert S.classify_error(exc) == kind
+
+
+def test_move_aside_takes_siblings(tmp_path):
+    p = tmp_path / "x.sqlite"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{p}{suffix}").write_bytes(b"junk" + suffix.encode())
+    first = S.move_aside(p)
+    p.write_bytes(b"again")
+    second = S.move_aside(p)  # same second: must not overwrite the first
+    assert first != second and first.name.startswith("x.sqlite.corrupt-")
+    assert Path(f"{first}-wal").read_bytes() == b"junk-wal"
+    assert Path(f"{first}-shm").read_bytes() == b"junk-shm"
+    assert second.read_bytes() == b"again"
+    assert not p.exists() and S.move_aside(p) is None
+
+
+def test_pool_is_keyed_by_path_and_pid(tmp_path, monkeypatch):
+    a = S.acquire(tmp_path / "a.sqlite")
+    assert S.acquire(tmp_path / "a.sqlite") is a
+    assert S.acquire(tmp_path / "b.sqlite") is not a
+    real_pid = os.getpid()
+    monkeypatch.setattr(os, "getpid", lambda: real_pid + 1)  # as seen by a forked child
+    child = S.acquire(tmp_path / "a.sqlite")
+    assert child is not a and child.pid == real_pid + 1
+    S.close_store(tmp_path / "a.sqlite")
+    monkeypatch.undo()
+    assert S.acquire(tmp_path / "a.sqlite") is a
+    for name in ("a.sqlite", "b.sqlite"):
+        S.close_store(tmp_path / name)
+    assert a.closed
+    with pytest.raises(S.StoreClosedError):
+        a.counts()
+
+
+def test_replaced_file_gets_a_new_connection(tmp_path):
+    """If the file is deleted or replaced under an open store, acquire() reopens it."""
+    p = tmp_path / "a.sqlite"
+    old = S.acquire(p)
+    old.put_many(_rows(_keys(3)))
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{p}{suffix}").unlink(missing_ok=True)
+    new = S.acquire(p)
+    assert new is not old and old.closed and old._conn in S._ABANDONED
+    assert new.counts() == (0, 0)
+    new.put_many(_rows(_keys(2)))
+    assert new.counts() == (2, 64)
+    S.close_store(p)
+
+
+def _child_uses_cache(path: str, parent_store_id: int, queue) -> None:
+    store = S.acquire(Path(path))
+    keys = _keys(10, start=100)
+    store.put_many(_rows(keys))
+    ok = [v is not None for v in store.get_many(_keys(20, start=90), 0.0).values]
+    queue.put((id(store) != parent_store_id and store.pid == os.getpid(), ok))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="fork() start method")
+def test_forked_child_opens_its_own_connection(tmp_path):
+    p = tmp_path / "f.sqlite"
+    parent = S.acquire(p)
+    parent.put_many(_rows(_keys(10, start=90)))
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child_uses_cache, args=(str(p), id(parent), queue))
+    proc.start()
+    own_connection, ok = queue.get(timeout=60)
+    proc.join(60)
+    assert proc.exitcode == 0 and own_connection and all(ok)
+    # the parent's connection is unharmed and sees the child's writes
+    assert S.acquire(p) is parent
+    assert all(v is not None for v in parent.get_many(_keys(20, start=90), 0.0).values)
+    assert parent._conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    S.close_store(p)
+
+
+def test_foreign_database_is_moved_aside_unmodified(tmp_path):
+    p = tmp_path / "foreign.sqlite"
+    with sqlite3.connect(p) as conn:
+        conn.execute("CREATE TABLE users(name TEXT)")
+        conn.execute("INSERT INTO users VALUES ('alice')")
+    conn.close()
+    with pytest.raises(S.CorruptStoreError, match="not an xlmt_sklearn cache") as info:
+        S.acquire(p)
+    moved = info.value.moved_to
+    with sqlite3.connect(moved) as conn:
+        assert conn.execute("SELECT name FROM users").fetchall() == [("alice",)]
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"  # never switched
+    conn.close()
+    assert S.acquire(p).counts() == (0, 0)  # fresh cache in its place
+    S.close_store(p)

@@ -1,0 +1,595 @@
+"""Disk cache for embeddings: the user-facing API.
+
+An :class:`EmbeddingCache` maps a 32-byte key (see :func:`make_keys`) to one
+float32 or float16 array plus an integer ``meta``. It is backed by one SQLite
+file that any number of threads and processes may share (see
+:mod:`xlmt_sklearn._sqlite_store`).
+
+A cache can only ever make things faster: every I/O or database problem is
+reported as a :class:`~xlmt_sklearn._errors.CacheWarning` and turned into
+misses or dropped writes, never into an exception or a wrong vector.
+:class:`NullCache` is the do-nothing stand-in used for ``cache=None``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import re
+import threading
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from . import _sqlite_store as store_mod
+from ._errors import CacheWarning
+
+__all__ = [
+    "DEFAULT_FILENAME",
+    "CacheStats",
+    "EmbeddingCache",
+    "NullCache",
+    "as_cache",
+    "make_keys",
+    "parse_size",
+]
+
+#: File name used when the cache path is a directory.
+DEFAULT_FILENAME = "xlmt_sklearn_cache.sqlite"
+
+_T = TypeVar("_T")
+_FAILED: Any = object()  # sentinel: the operation failed and was already reported
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 10**3,
+    "kb": 10**3,
+    "m": 10**6,
+    "mb": 10**6,
+    "g": 10**9,
+    "gb": 10**9,
+    "t": 10**12,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
+_SIZE_RE = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([a-zA-Z]*)\s*")
+
+
+def parse_size(size: int | str | None) -> int | None:
+    """Convert a cache size limit to bytes.
+
+    Parameters
+    ----------
+    size : int, str or None
+        A positive number of bytes, or a string such as ``"500MB"``, ``"2GB"``,
+        ``"1.5GiB"`` or ``"750kb"`` (case-insensitive; KB/MB/GB/TB are powers of
+        1000, KiB/MiB/GiB/TiB powers of 1024). ``None`` means unlimited.
+
+    Returns
+    -------
+    int or None
+        The limit in bytes, or ``None``.
+
+    Raises
+    ------
+    TypeError
+        If ``size`` is not an int, str or None.
+    ValueError
+        If the string cannot be parsed or the size is not positive.
+    """
+    if size is None:
+        return None
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer, str)):
+        raise TypeError(
+            f"max_size must be a number of bytes, a string like '500MB', or None; "
+            f"got {type(size).__name__}"
+        )
+    if isinstance(size, str):
+        m = _SIZE_RE.fullmatch(size)
+        unit = _UNITS.get(m.group(2).lower()) if m else None
+        if m is None or unit is None:
+            raise ValueError(
+                f"cannot parse max_size={size!r}; use bytes or a string like '500MB', "
+                "'2GB' or '1.5GiB'"
+            )
+        value = float(m.group(1)) * unit
+        if not math.isfinite(value):
+            raise ValueError(f"max_size={size!r} is too large")
+        nbytes = int(value)
+    else:
+        nbytes = int(size)
+    if nbytes <= 0:
+        raise ValueError(f"max_size must be positive, got {size!r}")
+    return nbytes
+
+
+def _resolve_path(path: str | os.PathLike) -> Path:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"cache path must be a str or os.PathLike, got {type(path).__name__}")
+    raw = os.path.expanduser(os.fspath(path))
+    if not isinstance(raw, str):
+        raise TypeError("cache path must be text, not bytes")
+    if raw == "":
+        raise ValueError("cache path must not be empty")
+    seps = (os.sep, os.altsep) if os.altsep else (os.sep,)
+    if raw.endswith(seps) or os.path.isdir(raw):
+        raw = os.path.join(raw, DEFAULT_FILENAME)
+    return Path(raw).resolve()
+
+
+def make_keys(fingerprint: str, texts: Sequence[str]) -> list[bytes]:
+    """Compute the cache key of each text.
+
+    ``key = sha256(fingerprint + "\\0" + text)`` over UTF-8 (lone surrogates
+    allowed), so a key depends on the text and on everything the fingerprint
+    encodes (model, revision, pooling, ...) and on nothing else.
+
+    Parameters
+    ----------
+    fingerprint : str
+        Identifies how the vectors were computed; must not contain ``"\\0"``
+        (the separator), which keeps ``(fingerprint, text)`` pairs unambiguous.
+    texts : sequence of str
+        The texts, in order. Duplicates get identical keys.
+
+    Returns
+    -------
+    list of bytes
+        One 32-byte digest per text.
+
+    Raises
+    ------
+    TypeError
+        If ``fingerprint`` or an element of ``texts`` is not a str.
+    ValueError
+        If ``fingerprint`` contains ``"\\0"``.
+    """
+    if not isinstance(fingerprint, str):
+        raise TypeError(f"fingerprint must be a str, got {type(fingerprint).__name__}")
+    if "\x00" in fingerprint:
+        raise ValueError("fingerprint must not contain NUL characters")
+    prefix = fingerprint.encode("utf-8", "surrogatepass") + b"\x00"
+    sha256 = hashlib.sha256
+    try:
+        return [sha256(prefix + t.encode("utf-8", "surrogatepass")).digest() for t in texts]
+    except (AttributeError, TypeError):
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise TypeError(
+                    f"texts must be strings; element {i} is {type(t).__name__}: {t!r:.50}"
+                ) from None
+        raise
+
+
+def _check_keys(keys: Sequence[bytes]) -> list[bytes]:
+    keys = list(keys)
+    for i, k in enumerate(keys):
+        if type(k) is not bytes:
+            if not isinstance(k, bytes):
+                raise TypeError(f"cache keys must be bytes (see make_keys), got {type(k).__name__}")
+            keys[i] = bytes(k)  # e.g. numpy.bytes_: plain bytes for SQLite and dict lookups
+    return keys
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    """Counters of a cache.
+
+    Attributes
+    ----------
+    hits : int
+        Keys found by this object's ``get_many`` calls in this process.
+    misses : int
+        Keys not found (including all keys looked up while the cache was
+        unusable) by this object in this process.
+    entries : int
+        Entries in the database (all processes).
+    bytes : int
+        Summed array bytes of those entries (what ``max_size`` limits).
+    path : str or None
+        The database file, or ``None`` for :class:`NullCache`.
+    """
+
+    hits: int
+    misses: int
+    entries: int
+    bytes: int
+    path: str | None
+
+    @property
+    def hit_rate(self) -> float:
+        """Fraction of lookups that were hits (0.0 before any lookup)."""
+        total = self.hits + self.misses
+        return self.hits / total if total else 0.0
+
+
+class NullCache:
+    """A cache that stores nothing: the null object used for ``cache=None``.
+
+    Same API as :class:`EmbeddingCache`; ``get_many`` always misses, writes are
+    dropped and every counter stays zero.
+    """
+
+    path = None
+    max_size = None
+
+    def get_many(self, keys: Sequence[bytes]) -> list[tuple[np.ndarray, int] | None]:
+        """Return ``None`` for every key.
+
+        Parameters
+        ----------
+        keys : sequence of bytes
+            Keys to look up.
+
+        Returns
+        -------
+        list of None
+        """
+        return [None] * len(keys)
+
+    def put_many(
+        self,
+        keys: Sequence[bytes],
+        arrays: Sequence[np.ndarray],
+        metas: Sequence[int] | None = None,
+    ) -> None:
+        """Drop the entries.
+
+        Parameters
+        ----------
+        keys : sequence of bytes
+            Ignored.
+        arrays : sequence of numpy.ndarray
+            Ignored.
+        metas : sequence of int or None, default=None
+            Ignored.
+        """
+
+    def clear(self) -> None:
+        """Do nothing."""
+
+    def close(self) -> None:
+        """Do nothing."""
+
+    @property
+    def stats(self) -> CacheStats:
+        """All-zero :class:`CacheStats` with ``path=None``."""
+        return CacheStats(hits=0, misses=0, entries=0, bytes=0, path=None)
+
+    def __len__(self) -> int:
+        return 0
+
+    def __repr__(self) -> str:
+        return "NullCache()"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, NullCache)
+
+    def __hash__(self) -> int:
+        return hash(NullCache)
+
+
+class EmbeddingCache:
+    """A persistent, process-safe cache of embedding arrays in one SQLite file.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The database file (e.g. ``"emb.sqlite"``; ``~`` is expanded). If it is an
+        existing directory or ends with a path separator, the database is
+        ``<path>/xlmt_sklearn_cache.sqlite``. Missing parent directories are
+        created with mode 0o700 on first use, the file with mode 0o600.
+    max_size : int, str or None, default=None
+        Cap on the summed array bytes, as an int or a string like ``"500MB"``,
+        ``"2GB"`` or ``"1.5GiB"`` (see :func:`parse_size`). After a write that
+        exceeds it, least recently used entries are deleted until under the cap.
+        ``None`` means unlimited. Recency has a resolution of about a minute
+        (reads refresh an entry's timestamp at most that often).
+    timeout : float, default=30.0
+        Seconds to wait for another process's write lock before the operation
+        is given up (with a :class:`~xlmt_sklearn._errors.CacheWarning`).
+
+    Attributes
+    ----------
+    path : pathlib.Path
+        The resolved database file path.
+    max_size : int, str or None
+        As given.
+
+    Notes
+    -----
+    Constructing is cheap and opens nothing; the file is opened on first use,
+    once per process (connections are pooled per path and process id, so
+    pickled copies sent to forked, loky or Spark workers open their own).
+    Pickles and copies keep only ``path``, ``max_size`` and ``timeout``.
+
+    Failures never raise: a corrupt or foreign file is moved aside to
+    ``<path>.corrupt-<timestamp>`` and replaced by a fresh cache; a file that
+    cannot be used at all (permissions, a directory in the way, ...) disables
+    this object for the rest of the process after one warning; a full disk or
+    read-only file disables writes only. SQLite needs working file locks, so do
+    not put the cache on a network file system, and never copy another file over
+    a cache that is in use (delete it, or call :meth:`clear`, instead).
+
+    Examples
+    --------
+    >>> cache = EmbeddingCache("/tmp/emb.sqlite", max_size="1GB")  # doctest: +SKIP
+    >>> keys = make_keys("model@rev/mean", ["hello", "world"])  # doctest: +SKIP
+    >>> cache.get_many(keys)  # doctest: +SKIP
+    [None, None]
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        max_size: int | str | None = None,
+        *,
+        timeout: float = 30.0,
+    ):
+        self._setup(_resolve_path(path), max_size, timeout)
+
+    def _setup(self, path: Path, max_size: int | str | None, timeout: float) -> None:
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+            raise TypeError(f"timeout must be a number of seconds, got {type(timeout).__name__}")
+        if not (timeout >= 0 and math.isfinite(timeout)):
+            raise ValueError(f"timeout must be a non-negative number of seconds, got {timeout}")
+        self.path = path
+        self.max_size = max_size
+        self.timeout = float(timeout)
+        self._max_bytes = parse_size(max_size)
+        self._lock = threading.Lock()
+        self._hits = 0
+        self._misses = 0
+        self._disabled = False  # unusable: behave as a NullCache from now on
+        self._readonly = False  # writes failed for good (disk full, read-only): reads only
+
+    # -- pickling, equality, repr ------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": str(self.path), "max_size": self.max_size, "timeout": self.timeout}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._setup(Path(state["path"]), state["max_size"], state["timeout"])
+
+    def __repr__(self) -> str:
+        extra = "" if self.timeout == 30.0 else f", timeout={self.timeout!r}"
+        return f"EmbeddingCache({str(self.path)!r}, max_size={self.max_size!r}{extra})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, EmbeddingCache):
+            return NotImplemented
+        return (self.path, self._max_bytes) == (other.path, other._max_bytes)
+
+    def __hash__(self) -> int:
+        return hash((EmbeddingCache, self.path, self._max_bytes))
+
+    # -- failure handling --------------------------------------------------------------
+
+    def _warn(self, message: str) -> None:
+        # stacklevel 5: _warn <- _report <- _call <- public method <- caller
+        warnings.warn(message, CacheWarning, stacklevel=5)
+
+    def _report(self, exc: BaseException, what: str) -> None:
+        cause = f"{type(exc).__name__}: {exc}"
+        kind = store_mod.classify_error(exc)
+        if kind == "busy":
+            if what != "touch":  # a skipped timestamp refresh costs nothing: stay quiet
+                self._warn(
+                    f"The embedding cache at '{self.path}' is busy ({cause}); this {what} was "
+                    "skipped and results are computed without the cache. Raise the cache's "
+                    "timeout if this repeats."
+                )
+        elif kind == "nowrite" and what in ("write", "touch", "clear"):
+            if not self._readonly:
+                self._readonly = True
+                self._warn(
+                    f"Cannot write to the embedding cache at '{self.path}' ({cause}); new "
+                    "results are computed without the cache and not stored (writes are "
+                    "disabled for this process, cached entries are still read)."
+                )
+        elif not self._disabled:
+            # fatal, corrupt again right after a fresh start, or unreadable: stop using it
+            self._disabled = True
+            self._warn(
+                f"The embedding cache at '{self.path}' cannot be used ({cause}); results "
+                "are computed without the cache (it is disabled for this process)."
+            )
+
+    def _call(self, op: Callable[[store_mod.SQLiteStore], _T], what: str) -> _T:
+        """Run ``op`` on this process's store; on failure warn and return ``_FAILED``.
+
+        ``what`` ("lookup", "touch", "write", "clear" or "count") names the
+        operation in messages and decides how a failure degrades the cache.
+        """
+        corrupt_seen = False
+        for _attempt in range(3):
+            try:
+                return op(store_mod.acquire(self.path, self.timeout))
+            except store_mod.StoreClosedError:
+                continue  # closed by another thread between acquire and use: reopen
+            except store_mod.CorruptStoreError as exc:
+                if corrupt_seen:
+                    self._report(exc.cause, what)
+                    return _FAILED
+                corrupt_seen = True
+                where = (
+                    f"moved it aside to '{exc.moved_to}'"
+                    if exc.moved_to
+                    else "another process already moved it aside"
+                )
+                cause = f"{type(exc.cause).__name__}: {exc.cause}"
+                # stacklevel 3: _call <- public method <- caller
+                warnings.warn(
+                    f"The embedding cache at '{self.path}' was corrupt or not an "
+                    f"xlmt_sklearn cache ({cause}); {where} and started a fresh cache. "
+                    "Results are unaffected: anything not cached is computed without the "
+                    "cache.",
+                    CacheWarning,
+                    stacklevel=3,
+                )
+                continue  # retry once on the fresh file
+            except Exception as exc:  # the cache must never break a transform
+                self._report(exc, what)
+                return _FAILED
+        warnings.warn(
+            f"The embedding cache at '{self.path}' kept being closed by other threads; "
+            f"this {what} was skipped and results are computed without the cache.",
+            CacheWarning,
+            stacklevel=3,
+        )
+        return _FAILED
+
+    def _count(self, hits: int, misses: int) -> None:
+        with self._lock:
+            self._hits += hits
+            self._misses += misses
+
+    # -- API ---------------------------------------------------------------------------
+
+    def get_many(self, keys: Sequence[bytes]) -> list[tuple[np.ndarray, int] | None]:
+        """Look up many keys at once.
+
+        Parameters
+        ----------
+        keys : sequence of bytes
+            Keys from :func:`make_keys`.
+
+        Returns
+        -------
+        list of (numpy.ndarray, int) or None
+            One item per key, in order: ``(array, meta)`` on a hit, where
+            ``array`` is a new writable array of the stored dtype and shape, or
+            ``None`` on a miss (also for every key when the cache is unusable).
+
+        Raises
+        ------
+        TypeError
+            If a key is not ``bytes`` (a programming error, not a cache problem).
+        """
+        keys = _check_keys(keys)
+        if not keys:
+            return []
+        values: list[tuple[np.ndarray, int] | None] = [None] * len(keys)
+        if not self._disabled:
+            stale_before = store_mod._now() - store_mod.TOUCH_INTERVAL
+            result = self._call(lambda s: s.get_many(keys, stale_before), "lookup")
+            if result is not _FAILED:
+                values = result.values
+                if (result.touch or result.invalid) and not self._readonly:
+                    # Failing to refresh timestamps does not make the hits wrong.
+                    self._call(lambda s: s.touch_and_purge(result.touch, result.invalid), "touch")
+        hits = sum(v is not None for v in values)
+        self._count(hits, len(values) - hits)
+        return values
+
+    def put_many(
+        self,
+        keys: Sequence[bytes],
+        arrays: Sequence[np.ndarray],
+        metas: Sequence[int] | None = None,
+    ) -> None:
+        """Store many entries in one transaction (replacing existing keys).
+
+        Parameters
+        ----------
+        keys : sequence of bytes
+            Keys from :func:`make_keys`.
+        arrays : sequence of numpy.ndarray
+            One float32 or float16 array per key, any shape.
+        metas : sequence of int or None, default=None
+            One signed 64-bit integer per key returned with the array by
+            ``get_many``; ``None`` stores 0.
+
+        Raises
+        ------
+        TypeError, ValueError
+            If the arguments are malformed (wrong dtype, non-bytes keys, length
+            mismatch): programming errors, raised before anything is written.
+            Storage problems never raise; they warn and drop the write.
+        """
+        rows = store_mod.encode_rows(keys, arrays, metas)
+        if not rows or self._disabled or self._readonly:
+            return
+        self._call(lambda s: s.put_many(rows, self._max_bytes), "write")
+
+    def clear(self) -> None:
+        """Delete every entry (atomically; safe while other processes use the file)."""
+        if not self._disabled and not self._readonly:
+            self._call(lambda s: s.clear(), "clear")
+
+    @property
+    def stats(self) -> CacheStats:
+        """:class:`CacheStats`: this object's hit/miss counters and the database's size."""
+        entries = nbytes = 0
+        if not self._disabled and self.path.exists():  # don't create a file just to count
+            counts = self._call(lambda s: s.counts(), "count")
+            if counts is not _FAILED:
+                entries, nbytes = counts
+        with self._lock:
+            hits, misses = self._hits, self._misses
+        return CacheStats(hits, misses, entries, nbytes, str(self.path))
+
+    def __len__(self) -> int:
+        return self.stats.entries
+
+    def close(self) -> None:
+        """Close this process's connection to the file.
+
+        Other :class:`EmbeddingCache` objects for the same path share that
+        connection and transparently reopen it on their next call; so does this
+        one.
+        """
+        store_mod.close_store(self.path)
+
+
+_MEMO: dict[tuple[str, int], EmbeddingCache] = {}
+_MEMO_LOCK = threading.Lock()
+
+
+def as_cache(
+    cache: str | os.PathLike | EmbeddingCache | NullCache | None,
+) -> EmbeddingCache | NullCache:
+    """Turn a ``cache=`` argument into a cache object.
+
+    Parameters
+    ----------
+    cache : None, str, os.PathLike, EmbeddingCache or NullCache
+        ``None`` gives a :class:`NullCache`; a path gives an unlimited
+        :class:`EmbeddingCache`, the same object for the same resolved path
+        within a process (so repeated transforms share its connection and
+        counters); a cache object is returned unchanged.
+
+    Returns
+    -------
+    EmbeddingCache or NullCache
+
+    Raises
+    ------
+    TypeError
+        For any other type.
+    """
+    if cache is None:
+        return NullCache()
+    if isinstance(cache, (EmbeddingCache, NullCache)):
+        return cache
+    if isinstance(cache, (str, os.PathLike)):
+        path = _resolve_path(cache)
+        key = (str(path), os.getpid())
+        with _MEMO_LOCK:
+            found = _MEMO.get(key)
+            if found is None:
+                found = _MEMO[key] = EmbeddingCache(path)
+        return found
+    raise TypeError(
+        "cache must be None, a path (str or os.PathLike) to a cache file or directory, "
+        f"an EmbeddingCache or a NullCache; got {type(cache).__name__}"
+    )

@@ -1,0 +1,861 @@
+"""SQLite storage primitives for the embedding cache.
+
+This module only knows how to store and load arrays; the policy (warnings,
+degrading to no cache, memoisation) lives in :mod:`xlmt_sklearn._cache`.
+
+Layout of a cache file::
+
+    entries(key BLOB PRIMARY KEY, dtype TEXT, shape TEXT, data BLOB,
+            meta INTEGER, nbytes INTEGER, last_used REAL)
+    info(name TEXT PRIMARY KEY, value TEXT)
+
+``info`` holds a magic value and the schema version (so a foreign SQLite file
+is recognised as not ours) and two counters, ``total_entries`` and
+``total_bytes``, kept exact by triggers so that size checks never scan the
+table. Arrays are stored as raw little-endian bytes plus a dtype name and a
+shape string; nothing is ever unpickled or evaluated, and every row is
+validated before it is returned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import functools
+import operator
+import os
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = [
+    "DTYPES",
+    "MAGIC",
+    "MAX_VARIABLES",
+    "SCHEMA_VERSION",
+    "TOUCH_INTERVAL",
+    "CorruptStoreError",
+    "IncompatibleStoreError",
+    "ReadResult",
+    "Row",
+    "SQLiteStore",
+    "StoreClosedError",
+    "acquire",
+    "classify_error",
+    "close_store",
+    "decode_array",
+    "encode_array",
+    "encode_rows",
+    "move_aside",
+]
+
+SCHEMA_VERSION = 1
+MAGIC = "xlmt_sklearn.embedding_cache"
+
+#: Dtypes a row may have, by the name stored in the ``dtype`` column.
+DTYPES: dict[str, np.dtype] = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2")}
+
+#: Keys per ``IN (...)`` query; well under SQLite's bound-parameter limit (999 on old builds).
+MAX_VARIABLES = 500
+
+#: ``last_used`` of a row hit by a read is rewritten only when it is older than this many
+#: seconds. Rewriting a row rewrites its page, so touching on every hit would turn warm
+#: reads into a stream of writes; minute resolution is plenty for LRU eviction.
+TOUCH_INTERVAL = 60.0
+
+#: Bytes of the file SQLite may memory-map for reading.
+MMAP_SIZE = 1 << 30
+
+#: Size the write-ahead log is truncated to after a checkpoint.
+JOURNAL_SIZE_LIMIT = 64 << 20
+
+_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
+_SHAPE_RE = re.compile(r"(?:0|[1-9][0-9]{0,18})(?:,(?:0|[1-9][0-9]{0,18})){0,31}", re.ASCII)
+
+# Primary SQLite result codes (exceptions carry them as ``sqlite_errorcode`` on 3.11+).
+_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 5, 6, 8
+_SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_NOTADB = 11, 13, 26
+
+_now = time.time  # module-level so tests can substitute a deterministic clock
+
+
+class CorruptStoreError(Exception):
+    """The cache file was corrupt or not an xlmt_sklearn cache and has been moved aside.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The database path.
+    moved_to : pathlib.Path or None
+        Where the damaged file now is; ``None`` when another process had already
+        replaced it.
+    cause : BaseException
+        The error that revealed the damage.
+    """
+
+    def __init__(self, path: Path, moved_to: Path | None, cause: BaseException):
+        self.path, self.moved_to, self.cause = path, moved_to, cause
+        super().__init__(f"{path}: {type(cause).__name__}: {cause}")
+
+
+class IncompatibleStoreError(Exception):
+    """The file is a cache written by a newer schema version; it is left untouched."""
+
+
+class StoreClosedError(RuntimeError):
+    """The store was closed (by another thread) between being acquired and used."""
+
+
+class Row(NamedTuple):
+    """One encoded entry ready to be written."""
+
+    key: bytes
+    dtype: str
+    shape: str
+    data: bytes
+    meta: int
+
+
+class ReadResult(NamedTuple):
+    """What :meth:`SQLiteStore.get_many` found.
+
+    Attributes
+    ----------
+    values : list of (numpy.ndarray, int) or None
+        One item per requested key, in order.
+    touch : list of bytes
+        Hit keys whose ``last_used`` is older than :data:`TOUCH_INTERVAL`.
+    invalid : list of bytes
+        Keys whose rows failed validation (reported as misses; to be deleted).
+    """
+
+    values: list[tuple[np.ndarray, int] | None]
+    touch: list[bytes]
+    invalid: list[bytes]
+
+
+# --------------------------------------------------------------------------------------
+# Array encoding
+# --------------------------------------------------------------------------------------
+
+
+def encode_array(array: np.ndarray) -> tuple[str, str, bytes]:
+    """Encode an array as ``(dtype name, shape string, little-endian bytes)``.
+
+    Parameters
+    ----------
+    array : numpy.ndarray
+        A float32 or float16 array of any shape and memory layout (either byte
+        order).
+
+    Returns
+    -------
+    dtype : str
+        ``"float32"`` or ``"float16"``.
+    shape : str
+        Comma-separated dimensions, e.g. ``"384"`` or ``"12,384"`` (``""`` for 0-d).
+    data : bytes
+        The values in C order, little-endian.
+
+    Raises
+    ------
+    TypeError
+        If ``array`` is not a float32 or float16 array.
+    """
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"expected a numpy array, got {type(array).__name__}")
+    dt = array.dtype
+    if dt.kind != "f" or dt.itemsize not in (2, 4):
+        raise TypeError(
+            f"the embedding cache stores float32 or float16 arrays only, got dtype {dt}; "
+            "convert with .astype(np.float32) first"
+        )
+    little = array.astype(dt.newbyteorder("<"), copy=False)
+    name = "float32" if dt.itemsize == 4 else "float16"
+    return name, ",".join(map(str, array.shape)), little.tobytes()
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_shape(shape: str) -> tuple[tuple[int, ...], int] | None:
+    # A strict grammar (no signs, spaces, underscores, exponents): int() alone would
+    # accept "+3", " 3" and "3_0", and nothing here may ever be evaluated.
+    if shape == "":
+        return (), 1
+    if _SHAPE_RE.fullmatch(shape) is None:
+        return None
+    dims = tuple(int(d) for d in shape.split(","))
+    size = 1
+    for d in dims:
+        size *= d
+    return dims, size
+
+
+def _expected_len(dtype: object, shape: object) -> int | None:
+    # Byte length a row with this dtype and shape must have; None if either is invalid.
+    dt = DTYPES.get(dtype) if type(dtype) is str else None
+    parsed = _parse_shape(shape) if type(shape) is str else None
+    return None if dt is None or parsed is None else parsed[1] * dt.itemsize
+
+
+def decode_array(dtype: object, shape: object, data: object) -> np.ndarray | None:
+    """Rebuild an array from a stored row, or return ``None`` if the row is invalid.
+
+    Parameters
+    ----------
+    dtype : object
+        Value of the ``dtype`` column; must be a name in :data:`DTYPES`.
+    shape : object
+        Value of the ``shape`` column; must match ``\\d+(,\\d+)*`` (or be empty).
+    data : object
+        Value of the ``data`` column; must be ``bytes`` whose length is the product
+        of the shape times the item size.
+
+    Returns
+    -------
+    numpy.ndarray or None
+        A fresh, writable array, or ``None`` when any check fails. The bytes are
+        never interpreted as anything but numbers.
+    """
+    size = _expected_len(dtype, shape)
+    if size is None or type(data) is not bytes or len(data) != size:
+        return None
+    dims = _parse_shape(shape)[0]  # type: ignore[arg-type,index]
+    return np.frombuffer(bytearray(data), dtype=DTYPES[dtype]).reshape(dims)  # type: ignore[arg-type]
+
+
+def encode_rows(
+    keys: Sequence[bytes],
+    arrays: Sequence[np.ndarray],
+    metas: Sequence[int] | None = None,
+) -> list[Row]:
+    """Validate and encode a batch before any database work starts.
+
+    Parameters
+    ----------
+    keys : sequence of bytes
+        Entry keys (usually 32-byte digests from :func:`xlmt_sklearn._cache.make_keys`).
+    arrays : sequence of numpy.ndarray
+        One float32 or float16 array per key.
+    metas : sequence of int or None, default=None
+        One signed 64-bit integer per key, stored alongside the array; ``None``
+        stores 0 for every key.
+
+    Returns
+    -------
+    list of Row
+
+    Raises
+    ------
+    TypeError
+        If a key is not ``bytes``, an array has another dtype, or a meta is not an
+        integer.
+    ValueError
+        If the lengths differ, a key is empty, or a meta does not fit in 64 bits.
+    """
+    n = len(keys)
+    if len(arrays) != n:
+        raise ValueError(f"got {n} keys but {len(arrays)} arrays")
+    if metas is None:
+        metas = [0] * n
+    elif len(metas) != n:
+        raise ValueError(f"got {n} keys but {len(metas)} metas")
+    rows = []
+    for key, array, meta in zip(keys, arrays, metas, strict=True):
+        if not isinstance(key, bytes) or not key:
+            raise TypeError(f"cache keys must be non-empty bytes, got {type(key).__name__}")
+        key = bytes(key)  # plain bytes, also for subclasses such as numpy.bytes_
+        meta = operator.index(meta)  # TypeError for floats and other non-integers
+        if not _I64_MIN <= meta <= _I64_MAX:
+            raise ValueError(f"meta {meta} does not fit in a signed 64-bit integer")
+        rows.append(Row(key, *encode_array(array), meta))
+    return rows
+
+
+# --------------------------------------------------------------------------------------
+# Error classification
+# --------------------------------------------------------------------------------------
+
+
+def classify_error(exc: BaseException) -> str:
+    """Sort an exception raised by a store operation into what the caller should do.
+
+    Parameters
+    ----------
+    exc : BaseException
+        The exception.
+
+    Returns
+    -------
+    str
+        ``"corrupt"`` (file damaged or not ours), ``"busy"`` (lock timeout; try
+        later), ``"nowrite"`` (disk full or read-only: reads may still work) or
+        ``"fatal"`` (anything else: the file cannot be used).
+    """
+    if isinstance(exc, CorruptStoreError):
+        return "corrupt"
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        code = None if code is None else code & 0xFF  # extended -> primary code
+        msg = str(exc).lower()
+        if (
+            code in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
+            or "malformed" in msg
+            or "not a database" in msg
+        ):
+            return "corrupt"
+        if code == _SQLITE_FULL or "disk is full" in msg:
+            return "nowrite"
+        if code == _SQLITE_READONLY or "readonly" in msg or "read-only" in msg:
+            return "nowrite"
+        if code in (_SQLITE_BUSY, _SQLITE_LOCKED) or "is locked" in msg or "busy" in msg:
+            return "busy"
+        return "fatal"
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+        return "nowrite"
+    return "fatal"
+
+
+def _is_corruption(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.DatabaseError) and classify_error(exc) == "corrupt"
+
+
+# --------------------------------------------------------------------------------------
+# Files
+# --------------------------------------------------------------------------------------
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _make_dirs(directory: Path) -> None:
+    # os.makedirs(mode=...) applies the mode to the leaf only; every directory we create
+    # may end up holding users' texts' embeddings, so each one gets 0o700.
+    missing = []
+    d = directory
+    while not d.exists():
+        missing.append(d)
+        if d.parent == d:
+            break
+        d = d.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir(mode=0o700)
+        except FileExistsError:
+            continue  # another process created it first
+        os.chmod(d, 0o700)  # mkdir's mode is filtered by the umask
+
+
+def move_aside(path: Path) -> Path | None:
+    """Rename a damaged database and its ``-wal``/``-shm`` siblings out of the way.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The database file.
+
+    Returns
+    -------
+    pathlib.Path or None
+        The new name, ``<path>.corrupt-<timestamp>``, or ``None`` when ``path`` no
+        longer exists.
+    """
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while target.exists():
+        target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+        n += 1
+    try:
+        os.rename(path, target)
+    except FileNotFoundError:
+        return None
+    for suffix in ("-wal", "-shm", "-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(f"{path}{suffix}", f"{target}{suffix}")
+    return target
+
+
+# Connections that must never be closed: closing the last connection to a WAL database
+# checkpoints and deletes "<path>-wal" *by name*, which destroys the WAL of a new file
+# now at that path (after a move_aside elsewhere) or of a parent process (after fork).
+# They are pinned with an extra reference so that not even interpreter shutdown closes
+# them; the OS drops the file descriptors at exit without touching any file.
+_ABANDONED: list[sqlite3.Connection] = []
+
+
+def _abandon(conn: sqlite3.Connection) -> None:
+    _ABANDONED.append(conn)
+    with contextlib.suppress(Exception):  # not CPython: the list reference has to do
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(conn))
+
+
+# --------------------------------------------------------------------------------------
+# Schema
+# --------------------------------------------------------------------------------------
+
+_SCHEMA = (
+    "CREATE TABLE info(name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE entries(key BLOB PRIMARY KEY, dtype TEXT NOT NULL, shape TEXT NOT NULL, "
+    "data BLOB NOT NULL, meta INTEGER NOT NULL, nbytes INTEGER NOT NULL, "
+    "last_used REAL NOT NULL)",
+    # Covering index: eviction walks it in LRU order and reads nbytes without
+    # touching the (large) rows.
+    "CREATE INDEX entries_lru ON entries(last_used, nbytes)",
+    "CREATE TRIGGER entries_insert AFTER INSERT ON entries BEGIN "
+    "UPDATE info SET value = CAST(value AS INTEGER) + 1 WHERE name = 'total_entries'; "
+    "UPDATE info SET value = CAST(value AS INTEGER) + NEW.nbytes WHERE name = 'total_bytes'; "
+    "END",
+    "CREATE TRIGGER entries_delete AFTER DELETE ON entries BEGIN "
+    "UPDATE info SET value = CAST(value AS INTEGER) - 1 WHERE name = 'total_entries'; "
+    "UPDATE info SET value = CAST(value AS INTEGER) - OLD.nbytes WHERE name = 'total_bytes'; "
+    "END",
+    "CREATE TRIGGER entries_resize AFTER UPDATE OF nbytes ON entries BEGIN "
+    "UPDATE info SET value = CAST(value AS INTEGER) + NEW.nbytes - OLD.nbytes "
+    "WHERE name = 'total_bytes'; END",
+)
+
+
+def _table_names(conn: sqlite3.Connection) -> set[str]:
+    return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def _ensure_schema(conn: sqlite3.Connection) -> None:
+    # Inspect before changing anything, so a foreign database is never switched to WAL.
+    if not _table_names(conn):
+        conn.execute("PRAGMA journal_mode = WAL")  # must run outside a transaction
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if not _table_names(conn):  # re-check: another process may have won the race
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+                conn.executemany(
+                    "INSERT INTO info(name, value) VALUES (?, ?)",
+                    [
+                        ("magic", MAGIC),
+                        ("schema_version", str(SCHEMA_VERSION)),
+                        ("total_entries", "0"),
+                        ("total_bytes", "0"),
+                    ],
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+    names = _table_names(conn)
+    if not {"info", "entries"} <= names:
+        raise sqlite3.DatabaseError("file is not a database: not an xlmt_sklearn cache")
+    info = dict(conn.execute("SELECT name, value FROM info"))
+    if info.get("magic") != MAGIC:
+        raise sqlite3.DatabaseError("file is not a database: not an xlmt_sklearn cache")
+    version = str(info.get("schema_version"))
+    if version != str(SCHEMA_VERSION):
+        if version.isdigit() and int(version) > SCHEMA_VERSION:
+            # Written by a newer xlmt_sklearn: leave it alone rather than destroy its data.
+            raise IncompatibleStoreError(
+                f"cache schema version {version} is newer than this xlmt_sklearn "
+                f"supports ({SCHEMA_VERSION}); upgrade xlmt_sklearn or use another path"
+            )
+        raise sqlite3.DatabaseError(f"file is not a database: unknown schema version {version}")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")  # in WAL mode: durable against process crashes
+    # After a huge batch, shrink the WAL back instead of keeping its peak size on disk.
+    conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
+
+
+# --------------------------------------------------------------------------------------
+# Store
+# --------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=8)
+def _placeholders(n: int) -> str:
+    return ",".join("?" * n)
+
+
+def _chunks(seq: Sequence, size: int = MAX_VARIABLES) -> Iterator[Sequence]:
+    for i in range(0, len(seq), size):
+        yield seq[i : i + size]
+
+
+class SQLiteStore:
+    """One process-local connection to one cache file.
+
+    Obtain instances through :func:`acquire` (which pools them per path and
+    process) rather than directly. Every method is thread-safe; operations on
+    one store are serialised by :attr:`lock`. Database errors propagate
+    unchanged except corruption, which moves the file aside (see
+    :func:`move_aside`) and raises :class:`CorruptStoreError`.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        Absolute path of the database file; missing parent directories are created
+        with mode 0o700 and a new file with mode 0o600.
+    timeout : float
+        Seconds to wait for another process's lock before failing with
+        ``sqlite3.OperationalError("database is locked")``.
+
+    Raises
+    ------
+    CorruptStoreError
+        If the file exists but is not a readable xlmt_sklearn cache (it has been
+        moved aside).
+    IncompatibleStoreError
+        If the file was written by a newer schema version.
+    OSError, sqlite3.Error
+        If the file cannot be created or opened.
+    """
+
+    def __init__(self, path: Path, timeout: float):
+        self.path = path
+        self.timeout = timeout
+        self.pid = os.getpid()
+        self.lock = threading.RLock()
+        self.closed = False
+        if path.is_dir():
+            raise IsADirectoryError(
+                errno.EISDIR, "a directory exists where the cache database should be", str(path)
+            )
+        _make_dirs(path.parent)
+        with contextlib.suppress(FileExistsError):
+            # Create it ourselves so it is private (0o600); SQLite gives the -wal and
+            # -shm files the same mode.
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        self.identity = _identity(path)
+        conn = sqlite3.connect(
+            str(path), timeout=timeout, isolation_level=None, check_same_thread=False
+        )
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+            # Reading pages through a memory map instead of read() calls more than doubles
+            # warm lookup speed; SQLite only maps, never writes, through it.
+            conn.execute(f"PRAGMA mmap_size = {MMAP_SIZE}")
+            _ensure_schema(conn)
+        except BaseException as exc:
+            if _is_corruption(exc):
+                raise self._quarantine(conn, exc) from exc
+            conn.close()
+            raise
+        self._conn = conn
+
+    # -- housekeeping ------------------------------------------------------------------
+
+    def is_current(self) -> bool:
+        """Whether the file at :attr:`path` is still the one this store has open."""
+        return self.identity is not None and _identity(self.path) == self.identity
+
+    def _quarantine(self, conn: sqlite3.Connection, exc: BaseException) -> CorruptStoreError:
+        self.closed = True
+        _forget(self)
+        if self.is_current():
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()  # before the rename, so its WAL cleanup hits its own files
+            moved = move_aside(self.path)
+        else:
+            _abandon(conn)  # someone else already replaced the file; see _abandon
+            moved = None
+        return CorruptStoreError(self.path, moved, exc)
+
+    def _begin(self, mode: str = "") -> sqlite3.Connection:
+        if self.closed:
+            raise StoreClosedError(str(self.path))
+        conn = self._conn
+        conn.execute(f"BEGIN {mode}")
+        return conn
+
+    def _fail(self, exc: BaseException) -> BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+        if _is_corruption(exc):
+            return self._quarantine(self._conn, exc)
+        return exc
+
+    def close(self) -> None:
+        """Close the connection; later calls raise :class:`StoreClosedError`."""
+        with self.lock:
+            if not self.closed:
+                self.closed = True
+                self._conn.close()
+
+    # -- operations --------------------------------------------------------------------
+
+    def get_many(self, keys: Sequence[bytes], stale_before: float) -> ReadResult:
+        """Look up keys in batched ``IN`` queries inside one read transaction.
+
+        Parameters
+        ----------
+        keys : sequence of bytes
+            Keys to look up; duplicates allowed (each gets its own array).
+        stale_before : float
+            Hits whose ``last_used`` is below this timestamp are listed in
+            ``ReadResult.touch``.
+
+        Returns
+        -------
+        ReadResult
+        """
+        unique = list(dict.fromkeys(keys))
+        rows: list[tuple] = []
+        with self.lock:
+            try:
+                conn = self._begin()
+                for chunk in _chunks(unique):
+                    rows += conn.execute(
+                        "SELECT key, dtype, shape, data, meta, last_used FROM entries "
+                        f"WHERE key IN ({_placeholders(len(chunk))})",
+                        chunk,
+                    )
+                conn.execute("COMMIT")
+            except (sqlite3.Error, StoreClosedError) as exc:
+                raise self._fail(exc) from exc
+        touch, invalid = [], []
+        # Rows grouped by (dtype, shape); expected_len caches len(data) each must have
+        # (None for an invalid dtype/shape) so validation costs two lookups per row.
+        groups: dict[tuple[str, str], list[tuple[bytes, bytes, int]]] = {}
+        expected_len: dict[tuple[object, object], int | None] = {}
+        for key, dtype, shape, data, meta, last_used in rows:
+            spec = (dtype, shape)
+            size = expected_len.get(spec, -1)
+            if size == -1:
+                size = expected_len[spec] = _expected_len(dtype, shape)
+            if type(data) is not bytes or len(data) != size or type(meta) is not int:
+                invalid.append(key)
+                continue
+            groups.setdefault(spec, []).append((key, data, meta))
+            if type(last_used) is not float or last_used < stale_before:
+                touch.append(key)
+        found: dict[bytes, tuple[np.ndarray, int]] = {}
+        for (dtype, shape), members in groups.items():
+            # One copy for all rows of a shape: joining into a bytearray and slicing is
+            # ~4x faster than a copy per row, and each returned array still owns its own
+            # writable stretch of memory, shared with no other call.
+            block = bytearray().join([m[1] for m in members])
+            dims = _parse_shape(shape)[0]  # type: ignore[index]
+            arrays = np.frombuffer(block, dtype=DTYPES[dtype]).reshape(len(members), *dims)
+            for (key, _, meta), array in zip(members, arrays, strict=True):
+                found[key] = (array, meta)
+        values = [found.get(key) for key in keys]
+        if len(unique) != len(keys):  # a repeated key must not share memory
+            seen: set[bytes] = set()
+            for i, key in enumerate(keys):
+                hit = values[i]
+                if hit is not None:
+                    if key in seen:
+                        values[i] = (hit[0].copy(), hit[1])
+                    seen.add(key)
+        return ReadResult(values, touch, invalid)
+
+    def touch_and_purge(self, touch: Sequence[bytes], invalid: Sequence[bytes]) -> None:
+        """Mark hits as used now and delete rows that failed validation, in one transaction.
+
+        Parameters
+        ----------
+        touch : sequence of bytes
+            Keys whose ``last_used`` becomes the current time.
+        invalid : sequence of bytes
+            Keys to delete.
+        """
+        if not touch and not invalid:
+            return
+        now = _now()
+        with self.lock:
+            try:
+                conn = self._begin("IMMEDIATE")
+                for chunk in _chunks(touch):
+                    conn.execute(
+                        "UPDATE entries SET last_used = ? "
+                        f"WHERE key IN ({_placeholders(len(chunk))})",
+                        (now, *chunk),
+                    )
+                for chunk in _chunks(invalid):
+                    conn.execute(
+                        f"DELETE FROM entries WHERE key IN ({_placeholders(len(chunk))})", chunk
+                    )
+                conn.execute("COMMIT")
+            except (sqlite3.Error, StoreClosedError) as exc:
+                raise self._fail(exc) from exc
+
+    def put_many(self, rows: Sequence[Row], max_size: int | None = None) -> None:
+        """Insert or replace rows in one transaction, then evict down to ``max_size``.
+
+        Parameters
+        ----------
+        rows : sequence of Row
+            Encoded entries (see :func:`encode_rows`).
+        max_size : int or None, default=None
+            Cap on the summed ``nbytes`` of all entries; when exceeded, least
+            recently used entries are deleted in the same transaction. ``None``
+            means no cap.
+        """
+        if not rows:
+            return
+        now = _now()
+        latest = {r.key: r for r in rows}  # within a batch, the last write of a key wins
+        params = [
+            (r.key, r.dtype, r.shape, r.data, r.meta, len(r.data), now) for r in latest.values()
+        ]
+        keys = list(latest)
+        with self.lock:
+            try:
+                conn = self._begin("IMMEDIATE")
+                # Replace = delete + insert: the delete trigger keeps the counters exact on
+                # every SQLite version (REPLACE skips delete triggers, UPSERT needs 3.24+).
+                for chunk in _chunks(keys):
+                    conn.execute(
+                        f"DELETE FROM entries WHERE key IN ({_placeholders(len(chunk))})", chunk
+                    )
+                conn.executemany(
+                    "INSERT INTO entries(key, dtype, shape, data, meta, nbytes, last_used) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    params,
+                )
+                if max_size is not None:
+                    self._evict(conn, max_size)
+                conn.execute("COMMIT")
+            except (sqlite3.Error, StoreClosedError) as exc:
+                raise self._fail(exc) from exc
+
+    @staticmethod
+    def _evict(conn: sqlite3.Connection, max_size: int) -> None:
+        (total,) = conn.execute(
+            "SELECT CAST(value AS INTEGER) FROM info WHERE name = 'total_bytes'"
+        ).fetchone()
+        excess = total - max_size
+        if excess <= 0:
+            return
+        victims, freed = [], 0
+        cursor = conn.execute("SELECT rowid, nbytes FROM entries ORDER BY last_used")
+        try:
+            while freed < excess:
+                batch = cursor.fetchmany(MAX_VARIABLES)
+                if not batch:
+                    break
+                for rowid, nbytes in batch:
+                    victims.append(rowid)
+                    freed += nbytes
+                    if freed >= excess:
+                        break
+        finally:
+            cursor.close()
+        for chunk in _chunks(victims):
+            conn.execute(f"DELETE FROM entries WHERE rowid IN ({_placeholders(len(chunk))})", chunk)
+
+    def clear(self) -> None:
+        """Delete every entry in one transaction (other processes see all or nothing)."""
+        with self.lock:
+            try:
+                self._begin("IMMEDIATE").execute("DELETE FROM entries")
+                self._conn.execute("COMMIT")
+            except (sqlite3.Error, StoreClosedError) as exc:
+                raise self._fail(exc) from exc
+
+    def counts(self) -> tuple[int, int]:
+        """Return ``(number of entries, summed nbytes)`` from the trigger-kept counters."""
+        with self.lock:
+            try:
+                if self.closed:
+                    raise StoreClosedError(str(self.path))
+                got = dict(
+                    self._conn.execute(
+                        "SELECT name, CAST(value AS INTEGER) FROM info "
+                        "WHERE name IN ('total_entries', 'total_bytes')"
+                    )
+                )
+            except (sqlite3.Error, StoreClosedError) as exc:
+                raise self._fail(exc) from exc
+        return int(got.get("total_entries", 0)), int(got.get("total_bytes", 0))
+
+
+# --------------------------------------------------------------------------------------
+# Per-process pool
+# --------------------------------------------------------------------------------------
+
+# Keyed by (absolute path, pid) so that a forked, loky or Spark worker never touches a
+# connection its parent opened (SQLite forbids carrying connections across fork()).
+_POOL: dict[tuple[str, int], SQLiteStore] = {}
+_POOL_LOCK = threading.RLock()
+
+
+def acquire(path: Path, timeout: float = 30.0) -> SQLiteStore:
+    """Return this process's open store for ``path``, opening it if needed.
+
+    A pooled store whose file was deleted or replaced (e.g. moved aside by
+    another process) is abandoned and a new one opened.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        Absolute database path.
+    timeout : float, default=30.0
+        Lock timeout in seconds used when a new connection is opened.
+
+    Returns
+    -------
+    SQLiteStore
+    """
+    key = (str(path), os.getpid())
+    with _POOL_LOCK:
+        store = _POOL.get(key)
+        if store is not None:
+            if not store.closed and store.is_current():
+                return store
+            del _POOL[key]
+            if not store.closed:
+                store.closed = True
+                _abandon(store._conn)
+        store = SQLiteStore(path, timeout)
+        _POOL[key] = store
+        return store
+
+
+def close_store(path: Path) -> None:
+    """Close and forget this process's pooled store for ``path``, if any.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        Absolute database path.
+    """
+    with _POOL_LOCK:
+        store = _POOL.pop((str(path), os.getpid()), None)
+    if store is not None:
+        if store.is_current():
+            store.close()
+        else:
+            with store.lock:
+                if not store.closed:
+                    store.closed = True
+                    _abandon(store._conn)
+
+
+def _forget(store: SQLiteStore) -> None:
+    with _POOL_LOCK:
+        key = (str(store.path), store.pid)
+        if _POOL.get(key) is store:
+            del _POOL[key]
+
+
+def _after_fork_in_child() -> None:
+    global _POOL_LOCK
+    _POOL_LOCK = threading.RLock()  # the parent's may have been held by another thread
+    for store in _POOL.values():
+        _abandon(store._conn)
+    _POOL.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
