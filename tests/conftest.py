@@ -64,3 +64,9 @@ def umsab_sample():
     if texts is None:
         pytest.skip(f"../shared/data/umsab not found (looked in {SHARED})")
     return texts
+
+
+@pytest.fixture(scope="session")
+def real_tok_model_dir(real_tok_dir, tmp_path_factory) -> Path:
+    """Random tiny weights behind the real 250k-token XLM-R tokenizer."""
+    return build_tiny_model(tmp_path_factory.mktemp("real-tok"), seed=5, tokenizer_dir=real_tok_dir)

@@ -5,6 +5,9 @@ Importing the package is cheap: torch and transformers load on first use.
 
 from ._errors import CacheWarning, ModelLoadError, ModelNotFoundError, TruncationWarning
 from ._preprocess import normalize_tweet
+from ._token_pooler import TokenPooler
+from ._token_vectorizer import XLMTTokenVectorizer
+from ._tokens import PaddedTokens
 from ._vectorizer import XLMTVectorizer
 from ._version import __version__
 
@@ -12,7 +15,10 @@ __all__ = [
     "CacheWarning",
     "ModelLoadError",
     "ModelNotFoundError",
+    "PaddedTokens",
+    "TokenPooler",
     "TruncationWarning",
+    "XLMTTokenVectorizer",
     "XLMTVectorizer",
     "__version__",
     "normalize_tweet",

@@ -154,51 +154,78 @@ class ModelFeaturizerMixin(TransformerMixin, BaseEstimator):
         encode_options: Any,
         positions: Callable[[np.ndarray], np.ndarray],
         n_total: int,
-        expected_shape: Callable[[np.ndarray], bool],
-        offsets: bool = False,
+        expected_shape: Callable[[int, np.ndarray], bool],
+        encoded: Any = None,
+        store_dtype: str = "float32",
     ) -> tuple[list[np.ndarray], np.ndarray]:
         """Cache lookup, then encode the misses (steps 4-9).
 
-        Returns one array per text and a boolean "was truncated/windowed"
-        flag per text. ``positions`` maps unique-text indices to input rows
-        (for messages).
+        Parameters
+        ----------
+        texts : list of str
+            Distinct model inputs (their cache keys).
+        expected_shape : callable (index, array) -> bool
+            Validates a cached value; a value of the wrong shape is a miss.
+        encoded : Encoded or None
+            The tokenization of all ``texts`` when the caller needed it anyway
+            (token features); otherwise only the misses are tokenized, and an
+            all-hit call loads neither tokenizer nor model.
+        store_dtype : {"float32", "float16"}
+            Precision of cached values; results are rounded to it whether
+            they come from the cache or the model, so hits equal misses.
+
+        Returns one float32 array per text and a boolean "longer than
+        max_length" flag per text. ``positions`` maps unique-text indices to
+        input rows (for messages).
         """
         from ._cache import as_cache, make_keys
         from ._fingerprint import fingerprint
 
         spec, dtype = self._runtime()
-        fp = fingerprint(self.model_identity_, kind, dtype=dtype, **options)
+        fp = fingerprint(
+            self.model_identity_, kind, dtype=dtype, store_dtype=store_dtype, **options
+        )
         cache = as_cache(self.cache)
         keys = make_keys(fp, texts)
         found = cache.get_many(keys) if len(keys) else []
         values: list[np.ndarray | None] = [None] * len(texts)
         long_ = np.zeros(len(texts), dtype=bool)
         for i, hit in enumerate(found):
-            if hit is not None and expected_shape(hit[0]):
+            if hit is not None and expected_shape(i, hit[0]):
                 values[i] = np.asarray(hit[0], dtype=np.float32)
                 long_[i] = bool(hit[1])
+        if encoded is not None:
+            long_ = np.asarray(encoded.truncated, dtype=bool).copy()
         miss = np.flatnonzero([v is None for v in values])
         if self.truncation == "error" and long_.any():
             self._raise_truncation(positions(np.flatnonzero(long_)))
         if len(miss):
             from ._forward import run
             from ._model import get_model
-            from ._tokenize import tokenize
+            from ._tokenize import subset, tokenize
 
             loaded = get_model(spec)
-            enc = tokenize(
-                loaded.tokenizer, [texts[i] for i in miss],
-                prefix_ids=loaded.special_prefix, suffix_ids=loaded.special_suffix,
-                max_length=int(self.max_length), windows=self.truncation == "window",
-                stride=self._stride(), offsets=offsets,
-            )  # fmt: skip
-            long_[miss] = enc.truncated
+            if encoded is not None:
+                enc = subset(encoded, miss)
+            else:
+                enc = tokenize(
+                    loaded.tokenizer, [texts[i] for i in miss],
+                    prefix_ids=loaded.special_prefix, suffix_ids=loaded.special_suffix,
+                    max_length=int(self.max_length), windows=self.truncation == "window",
+                    stride=self._stride(),
+                )  # fmt: skip
+                long_[miss] = enc.truncated
             if self.truncation == "error" and long_.any():
                 self._raise_truncation(positions(np.flatnonzero(long_)))
 
             def on_done(local: list[int], vals: list[np.ndarray]) -> None:
+                if store_dtype != "float32":
+                    for v in vals:  # round in place: a later hit returns exactly this
+                        v[...] = v.astype(store_dtype)
                 cache.put_many(
-                    [keys[miss[j]] for j in local], vals, [int(enc.truncated[j]) for j in local]
+                    [keys[miss[j]] for j in local],
+                    [v.astype(store_dtype, copy=False) for v in vals],
+                    [int(enc.truncated[j]) for j in local],
                 )
 
             out = run(

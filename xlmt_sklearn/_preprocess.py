@@ -9,9 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import re
 from collections.abc import Callable
 
-__all__ = ["normalize_tweet", "preprocess_identity", "resolve_preprocess"]
+__all__ = [
+    "normalize_tweet",
+    "preprocess_identity",
+    "preprocess_with_offsets",
+    "resolve_preprocess",
+]
+
+_WORD_RE = re.compile(r"\S+")
 
 
 def normalize_tweet(text: str) -> str:
@@ -103,3 +111,43 @@ def preprocess_identity_key(spec: str | Callable[[str], str] | None) -> str:
             code.co_code + repr(code.co_consts).encode() if code is not None else repr(fn).encode()
         )
     return f"callable:{name}:{hashlib.sha256(src).hexdigest()[:16]}"
+
+
+def preprocess_with_offsets(
+    spec: str | Callable[[str], str] | None, text: str
+) -> tuple[str, list[int], list[int]]:
+    """Preprocess ``text`` and map character positions back to it.
+
+    Returns ``(new_text, start_map, end_map)`` with ``len(new_text) + 1``
+    entries each: a span ``[b, e)`` of ``new_text`` comes from
+    ``text[start_map[b]:end_map[e]]``. A token that the XLM-T rule replaced
+    (``@maria`` -> ``@user``) maps, as a whole or in part, to the whole
+    original token. For a user callable no alignment is known: positions
+    refer to the preprocessed text (identity maps).
+    """
+    if spec == "xlmt":
+        out: list[str] = []
+        start_map: list[int] = []
+        end_map: list[int] = []
+        for m in _WORD_RE.finditer(text):
+            tok, b, e = m.group(), m.start(), m.end()
+            new = normalize_tweet(tok)
+            if out:  # the single joining space
+                out.append(" ")
+                start_map.append(b)
+                end_map.append(b)
+            out.append(new)
+            if new == tok:
+                start_map.extend(range(b, e))
+                end_map.extend(range(b + 1, e + 1))
+            else:
+                start_map.extend([b] * len(new))
+                end_map.extend([e] * len(new))
+        new_text = "".join(out)
+        start_map.append(len(text))
+        # Index k of end_map answers "a span that ends at k": k=0 has no char before it.
+        end_map.insert(0, start_map[0] if new_text else 0)
+        return new_text, start_map, end_map
+    new_text = resolve_preprocess(spec)(text)
+    ident = list(range(len(new_text) + 1))
+    return new_text, ident, ident

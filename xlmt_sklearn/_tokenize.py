@@ -39,6 +39,8 @@ class Encoded:
         Per text, the (n_content, 2) character spans of its content tokens.
     word_ids : list of ndarray or None
         Per text, the word index of each content token (pre-split input only).
+    ids : list of list of int or None
+        Per text, all content token ids (kept when offsets are asked for).
     """
 
     rows: list[list[int]]
@@ -51,6 +53,7 @@ class Encoded:
     n_suffix: int
     offsets: list[np.ndarray] | None = None
     word_ids: list[np.ndarray] | None = None
+    ids: list[list[int]] | None = None
 
     @property
     def truncated(self) -> np.ndarray:
@@ -171,4 +174,28 @@ def tokenize(
         n_suffix=len(suffix),
         offsets=offs,
         word_ids=wids,
+        ids=list(ids_all) if offsets else None,
+    )
+
+
+def subset(enc: Encoded, texts: Sequence[int]) -> Encoded:
+    """The rows of ``texts`` only, renumbered ``0..len(texts)-1`` (for cache misses)."""
+    texts = np.asarray(texts, dtype=np.int64)
+    new_id = np.full(len(enc.n_windows), -1, dtype=np.int64)
+    new_id[texts] = np.arange(len(texts))
+    keep = np.flatnonzero(new_id[enc.row_text] >= 0)
+    # Rows must stay grouped by text in the new numbering for window merging.
+    keep = keep[np.argsort(new_id[enc.row_text[keep]], kind="stable")]
+    return Encoded(
+        rows=[enc.rows[r] for r in keep],
+        row_text=new_id[enc.row_text[keep]],
+        row_start=enc.row_start[keep],
+        n_content=enc.n_content[texts],
+        n_windows=enc.n_windows[texts],
+        capacity=enc.capacity,
+        n_prefix=enc.n_prefix,
+        n_suffix=enc.n_suffix,
+        offsets=None if enc.offsets is None else [enc.offsets[i] for i in texts],
+        word_ids=None if enc.word_ids is None else [enc.word_ids[i] for i in texts],
+        ids=None if enc.ids is None else [enc.ids[i] for i in texts],
     )

@@ -231,7 +231,7 @@ class XLMTVectorizer(ModelFeaturizerMixin):
             encode_options=self._encode_options(),
             positions=input_positions(inverse, rows),
             n_total=len(texts),
-            expected_shape=lambda a: a.shape == (self.n_features_out_,),
+            expected_shape=lambda _, a: a.shape == (self.n_features_out_,),
         )
         out = np.zeros((len(texts), self.n_features_out_), dtype=np.float32)  # 10: scatter
         if len(uniq):

@@ -1,0 +1,156 @@
+"""``TokenPooler``: token features (ragged or padded) -> one row per text."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+
+from ._params import StrOptions, _fit_context
+from ._tokens import PaddedTokens
+
+__all__ = ["TokenPooler"]
+
+
+def _as_ragged(X: Any) -> list[np.ndarray]:
+    if isinstance(X, PaddedTokens):
+        return [v[m] for v, m in zip(X.values, X.mask, strict=True)]
+    if isinstance(X, np.ndarray) and X.ndim == 3:
+        return list(X)
+    if isinstance(X, (str, bytes)) or not hasattr(X, "__len__"):
+        raise TypeError(
+            f"TokenPooler expects token features (a list/object array of 2-D arrays, a "
+            f"PaddedTokens or a 3-D array); got {type(X).__name__}."
+        )
+    out = []
+    for i, m in enumerate(X):
+        a = np.asarray(m, dtype=np.float32)
+        if a.ndim != 2:
+            raise ValueError(
+                "TokenPooler expects a (n_tokens, dim) array per text; "
+                f"row {i} has shape {a.shape}."
+            )
+        out.append(a)
+    return out
+
+
+class TokenPooler(TransformerMixin, BaseEstimator):
+    """Pool per-token vectors into one vector per text.
+
+    Put it after :class:`XLMTTokenVectorizer` to grid-search the pooling
+    without running the model again (the token matrices come from the
+    cache). With ``special_tokens=True`` subword features, ``pooling="mean"``
+    equals :class:`XLMTVectorizer` ``(pooling="mean")``.
+
+    Parameters
+    ----------
+    pooling : {"mean", "max", "cls", "mean_max", "first_last"}, default="mean"
+        ``"mean"``/``"max"`` over the tokens; ``"cls"``: the first token;
+        ``"mean_max"``: both concatenated; ``"first_last"``: the first and
+        last token concatenated. A text with no tokens gives a zero row.
+    normalize : bool, default=False
+        L2-normalise each output row.
+
+    Attributes
+    ----------
+    n_features_in_ : int
+        Width of one token vector, seen in ``fit``.
+    n_features_out_ : int
+        Width of an output row.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> tokens = [np.array([[1.0, 2.0], [3.0, 4.0]]), np.zeros((0, 2))]
+    >>> TokenPooler().fit_transform(tokens)
+    array([[2., 3.],
+           [0., 0.]], dtype=float32)
+    """
+
+    _parameter_constraints: dict = {
+        "pooling": [StrOptions({"mean", "max", "cls", "mean_max", "first_last"})],
+        "normalize": ["boolean"],
+    }
+
+    def __init__(self, pooling: str = "mean", normalize: bool = False):
+        self.pooling = pooling
+        self.normalize = normalize
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X: Any, y: Any = None) -> TokenPooler:
+        """Record the token width.
+
+        Parameters
+        ----------
+        X : list or object array of (n_tokens, dim) arrays, PaddedTokens or 3-D array
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : TokenPooler
+        """
+        mats = _as_ragged(X)
+        if isinstance(X, (PaddedTokens, np.ndarray)) and getattr(X, "ndim", 3) == 3:
+            dim = X.shape[-1]
+        elif mats:
+            dim = mats[0].shape[1]
+        else:
+            raise ValueError("TokenPooler.fit needs at least one text to learn the token width.")
+        self.n_features_in_ = int(dim)
+        double = self.pooling in ("mean_max", "first_last")
+        self.n_features_out_ = self.n_features_in_ * (2 if double else 1)
+        return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Pool each text's tokens.
+
+        Parameters
+        ----------
+        X : list or object array of (n_tokens, dim) arrays, PaddedTokens or 3-D array
+
+        Returns
+        -------
+        ndarray of shape (n_texts, n_features_out_), float32
+        """
+        check_is_fitted(self)
+        mats = _as_ragged(X)
+        out = np.zeros((len(mats), self.n_features_out_), dtype=np.float32)
+        d = self.n_features_in_
+        for i, m in enumerate(mats):
+            if m.shape[1] != d:
+                raise ValueError(
+                    f"TokenPooler was fitted on {d}-wide tokens; row {i} has width {m.shape[1]}."
+                )
+            if len(m) == 0:
+                continue
+            if self.pooling == "mean":
+                out[i] = m.mean(axis=0)
+            elif self.pooling == "max":
+                out[i] = m.max(axis=0)
+            elif self.pooling == "cls":
+                out[i] = m[0]
+            elif self.pooling == "mean_max":
+                out[i] = np.concatenate([m.mean(axis=0), m.max(axis=0)])
+            else:
+                out[i] = np.concatenate([m[0], m[-1]])
+        if self.normalize:
+            norms = np.linalg.norm(out, axis=1, keepdims=True)
+            out = out / np.maximum(norms, 1e-12)
+        return out
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        """``tokenpooler0``, ``tokenpooler1``, ...
+
+        Parameters
+        ----------
+        input_features : ignored
+
+        Returns
+        -------
+        ndarray of str objects
+        """
+        check_is_fitted(self)
+        return np.asarray([f"tokenpooler{i}" for i in range(self.n_features_out_)], dtype=object)
