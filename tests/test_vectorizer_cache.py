@@ -1,0 +1,199 @@
+"""The disk cache seen from the estimators: hits, misses, fingerprints, processes."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+
+from tests._models import build_tiny_model
+from xlmt_sklearn import CacheWarning, XLMTVectorizer, normalize_tweet
+from xlmt_sklearn import _model as model_mod
+from xlmt_sklearn._cache import EmbeddingCache
+
+REPO = Path(__file__).resolve().parents[1]
+TEXTS = [f"tweet {i % 23} about things @user{i % 3} http://x.co/{i}" for i in range(60)]
+LABELS = [i % 2 for i in range(60)]
+
+
+class ForwardCounter:
+    """Counts the rows the shared model actually encodes (a forward hook)."""
+
+    def __init__(self, vec):
+        model_mod.clear_model_registry()
+        clone(vec).fit().transform(["load the model once"])
+        self.rows = 0
+        (loaded,) = model_mod._REGISTRY.values()
+        loaded.model.register_forward_hook(self._hook, with_kwargs=True)
+
+    def _hook(self, module, args, kwargs, out):
+        self.rows += int(kwargs["attention_mask"].shape[0])
+
+
+def test_grid_search_encodes_each_distinct_text_once(tiny_model_dir, tmp_path):
+    vec = XLMTVectorizer(str(tiny_model_dir), device="cpu", cache=str(tmp_path / "c.sqlite"))
+    counter = ForwardCounter(vec)
+    grid = GridSearchCV(
+        make_pipeline(vec, LogisticRegression(max_iter=300)),
+        {"logisticregression__C": [0.1, 1, 10, 100]},
+        cv=5,
+    )
+    grid.fit(TEXTS, LABELS)
+    n_distinct = len({normalize_tweet(t) for t in TEXTS})  # handles/URLs are normalised
+    assert n_distinct == 23
+    assert counter.rows == n_distinct
+    counter.rows = 0
+    grid.fit(TEXTS, LABELS)
+    assert counter.rows == 0
+
+
+def test_without_cache_grid_search_reencodes(tiny_model_dir):
+    vec = XLMTVectorizer(str(tiny_model_dir), device="cpu")
+    counter = ForwardCounter(vec)
+    GridSearchCV(
+        make_pipeline(vec, LogisticRegression(max_iter=300)),
+        {"logisticregression__C": [1, 10]},
+        cv=3,
+    ).fit(TEXTS, LABELS)
+    assert counter.rows > 3 * 23
+
+
+def test_cached_vectors_equal_fresh_ones(tiny_model_dir, tmp_path):
+    fresh = XLMTVectorizer(str(tiny_model_dir)).fit().transform(TEXTS)
+    vec = XLMTVectorizer(str(tiny_model_dir), cache=str(tmp_path / "c.sqlite")).fit()
+    first = vec.transform(TEXTS)
+    second = vec.transform(TEXTS[::-1])[::-1]
+    assert np.abs(first - fresh).max() < 1e-6
+    assert np.abs(second - fresh).max() < 1e-6
+
+
+def test_all_hits_load_no_model(tiny_model_dir, tmp_path):
+    vec = XLMTVectorizer(str(tiny_model_dir), cache=str(tmp_path / "c.sqlite")).fit()
+    expected = vec.transform(TEXTS)
+    model_mod.clear_model_registry()
+    before = model_mod.load_count()
+    again = pickle.loads(pickle.dumps(vec)).transform(TEXTS)
+    assert model_mod.load_count() == before
+    np.testing.assert_array_equal(again, expected)
+
+
+def _misses(vec, texts, path):
+    stats = EmbeddingCache(path).stats
+    vec.transform(texts)
+    return EmbeddingCache(path).stats.entries - stats.entries
+
+
+CHANGES = [
+    {"pooling": "max"},
+    {"layers": -2},
+    {"layers": [-1, -2], "layer_aggregation": "concat"},
+    {"normalize": True},
+    {"max_length": 64},
+    {"truncation": "window"},
+    {"preprocess": None},
+    {"preprocess": str.lower},
+    {"prefix": "query: "},
+    {"dtype": "bfloat16"},
+    {"quantize": "int8"},
+]
+
+
+@pytest.mark.parametrize("change", CHANGES, ids=lambda c: ",".join(c))
+def test_every_fingerprint_part_misses(tiny_model_dir, tmp_path, change):
+    path = tmp_path / "c.sqlite"
+    base = XLMTVectorizer(str(tiny_model_dir), cache=str(path)).fit()
+    base.transform(TEXTS[:10])
+    assert _misses(base, TEXTS[:10], path) == 0
+    other = clone(base).set_params(**change).fit()
+    assert _misses(other, TEXTS[:10], path) == 10
+
+
+def test_other_weights_miss(tiny_model_dir, tmp_path):
+    path = tmp_path / "c.sqlite"
+    XLMTVectorizer(str(tiny_model_dir), cache=str(path)).fit().transform(TEXTS[:5])
+    other = build_tiny_model(tmp_path / "other", seed=11)
+    assert _misses(XLMTVectorizer(str(other), cache=str(path)).fit(), TEXTS[:5], path) == 5
+
+
+@pytest.mark.parametrize(
+    "change", [{"batch_size": 1}, {"device": "cpu"}, {"progress": True}, {"max_tokens": 50}]
+)
+def test_runtime_options_hit(tiny_model_dir, tmp_path, change):
+    path = tmp_path / "c.sqlite"
+    base = XLMTVectorizer(str(tiny_model_dir), device="auto", cache=str(path)).fit()
+    base.transform(TEXTS[:10])
+    assert _misses(clone(base).set_params(**change).fit(), TEXTS[:10], path) == 0
+
+
+def test_new_process_hits(tiny_model_dir, tmp_path):
+    path = tmp_path / "c.sqlite"
+    vec = XLMTVectorizer(str(tiny_model_dir), cache=str(path)).fit()
+    expected = vec.transform(TEXTS)
+    blob = tmp_path / "vec.pkl"
+    blob.write_bytes(pickle.dumps(vec))
+    np.save(tmp_path / "expected.npy", expected)
+    code = textwrap.dedent(
+        f"""
+        import pickle, numpy as np
+        from xlmt_sklearn import _model
+        vec = pickle.loads(open({str(blob)!r}, "rb").read())
+        out = vec.transform({TEXTS!r})
+        assert _model.load_count() == {{"model": 0, "tokenizer": 0}}, _model.load_count()
+        assert np.array_equal(out, np.load({str(tmp_path / "expected.npy")!r}))
+        print("OK")
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert "OK" in res.stdout, res.stderr[-2000:]
+
+
+def test_cache_param_survives_clone_and_pickle(tiny_model_dir, tmp_path):
+    cache = EmbeddingCache(tmp_path / "c.sqlite")
+    vec = XLMTVectorizer(str(tiny_model_dir), cache=cache)
+    assert clone(vec).cache is not None
+    assert pickle.loads(pickle.dumps(vec)).cache.path == cache.path
+    vec2 = XLMTVectorizer(str(tiny_model_dir), cache=str(tmp_path / "x.sqlite"))
+    assert clone(vec2).get_params()["cache"] == str(tmp_path / "x.sqlite")
+
+
+def test_garbage_cache_file_warns_and_stays_correct(tiny_model_dir, tmp_path):
+    path = tmp_path / "c.sqlite"
+    path.write_bytes(os.urandom(4096))
+    fresh = XLMTVectorizer(str(tiny_model_dir)).fit().transform(TEXTS[:8])
+    vec = XLMTVectorizer(str(tiny_model_dir), cache=EmbeddingCache(path)).fit()
+    with pytest.warns(CacheWarning, match="moved aside|corrupt|not a database"):
+        out = vec.transform(TEXTS[:8])
+    np.testing.assert_allclose(out, fresh, atol=1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CacheWarning)
+        np.testing.assert_allclose(vec.transform(TEXTS[:8]), fresh, atol=1e-6)
+
+
+def test_wrong_shape_in_cache_is_a_miss(tiny_model_dir, tmp_path):
+    """A cached value of the wrong width (impossible by key, but defended) is recomputed."""
+    from xlmt_sklearn._cache import make_keys
+    from xlmt_sklearn._fingerprint import fingerprint
+
+    path = tmp_path / "c.sqlite"
+    vec = XLMTVectorizer(str(tiny_model_dir), cache=str(path), preprocess=None).fit()
+    fp = fingerprint(
+        vec.model_identity_, "pooled", dtype="float32", store_dtype="float32",
+        **vec._fingerprint_options(),
+    )  # fmt: skip
+    EmbeddingCache(path).put_many(make_keys(fp, ["hello"]), [np.ones(5, np.float32)], [0])
+    fresh = XLMTVectorizer(str(tiny_model_dir), preprocess=None).fit().transform(["hello"])
+    np.testing.assert_allclose(vec.transform(["hello"]), fresh, atol=1e-6)
