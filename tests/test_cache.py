@@ -699,7 +699,7 @@ def test_writer_killed_mid_batch(tmp_path, no_warnings):
     dim = 768
     rng = random.Random(1234)
     for round_ in range(5):
-        proc = _spawn("hammer", str(path), str(dim), "400", str(round_))
+        proc = _spawn("hammer", str(path), str(dim), "250", str(round_))
         assert proc.stdout.readline() == b"ready\n", proc.stderr.read().decode()
         try:
             proc.wait(timeout=rng.uniform(0.01, 0.3))

@@ -235,6 +235,32 @@ def test_recent_hits_are_not_rewritten(store):
     assert len(store.get_many(keys, stale_before=now + 1).touch) == 4
 
 
+def test_one_bad_row_in_a_uniform_batch(store):
+    """A row with the batch's dtype and shape but wrong length is a miss, the rest hit."""
+    keys = _keys(6)
+    store.put_many(_rows(keys))
+    store._conn.execute("UPDATE entries SET data = x'00' WHERE key = ?", (keys[2],))
+    result = store.get_many(keys, 0.0)
+    assert [v is None for v in result.values] == [False, False, True, False, False, False]
+    assert result.invalid == [keys[2]]
+    assert [int(v[0][0]) for v in result.values if v is not None] == [0, 1, 3, 4, 5]
+
+
+def test_mixed_shapes_and_dtypes_in_one_lookup(store):
+    keys = _keys(4)
+    arrays = [
+        np.ones(3, np.float32),
+        np.ones((2, 5), np.float16),
+        np.zeros(3, np.float32),
+        np.full((1, 5), 2, np.float16),
+    ]
+    store.put_many(S.encode_rows(keys, arrays, [1, 2, 3, 4]))
+    got = store.get_many(keys[::-1], 0.0).values
+    for (array, meta), expected, m in zip(got, arrays[::-1], [4, 3, 2, 1], strict=True):
+        assert array.dtype == expected.dtype and meta == m
+        np.testing.assert_array_equal(array, expected)
+
+
 def test_duplicate_keys_get_independent_arrays(store):
     keys = _keys(2)
     store.put_many(_rows(keys))

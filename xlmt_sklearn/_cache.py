@@ -304,6 +304,8 @@ class EmbeddingCache:
         The resolved database file path.
     max_size : int, str or None
         As given.
+    timeout : float
+        As given, in seconds.
 
     Notes
     -----

@@ -37,8 +37,10 @@ import numpy as np
 
 __all__ = [
     "DTYPES",
+    "JOURNAL_SIZE_LIMIT",
     "MAGIC",
     "MAX_VARIABLES",
+    "MMAP_SIZE",
     "SCHEMA_VERSION",
     "TOUCH_INTERVAL",
     "CorruptStoreError",
@@ -82,6 +84,11 @@ _SHAPE_RE = re.compile(r"(?:0|[1-9][0-9]{0,18})(?:,(?:0|[1-9][0-9]{0,18})){0,31}
 # Primary SQLite result codes (exceptions carry them as ``sqlite_errorcode`` on 3.11+).
 _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 5, 6, 8
 _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_NOTADB = 11, 13, 26
+
+# Disk full, quota exceeded, read-only file system (EDQUOT is missing on Windows).
+_NOWRITE_ERRNOS = {
+    getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EROFS") if hasattr(errno, name)
+}
 
 _now = time.time  # module-level so tests can substitute a deterministic clock
 
@@ -230,6 +237,63 @@ def decode_array(dtype: object, shape: object, data: object) -> np.ndarray | Non
     return np.frombuffer(bytearray(data), dtype=DTYPES[dtype]).reshape(dims)  # type: ignore[arg-type]
 
 
+def _decode_rows(
+    rows: list[tuple], stale_before: float
+) -> tuple[dict[bytes, tuple[np.ndarray, int]], list[bytes], list[bytes]]:
+    """Validate and decode ``(key, dtype, shape, data, meta, last_used)`` rows.
+
+    Returns ``(found, touch, invalid)``: key -> (array, meta) for valid rows, keys
+    whose ``last_used`` is below ``stale_before``, and keys of invalid rows.
+    """
+    if not rows:
+        return {}, [], []
+    keys, dtypes, shapes, datas, metas, last_used = zip(*rows, strict=True)
+    specs = set(zip(dtypes, shapes, strict=True))
+    if len(specs) == 1:
+        # The usual batch: one dtype and shape. Check whole columns at C speed.
+        ((dtype, shape),) = specs
+        size = _expected_len(dtype, shape)
+        if (
+            size is not None
+            and set(map(type, datas)) == {bytes}
+            and set(map(len, datas)) == {size}
+            and set(map(type, metas)) == {int}
+        ):
+            arrays = _join(dtype, shape, datas)
+            touch = [
+                k
+                for k, t in zip(keys, last_used, strict=True)
+                if type(t) is not float or t < stale_before
+            ]
+            return dict(zip(keys, zip(arrays, metas, strict=True), strict=True)), touch, []
+    touch, invalid = [], []
+    groups: dict[tuple[str, str], list[tuple[bytes, bytes, int]]] = {}
+    sizes = {spec: _expected_len(*spec) for spec in specs}
+    for key, dtype, shape, data, meta, used in rows:
+        spec = (dtype, shape)
+        if type(data) is not bytes or len(data) != sizes[spec] or type(meta) is not int:
+            invalid.append(key)
+            continue
+        groups.setdefault(spec, []).append((key, data, meta))
+        if type(used) is not float or used < stale_before:
+            touch.append(key)
+    found = {}
+    for (dtype, shape), members in groups.items():
+        arrays = _join(dtype, shape, [m[1] for m in members])
+        for (key, _, meta), array in zip(members, arrays, strict=True):
+            found[key] = (array, meta)
+    return found, touch, invalid
+
+
+def _join(dtype: str, shape: str, datas: Sequence[bytes]) -> np.ndarray:
+    # One copy for all rows of a shape (validated by the caller): joining into a
+    # bytearray and slicing is ~4x faster than a copy per row, and each row of the
+    # result is a writable array over its own memory, shared with no other call.
+    dims = _parse_shape(shape)[0]  # type: ignore[index]
+    block = bytearray().join(datas)
+    return np.frombuffer(block, dtype=DTYPES[dtype]).reshape(len(datas), *dims)
+
+
 def encode_rows(
     keys: Sequence[bytes],
     arrays: Sequence[np.ndarray],
@@ -317,7 +381,7 @@ def classify_error(exc: BaseException) -> str:
         if code in (_SQLITE_BUSY, _SQLITE_LOCKED) or "is locked" in msg or "busy" in msg:
             return "busy"
         return "fatal"
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+    if isinstance(exc, OSError) and exc.errno in _NOWRITE_ERRNOS:
         return "nowrite"
     return "fatal"
 
@@ -622,32 +686,7 @@ class SQLiteStore:
                 conn.execute("COMMIT")
             except (sqlite3.Error, StoreClosedError) as exc:
                 raise self._fail(exc) from exc
-        touch, invalid = [], []
-        # Rows grouped by (dtype, shape); expected_len caches len(data) each must have
-        # (None for an invalid dtype/shape) so validation costs two lookups per row.
-        groups: dict[tuple[str, str], list[tuple[bytes, bytes, int]]] = {}
-        expected_len: dict[tuple[object, object], int | None] = {}
-        for key, dtype, shape, data, meta, last_used in rows:
-            spec = (dtype, shape)
-            size = expected_len.get(spec, -1)
-            if size == -1:
-                size = expected_len[spec] = _expected_len(dtype, shape)
-            if type(data) is not bytes or len(data) != size or type(meta) is not int:
-                invalid.append(key)
-                continue
-            groups.setdefault(spec, []).append((key, data, meta))
-            if type(last_used) is not float or last_used < stale_before:
-                touch.append(key)
-        found: dict[bytes, tuple[np.ndarray, int]] = {}
-        for (dtype, shape), members in groups.items():
-            # One copy for all rows of a shape: joining into a bytearray and slicing is
-            # ~4x faster than a copy per row, and each returned array still owns its own
-            # writable stretch of memory, shared with no other call.
-            block = bytearray().join([m[1] for m in members])
-            dims = _parse_shape(shape)[0]  # type: ignore[index]
-            arrays = np.frombuffer(block, dtype=DTYPES[dtype]).reshape(len(members), *dims)
-            for (key, _, meta), array in zip(members, arrays, strict=True):
-                found[key] = (array, meta)
+        found, touch, invalid = _decode_rows(rows, stale_before)
         values = [found.get(key) for key in keys]
         if len(unique) != len(keys):  # a repeated key must not share memory
             seen: set[bytes] = set()
