@@ -1,0 +1,398 @@
+"""The ``xlmt-sklearn`` command line, mostly in-process through ``main(argv)``."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from xlmt_sklearn import XLMTTokenVectorizer, XLMTVectorizer
+from xlmt_sklearn._cache import DEFAULT_FILENAME, EmbeddingCache
+from xlmt_sklearn.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+TEXTS = [
+    "hello world this is a tweet about the weather",
+    "hola mundo qué tal estás hoy @maria http://t.co/x",
+    'she said "hi", then left',
+    "مرحبا بالعالم كيف حالك",
+    "नमस्ते दुनिया आप कैसे हैं",
+    "guten Tag liebe Welt, wie geht's? 😀",
+    "hello world this is a tweet about the weather",  # duplicate
+    "ciao mondo, tutto bene? 🙂🙂",
+    "olá mundo!!! ... ??? 12345",
+    "NA",  # a text, not a missing value
+    "bonjour le monde #hashtag",
+    "@user http ok",
+]
+N_DISTINCT = len(set(TEXTS))
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_model_dir) -> np.ndarray:
+    vec = XLMTVectorizer(str(tiny_model_dir), device="cpu", progress=False)
+    return vec.fit_transform(TEXTS)
+
+
+@pytest.fixture
+def frame() -> pd.DataFrame:
+    return pd.DataFrame(
+        {"id": np.arange(100, 100 + len(TEXTS)), "text": TEXTS, "label": [0, 1, 2] * 4}
+    )
+
+
+def embed(model: Path, *args: str) -> int:
+    """``xlmt-sklearn embed`` on ``model``, CPU, no bar; later ``args`` override these."""
+    return main(["embed", "--model", str(model), "--device", "cpu", "--no-progress", *args])
+
+
+def write_input(df: pd.DataFrame, path: Path) -> Path:
+    kind = path.suffix
+    if kind == ".csv":
+        df.to_csv(path, index=False)
+    elif kind == ".tsv":
+        df.to_csv(path, sep="\t", index=False)
+    elif kind == ".jsonl":
+        df.to_json(path, orient="records", lines=True, force_ascii=False)
+    elif kind == ".parquet":
+        df.to_parquet(path, index=False)
+    elif kind == ".txt":
+        path.write_text("\n".join(df["text"]), encoding="utf-8")
+    return path
+
+
+def error_of(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err
+
+
+# ----------------------------------------------------------------------------- inputs
+@pytest.mark.parametrize("ext", [".csv", ".tsv", ".jsonl", ".parquet", ".txt"])
+def test_each_input_format(ext, tmp_path, frame, tiny_model_dir, reference, capsys):
+    src = write_input(frame, tmp_path / f"in{ext}")
+    out = tmp_path / "out.npy"
+    assert embed(tiny_model_dir, str(src), "-o", str(out), "--batch-size", "3") == 0
+    got = np.load(out)
+    assert got.dtype == np.float32 and got.shape == reference.shape
+    np.testing.assert_allclose(got, reference, atol=1e-5)
+    assert f"wrote {out}" in capsys.readouterr().err
+
+
+def test_txt_uses_splitlines_and_other_text_column(tmp_path, tiny_model_dir, reference):
+    src = tmp_path / "in.txt"
+    src.write_text("\r\n".join(TEXTS[:3]), encoding="utf-8")  # no trailing newline, CRLF
+    out = tmp_path / "out.npy"
+    assert embed(tiny_model_dir, str(src), "-o", str(out)) == 0
+    np.testing.assert_allclose(np.load(out), reference[:3], atol=1e-5)
+
+    csv = tmp_path / "body.csv"
+    pd.DataFrame({"body": TEXTS[:3]}).to_csv(csv, index=False)
+    assert embed(tiny_model_dir, str(csv), "-o", str(out), "--text-column", "body") == 0
+    np.testing.assert_allclose(np.load(out), reference[:3], atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- outputs
+def test_parquet_output_is_a_fixed_size_list(tmp_path, frame, tiny_model_dir, reference):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    src = write_input(frame, tmp_path / "in.csv")
+    out = tmp_path / "out.parquet"
+    assert embed(tiny_model_dir, str(src), "-o", str(out)) == 0
+    table = pq.read_table(out)
+    assert table.column_names == ["embedding"]
+    assert table.schema.field("embedding").type == pa.list_(pa.float32(), reference.shape[1])
+    got = np.stack(table.column("embedding").to_pylist())
+    np.testing.assert_allclose(got, reference, atol=1e-5)
+
+
+def test_parquet_wide_and_keep_columns(tmp_path, frame, tiny_model_dir, reference):
+    src = write_input(frame, tmp_path / "in.jsonl")
+    out = tmp_path / "out.parquet"
+    assert embed(tiny_model_dir, str(src), "-o", str(out), "--wide", "--keep-columns") == 0
+    got = pd.read_parquet(out)
+    dim = reference.shape[1]
+    assert list(got.columns) == ["id", "text", "label"] + [f"emb_{i}" for i in range(dim)]
+    pd.testing.assert_frame_equal(got[["id", "text", "label"]], frame, check_dtype=False)
+    assert (got[[f"emb_{i}" for i in range(dim)]].dtypes == np.float32).all()
+    np.testing.assert_allclose(got.iloc[:, 3:].to_numpy(), reference, atol=1e-5)
+
+
+def test_csv_output_keeps_columns_and_round_trips(tmp_path, frame, tiny_model_dir, reference):
+    src = write_input(frame, tmp_path / "in.parquet")
+    out = tmp_path / "sub" / "out.csv"  # missing folders are created
+    assert embed(tiny_model_dir, str(src), "-o", str(out), "--keep-columns") == 0
+    got = pd.read_csv(out, keep_default_na=False)
+    assert list(got.columns[:3]) == ["id", "text", "label"]
+    assert got["text"].tolist() == TEXTS and got["id"].tolist() == frame["id"].tolist()
+    np.testing.assert_allclose(got.iloc[:, 3:].to_numpy(), reference, atol=1e-5)
+
+
+def test_options_reach_the_vectorizer(tmp_path, frame, tiny_model_dir):
+    src = write_input(frame, tmp_path / "in.csv")
+    out = tmp_path / "out.npy"
+    args = ["--pooling", "mean_max", "--layers", "1,2", "--layer-aggregation", "concat"]
+    args += ["--normalize", "--prefix", "query: ", "--preprocess", "none", "--max-length", "64"]
+    assert embed(tiny_model_dir, str(src), "-o", str(out), *args) == 0
+    vec = XLMTVectorizer(
+        str(tiny_model_dir), pooling="mean_max", layers=[1, 2], layer_aggregation="concat",
+        normalize=True, prefix="query: ", preprocess=None, max_length=64, device="cpu",
+    )  # fmt: skip
+    np.testing.assert_allclose(np.load(out), vec.fit_transform(TEXTS), atol=1e-5)
+
+
+def test_tokens_long_table(tmp_path, frame, tiny_model_dir):
+    src = write_input(frame, tmp_path / "in.csv")
+    out = tmp_path / "tok.parquet"
+    args = ["--tokens", "--granularity", "word", "--word-vector", "mean", "--keep-columns"]
+    assert embed(tiny_model_dir, str(src), "-o", str(out), *args) == 0
+    got = pd.read_parquet(out)
+    expected = XLMTTokenVectorizer(
+        str(tiny_model_dir), granularity="word", word_vector="mean", output="frame",
+        device="cpu",
+    ).fit_transform(frame["text"])  # fmt: skip
+    assert len(got) == len(expected)
+    assert got["row"].tolist() == expected.index.tolist()
+    assert got["token"].tolist() == expected["token"].tolist()
+    assert got["id"].tolist() == frame["id"].iloc[got["row"]].tolist()  # kept, per token
+    np.testing.assert_allclose(
+        np.stack(got["embedding"]), np.stack(expected["embedding"]), atol=1e-5
+    )
+
+
+def test_warnings_and_progress_go_to_stderr(tmp_path, frame, tiny_model_dir, capsys):
+    src = write_input(frame, tmp_path / "in.txt")
+    out = tmp_path / "out.npy"
+    assert embed(tiny_model_dir, str(src), "-o", str(out), "--max-length", "8") == 0
+    err = capsys.readouterr().err
+    assert "warning: TruncationWarning" in err and "100%" not in err  # not a TTY: no bar
+    base = ["embed", str(src), "-o", str(out), "--model", str(tiny_model_dir), "--device", "cpu"]
+    assert main([*base, "--progress", "--batch-size", "4"]) == 0
+    err = capsys.readouterr().err
+    assert "100%" in err and re.search(r"text/s|s/text", err)  # rate (and elapsed/ETA)
+
+
+# ----------------------------------------------------------------------------- cache
+def test_resume_after_interruption_encodes_only_the_rest(
+    tmp_path, frame, tiny_model_dir, reference, monkeypatch, capsys
+):
+    src = write_input(frame, tmp_path / "in.csv")
+    out = tmp_path / "out.parquet"
+    cache_dir = tmp_path / "cache"
+    real_put = EmbeddingCache.put_many
+    stored: list[int] = []
+
+    def interrupted_after_two_batches(self, keys, arrays, metas=None):
+        real_put(self, keys, arrays, metas)
+        stored.append(len(keys))
+        if len(stored) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(EmbeddingCache, "put_many", interrupted_after_two_batches)
+    args = [str(src), "-o", str(out), "--batch-size", "3", "--cache-dir", str(cache_dir)]
+    assert embed(tiny_model_dir, *args) == 130
+    err = error_of(capsys)
+    assert "interrupted" in err and "run the same command again" in err
+    assert not out.exists() and sorted(os.listdir(tmp_path)) == ["cache", "in.csv"]
+    done = sum(stored)
+    assert done == 6 and EmbeddingCache(cache_dir / DEFAULT_FILENAME).stats.entries == done
+
+    encoded: list[int] = []
+
+    def counting(self, keys, arrays, metas=None):
+        encoded.append(len(keys))
+        real_put(self, keys, arrays, metas)
+
+    monkeypatch.setattr(EmbeddingCache, "put_many", counting)
+    assert embed(tiny_model_dir, *args) == 0
+    assert sum(encoded) == N_DISTINCT - done  # only the rest
+    assert f"{done} distinct texts from the cache, {N_DISTINCT - done} encoded" in (
+        capsys.readouterr().err
+    )
+    got = np.stack(pd.read_parquet(out)["embedding"])
+    np.testing.assert_allclose(got, reference, atol=1e-5)
+
+    encoded.clear()  # a third run is all hits
+    assert embed(tiny_model_dir, *args) == 0
+    assert encoded == []
+
+
+def test_cache_info_and_clear(tmp_path, frame, tiny_model_dir, capsys):
+    src = write_input(frame, tmp_path / "in.txt")
+    cache_dir = tmp_path / "c" / "nested"
+    args = [str(src), "-o", str(tmp_path / "o.npy"), "--cache-dir", str(cache_dir)]
+    assert embed(tiny_model_dir, *args) == 0
+    capsys.readouterr()
+    file = cache_dir / DEFAULT_FILENAME
+    for target in (cache_dir, file):
+        assert main(["cache", "info", str(target)]) == 0
+        out = capsys.readouterr().out
+        assert f"entries: {N_DISTINCT}" in out and str(file) in out
+        assert re.search(r"bytes: +\d+ \(", out)
+    assert main(["cache", "clear", str(cache_dir)]) == 0
+    assert f"cleared {N_DISTINCT} entries" in capsys.readouterr().out
+    assert main(["cache", "info", str(file)]) == 0
+    assert "entries: 0" in capsys.readouterr().out
+
+
+def test_cache_commands_refuse_what_is_not_a_cache(tmp_path, capsys):
+    assert main(["cache", "info", str(tmp_path / "nothing")]) == 2
+    assert "no xlmt_sklearn cache" in error_of(capsys)
+    assert main(["cache", "info", str(tmp_path)]) == 2  # a folder without a cache file
+    assert DEFAULT_FILENAME in error_of(capsys)
+    other = tmp_path / "notes.sqlite"
+    other.write_bytes(b"precious data, not a cache")
+    assert main(["cache", "clear", str(other)]) == 2
+    assert "not an xlmt_sklearn cache" in error_of(capsys)
+    assert other.read_bytes() == b"precious data, not a cache"  # left alone, not moved aside
+    assert sorted(os.listdir(tmp_path)) == ["notes.sqlite"]
+
+
+# ----------------------------------------------------------------------------- atomic
+@pytest.mark.parametrize("failure", [OSError("No space left on device"), KeyboardInterrupt()])
+@pytest.mark.parametrize("existing", [False, True])
+def test_failed_write_leaves_no_partial_output(
+    failure, existing, tmp_path, frame, tiny_model_dir, monkeypatch, capsys
+):
+    import pyarrow.parquet as pq
+
+    src = write_input(frame, tmp_path / "in.csv")
+    out = tmp_path / "out.parquet"
+    if existing:
+        out.write_bytes(b"previous result")
+
+    def half_written(table, where, **kwargs):
+        where.write(b"PAR1 half a file")
+        raise failure
+
+    monkeypatch.setattr(pq, "write_table", half_written)
+    rc = embed(tiny_model_dir, str(src), "-o", str(out))
+    err = error_of(capsys)
+    if isinstance(failure, OSError):
+        assert rc == 2 and "cannot write" in err and "No space left" in err
+    else:
+        assert rc == 130 and "interrupted" in err
+    assert sorted(os.listdir(tmp_path)) == (["in.csv", "out.parquet"] if existing else ["in.csv"])
+    if existing:
+        assert out.read_bytes() == b"previous result"
+
+
+# ----------------------------------------------------------------------------- errors
+def _bad_files(tmp_path: Path) -> dict[str, Path]:
+    (tmp_path / "latin1.txt").write_bytes("café\n".encode("latin-1"))
+    (tmp_path / "broken.jsonl").write_text('{"text": "a"}\n{"text": \n', encoding="utf-8")
+    (tmp_path / "broken.parquet").write_bytes(b"not a parquet file")
+    (tmp_path / "cols.csv").write_text("id,body\n1,hello\n2,world\n", encoding="utf-8")
+    (tmp_path / "holes.csv").write_text("id,text\n1,hello\n2,\n3,NA\n", encoding="utf-8")
+    (tmp_path / "ok.txt").write_text("hello\nworld", encoding="utf-8")
+    (tmp_path / "long.txt").write_text("word " * 200, encoding="utf-8")
+    (tmp_path / "embedding.csv").write_text("text,embedding\nhi,1\n", encoding="utf-8")
+    (tmp_path / "folder.csv").mkdir()
+    return {p.name: p for p in tmp_path.iterdir()}
+
+
+ERRORS = [
+    # (arguments after INPUT, input file, expected message fragments)
+    (["-o", "out.xyz"], "ok.txt", ["unknown output format '.xyz'", ".parquet"]),
+    (["-o", "out.npy"], "in.docx", ["unknown input format '.docx'", ".jsonl"]),
+    (["-o", "out.npy"], "missing.csv", ["does not exist"]),
+    (["-o", "out.npy"], "folder.csv", ["is a directory"]),
+    (["-o", "out.npy"], "cols.csv", ["no column 'text'", "available columns: 'id', 'body'"]),
+    (["-o", "out.npy", "--text-column", "txt"], "cols.csv", ["available columns"]),
+    (["-o", "out.npy"], "latin1.txt", ["not UTF-8"]),
+    (["-o", "out.npy"], "broken.jsonl", ["cannot read", "as jsonl"]),
+    (["-o", "out.npy"], "broken.parquet", ["cannot read", "as parquet"]),
+    (["-o", "out.npy"], "holes.csv", ["Missing values", "at positions 1. ", "--missing empty"]),
+    (["-o", "out.npy", "--keep-columns"], "ok.txt", ["--keep-columns needs a table output"]),
+    (["-o", "out.npy", "--tokens"], "ok.txt", ["--tokens needs a table output"]),
+    (["-o", "out.csv", "--wide"], "ok.txt", ["--wide applies to .parquet"]),
+    (["-o", "o.parquet", "--tokens", "--pooling", "cls"], "ok.txt", ["not to --tokens"]),
+    (["-o", "o.parquet", "--keep-columns"], "embedding.csv", ["already has column(s)"]),
+    (["-o", "cols.csv"], "cols.csv", ["must not be the INPUT"]),
+    (["-o", "out.npy", "--layers", "1,x"], "ok.txt", ["--layers", "comma-separated"]),
+    (["-o", "out.npy", "--layers", "9"], "ok.txt", ["'layers'", "valid: -3..2"]),
+    (["-o", "out.npy", "--batch-size", "0"], "ok.txt", ["--batch-size", "positive integer"]),
+    (["-o", "out.npy", "--pooling", "sum"], "ok.txt", ["invalid choice: 'sum'"]),
+    (["-o", "out.npy", "--max-length", "4096"], "ok.txt", ["accepts at most 512 tokens"]),
+    (["-o", "out.npy", "--truncation", "error"], "long.txt", ["truncation='error'"]),
+    (["-o", "out.npy", "--device", "cuda:7"], "ok.txt", ["device="]),
+    (["--output"], "ok.txt", ["expected one argument"]),
+]
+
+
+@pytest.mark.parametrize(("args", "name", "fragments"), ERRORS, ids=lambda v: str(v)[:40])
+def test_user_errors_exit_2_with_a_clear_message(
+    args, name, fragments, tmp_path, tiny_model_dir, monkeypatch, capsys
+):
+    if "cuda" in " ".join(args):
+        import torch
+
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    _bad_files(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert embed(tiny_model_dir, name, *args) == 2
+    err = error_of(capsys)
+    assert err.count("xlmt-sklearn: error:") == 1
+    for fragment in fragments:
+        assert fragment in err
+    assert not any(p.name.startswith(("out.", ".out")) for p in tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("model", "fragments"),
+    [
+        ("./no-such-folder", ["does not exist", "hint: --model must be a folder"]),
+        ("no-such-org/no-such-model", ["Cannot find model", "--model path/to/folder"]),
+    ],
+)
+def test_model_that_cannot_be_loaded(model, fragments, tmp_path, capsys):
+    (tmp_path / "in.txt").write_text("hello", encoding="utf-8")
+    argv = ["embed", str(tmp_path / "in.txt"), "-o", str(tmp_path / "o.npy"), "--model", model]
+    assert main(argv) == 2  # HF_HUB_OFFLINE=1 (conftest): the hub is never contacted
+    err = error_of(capsys)
+    for fragment in fragments:
+        assert fragment in err
+    assert not (tmp_path / "o.npy").exists()
+
+
+def test_broken_model_folder(tmp_path, tiny_model_dir, capsys):
+    import shutil
+
+    broken = tmp_path / "broken-model"
+    shutil.copytree(tiny_model_dir, broken)
+    for tok_file in broken.glob("tokenizer*"):
+        tok_file.unlink()
+    (tmp_path / "in.txt").write_text("hello", encoding="utf-8")
+    assert embed(broken, str(tmp_path / "in.txt"), "-o", str(tmp_path / "o.npy")) == 2
+    err = error_of(capsys)
+    assert "tokenizer" in err and "hint:" in err
+
+
+def test_usage_errors(capsys):
+    assert main([]) == 2
+    assert "required: COMMAND" in error_of(capsys)
+    assert main(["cache"]) == 2
+    assert main(["frobnicate"]) == 2
+    assert "invalid choice" in error_of(capsys)
+    assert main(["--version"]) == 0
+    assert re.match(r"xlmt-sklearn \d", capsys.readouterr().out)
+
+
+def test_python_dash_m_help_is_cheap():
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    res = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "xlmt_sklearn", "embed", "--help"],
+        capture_output=True, text=True, timeout=120, env=env, cwd=REPO,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "usage: xlmt-sklearn embed" in res.stdout and "--cache-dir" in res.stdout
+    imported = {line.rsplit("|", 1)[-1].strip() for line in res.stderr.splitlines()}
+    assert not {"torch", "transformers"} & imported  # the model stack loads lazily
