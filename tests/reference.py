@@ -6,16 +6,27 @@ sorting, no caching, so any bug in the package's plumbing shows up as a diff.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 
-def reference_hidden(model_dir, texts, max_length=128, layers=(-1,)):
-    """Per text: list over ``layers`` of (seq, hidden) float32 arrays."""
+@functools.lru_cache(maxsize=4)
+def load_reference(model_dir):
+    """Tokenizer and float32 model loaded directly with transformers (memoised per folder)."""
     import torch
     from transformers import AutoModel, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModel.from_pretrained(model_dir, dtype=torch.float32).eval()
+    return tok, model
+
+
+def reference_hidden(model_dir, texts, max_length=128, layers=(-1,)):
+    """Per text: list over ``layers`` of (seq, hidden) float32 arrays."""
+    import torch
+
+    tok, model = load_reference(str(model_dir))
     out = []
     with torch.no_grad():
         for t in texts:

@@ -12,15 +12,14 @@ import sys
 import numpy as np
 import pytest
 
-from tests._models import SHARED, build_tiny_model
+from tests._models import SHARED
 from tests.reference import reference_pooled
 from xlmt_sklearn import XLMTVectorizer, normalize_tweet
 
 
 @pytest.fixture(scope="module")
-def real_tok_model(real_tok_dir, tmp_path_factory):
-    """Random tiny weights behind the real 250k-token XLM-R tokenizer."""
-    return build_tiny_model(tmp_path_factory.mktemp("real-tok"), seed=5, tokenizer_dir=real_tok_dir)
+def real_tok_model(real_tok_model_dir):
+    return real_tok_model_dir
 
 
 @pytest.mark.parametrize("pooling", ["mean", "cls", "max", "mean_max"])
@@ -36,12 +35,11 @@ def test_real_tokenizer_umsab_matches_reference(real_tok_model, umsab_sample, po
 
 
 def test_real_tokenizer_ids_match_direct_call(real_tok_model, umsab_sample):
-    from transformers import AutoTokenizer
-
+    from tests.reference import load_reference
     from xlmt_sklearn._model import _special_tokens
     from xlmt_sklearn._tokenize import tokenize
 
-    tok = AutoTokenizer.from_pretrained(real_tok_model)
+    tok, _ = load_reference(str(real_tok_model))
     pre, suf = _special_tokens(tok)
     assert (pre, suf) == ([0], [2])
     enc = tokenize(tok, umsab_sample, prefix_ids=pre, suffix_ids=suf, max_length=64)

@@ -31,10 +31,10 @@ TEXTS = [
 def direct(model_dir, texts, max_length=128, **tok_kw):
     """(hidden rows incl. specials, BatchEncoding) per text, one text at a time."""
     import torch
-    from transformers import AutoModel, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModel.from_pretrained(model_dir).eval()
+    from tests.reference import load_reference
+
+    tok, model = load_reference(str(model_dir))
     out = []
     with torch.no_grad():
         for t in texts:
