@@ -179,6 +179,13 @@ def test_window_equals_plain_for_short_texts(tiny_model_dir):
         np.testing.assert_allclose(win.transform(short), plain.transform(short), atol=1e-6)
 
 
+def test_window_counts_are_logged(tiny_model_dir, caplog):
+    win = XLMTVectorizer(str(tiny_model_dir), max_length=16, truncation="window", stride=4).fit()
+    with caplog.at_level("INFO", logger="xlmt_sklearn"):
+        win.transform([LONG, "hi"])
+    assert "1 of 2 texts exceeded max_length=16" in caplog.text
+
+
 def test_window_long_text_differs_from_truncation_and_is_deterministic(tiny_model_dir):
     win = XLMTVectorizer(str(tiny_model_dir), max_length=16, truncation="window", stride=4).fit()
     with warnings.catch_warnings():

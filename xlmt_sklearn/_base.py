@@ -8,6 +8,7 @@ the model in ``fit``, the registry spec, and the cache-or-encode loop.
 
 from __future__ import annotations
 
+import logging
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -23,6 +24,8 @@ from ._inputs import TextBatch, as_texts
 from ._preprocess import apply_preprocess, preprocess_identity_key, resolve_preprocess
 
 __all__ = ["ModelFeaturizerMixin"]
+
+logger = logging.getLogger("xlmt_sklearn")
 
 _PROGRESS_MIN_TEXTS = 256
 
@@ -234,6 +237,17 @@ class ModelFeaturizerMixin(TransformerMixin, BaseEstimator):
             )  # fmt: skip
             for j, i in enumerate(miss):
                 values[i] = out[j]
+            if self.truncation == "window" and enc.truncated.any():
+                logger.info(
+                    "truncation='window': %d of %d texts exceeded max_length=%d and were "
+                    "encoded in %d overlapping windows",
+                    int(enc.truncated.sum()), len(miss), self.max_length,
+                    int(enc.n_windows[enc.truncated].sum()),
+                )  # fmt: skip
+        logger.debug(
+            "%s: %d distinct texts, %d from the cache, %d encoded",
+            type(self).__name__, len(texts), len(texts) - len(miss), len(miss),
+        )  # fmt: skip
         if self.truncation == "warn" and long_.any():
             warnings.warn(
                 TruncationWarning(positions(np.flatnonzero(long_)), self.max_length, n_total),
