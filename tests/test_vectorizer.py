@@ -207,3 +207,19 @@ def test_max_length_checked_against_model(tiny_model_dir):
 def test_bad_layers(tiny_model_dir, layers):
     with pytest.raises(ValueError, match="layers"):
         XLMTVectorizer(str(tiny_model_dir), layers=layers).fit()
+
+
+@pytest.mark.slow
+def test_compile_matches_eager(tiny_model_dir):
+    eager = XLMTVectorizer(str(tiny_model_dir), device="cpu").fit().transform(TEXTS)
+    compiled = XLMTVectorizer(str(tiny_model_dir), device="cpu", compile=True).fit()
+    np.testing.assert_allclose(compiled.transform(TEXTS), eager, atol=1e-5, rtol=0)
+
+
+def test_int8_close_to_float32(tiny_model_dir):
+    fp32 = XLMTVectorizer(str(tiny_model_dir), device="cpu").fit().transform(TEXTS)
+    int8 = XLMTVectorizer(str(tiny_model_dir), quantize="int8").fit().transform(TEXTS)
+    cos = (fp32 * int8).sum(1) / np.linalg.norm(fp32, axis=1) / np.linalg.norm(int8, axis=1)
+    assert cos.min() > 0.95, cos
+    with pytest.raises(ValueError, match=r"quantize='int8' .* float32"):
+        XLMTVectorizer(str(tiny_model_dir), quantize="int8", dtype="float16").fit()
