@@ -318,9 +318,10 @@ class XLMTTokenVectorizer(ModelFeaturizerMixin):
                         f"Pre-split input must hold lists of str; row {i} holds a "
                         f"{type(w).__name__}."
                     )
-        if missing_rows and self.missing == "error":
-            as_texts([None if i in missing_rows else "" for i in range(len(values))])
-        values = [[] if i in set(missing_rows) else list(map(str, v)) for i, v in enumerate(values)]
+        gone = set(missing_rows)
+        if gone and self.missing == "error":
+            as_texts([None if i in gone else "" for i in range(len(values))])  # raises
+        values = [[] if i in gone else list(map(str, v)) for i, v in enumerate(values)]
         return values, index, np.asarray(missing_rows, dtype=np.int64), True
 
     def _text_rows(self, X: Any) -> tuple[list[Any], Any, np.ndarray, bool]:
