@@ -325,6 +325,7 @@ ERRORS = [
     (["-o", "out.npy", "--truncation", "error"], "long.txt", ["truncation='error'"]),
     (["-o", "out.npy", "--device", "cuda:7"], "ok.txt", ["device="]),
     (["--output"], "ok.txt", ["expected one argument"]),
+    (["-o", "out.npy", "--cache-dir", "cols.csv"], "ok.txt", ["is not a directory"]),
 ]
 
 

@@ -633,7 +633,10 @@ def _cmd_embed(args: argparse.Namespace) -> int:
         cache_dir = Path(args.cache_dir).expanduser()
         if cache_dir.exists() and not cache_dir.is_dir():
             raise CLIError(f"--cache-dir {args.cache_dir!r} exists and is not a directory")
-        cache_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CLIError(f"cannot create --cache-dir {args.cache_dir!r}: {exc}") from None
         cache = EmbeddingCache(cache_dir / DEFAULT_FILENAME)
     progress = args.progress if args.progress is not None else sys.stderr.isatty()
     vectorizer = _make_vectorizer(args, cache, progress)
@@ -689,13 +692,15 @@ def _reported_warnings() -> Iterator[None]:
     """Print warnings as one ``xlmt-sklearn: warning: ...`` line each."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("default")
-        yield
-    seen: set[str] = set()
-    for w in caught:
-        text = f"{w.category.__name__}: {w.message}"
-        if text not in seen:
-            seen.add(text)
-            _say(f"{PROG}: warning: {text}")
+        try:
+            yield
+        finally:  # also when the run fails or is interrupted
+            seen: set[str] = set()
+            for w in caught:
+                text = f"{w.category.__name__}: {w.message}"
+                if text not in seen:
+                    seen.add(text)
+                    _say(f"{PROG}: warning: {text}")
 
 
 @contextlib.contextmanager
