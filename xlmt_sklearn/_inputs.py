@@ -5,11 +5,19 @@ numpy array, a pandas Series (any index, any dtype holding strings), a
 one-column DataFrame or (n, 1) array (what ``ColumnTransformer`` passes for
 ``["text"]``). A bare ``str`` is rejected because iterating it would embed one
 character per row.
+
+Lone surrogates (code points U+D800-U+DFFF, which a Python ``str`` can hold
+but no encoder or tokenizer accepts; they come from ``json.loads`` of a tweet
+cut inside an emoji, or from ``surrogateescape`` decoding) are replaced one for
+one by U+FFFD REPLACEMENT CHARACTER here, before anything else sees the text:
+every later step, the cache key included, works on the replaced text, and the
+text keeps its length, so character offsets still index the input.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from numbers import Number
@@ -17,7 +25,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["TextBatch", "as_texts", "is_missing"]
+__all__ = ["TextBatch", "as_texts", "is_missing", "replace_surrogates"]
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -35,6 +45,9 @@ class TextBatch:
         The input's index, when it had one (Series/DataFrame).
     name : str or None
         The input's column or Series name, when it had one.
+    extra : dict
+        ``"surrogates"``: the rows whose lone surrogates were replaced by
+        U+FFFD (only present when there were any).
     """
 
     texts: list[str]
@@ -55,6 +68,17 @@ def is_missing(value: Any) -> bool:
         return math.isnan(value)
     # pd.NA / pd.NaT without importing pandas for plain-list callers.
     return type(value).__name__ in ("NAType", "NaTType")
+
+
+def replace_surrogates(text: str) -> str:
+    """Replace every lone surrogate code point of ``text`` by U+FFFD (length kept).
+
+    Examples
+    --------
+    >>> replace_surrogates("a\\ud83d!") == "a\\ufffd!"
+    True
+    """
+    return _SURROGATES.sub("\ufffd", text) if _SURROGATES.search(text) else text
 
 
 def _columns(X: Any) -> tuple[list[Any], Any, str | None]:
@@ -115,14 +139,27 @@ def as_texts(X: Any, *, missing: str = "error") -> TextBatch:
     TypeError
         For values that are neither str nor missing (numbers, bytes, lists...),
         naming the first positions and their types.
+
+    Notes
+    -----
+    Lone surrogates are replaced by U+FFFD (see the module docstring); the
+    rows concerned are listed in ``extra["surrogates"]``. Nothing else about a
+    text is changed: empty, whitespace-only, control, zero-width, RTL and
+    combining characters are passed on as they are.
     """
     values, index, name = _columns(X)
     texts: list[str] = []
     missing_pos: list[int] = []
     bad: list[tuple[int, str]] = []
+    fixed: list[int] = []
+    search = _SURROGATES.search
     for i, v in enumerate(values):
         if isinstance(v, str):
-            texts.append(str(v))  # np.str_ -> str
+            t = str(v)  # np.str_ -> str
+            if search(t):
+                t = _SURROGATES.sub("\ufffd", t)
+                fixed.append(i)
+            texts.append(t)
         elif is_missing(v):
             missing_pos.append(i)
             texts.append("")
@@ -147,4 +184,7 @@ def as_texts(X: Any, *, missing: str = "error") -> TextBatch:
             f"Missing values (None/NaN/NA) at positions {shown}{more}. Drop them, or set "
             "missing='empty' to embed them as an empty text or missing='zeros' for zero rows."
         )
-    return TextBatch(texts=texts, missing_positions=tuple(missing_pos), index=index, name=name)
+    extra = {"surrogates": tuple(fixed)} if fixed else {}
+    return TextBatch(
+        texts=texts, missing_positions=tuple(missing_pos), index=index, name=name, extra=extra
+    )

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._inputs import replace_surrogates
+
 __all__ = ["Encoded", "tokenize", "window_starts"]
 
 
@@ -128,8 +130,15 @@ def tokenize(
         )
     n_texts = len(texts)
     if n_texts:
+        # The Rust tokenizer refuses lone surrogates with an opaque TypeError. Inputs
+        # had them replaced already (``as_texts``); this covers pre-split words and
+        # what a user ``preprocess`` callable returns. Lengths (offsets) are kept.
+        if split_into_words:
+            batch = [[replace_surrogates(w) for w in t] for t in texts]
+        else:
+            batch = [replace_surrogates(t) for t in texts]
         enc = tokenizer(
-            list(texts) if not split_into_words else [list(t) for t in texts],
+            batch,
             add_special_tokens=False,
             truncation=False,
             return_attention_mask=False,
