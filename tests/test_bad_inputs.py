@@ -306,11 +306,6 @@ def test_several_columns_are_refused(vec, tok):
         vec.transform(np.array([[["a"]]], dtype=object))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="XLMTTokenVectorizer reads an (n, 1) array of texts as pre-split one-word rows "
-    "(_token_vectorizer._rows); XLMTVectorizer and as_texts read it as one text column",
-)
 def test_one_column_array_is_a_text_column_for_tokens(words):
     texts = ["hello world", "hola mundo qué"]
     column = np.array(texts, dtype=object).reshape(-1, 1)  # ColumnTransformer on numpy input
@@ -368,11 +363,6 @@ def test_generators_and_numpy_str_scalars(vec):
 
 
 @pytest.mark.skipif(not HAS_FORK, reason="needs os.fork")
-@pytest.mark.xfail(
-    strict=True,
-    reason="_forward.merge_windows is O(tokens x windows) in pure Python: one 100k-character "
-    "text with truncation='window' takes ~35 s on the tiny model (quadratic)",
-)
 def test_window_merge_of_a_long_text_does_not_hang():
     """50k tokens in 532 windows (a ~100k-character text): linear work is ~10 ms."""
     from xlmt_sklearn._forward import merge_windows

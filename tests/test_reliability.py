@@ -721,12 +721,6 @@ def test_model_load_faults_give_one_clear_error(tiny_model_dir, tmp_path, cls, f
     assert len(str(info.value).splitlines()[0]) < 1000
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_model.get_model loads and registers the tokenizer before _load_model checks the "
-    "folder's content hash: a tokenizer from an edited folder stays cached under the pinned "
-    "hash and is used with the right weights once the folder is restored",
-)
 def test_folder_edited_after_fit_cannot_poison_later_transforms(tiny_model_dir, tmp_path, fresh):
     from tests._models import build_tokenizer
 

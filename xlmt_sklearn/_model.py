@@ -277,6 +277,21 @@ def _source(spec: ModelSpec) -> tuple[str, dict[str, Any]]:
     return spec.name, {"revision": spec.revision}
 
 
+def _check_folder(spec: ModelSpec) -> None:
+    """Refuse a local folder whose content changed since ``fit`` pinned it.
+
+    Checked before the tokenizer *and* the weights load, so nothing from an
+    edited folder ever enters the registry under the pinned identity.
+    """
+    if looks_like_path(spec.name):
+        current = _folder_hash(Path(os.path.expanduser(spec.name)))
+        if current != spec.content_hash:
+            raise ModelLoadError(
+                f"Model folder {spec.name!r} changed since the estimator was fitted "
+                f"(content hash {current[:12]} != {spec.content_hash[:12]}). Fit it again."
+            )
+
+
 def get_tokenizer(spec: ModelSpec):
     """Load (once per process) the fast tokenizer of ``spec``'s model."""
     key = (spec.name, spec.revision, spec.content_hash, spec.trust_remote_code)
@@ -284,6 +299,7 @@ def get_tokenizer(spec: ModelSpec):
         tok = _TOKENIZERS.get(key)
         if tok is not None:
             return tok
+        _check_folder(spec)
         from transformers import AutoTokenizer
 
         src, kw = _source(spec)
@@ -354,15 +370,9 @@ def _load_model(spec: ModelSpec):
     from transformers import AutoModel
 
     src, kw = _source(spec)
-    if looks_like_path(spec.name):
-        # Loading exactly the pinned content: a folder edited after fit would
-        # silently give other vectors (and poison a shared cache).
-        current = _folder_hash(Path(src))
-        if current != spec.content_hash:
-            raise ModelLoadError(
-                f"Model folder {spec.name!r} changed since the estimator was fitted "
-                f"(content hash {current[:12]} != {spec.content_hash[:12]}). Fit it again."
-            )
+    # Exactly the pinned content: an edited folder would silently give other
+    # vectors (and poison a shared cache).
+    _check_folder(spec)
     from transformers.utils import logging as hf_logging
 
     bar = hf_logging.is_progress_bar_enabled()

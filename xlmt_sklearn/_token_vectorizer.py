@@ -298,6 +298,8 @@ class XLMTTokenVectorizer(ModelFeaturizerMixin):
             seq = X.iloc[:, 0]
         if isinstance(seq, (str, bytes)) or not hasattr(seq, "__iter__"):
             return self._text_rows(X)
+        if isinstance(seq, np.ndarray) and seq.ndim != 1:
+            return self._text_rows(X)  # (n, 1) is a text column, as for XLMTVectorizer
         values = list(seq.tolist() if hasattr(seq, "tolist") else seq)
         probe = next((v for v in values if not is_missing(v)), None)
         if not isinstance(probe, (list, tuple, np.ndarray)):
