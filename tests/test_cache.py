@@ -487,19 +487,23 @@ def test_hostile_rows_are_never_unpickled(tmp_path):
     payload = pickle.dumps(_Exploit(str(marker)))
     aligned = payload + b"\x00" * (-len(payload) % 4)
     keys = _keys(7)
+    from xlmt_sklearn._sqlite_store import row_crc
+
+    shape0 = str(len(aligned) // 4)
     rows = [
-        (keys[0], "float32", str(len(aligned) // 4), aligned, 0),  # valid numbers, odd values
-        (keys[1], "object", "1", payload, 0),
-        (keys[2], "float32", f"__import__('pickle').loads({payload!r})", payload, 0),
-        (keys[3], "float32", "1", payload, 0),  # length mismatch
-        (keys[4], "float32", "1", "text, not a blob", 0),
-        (keys[5], "float32", "1", b"\x00" * 4, "evil"),  # meta is not an integer
-        (keys[6], "pickle", "1", payload, 0),
+        # valid numbers with a valid checksum: returned as plain floats, never unpickled
+        (keys[0], "float32", shape0, aligned, 0, row_crc("float32", shape0, 0, aligned)),
+        (keys[1], "object", "1", payload, 0, None),
+        (keys[2], "float32", f"__import__('pickle').loads({payload!r})", payload, 0, None),
+        (keys[3], "float32", "1", payload, 0, None),  # length mismatch
+        (keys[4], "float32", "1", "text, not a blob", 0, None),
+        (keys[5], "float32", "1", b"\x00" * 4, "evil", None),  # meta is not an integer
+        (keys[6], "pickle", "1", payload, 0, None),
     ]
     conn = sqlite3.connect(path)
     conn.executemany(
-        "INSERT INTO entries(key, dtype, shape, data, meta, nbytes, last_used) "
-        "VALUES (?, ?, ?, ?, ?, 4, 0)",
+        "INSERT INTO entries(key, dtype, shape, data, meta, nbytes, last_used, crc) "
+        "VALUES (?, ?, ?, ?, ?, 4, 0, ?)",
         rows,
     )
     conn.commit()

@@ -266,11 +266,6 @@ def test_damaged_file_warns_and_results_stay_right(
     assert len(EmbeddingCache(path)) == len(TEXTS)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rows carry no checksum: a flipped byte inside a stored vector keeps the SQLite "
-    "page valid (integrity_check 'ok') and is returned as the vector",
-)
 def test_bit_rot_inside_a_stored_vector_is_not_returned(tiny_model_dir, tmp_path, expected):
     path = tmp_path / "c.sqlite"
     _filled_file("pooled", tiny_model_dir, path)

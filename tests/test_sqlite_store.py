@@ -158,6 +158,7 @@ def test_schema_pragmas_and_file_mode(store):
         ("meta", "INTEGER"),
         ("nbytes", "INTEGER"),
         ("last_used", "REAL"),
+        ("crc", "INTEGER"),
     ]
     assert [(r[1], r[2]) for r in conn.execute("PRAGMA table_info(info)")] == [
         ("name", "TEXT"),
@@ -384,3 +385,26 @@ def test_foreign_database_is_moved_aside_unmodified(tmp_path):
     conn.close()
     assert S.acquire(p).counts() == (0, 0)  # fresh cache in its place
     S.close_store(p)
+
+
+def test_a_flipped_bit_in_a_stored_vector_is_a_miss_and_is_purged(tmp_path):
+    """SQLite checks pages, not BLOB bytes: the per-row CRC catches bit rot."""
+    path = tmp_path / "s.sqlite"
+    store = S.SQLiteStore(path, timeout=5)
+    vec = np.arange(8, dtype=np.float32)
+    store.put_many(S.encode_rows([b"k" * 32, b"j" * 32], [vec, vec + 1], [0, 1]))
+    store.close()
+    conn = sqlite3.connect(path)
+    data = bytearray(
+        conn.execute("SELECT data FROM entries WHERE key = ?", (b"k" * 32,)).fetchone()[0]
+    )
+    data[5] ^= 0x40
+    conn.execute("UPDATE entries SET data = ? WHERE key = ?", (bytes(data), b"k" * 32))
+    conn.commit()
+    conn.close()
+    store = S.SQLiteStore(path, timeout=5)
+    res = store.get_many([b"k" * 32, b"j" * 32], stale_before=0.0)
+    assert res.values[0] is None
+    np.testing.assert_array_equal(res.values[1][0], vec + 1)
+    assert res.invalid == [b"k" * 32]
+    store.close()

@@ -29,6 +29,7 @@ import re
 import sqlite3
 import threading
 import time
+import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -58,7 +59,7 @@ __all__ = [
     "move_aside",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: per-row CRC-32 over dtype, shape, meta and data
 MAGIC = "xlmt_sklearn.embedding_cache"
 
 #: Dtypes a row may have, by the name stored in the ``dtype`` column.
@@ -237,17 +238,26 @@ def decode_array(dtype: object, shape: object, data: object) -> np.ndarray | Non
     return np.frombuffer(bytearray(data), dtype=DTYPES[dtype]).reshape(dims)  # type: ignore[arg-type]
 
 
+def row_crc(dtype: str, shape: str, meta: int, data: bytes) -> int:
+    """CRC-32 of a row's content.
+
+    SQLite checks its page structure, not the bytes inside a BLOB: a flipped
+    bit in a stored vector would otherwise be returned as a valid vector.
+    """
+    return zlib.crc32(data, zlib.crc32(f"{dtype}|{shape}|{meta}".encode()))
+
+
 def _decode_rows(
     rows: list[tuple], stale_before: float
 ) -> tuple[dict[bytes, tuple[np.ndarray, int]], list[bytes], list[bytes]]:
-    """Validate and decode ``(key, dtype, shape, data, meta, last_used)`` rows.
+    """Validate and decode ``(key, dtype, shape, data, meta, last_used, crc)`` rows.
 
     Returns ``(found, touch, invalid)``: key -> (array, meta) for valid rows, keys
     whose ``last_used`` is below ``stale_before``, and keys of invalid rows.
     """
     if not rows:
         return {}, [], []
-    keys, dtypes, shapes, datas, metas, last_used = zip(*rows, strict=True)
+    keys, dtypes, shapes, datas, metas, last_used, crcs = zip(*rows, strict=True)
     specs = set(zip(dtypes, shapes, strict=True))
     if len(specs) == 1:
         # The usual batch: one dtype and shape. Check whole columns at C speed.
@@ -258,6 +268,9 @@ def _decode_rows(
             and set(map(type, datas)) == {bytes}
             and set(map(len, datas)) == {size}
             and set(map(type, metas)) == {int}
+            and all(
+                c == row_crc(dtype, shape, m, d) for c, m, d in zip(crcs, metas, datas, strict=True)
+            )
         ):
             arrays = _join(dtype, shape, datas)
             touch = [
@@ -269,9 +282,14 @@ def _decode_rows(
     touch, invalid = [], []
     groups: dict[tuple[str, str], list[tuple[bytes, bytes, int]]] = {}
     sizes = {spec: _expected_len(*spec) for spec in specs}
-    for key, dtype, shape, data, meta, used in rows:
+    for key, dtype, shape, data, meta, used, crc in rows:
         spec = (dtype, shape)
-        if type(data) is not bytes or len(data) != sizes[spec] or type(meta) is not int:
+        if (
+            type(data) is not bytes
+            or len(data) != sizes[spec]
+            or type(meta) is not int
+            or crc != row_crc(dtype, shape, meta, data)
+        ):
             invalid.append(key)
             continue
         groups.setdefault(spec, []).append((key, data, meta))
@@ -473,7 +491,7 @@ _SCHEMA = (
     "CREATE TABLE info(name TEXT PRIMARY KEY, value TEXT NOT NULL)",
     "CREATE TABLE entries(key BLOB PRIMARY KEY, dtype TEXT NOT NULL, shape TEXT NOT NULL, "
     "data BLOB NOT NULL, meta INTEGER NOT NULL, nbytes INTEGER NOT NULL, "
-    "last_used REAL NOT NULL)",
+    "last_used REAL NOT NULL, crc INTEGER)",
     # Covering index: eviction walks it in LRU order and reads nbytes without
     # touching the (large) rows.
     "CREATE INDEX entries_lru ON entries(last_used, nbytes)",
@@ -679,7 +697,7 @@ class SQLiteStore:
                 conn = self._begin()
                 for chunk in _chunks(unique):
                     rows += conn.execute(
-                        "SELECT key, dtype, shape, data, meta, last_used FROM entries "
+                        "SELECT key, dtype, shape, data, meta, last_used, crc FROM entries "
                         f"WHERE key IN ({_placeholders(len(chunk))})",
                         chunk,
                     )
@@ -745,7 +763,17 @@ class SQLiteStore:
         now = _now()
         latest = {r.key: r for r in rows}  # within a batch, the last write of a key wins
         params = [
-            (r.key, r.dtype, r.shape, r.data, r.meta, len(r.data), now) for r in latest.values()
+            (
+                r.key,
+                r.dtype,
+                r.shape,
+                r.data,
+                r.meta,
+                len(r.data),
+                now,
+                row_crc(*r[1:3], r.meta, r.data),
+            )
+            for r in latest.values()
         ]
         keys = list(latest)
         with self.lock:
@@ -758,8 +786,8 @@ class SQLiteStore:
                         f"DELETE FROM entries WHERE key IN ({_placeholders(len(chunk))})", chunk
                     )
                 conn.executemany(
-                    "INSERT INTO entries(key, dtype, shape, data, meta, nbytes, last_used) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO entries(key, dtype, shape, data, meta, nbytes, last_used, crc) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     params,
                 )
                 if max_size is not None:
