@@ -322,7 +322,7 @@ def read_table(path: Path, fmt: str, text_column: str) -> Any:
                 keep_default_na=False, na_values={text_column: [""]},
             )  # fmt: skip
         elif fmt == "jsonl":
-            df = pd.read_json(path, lines=True, dtype=False, encoding="utf-8")
+            df = _read_jsonl(path)
         else:
             df = pd.read_parquet(path)
     except CLIError:
@@ -336,6 +336,36 @@ def read_table(path: Path, fmt: str, text_column: str) -> Any:
     if not isinstance(df.index, pd.RangeIndex) or df.index.start != 0 or df.index.step != 1:
         df = df.reset_index()  # e.g. a pandas index stored in parquet: keep it as a column
     return df
+
+
+def _read_jsonl(path: Path) -> Any:
+    """One JSON object per line, parsed with :mod:`json`.
+
+    pandas' reader silently drops lone surrogate escapes such as ``"\\ud800"``; here they
+    become U+FFFD, as the vectorizer does with any lone surrogate (so the vector is the same
+    and every column stays writable as UTF-8).
+    """
+    import json
+
+    import pandas as pd
+
+    from ._inputs import replace_surrogates
+
+    records = []
+    # Split on "\n" only: U+2028 and friends may appear raw inside JSON strings.
+    for number, line in enumerate(path.read_text(encoding="utf-8").split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"line {number}: {exc}") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"line {number} is a JSON {type(record).__name__}, not an object")
+        records.append(
+            {k: replace_surrogates(v) if isinstance(v, str) else v for k, v in record.items()}
+        )
+    return pd.DataFrame.from_records(records) if records else pd.DataFrame()
 
 
 def _check_column(columns: list[str], name: str, path: Path) -> None:
@@ -633,10 +663,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
         cache_dir = Path(args.cache_dir).expanduser()
         if cache_dir.exists() and not cache_dir.is_dir():
             raise CLIError(f"--cache-dir {args.cache_dir!r} exists and is not a directory")
-        try:
-            cache_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise CLIError(f"cannot create --cache-dir {args.cache_dir!r}: {exc}") from None
+        # EmbeddingCache creates missing folders itself, private (0o700), on first use.
         cache = EmbeddingCache(cache_dir / DEFAULT_FILENAME)
     progress = args.progress if args.progress is not None else sys.stderr.isatty()
     vectorizer = _make_vectorizer(args, cache, progress)
