@@ -1,0 +1,204 @@
+"""Scale-out on Dask: embed a text column partition by partition.
+
+Glue only, the Dask twin of :mod:`xlmt_sklearn.spark`: the fitted estimator
+(parameters and pinned ``_`` attributes, never weights) travels inside the
+task graph, and each worker process loads the model once through the
+package's process-wide registry (:mod:`xlmt_sklearn._model`), whatever the
+number of partitions it runs.
+
+``dask`` is imported inside the functions only: ``import xlmt_sklearn.dask``
+works without it and says how to install it on first use.
+"""
+
+from __future__ import annotations
+
+from numbers import Integral
+from typing import Any
+
+import numpy as np
+
+from .spark import (
+    fitted_payload,
+    is_token_vectorizer,
+    missing_rows,
+    null_error,
+    rebuild,
+    set_torch_threads,
+)
+
+__all__ = ["embed_partitions"]
+
+_INSTALL_HINT = "pip install xlmt-sklearn[dask]"
+_OUTPUTS = ("frame", "array")
+
+
+def embed_partitions(
+    data: Any,
+    column: str | None,
+    vectorizer: Any,
+    *,
+    output: str = "frame",
+    num_threads: int | None = None,
+) -> Any:
+    """Embed a text column of a Dask DataFrame (or a Dask Series), lazily.
+
+    One task per partition (``map_partitions``); rows keep their order,
+    index and divisions, and each row gets exactly the vector that
+    ``vectorizer.transform`` gives in-process for the same text.
+
+    Parameters
+    ----------
+    data : dask.dataframe.DataFrame or dask.dataframe.Series
+        The texts.
+    column : str or None
+        The text column of a DataFrame; None for a Series.
+    vectorizer : XLMTVectorizer
+        The pooled featurizer (token vectorizers are refused), fitted or not:
+        an unfitted one is cloned and fitted on the client, which reads the
+        model's config only. Its ``model`` must be reachable from every
+        worker (hub id in each node's cache, or a folder on shared storage at
+        the same path). Its ``missing`` policy decides what missing values
+        give: ``"error"`` fails the computation naming the column and
+        partition, ``"empty"`` embeds the empty text, ``"zeros"`` gives
+        all-zero rows.
+    output : {"frame", "array"}, default="frame"
+        ``"frame"``: a Dask DataFrame of float32 columns named by
+        ``get_feature_names_out()`` with the input's index and divisions, so
+        ``data.join(result)`` lines up. ``"array"``: a float32 Dask Array of
+        shape ``(n_rows, n_features_out_)``; its row chunk sizes are unknown
+        until computed (``.compute_chunk_sizes()``), as for any array made
+        from a DataFrame.
+    num_threads : int or None, default=None
+        Torch threads in the worker while it embeds. None leaves torch's
+        setting alone (``dask.distributed`` starts workers with
+        ``OMP_NUM_THREADS=1``, so a worker with ``threads_per_worker=t``
+        runs ``t`` single-threaded tasks).
+
+    Returns
+    -------
+    dask.dataframe.DataFrame or dask.array.Array
+        Lazy; nothing runs until ``.compute()`` / ``.persist()``.
+
+    Raises
+    ------
+    ImportError
+        Dask (with ``dataframe``) is missing.
+    TypeError
+        ``data`` is not a Dask DataFrame/Series, or ``column`` does not fit it.
+
+    See Also
+    --------
+    xlmt_sklearn.spark.embed_column : The same on Spark.
+
+    Notes
+    -----
+    Plan one model per worker *process* (about 1.1 GB for XLM-T in float32);
+    threads of one process share it. The estimator is rebuilt on the
+    workers with ``progress=False``. A ``cache`` path on the vectorizer is
+    opened by every worker: a local path per node is safe with many
+    processes.
+
+    Examples
+    --------
+    >>> import dask.dataframe as dd  # doctest: +SKIP
+    >>> from xlmt_sklearn import XLMTVectorizer
+    >>> from xlmt_sklearn.dask import embed_partitions
+    >>> ddf = dd.read_parquet("tweets/")  # doctest: +SKIP
+    >>> emb = embed_partitions(ddf, "text", XLMTVectorizer(device="cpu"))  # doctest: +SKIP
+    >>> ddf.join(emb).to_parquet("tweets-embedded/")  # doctest: +SKIP
+    """
+    dd = _require_dask()
+    if output not in _OUTPUTS:
+        raise ValueError(f"output must be one of {_OUTPUTS}; got {output!r}.")
+    if num_threads is not None and (
+        not isinstance(num_threads, Integral) or isinstance(num_threads, bool) or num_threads < 1
+    ):
+        raise ValueError(f"num_threads must be a positive int or None; got {num_threads!r}.")
+    series = _text_series(dd, data, column)
+    est = rebuild(*fitted_payload(vectorizer))
+    if is_token_vectorizer(type(est)):
+        raise TypeError(
+            "embed_partitions gives one row of features per text; XLMTTokenVectorizer gives "
+            "one per token. Use XLMTVectorizer, or xlmt_sklearn.spark.embed_column for "
+            "token features at scale."
+        )
+    names = [str(n) for n in est.get_feature_names_out()]
+    import pandas as pd
+
+    meta = pd.DataFrame(
+        np.zeros((0, len(names)), dtype=np.float32), columns=names, index=series._meta.index
+    )
+    name = column if column is not None else series.name
+    frame = series.map_partitions(
+        _embed_partition, est, names, None if name is None else str(name), num_threads,
+        meta=meta, align_dataframes=False,
+    )  # fmt: skip
+    if output == "array":
+        return frame.to_dask_array()
+    return frame
+
+
+# ---------------------------------------------------------------- private
+def _require_dask() -> Any:
+    """Import ``dask.dataframe`` or raise ImportError with the install hint."""
+    try:
+        import dask.dataframe as dd
+    except ImportError as exc:
+        raise ImportError(
+            f"xlmt_sklearn.dask needs dask with its dataframe extra: {_INSTALL_HINT}"
+        ) from exc
+    return dd
+
+
+def _text_series(dd: Any, data: Any, column: str | None) -> Any:
+    if isinstance(data, dd.Series):
+        if column is not None:
+            raise TypeError(
+                f"column={column!r} was given but data is a Dask Series; pass column=None."
+            )
+        return data
+    if isinstance(data, dd.DataFrame):
+        if column is None:
+            raise TypeError(
+                "data is a Dask DataFrame: name its text column, e.g. "
+                "embed_partitions(ddf, 'text', vectorizer)."
+            )
+        if column not in data.columns:
+            raise ValueError(f"Column {column!r} not found; the frame has {list(data.columns)}.")
+        return data[column]
+    raise TypeError(
+        "embed_partitions expects a Dask DataFrame or Series; got "
+        f"{type(data).__module__}.{type(data).__name__}. For pandas or lists, call "
+        "vectorizer.transform directly; wrap pandas with dask.dataframe.from_pandas."
+    )
+
+
+def _embed_partition(
+    part: Any,
+    est: Any,
+    names: list[str],
+    column: str | None,
+    num_threads: int | None,
+    partition_info: dict | None = None,
+) -> Any:
+    """Embed one pandas partition (runs on a worker)."""
+    import pandas as pd
+
+    if num_threads is not None:
+        set_torch_threads(num_threads)
+    if len(part) == 0:
+        return pd.DataFrame(
+            np.zeros((0, len(names)), dtype=np.float32), columns=names, index=part.index
+        )
+    values = part.astype(object).tolist()
+    if getattr(est, "missing", "error") == "error":
+        bad = missing_rows(values)
+        if bad:
+            where = "in this partition"
+            if partition_info is not None:
+                where = f"in partition {partition_info['number']}"
+            raise null_error(
+                column, len(bad), len(values), where=where, drop_hint="ddf.dropna(subset=[...])"
+            )
+    out = np.asarray(est.transform(values), dtype=np.float32)
+    return pd.DataFrame(out, columns=names, index=part.index)

@@ -1,0 +1,512 @@
+"""Scale-out on Apache Spark: embed a text column with ``predict_batch_udf``.
+
+Glue only. The fitted estimator is shipped to the Python workers once per UDF
+(a few kilobytes: parameters and pinned ``_`` attributes, never weights) and
+rebuilt there; each worker then loads the model through the package's
+process-wide registry (:mod:`xlmt_sklearn._model`), so every task and every
+Arrow batch that a Python worker runs shares one loaded model.
+
+``pyspark`` is imported inside the functions only: ``import xlmt_sklearn.spark``
+works without it and says how to install it on first use.
+
+Public functions: :func:`embed_column` (DataFrame in, DataFrame out) and
+:func:`embedding_udf` (a column function for ``select``/``withColumn``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from numbers import Integral
+from typing import Any
+
+import numpy as np
+
+__all__ = ["embed_column", "embedding_udf"]
+
+#: Oldest PySpark with ``pyspark.ml.functions.predict_batch_udf``.
+MIN_PYSPARK = (3, 4)
+
+_INSTALL_HINT = "pip install xlmt-sklearn[spark]"
+
+
+# ----------------------------------------------------------------- public
+def embed_column(
+    df: Any,
+    input_col: str,
+    vectorizer: Any,
+    output_col: str = "embedding",
+    *,
+    as_vector: bool = False,
+    batch_size: int = 256,
+    num_threads: int | None = None,
+) -> Any:
+    """Add a column of embeddings of ``input_col`` to a Spark DataFrame.
+
+    The rows keep their order and partitioning (a narrow ``withColumn``; no
+    shuffle). Each row gets exactly the vector that
+    ``vectorizer.transform`` gives in-process for the same text.
+
+    Parameters
+    ----------
+    df : pyspark.sql.DataFrame
+        The input frame.
+    input_col : str
+        A string column (nested fields as ``"a.b"``).
+    vectorizer : XLMTVectorizer or XLMTTokenVectorizer
+        The featurizer; fitted or not (an unfitted one is cloned and fitted on
+        the driver, which reads the model's config only). Its ``model`` must
+        be reachable from every executor: a hub id (with the model in each
+        node's Hugging Face cache, or network access) or a folder on shared
+        storage at the same path. Its ``missing`` policy decides what null
+        rows give: ``"error"`` fails the job with a message naming the
+        column, ``"empty"`` embeds them as the empty text, ``"zeros"`` gives
+        all-zero vectors (no tokens for a token vectorizer).
+    output_col : str, default="embedding"
+        Name of the new column (replaced if it exists).
+    as_vector : bool, default=False
+        False: ``array<float>`` (float32, compact). True: a Spark ML
+        ``DenseVector`` (``pyspark.ml.linalg.VectorUDT``, float64), ready for
+        ``pyspark.ml`` estimators. A token vectorizer's column is always
+        ``array<struct<token:string, begin:int, end:int, [n_subwords:int,]
+        embedding:array<float>>>``: one struct per subword or word (Spark
+        NLP's annotation shape; ``end`` is exclusive, ``n_subwords`` only for
+        words), whatever its ``output`` parameter.
+    batch_size : int, default=256
+        Rows handed to the featurizer per call inside a task (the Arrow batch
+        is cut into slices of this size, so memory per call stays bounded).
+        Duplicates are encoded once and texts are sorted by length *within*
+        a slice; the featurizer's own ``batch_size`` still sets the rows per
+        forward pass.
+    num_threads : int or None, default=None
+        Torch threads per Python worker. None: the task's CPUs
+        (``spark.task.cpus``, default 1), so that the tasks running at once
+        on an executor share its cores without oversubscribing them (Spark's
+        own ``OMP_NUM_THREADS`` is the executor's core count, too many when
+        several tasks run at once); ``OMP_NUM_THREADS`` only outside a task.
+
+    Returns
+    -------
+    pyspark.sql.DataFrame
+        ``df`` with ``output_col`` added.
+
+    Raises
+    ------
+    ImportError
+        PySpark (>= 3.4) is missing.
+    TypeError
+        ``input_col`` is not a string column.
+
+    See Also
+    --------
+    embedding_udf : The column function behind this, for ``select``.
+    xlmt_sklearn.dask.embed_partitions : The same on Dask.
+
+    Notes
+    -----
+    The UDF is marked nondeterministic (its results are not): Catalyst would
+    otherwise copy it into pushed-down or inferred filters (a filter on
+    ``output_col``, ``explode``) and run the model twice per row.
+    The estimator is rebuilt on the workers with ``progress=False``. The model
+    loads once per Python worker (Spark reuses workers across tasks by
+    default, ``spark.python.worker.reuse=true``); plan executor memory for
+    one model per concurrently running Python worker (about 1.1 GB for
+    XLM-T in float32). A ``cache`` path on the vectorizer is opened on each
+    worker: a per-node local path is safe with many processes.
+
+    Examples
+    --------
+    >>> from xlmt_sklearn import XLMTVectorizer
+    >>> from xlmt_sklearn.spark import embed_column
+    >>> out = embed_column(df, "text", XLMTVectorizer(device="cpu"))  # doctest: +SKIP
+    >>> out.select("text", "embedding").show(3)  # doctest: +SKIP
+    """
+    F, _ = _require_pyspark()
+    dtype = _column_type(df, input_col)
+    from pyspark.sql.types import StringType
+
+    if not isinstance(dtype, StringType):
+        raise TypeError(
+            f"embed_column needs a string column; {input_col!r} has type "
+            f"{dtype.simpleString()}. Cast it first: df.withColumn({input_col!r}, "
+            f"F.col({input_col!r}).cast('string'))."
+        )
+    udf = embedding_udf(
+        vectorizer, as_vector=as_vector, batch_size=batch_size, num_threads=num_threads,
+        input_name=input_col,
+    )  # fmt: skip
+    return df.withColumn(output_col, udf(F.col(input_col)))
+
+
+def embedding_udf(
+    vectorizer: Any,
+    *,
+    as_vector: bool = False,
+    batch_size: int = 256,
+    num_threads: int | None = None,
+    input_name: str | None = None,
+) -> Any:
+    """A Spark column function that embeds a string column.
+
+    Parameters
+    ----------
+    vectorizer : XLMTVectorizer or XLMTTokenVectorizer
+        As in :func:`embed_column`.
+    as_vector : bool, default=False
+        Return Spark ML vectors instead of ``array<float>`` (pooled vectors
+        only).
+    batch_size : int, default=256
+        Rows per featurizer call inside a task.
+    num_threads : int or None, default=None
+        Torch threads per Python worker (None: ``spark.task.cpus``).
+    input_name : str or None, default=None
+        Column name used in error messages.
+
+    Returns
+    -------
+    callable
+        ``udf(column) -> Column``, e.g. ``df.select(udf("text"))``.
+
+    Examples
+    --------
+    >>> embed = embedding_udf(XLMTVectorizer(device="cpu"))  # doctest: +SKIP
+    >>> df.select("id", embed("text").alias("emb"))  # doctest: +SKIP
+    """
+    udf, tokens = _build_udf(
+        vectorizer, batch_size=batch_size, num_threads=num_threads, input_name=input_name
+    )
+    if tokens:
+        if as_vector:
+            raise ValueError(
+                "as_vector=True needs one vector per row; a token vectorizer gives one per "
+                "token. Pool them first (TokenPooler), or use XLMTVectorizer."
+            )
+        from pyspark.sql import functions as F
+
+        final = _token_types(vectorizer.get_params()["granularity"] == "word")[1]
+
+        def to_tokens(col: Any) -> Any:
+            raw = udf(col)
+            names = [f.name for f in final.elementType.fields]
+            return F.arrays_zip(*[raw.getField(k) for k in names]).cast(final)
+
+        return to_tokens
+    if not as_vector:
+        return udf
+    from pyspark.ml.functions import array_to_vector
+
+    def to_vector(col: Any) -> Any:
+        return array_to_vector(udf(col))
+
+    return to_vector
+
+
+# ---------------------------------------------------------------- private
+def _require_pyspark() -> tuple[Any, Any]:
+    """Import PySpark (>= 3.4) or raise ImportError with the install hint."""
+    try:
+        import pyspark
+        from pyspark.sql import functions as F
+    except ImportError as exc:
+        raise ImportError(
+            f"xlmt_sklearn.spark needs PySpark >= 3.4 and pyarrow: {_INSTALL_HINT}"
+        ) from exc
+    version = tuple(int(p) for p in pyspark.__version__.split(".")[:2] if p.isdigit())
+    if version < MIN_PYSPARK:
+        raise ImportError(
+            f"xlmt_sklearn.spark needs PySpark >= 3.4 (predict_batch_udf); found "
+            f"{pyspark.__version__}. Upgrade: {_INSTALL_HINT}"
+        )
+    return F, pyspark
+
+
+def _column_type(df: Any, input_col: str) -> Any:
+    """The Spark type of ``input_col`` (analysis only, runs no job)."""
+    try:
+        return df.select(input_col).schema.fields[0].dataType
+    except Exception as exc:  # AnalysisException and friends
+        raise ValueError(
+            f"Column {input_col!r} not found; the frame has columns {df.columns}."
+        ) from exc
+
+
+def _check_batch_size(batch_size: Any) -> int:
+    if not isinstance(batch_size, Integral) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int; got {batch_size!r}.")
+    return int(batch_size)
+
+
+def fitted_payload(vectorizer: Any) -> tuple[type, dict[str, Any], dict[str, Any]]:
+    """What a worker needs to rebuild ``vectorizer``: class, params, fitted state.
+
+    An unfitted estimator is cloned and fitted first (``fit`` reads the
+    model's config only). The fitted state is every ``__dict__`` entry whose
+    name ends in ``_`` (the pinned model identity, validated layers, width);
+    ``progress`` is switched off for the workers.
+    """
+    from sklearn.base import clone
+    from sklearn.exceptions import NotFittedError
+    from sklearn.utils.validation import check_is_fitted
+
+    if not (hasattr(vectorizer, "get_params") and hasattr(vectorizer, "transform")):
+        raise TypeError(
+            "Expected a scikit-learn transformer such as XLMTVectorizer; got "
+            f"{type(vectorizer).__name__}."
+        )
+    try:
+        check_is_fitted(vectorizer)
+        fitted = vectorizer
+    except NotFittedError:
+        fitted = clone(vectorizer).fit()
+    params = fitted.get_params(deep=False)
+    if "progress" in params:
+        params["progress"] = False
+    state = {k: v for k, v in vars(fitted).items() if k.endswith("_") and not k.startswith("_")}
+    return type(fitted), params, state
+
+
+def rebuild(cls: type, params: dict[str, Any], state: dict[str, Any]) -> Any:
+    """Inverse of :func:`fitted_payload`: a fitted estimator, no ``fit`` call."""
+    est = cls(**params)
+    est.__dict__.update(state)
+    return est
+
+
+def task_cpus() -> int | None:
+    """CPUs Spark allocated to the running task (``spark.task.cpus``), or None."""
+    try:
+        from pyspark import TaskContext
+    except ImportError:
+        return None
+    ctx = TaskContext.get()
+    if ctx is None or not hasattr(ctx, "cpus"):  # outside a task, or PySpark < 3.3
+        return None
+    try:
+        return int(ctx.cpus())
+    except Exception:  # pragma: no cover - defensive: an odd resource profile
+        return None
+
+
+def set_torch_threads(num_threads: int | None) -> int:
+    """Set torch's intra-op threads and return the number set.
+
+    ``num_threads`` when given; otherwise the CPUs of the running Spark task
+    (``spark.task.cpus``); otherwise ``OMP_NUM_THREADS``; otherwise 1.
+    """
+    # Not OMP_NUM_THREADS first: Spark sets it to the *executor's* cores for
+    # every Python worker (SPARK-28843), which oversubscribes an executor that
+    # runs several tasks at once. torch is a core dependency; importing it
+    # here keeps this integration self-contained.
+    import torch
+
+    if num_threads is None:
+        num_threads = task_cpus()
+    if num_threads is None:
+        try:
+            num_threads = int(os.environ.get("OMP_NUM_THREADS") or 1)
+        except ValueError:
+            num_threads = 1
+    n = max(1, int(num_threads))
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
+
+
+def missing_rows(values: list[Any]) -> list[int]:
+    """Positions of None/NaN/NA in ``values``."""
+    from ._inputs import is_missing
+
+    return [i for i, v in enumerate(values) if is_missing(v)]
+
+
+def null_error(
+    input_name: str | None, n_null: int, n_rows: int, *, where: str, drop_hint: str
+) -> ValueError:
+    """The error for null inputs under ``missing="error"`` (Spark and Dask)."""
+    col = "The input column" if input_name is None else f"Column {input_name!r}"
+    return ValueError(
+        f"{col} has null values ({n_null} of {n_rows} rows {where}) and the vectorizer "
+        f"has missing='error'. Drop them first ({drop_hint}), or set missing='zeros' "
+        "(zero vectors) or missing='empty' (embed them as the empty text)."
+    )
+
+
+def is_token_vectorizer(cls: type) -> bool:
+    """True for :class:`XLMTTokenVectorizer` (one vector per token or word) and subclasses."""
+    try:
+        from ._token_vectorizer import XLMTTokenVectorizer
+    except ImportError:  # pragma: no cover - older package layouts
+        return False
+    return isinstance(cls, type) and issubclass(cls, XLMTTokenVectorizer)
+
+
+def token_records(frame: Any, n_rows: int) -> list[dict[str, Any]]:
+    """Cut a token vectorizer's long frame into one record of arrays per row.
+
+    ``frame`` is ``XLMTTokenVectorizer(output="frame").transform(list)``: one
+    row per token, in input order, indexed by input row. Each record holds
+    the row's ``token``/``begin``/``end`` (and ``n_subwords``) arrays and an
+    object array of float32 token vectors (the shape Arrow turns into
+    ``array<array<float>>``).
+    """
+    rows = np.asarray(frame.index, dtype=np.int64)
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=n_rows))])
+    cols = {
+        "token": frame["token"].to_numpy(dtype=object),
+        "begin": frame["begin"].to_numpy(dtype=np.int32),
+        "end": frame["end"].to_numpy(dtype=np.int32),
+    }
+    if "n_subwords" in frame.columns:
+        cols["n_subwords"] = frame["n_subwords"].to_numpy(dtype=np.int32)
+    vectors = frame["embedding"].to_numpy(dtype=object)
+    out = []
+    for i in range(n_rows):
+        a, b = int(bounds[i]), int(bounds[i + 1])
+        rec = {k: v[a:b] for k, v in cols.items()}
+        emb = np.empty(b - a, dtype=object)
+        for j in range(b - a):
+            emb[j] = np.asarray(vectors[a + j], dtype=np.float32)
+        rec["embedding"] = emb
+        out.append(rec)
+    return out
+
+
+def _token_types(word: bool) -> tuple[Any, Any]:
+    """(UDF return struct of parallel arrays, final array-of-structs type)."""
+    from pyspark.sql.types import (
+        ArrayType,
+        FloatType,
+        IntegerType,
+        StringType,
+        StructField,
+        StructType,
+    )
+
+    fields = [("token", StringType()), ("begin", IntegerType()), ("end", IntegerType())]
+    if word:
+        fields.append(("n_subwords", IntegerType()))
+    fields.append(("embedding", ArrayType(FloatType(), containsNull=False)))
+    raw = StructType([StructField(k, ArrayType(t)) for k, t in fields])
+    final = ArrayType(StructType([StructField(k, t) for k, t in fields]), containsNull=False)
+    return raw, final
+
+
+@dataclass
+class _PredictFactory:
+    """``make_predict_fn`` for ``predict_batch_udf`` (picklable by reference).
+
+    Runs once per Python worker and UDF (Spark caches the returned function
+    in ``pyspark.ml.model_cache.ModelCache``): sets the torch threads and
+    rebuilds the estimator. The model itself comes from the process-wide
+    registry on the first batch, so it is shared by every UDF in the worker.
+    ``probe=True`` (tests) returns a struct with the worker's pid, partition
+    id, model load count and torch threads next to each vector.
+    """
+
+    payload: bytes
+    num_threads: int | None = None
+    input_name: str | None = None
+    probe: bool = False
+    tokens: bool = False
+
+    def __call__(self):
+        import pickle
+
+        set_torch_threads(self.num_threads)
+        est = rebuild(*pickle.loads(self.payload))
+        refuse_missing = getattr(est, "missing", "error") == "error"
+        input_name, probe, tokens = self.input_name, self.probe, self.tokens
+
+        def predict(texts: np.ndarray) -> Any:
+            values = texts.tolist()
+            if refuse_missing:
+                bad = missing_rows(values)
+                if bad:
+                    raise null_error(
+                        input_name, len(bad), len(values), where="in this batch",
+                        drop_hint="df.na.drop(subset=[...])",
+                    )  # fmt: skip
+            if tokens:
+                return token_records(est.transform(values), len(values))
+            out = np.asarray(est.transform(values), dtype=np.float32)
+            if not probe:
+                return out
+            import torch
+            from pyspark import TaskContext
+
+            from ._model import load_count
+
+            n = len(values)
+            ctx = TaskContext.get()
+            part = -1 if ctx is None else ctx.partitionId()
+            return {
+                "embedding": out,
+                "pid": np.full(n, os.getpid(), dtype=np.int64),
+                "partition": np.full(n, part, dtype=np.int64),
+                "model_loads": np.full(n, load_count()["model"], dtype=np.int64),
+                "torch_threads": np.full(n, torch.get_num_threads(), dtype=np.int64),
+            }
+
+        return predict
+
+
+def _build_udf(
+    vectorizer: Any,
+    *,
+    batch_size: int = 256,
+    num_threads: int | None = None,
+    input_name: str | None = None,
+    probe: bool = False,
+) -> Any:
+    """The ``predict_batch_udf`` behind :func:`embedding_udf`, and whether it is token-level.
+
+    ``probe=True`` (tests only) returns a struct with worker details next to
+    each vector. A token vectorizer's UDF returns a struct of parallel arrays
+    (see :func:`_token_types`) that :func:`embedding_udf` zips into one
+    struct per token.
+    """
+    _require_pyspark()
+    from pyspark import cloudpickle
+    from pyspark.ml.functions import predict_batch_udf
+    from pyspark.sql.types import ArrayType, FloatType, LongType, StructField, StructType
+
+    batch_size = _check_batch_size(batch_size)
+    if num_threads is not None and (not isinstance(num_threads, Integral) or num_threads < 1):
+        raise ValueError(f"num_threads must be a positive int or None; got {num_threads!r}.")
+    cls, params, state = fitted_payload(vectorizer)
+    tokens = is_token_vectorizer(cls)
+    if tokens:
+        if probe:
+            raise ValueError("probe=True supports pooled vectorizers only.")
+        params["output"] = "frame"  # tokens, offsets and vectors, cut per row on the worker
+    # Serialised on the driver so that an unpicklable parameter fails here,
+    # with its own message, not later inside a Spark task. cloudpickle (not
+    # pickle) so that a lambda passed as ``preprocess`` travels too.
+    try:
+        payload = cloudpickle.dumps((cls, params, state))
+    except Exception as exc:
+        raise TypeError(
+            f"Cannot serialise {type(vectorizer).__name__} for the Spark workers: {exc}"
+        ) from exc
+    vector = ArrayType(FloatType(), containsNull=False)
+    if tokens:
+        return_type: Any = _token_types(params.get("granularity") == "word")[0]
+    elif probe:
+        return_type = StructType(
+            [
+                StructField("embedding", vector),
+                StructField("pid", LongType()),
+                StructField("partition", LongType()),
+                StructField("model_loads", LongType()),
+                StructField("torch_threads", LongType()),
+            ]
+        )
+    else:
+        return_type = vector
+    factory = _PredictFactory(payload, num_threads, input_name, probe, tokens)
+    udf = predict_batch_udf(factory, return_type=return_type, batch_size=batch_size)
+    # The vectors *are* deterministic, but Catalyst may copy a deterministic
+    # UDF into a filter it pushes down or infers (a filter on the output
+    # column, or explode's non-empty-array filter) and then run the model
+    # twice per row. A nondeterministic UDF is evaluated exactly once.
+    return udf.asNondeterministic(), tokens
