@@ -20,8 +20,8 @@ Inspect or empty a cache::
 Every user error (bad option, unreadable file, missing column, a model that
 can't be found) prints one ``xlmt-sklearn: error: ...`` line and exits with
 status 2; an interrupted run exits with 130 and leaves no partial output.
-Heavy modules (torch, transformers, pandas, pyarrow) are imported only when a
-command needs them, so ``--help`` is instant.
+torch, transformers and pyarrow are imported only when a command needs them, so
+``--help`` never loads them.
 """
 
 from __future__ import annotations
@@ -585,15 +585,9 @@ def _make_vectorizer(args: argparse.Namespace, cache: Any, progress: bool) -> An
         progress=progress,
     )  # fmt: skip
     if args.tokens:
-        import xlmt_sklearn
+        from ._token_vectorizer import XLMTTokenVectorizer
 
-        token_cls = getattr(xlmt_sklearn, "XLMTTokenVectorizer", None)
-        if token_cls is None:
-            raise CLIError(
-                "--tokens needs XLMTTokenVectorizer, which this version of xlmt_sklearn "
-                "does not have; upgrade xlmt_sklearn or drop --tokens"
-            )
-        return token_cls(
+        return XLMTTokenVectorizer(
             args.model, output="frame", granularity=args.granularity,
             word_vector=args.word_vector, **options,
         )  # fmt: skip
