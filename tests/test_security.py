@@ -182,11 +182,6 @@ def test_cache_directories_0700_and_files_0600_even_with_umask_0(tiny_model_dir,
 
 
 @pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli._cmd_embed creates --cache-dir with Path.mkdir(parents=True) (0o777 & ~umask, "
-    "0o755 usually) before EmbeddingCache could create it 0o700",
-)
 def test_cli_cache_dir_is_private(tiny_model_dir, tmp_path, capsys):
     from xlmt_sklearn.cli import main
 
