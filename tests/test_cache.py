@@ -492,7 +492,7 @@ def test_hostile_rows_are_never_unpickled(tmp_path):
     shape0 = str(len(aligned) // 4)
     rows = [
         # valid numbers with a valid checksum: returned as plain floats, never unpickled
-        (keys[0], "float32", shape0, aligned, 0, row_crc("float32", shape0, 0, aligned)),
+        (keys[0], "float32", shape0, aligned, 0, row_crc(keys[0], "float32", shape0, 0, aligned)),
         (keys[1], "object", "1", payload, 0, None),
         (keys[2], "float32", f"__import__('pickle').loads({payload!r})", payload, 0, None),
         (keys[3], "float32", "1", payload, 0, None),  # length mismatch

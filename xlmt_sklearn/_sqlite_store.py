@@ -238,13 +238,14 @@ def decode_array(dtype: object, shape: object, data: object) -> np.ndarray | Non
     return np.frombuffer(bytearray(data), dtype=DTYPES[dtype]).reshape(dims)  # type: ignore[arg-type]
 
 
-def row_crc(dtype: str, shape: str, meta: int, data: bytes) -> int:
-    """CRC-32 of a row's content.
+def row_crc(key: bytes, dtype: str, shape: str, meta: int, data: bytes) -> int:
+    """CRC-32 of a row: its key, dtype, shape, meta and data.
 
     SQLite checks its page structure, not the bytes inside a BLOB: a flipped
-    bit in a stored vector would otherwise be returned as a valid vector.
+    bit in a stored vector (or in its key) would otherwise be returned as a
+    valid vector, possibly for another text.
     """
-    return zlib.crc32(data, zlib.crc32(f"{dtype}|{shape}|{meta}".encode()))
+    return zlib.crc32(data, zlib.crc32(key + f"|{dtype}|{shape}|{meta}".encode()))
 
 
 def _decode_rows(
@@ -268,8 +269,10 @@ def _decode_rows(
             and set(map(type, datas)) == {bytes}
             and set(map(len, datas)) == {size}
             and set(map(type, metas)) == {int}
+            and set(map(type, keys)) == {bytes}
             and all(
-                c == row_crc(dtype, shape, m, d) for c, m, d in zip(crcs, metas, datas, strict=True)
+                c == row_crc(k, dtype, shape, m, d)
+                for k, c, m, d in zip(keys, crcs, metas, datas, strict=True)
             )
         ):
             arrays = _join(dtype, shape, datas)
@@ -288,7 +291,8 @@ def _decode_rows(
             type(data) is not bytes
             or len(data) != sizes[spec]
             or type(meta) is not int
-            or crc != row_crc(dtype, shape, meta, data)
+            or type(key) is not bytes
+            or crc != row_crc(key, dtype, shape, meta, data)
         ):
             invalid.append(key)
             continue
@@ -771,7 +775,7 @@ class SQLiteStore:
                 r.meta,
                 len(r.data),
                 now,
-                row_crc(*r[1:3], r.meta, r.data),
+                row_crc(r.key, r.dtype, r.shape, r.meta, r.data),
             )
             for r in latest.values()
         ]
