@@ -156,6 +156,9 @@ def test_truncation_warns_once_with_positions(tiny_model_dir):
     assert len([w for w in rec if issubclass(w.category, TruncationWarning)]) == 1
     w = next(w.message for w in rec if issubclass(w.category, TruncationWarning))
     assert w.count == 3 and w.positions == [0, 2, 4] and w.max_length == 16
+    # The warning points at the caller's line, not at library internals.
+    tw = next(w for w in rec if issubclass(w.category, TruncationWarning))
+    assert tw.filename == __file__
     ref = reference_pooled(tiny_model_dir, [normalize_tweet(LONG)], max_length=16)
     np.testing.assert_allclose(out[0], ref[0], atol=1e-5)
 

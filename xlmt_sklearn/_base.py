@@ -36,6 +36,23 @@ def _in_notebook() -> bool:
     return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
 
 
+def _user_stacklevel() -> int:
+    """Stack level of the first caller outside xlmt_sklearn and scikit-learn.
+
+    Warnings then point at the user's line, whether transform was called
+    directly, through set_output's wrapper or inside a Pipeline.
+    """
+    frame = sys._getframe(1)
+    level = 1
+    while frame is not None:
+        mod = frame.f_globals.get("__name__", "")
+        if not (mod.startswith(("xlmt_sklearn", "sklearn"))):
+            return level
+        frame = frame.f_back
+        level += 1
+    return 1
+
+
 def resolve_progress(progress: bool | str, n_texts: int) -> bool:
     """``"auto"``: a bar for long runs in a terminal or a notebook only."""
     if progress != "auto":
@@ -251,7 +268,7 @@ class ModelFeaturizerMixin(TransformerMixin, BaseEstimator):
         if self.truncation == "warn" and long_.any():
             warnings.warn(
                 TruncationWarning(positions(np.flatnonzero(long_)), self.max_length, n_total),
-                stacklevel=3,
+                stacklevel=_user_stacklevel(),
             )
         return values, long_  # type: ignore[return-value]
 
