@@ -155,14 +155,25 @@ class _PackedEncoder:
                     self.fused.append(None)
 
     def _stamp(self) -> tuple:
-        """Identity of the q/k/v weights: rebuild the fused copy if they change."""
-        out = []
+        """Identity of the q/k/v weights: rebuild the fused copy if they change.
+
+        Storage address, shape, dtype and version counter of each plain weight
+        (replaced tensors and in-place updates both show); tensor subclasses
+        (quantized weights, never fused) by object identity.
+        """
+        out: list[object] = []
         for layer in self.model.encoder.layer:
             sa = layer.attention.self
             for m in (sa.query, sa.key, sa.value):
                 w = getattr(m, "weight", None)
-                w = w if isinstance(w, torch.Tensor) else None
-                out.append(None if w is None else (w.data_ptr(), w._version, w.dtype, w.device))
+                if not isinstance(w, torch.Tensor) or type(w.data) is not torch.Tensor:
+                    out.append(id(w))
+                    continue
+                try:
+                    version = w._version
+                except RuntimeError:  # inference tensors have no version counter
+                    version = None
+                out.append((w.data_ptr(), tuple(w.shape), w.dtype, str(w.device), version))
         return tuple(out)
 
     @classmethod
