@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Smoke run of the UMSAB quality benchmark (benchmarks/umsab_quality.py --smoke):
+# a tiny random 4-layer model built in a temp dir, ~30 texts per split and
+# language, the whole selection / baseline / report path, well under a minute
+# on an idle machine. It writes nothing into the repository.
+# Needs the UMSAB data in ../shared (beside the checkout); skips cleanly without it.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+if [ ! -d ../shared/data/umsab ]; then
+  echo "50-quality-smoke: ../shared/data/umsab is absent; skipping the UMSAB quality smoke run."
+  exit 0
+fi
+XLMT_SHARED="$(cd ../shared && pwd)" python benchmarks/umsab_quality.py --smoke

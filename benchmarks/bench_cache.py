@@ -1,0 +1,282 @@
+"""What the per-text disk cache buys (issue #3).
+
+Three measurements, written to ``benchmarks/results/cache.md``:
+
+1. raw store speed: warm ``EmbeddingCache.get_many`` lookups and ``put_many``
+   writes of 768-d float32 vectors (goal: >= 100k vectors/s for lookups);
+2. ``XLMTVectorizer(cache=...)`` on the XLM-R-base-shaped model with the real
+   tokenizer: cold (empty cache) vs warm (all hits) vs no cache, same texts;
+3. ``GridSearchCV(Pipeline(XLMTVectorizer, LogisticRegression))`` over a small
+   grid of ``C``, ``cv=3``: end-to-end time with vs without the cache.
+
+Usage::
+
+    python benchmarks/bench_cache.py           # full run (about 5-10 minutes on 2 cores)
+    python benchmarks/bench_cache.py --smoke   # tiny model, < 60 s, writes nothing
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import _common as C
+import numpy as np
+
+
+def bench_store(tmp: Path, n: int, dim: int, rounds: int, chunk: int) -> dict:
+    """Warm ``get_many`` and ``put_many`` throughput in vectors/s (medians)."""
+    from xlmt_sklearn._cache import EmbeddingCache, make_keys
+
+    rng = np.random.default_rng(0)
+    vecs = rng.standard_normal((n, dim), dtype=np.float32)
+    keys = make_keys("bench-fingerprint", [f"text {i}" for i in range(n)])
+    put_t, get_t, keys_t = [], [], []
+    for r in range(rounds):
+        cache = EmbeddingCache(tmp / f"store-{r}.sqlite")
+        t0 = time.perf_counter()
+        for s in range(0, n, chunk):
+            part = list(vecs[s : s + chunk])
+            cache.put_many(keys[s : s + chunk], part, [0] * len(part))
+        put_t.append(time.perf_counter() - t0)
+        cache.get_many(keys[:chunk])  # open + warm the page cache
+        t0 = time.perf_counter()
+        got = []
+        for s in range(0, n, chunk):
+            got.extend(cache.get_many(keys[s : s + chunk]))
+        get_t.append(time.perf_counter() - t0)
+        assert all(g is not None for g in got)
+        assert np.array_equal(got[n // 2][0], vecs[n // 2])
+        t0 = time.perf_counter()
+        make_keys("bench-fingerprint", [f"text {i}" for i in range(n)])
+        keys_t.append(time.perf_counter() - t0)
+        cache.close()
+    med = lambda xs: float(np.median(xs))  # noqa: E731
+    return {
+        "n": n, "dim": dim, "chunk": chunk, "rounds": rounds,
+        "get_vps": n / med(get_t), "put_vps": n / med(put_t), "keys_ps": n / med(keys_t),
+        "get_times": get_t, "put_times": put_t,
+    }  # fmt: skip
+
+
+def bench_vectorizer(model_dir: Path, texts: list[str], tmp: Path, rounds: int, log) -> dict:
+    """Cold vs warm vs no-cache transform times (medians over interleaved rounds)."""
+    from xlmt_sklearn import XLMTVectorizer
+    from xlmt_sklearn._model import load_count
+
+    base = XLMTVectorizer(str(model_dir), device="cpu", progress=False).fit()
+    base.transform(texts[:8])  # load the model once (shared registry), outside the timings
+    counter = {"r": 0}
+    state: dict[str, object] = {}
+
+    def no_cache() -> None:
+        base.transform(texts)
+
+    def cold() -> None:
+        counter["r"] += 1
+        vec = XLMTVectorizer(
+            str(model_dir), device="cpu", progress=False, cache=tmp / f"vec-{counter['r']}.sqlite"
+        ).fit()
+        state["out"] = vec.transform(texts)
+        state["vec"] = vec
+
+    def warm() -> None:
+        vec = state["vec"]
+        loads = load_count()["model"]
+        state["warm_out"] = vec.transform(texts)  # type: ignore[attr-defined]
+        state["warm_loaded"] = load_count()["model"] - loads
+
+    cold()  # state for the first warm run
+    times = {"no cache": [], "cold cache (all misses)": [], "warm cache (all hits)": []}
+    for r in range(rounds):
+        order = [("no cache", no_cache), ("cold cache (all misses)", cold),
+                 ("warm cache (all hits)", warm)]  # fmt: skip
+        order = order[r % 3 :] + order[: r % 3]
+        for name, fn in order:
+            if name == "warm cache (all hits)" and "vec" not in state:
+                cold()
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+            log(f"  round {r + 1} {name:<26} {times[name][-1]:7.3f} s")
+    same = np.array_equal(state["out"], state["warm_out"])  # type: ignore[arg-type]
+    return {
+        "times": times,
+        "median": {k: float(np.median(v)) for k, v in times.items()},
+        "warm_equal": bool(same),
+        "warm_loaded_model": int(state.get("warm_loaded", 0)),  # type: ignore[arg-type]
+    }
+
+
+def bench_gridsearch(
+    model_dir: Path, texts: list[str], labels: list[int], tmp: Path, log
+) -> dict:
+    """GridSearchCV end to end, without then with a cache (one run each)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import Pipeline
+
+    from xlmt_sklearn import XLMTVectorizer
+    from xlmt_sklearn._model import get_model  # noqa: F401  (registry warm-up below)
+
+    grid = {"clf__C": [0.1, 1.0, 10.0]}
+    out = {}
+    XLMTVectorizer(str(model_dir), device="cpu", progress=False).fit().transform(texts[:4])
+    for name, cache in (("without cache", None), ("with cache", tmp / "grid.sqlite")):
+        pipe = Pipeline([
+            ("emb", XLMTVectorizer(str(model_dir), device="cpu", progress=False, cache=cache)),
+            ("clf", LogisticRegression(max_iter=2000)),
+        ])  # fmt: skip
+        gs = GridSearchCV(pipe, grid, cv=3, n_jobs=1)
+        t0 = time.perf_counter()
+        gs.fit(texts, labels)
+        dt = time.perf_counter() - t0
+        out[name] = {"seconds": dt, "best": gs.best_params_, "score": float(gs.best_score_)}
+        log(f"  GridSearchCV {name:<14} {dt:7.1f} s  best {gs.best_params_} "
+            f"score {gs.best_score_:.3f}")  # fmt: skip
+    return out
+
+
+def render(res: dict) -> str:
+    """The cache results page (``benchmarks/results/cache.md``)."""
+    s, v, g = res["store"], res["vectorizer"], res["grid"]
+    mach = C.md_table(["", ""], [[k, x] for k, x in res["machine"].items()])
+    store = C.md_table(
+        ["operation", "vectors/s (median)", "goal", "verdict"],
+        [
+            ["`get_many`, warm", f"{s['get_vps']:,.0f}", ">= 100,000",
+             "met" if s["get_vps"] >= 1e5 else "**missed**"],
+            ["`put_many` (one transaction per call)", f"{s['put_vps']:,.0f}", "-", "-"],
+            ["`make_keys` (SHA-256 of fingerprint + text)", f"{s['keys_ps']:,.0f}", "-", "-"],
+        ],
+    )  # fmt: skip
+    med = v["median"]
+    vec = C.md_table(
+        ["transform of the same texts", "seconds (median)", "texts/s", "vs cold"],
+        [[k, f"{t:.3f}", f"{res['n_vec'] / t:,.1f}", f"{med['cold cache (all misses)'] / t:.1f}x"]
+         for k, t in med.items()],
+    )  # fmt: skip
+    gw, gc = g["without cache"]["seconds"], g["with cache"]["seconds"]
+    grid = C.md_table(
+        ["GridSearchCV", "seconds", "best params", "best CV score"],
+        [[k, f"{x['seconds']:.1f}", str(x["best"]), f"{x['score']:.3f}"] for k, x in g.items()],
+    )
+    return f"""## Cache
+
+Generated by `{res["command"]}` on {res["date"]} in {res["wall_s"] / 60:.1f} minutes.
+**The machine was shared** with other engineers running tests (load average
+{res["load_before"]} before, {res["load_after"]} after); store timings are medians of
+{s["rounds"]} rounds, transform timings medians of {res["rounds"]} interleaved rounds.
+
+{mach}
+
+### Store: raw lookups and writes
+
+{s["n"]:,} random {s["dim"]}-d float32 vectors, calls of {s["chunk"]} keys, SQLite file on
+local disk, warm (page cache hot, connection open).
+
+{store}
+
+### XLMTVectorizer: cold vs warm cache
+
+Model: {res["model"]}. {res["n_vec"]} distinct tweets from {res["source"]}.
+Warm output identical to cold: {v["warm_equal"]}; model loads during the warm
+transform: {v["warm_loaded_model"]}.
+
+{vec}
+
+### GridSearchCV end to end
+
+`Pipeline([XLMTVectorizer(cache=...), LogisticRegression(max_iter=2000)])`,
+`GridSearchCV(param_grid={{"clf__C": [0.1, 1, 10]}}, cv=3, n_jobs=1)` on {res["n_grid"]}
+tweets with their UMSAB sentiment labels (3 classes); 3 x 3 fits + 1 refit, each of
+which embeds its training fold and scores its test fold. Without a cache every
+fit re-embeds; with it each distinct text is embedded once. One run each (the
+model is already loaded for both).
+
+{grid}
+
+With the cache GridSearchCV took **{gw / gc:.1f}x** less time ({gw:.0f} s -> {gc:.0f} s).
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--smoke", action="store_true", help="tiny model, < 60 s, writes nothing")
+    p.add_argument("--docs", action="store_true", help="write results even in smoke mode")
+    p.add_argument("--no-docs", action="store_true", help="write nothing")
+    p.add_argument("--n-store", type=int, default=None, help="vectors for the store test")
+    p.add_argument("--n-vec", type=int, default=None, help="texts for cold/warm (default 300)")
+    p.add_argument("--n-grid", type=int, default=None, help="texts for GridSearchCV (150)")
+    p.add_argument("--rounds", type=int, default=None)
+    args = p.parse_args(argv)
+    smoke = args.smoke
+    n_store = args.n_store or (5_000 if smoke else 50_000)
+    n_vec = args.n_vec or (32 if smoke else 300)
+    n_grid = args.n_grid or (48 if smoke else 150)
+    rounds = args.rounds or (2 if smoke else 3)
+    write = (args.docs or not smoke) and not args.no_docs
+    t_start = time.perf_counter()
+    load_before = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+
+    def log(s: str) -> None:
+        print(s, flush=True)
+
+    from xlmt_sklearn._preprocess import normalize_tweet
+
+    with tempfile.TemporaryDirectory(prefix="xlmt-bench-cache-") as tmpd:
+        tmp = Path(tmpd)
+        if smoke:
+            import torch
+
+            torch.set_num_threads(1)  # plumbing check, not speed: quick on a loaded box
+            model_dir = C.tiny_model_dir(tmp / "tiny", real_tokenizer=False)
+            model_desc = "tiny random XLM-R (2 layers, hidden 64)"
+        else:
+            model_dir = C.base_model_dir()
+            model_desc = "XLM-R base shape, random weights, real XLM-R tokenizer"
+        dim = 768
+        log(f"store: {n_store} x {dim} float32")
+        store = bench_store(tmp, n_store, dim, rounds=3, chunk=1000)
+        log(f"  get_many {store['get_vps']:,.0f} vectors/s, put_many {store['put_vps']:,.0f}")
+        texts, labels, source = C.load_tweets(4 * max(n_vec, n_grid), seed=1, with_labels=True)
+        first: dict[str, int] = {}
+        for t, y in zip(texts, labels, strict=True):
+            first.setdefault(normalize_tweet(t), y)  # distinct texts, first label kept
+        uniq = list(first.items())
+        vtexts = [t for t, _ in uniq[:n_vec]]
+        log(f"vectorizer cold/warm: {len(vtexts)} texts, {model_desc}")
+        vec = bench_vectorizer(model_dir, vtexts, tmp, rounds, log)
+        gt = uniq[:n_grid]
+        log(f"GridSearchCV: {len(gt)} texts")
+        grid = bench_gridsearch(model_dir, [t for t, _ in gt], [y for _, y in gt], tmp, log)
+    cmd = "python benchmarks/bench_cache.py " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    )
+    res = {
+        "machine": C.machine_info(), "store": store, "vectorizer": vec, "grid": grid,
+        "n_vec": len(vtexts), "n_grid": len(gt), "rounds": rounds, "source": source,
+        "model": model_desc, "command": cmd.strip(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "wall_s": time.perf_counter() - t_start, "load_before": load_before,
+        "load_after": ", ".join(f"{x:.1f}" for x in os.getloadavg()),
+    }  # fmt: skip
+    med = vec["median"]
+    log(f"warm/cold speedup {med['cold cache (all misses)'] / med['warm cache (all hits)']:.1f}x; "
+        f"grid {grid['without cache']['seconds']:.1f} s -> {grid['with cache']['seconds']:.1f} s")
+    if write:
+        C.RESULTS.mkdir(parents=True, exist_ok=True)
+        (C.RESULTS / "cache.md").write_text(render(res), encoding="utf-8")
+        C.assemble_docs()
+        log(f"wrote {C.RESULTS / 'cache.md'} and docs/benchmarks.md")
+    log(f"done in {res['wall_s']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,212 @@
+"""GPU correctness and throughput check for xlmt_sklearn (one CUDA device, < 5 min).
+
+Run through ``benchmarks/gpu_check.sh``. Without a CUDA device it prints why
+and exits 0. With one it:
+
+1. builds (or reuses) the XLM-R-base-shaped random model with the real XLM-R
+   tokenizer (synthetic tokenizer and texts when ``../shared`` is absent);
+2. checks correctness: CUDA float32 vs CPU float32 (max abs diff), float16 and
+   bfloat16 vs CUDA float32 (cosine), and independence of batch composition on
+   the GPU (shuffled order and other batch sizes give the same rows);
+3. measures texts/s for float32 / float16 / bfloat16 with the default batches
+   and with token-budget batches, plus a same-dtype matmul yardstick;
+4. writes ``benchmarks/results/gpu.md`` (and ``$OUT/gpu.md`` when ``$OUT`` is set)
+   and exits 1 if a correctness check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import _common as C
+import numpy as np
+
+# Correctness bounds. CUDA fp32 runs without TF32 (torch's default for matmul), so
+# it must match the CPU closely; half precisions are judged by cosine.
+FP32_ATOL = 1e-4
+HALF_COS_MIN = 0.99
+BATCH_ATOL = {"float32": 1e-5, "float16": 1e-2, "bfloat16": 6e-2}  # rounding noise of each dtype
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def _model_dir(tmp: Path) -> tuple[Path, str]:
+    if C.real_tokenizer_dir() is not None:
+        return C.base_model_dir(), "XLM-R base shape, random weights, real XLM-R tokenizer"
+    d = C.build_model(tmp / "base-synthetic-tok", tokenizer_dir=None)
+    return d, "XLM-R base shape (vocabulary of a small synthetic tokenizer), random weights"
+
+
+def _gpu_matmul_tflops(m: int, k: int, n: int, dtype: str) -> float:
+    import torch
+
+    dt = getattr(torch, dtype)
+    a = torch.randn(m, k, device="cuda", dtype=dt)
+    b = torch.randn(k, n, device="cuda", dtype=dt)
+    for _ in range(5):
+        a @ b
+    torch.cuda.synchronize()
+    reps = 50
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    torch.cuda.synchronize()
+    return 2.0 * m * k * n * reps / (time.perf_counter() - t0) / 1e12
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=4000, help="tweets for throughput (default 4000)")
+    p.add_argument("--n-check", type=int, default=256, help="tweets for correctness checks")
+    p.add_argument("--budget-s", type=float, default=240.0, help="stop timing after this")
+    p.add_argument(
+        "--simulate-on-cpu", action="store_true",
+        help="exercise this script's logic on the CPU with a tiny model (no CUDA needed)",
+    )  # fmt: skip
+    args = p.parse_args(argv)
+
+    import torch
+
+    sim = args.simulate_on_cpu
+    dev = "cpu" if sim else "cuda"
+
+    def sync() -> None:
+        if not sim:
+            torch.cuda.synchronize()
+
+    if not sim and not torch.cuda.is_available():
+        print(
+            "gpu_check: no CUDA device here (torch.cuda.is_available() is False, torch "
+            f"{torch.__version__}); nothing to check. Run it on a machine with an NVIDIA GPU."
+        )
+        return 0
+
+    import tempfile
+
+    from xlmt_sklearn import XLMTVectorizer
+    from xlmt_sklearn._model import clear_model_registry
+    from xlmt_sklearn._preprocess import normalize_tweet
+
+    t_start = time.perf_counter()
+    tmp = tempfile.TemporaryDirectory(prefix="xlmt-gpu-")
+    if sim:
+        model_dir = C.tiny_model_dir(Path(tmp.name) / "tiny", real_tokenizer=False)
+        model_desc = "tiny random XLM-R (simulation on the CPU)"
+    else:
+        model_dir, model_desc = _model_dir(Path(tmp.name))
+    texts, _, source = C.load_tweets(args.n + args.n_check, seed=7, with_labels=True)
+    texts = list(dict.fromkeys(normalize_tweet(t) for t in texts))
+    check, bench = texts[: args.n_check], texts[args.n_check :][: args.n]
+    dev_name = "CPU (simulation)" if sim else torch.cuda.get_device_name(0)
+    print(f"device {dev_name}; model {model_dir}; {len(check)} check / {len(bench)} bench texts")
+
+    def vec(**kw: object) -> XLMTVectorizer:
+        return XLMTVectorizer(str(model_dir), progress=False, preprocess=None, **kw).fit()
+
+    failures: list[str] = []
+    lines: list[list[str]] = []
+
+    # 1. correctness -------------------------------------------------------------
+    cpu = vec(device="cpu").transform(check)
+    clear_model_registry()
+    gpu32 = vec(device=dev, dtype="float32").transform(check)
+    d32 = float(np.abs(gpu32 - cpu).max())
+    ok = d32 < FP32_ATOL
+    lines.append(["CUDA float32 vs CPU float32, max abs diff", f"< {FP32_ATOL:g}", f"{d32:.2e}",
+                  "ok" if ok else "FAIL"])  # fmt: skip
+    if not ok:
+        failures.append(lines[-1][0])
+    for dtype in ("float16", "bfloat16"):
+        half = vec(device=dev, dtype=dtype).transform(check)
+        c = _cos(half, gpu32)
+        ok = bool(np.isfinite(half).all()) and float(c.min()) >= HALF_COS_MIN
+        lines.append([f"CUDA {dtype} vs CUDA float32, cosine min (mean)", f">= {HALF_COS_MIN}",
+                      f"{c.min():.5f} ({c.mean():.5f})", "ok" if ok else "FAIL"])  # fmt: skip
+        if not ok:
+            failures.append(lines[-1][0])
+    rng = np.random.default_rng(0)
+    for dtype in ("float32", "float16", "bfloat16"):
+        base = vec(device=dev, dtype=dtype).transform(check)
+        perm = rng.permutation(len(check))
+        other = vec(device=dev, dtype=dtype, batch_size=7).transform([check[i] for i in perm])
+        budget = vec(device=dev, dtype=dtype, batch_size=512, max_tokens=2048).transform(check)
+        diff = max(float(np.abs(other - base[perm]).max()), float(np.abs(budget - base).max()))
+        ok = diff <= BATCH_ATOL[dtype]
+        name = f"{dtype}: shuffled / other batch plans vs default, max abs diff"
+        lines.append([name, f"<= {BATCH_ATOL[dtype]:g}", f"{diff:.2e}", "ok" if ok else "FAIL"])
+        if not ok:
+            failures.append(lines[-1][0])
+    clear_model_registry()
+
+    # 2. throughput ---------------------------------------------------------------
+    sh = C.model_shape(model_dir)
+    tok = vec(device="cpu")  # tokenizer only, for token counts
+    from xlmt_sklearn._model import get_tokenizer
+
+    spec, _ = tok._runtime()
+    lengths = np.array([len(x) + 2 for x in get_tokenizer(spec)(bench, add_special_tokens=False)
+                        ["input_ids"]])  # fmt: skip
+    flops = C.encoder_flops(np.minimum(lengths, 128), sh["hidden"], sh["layers"], sh["ff"])
+    rows: list[list[str]] = []
+    plans = [("default (batch_size=32)", {}),
+             ("token budget (batch_size=1024, max_tokens=16384)",
+              {"batch_size": 1024, "max_tokens": 16384})]  # fmt: skip
+    for dtype in ("float32", "float16", "bfloat16"):
+        yard = (C.matmul_gflops(512, sh["hidden"], sh["ff"], 0.2, dtype) / 1e3 if sim
+                else _gpu_matmul_tflops(8192, sh["hidden"], sh["ff"], dtype))  # fmt: skip
+        for plan_name, kw in plans:
+            if time.perf_counter() - t_start > args.budget_s:
+                rows.append([dtype, plan_name, "skipped (time budget)", "-", "-", f"{yard:.0f}"])
+                continue
+            v = vec(device=dev, dtype=dtype, **kw)
+            v.transform(bench[:256])  # load + warm up kernels
+            sync()
+            t0 = time.perf_counter()
+            v.transform(bench)
+            sync()
+            dt = time.perf_counter() - t0
+            tf = flops / dt / 1e12
+            rows.append([dtype, plan_name, f"{len(bench) / dt:,.0f}", f"{tf:.2f}",
+                         f"{100 * tf / yard:.0f}%", f"{yard:.1f}"])  # fmt: skip
+            print(f"  {dtype:<9} {plan_name:<48} {len(bench) / dt:9,.0f} texts/s")
+            clear_model_registry()
+            if not sim:
+                torch.cuda.empty_cache()
+    tmp.cleanup()
+
+    mem = 0.0 if sim else torch.cuda.max_memory_allocated() / 2**30
+    doc = f"""## GPU check
+
+Generated by `bash benchmarks/gpu_check.sh` on {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+in {(time.perf_counter() - t_start) / 60:.1f} minutes. Device: **{dev_name}**, torch
+{torch.__version__}, CUDA {torch.version.cuda}. Model: {model_desc}. Texts: {source}
+({len(check)} for checks, {len(bench)} for throughput; median {np.median(lengths):.0f} tokens).
+Peak CUDA memory allocated: {mem:.1f} GiB.
+
+{C.md_table(["correctness check", "bound", "measured", "verdict"], lines)}
+
+{C.md_table(["dtype", "batches", "texts/s", "effective TFLOP/s", "% of matmul",
+             "matmul TFLOP/s (8192 x h @ h x ff)"], rows)}
+"""  # fmt: skip
+    print(doc)
+    if not sim:
+        C.RESULTS.mkdir(parents=True, exist_ok=True)
+        (C.RESULTS / "gpu.md").write_text(doc, encoding="utf-8")
+    out = os.environ.get("OUT")
+    if out and not sim:
+        Path(out, "gpu.md").write_text(doc, encoding="utf-8")
+    if failures:
+        print("FAILED: " + "; ".join(failures), file=sys.stderr)
+        return 1
+    print("gpu_check: all correctness checks passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
