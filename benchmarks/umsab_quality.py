@@ -646,8 +646,7 @@ def main(argv: list[str] | None = None) -> int:
     # than free cores make lbfgs fits 10-20x slower (spinning OpenMP/BLAS threads).
     torch.set_num_threads(args.threads)
     threadpool_limits(args.threads)
-    from xlmt_sklearn import TokenPooler, XLMTTokenVectorizer
-    from xlmt_sklearn._cache import EmbeddingCache
+    from xlmt_sklearn import EmbeddingCache, TokenPooler, XLMTTokenVectorizer
 
     t_start = time.perf_counter()
     langs = [x for x in args.langs.split(",") if x]
