@@ -59,7 +59,7 @@ __all__ = [
     "move_aside",
 ]
 
-SCHEMA_VERSION = 2  # 2: per-row CRC-32 over dtype, shape, meta and data
+SCHEMA_VERSION = 3  # 2: per-row CRC-32; 3: the CRC also covers the key
 MAGIC = "xlmt_sklearn.embedding_cache"
 
 #: Dtypes a row may have, by the name stored in the ``dtype`` column.
