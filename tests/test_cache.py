@@ -730,3 +730,31 @@ def test_clear_while_another_process_reads(tmp_path, no_warnings):
     assert reader.returncode == 0, err.decode()
     assert out.startswith(b"done")
     c.close()
+
+
+def test_schema_setup_retries_an_immediate_busy():
+    """SQLite can refuse the switch to WAL at once (no busy handler): retried, not given up."""
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise sqlite3.OperationalError("database is locked")
+
+    _sqlite_store._retry_busy(flaky, timeout=5.0)
+    assert len(calls) == 3
+
+    def corrupt():
+        calls.append(1)
+        raise sqlite3.OperationalError("unable to open database file")
+
+    calls.clear()
+    with pytest.raises(sqlite3.OperationalError, match="unable to open"):
+        _sqlite_store._retry_busy(corrupt, timeout=5.0)
+    assert len(calls) == 1  # only lock errors are retried
+
+    def always_busy():
+        raise sqlite3.OperationalError("database is locked")
+
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        _sqlite_store._retry_busy(always_busy, timeout=0.05)

@@ -22,6 +22,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._errors import TruncationWarning
 from ._inputs import TextBatch, as_texts
 from ._preprocess import apply_preprocess, preprocess_identity_key, resolve_preprocess
+from ._quantize import INT8_SCHEME
 
 __all__ = ["ModelFeaturizerMixin"]
 
@@ -159,7 +160,7 @@ class ModelFeaturizerMixin(TransformerMixin, BaseEstimator):
             "prefix": self.prefix,
             "layers": list(self.layers_),
             "layer_aggregation": self.layer_aggregation if len(self.layers_) > 1 else None,
-            "quantize": self.quantize,
+            "quantize": INT8_SCHEME if self.quantize == "int8" else self.quantize,
         }
 
     def _stride(self) -> int:

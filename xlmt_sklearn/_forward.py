@@ -118,6 +118,61 @@ def _packable(model) -> bool:
     return True
 
 
+def _fuse_int8_qkv(mods) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """One int8 matmul for three dynamically quantized linears (torch.ao), or None.
+
+    The int8 weights and their scales are concatenated unchanged (a per-tensor
+    scale becomes the same scale on every row of a per-channel weight), and
+    the activation is quantized once per call, as each module would do: the
+    result equals the three separate calls up to float rounding, and the input
+    is quantized once instead of three times.
+    """
+    try:
+        from torch.ao.nn.quantized.dynamic import Linear as DynLinear
+    except ImportError:  # pragma: no cover - torch without torch.ao
+        return None
+    if not all(type(m) is DynLinear and m._packed_params.dtype == torch.qint8 for m in mods):
+        return None
+    versions = {m.version for m in mods}
+    if len(versions) != 1:
+        return None
+    version = versions.pop()
+    reduce_range = not (version is None or version < 4)  # as DynLinear.forward
+    ints, scales, zeros, biases = [], [], [], []
+    for m in mods:
+        w, b = m._packed_params._weight_bias()
+        if b is None:
+            return None
+        if w.qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+            n = w.shape[0]
+            scales.append(torch.full((n,), w.q_scale(), dtype=torch.float64))
+            zeros.append(torch.full((n,), w.q_zero_point(), dtype=torch.int64))
+        elif w.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric) and (
+            w.q_per_channel_axis() == 0
+        ):
+            scales.append(w.q_per_channel_scales().to(torch.float64))
+            zeros.append(w.q_per_channel_zero_points().to(torch.int64))
+        else:
+            return None
+        ints.append(w.int_repr())
+        biases.append(b)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch marks quantized tensors as deprecated
+        qw = torch._make_per_channel_quantized_tensor(
+            torch.cat(ints), torch.cat(scales), torch.cat(zeros), 0
+        )
+        packed = torch.ops.quantized.linear_prepack(qw, torch.cat(biases))
+
+    def qkv(x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.quantized.linear_dynamic(x, packed, reduce_range=reduce_range).to(
+            x.dtype
+        )
+
+    return qkv
+
+
 def _plain_linear(m) -> bool:
     return (
         type(m) is torch.nn.Linear
@@ -130,10 +185,10 @@ def _plain_linear(m) -> bool:
 class _PackedEncoder:
     """Padding-free forward of a BERT-family encoder (see the module docstring).
 
-    Built once per model (memoized on the model object). Holds fused
-    query/key/value weights for layers whose three projections are plain
-    ``nn.Linear`` (an extra copy of those weights, ~7% of XLM-R base); other
-    layers (e.g. int8 dynamically quantized ones) call the three modules.
+    Built once per model (memoized on the model object). Holds a fused
+    query/key/value projection per layer: one weight for plain ``nn.Linear``
+    (an extra copy of those weights, ~7% of XLM-R base), one int8 weight for
+    torch.ao dynamically quantized ones; other layers call the three modules.
     """
 
     def __init__(self, model):
@@ -142,24 +197,25 @@ class _PackedEncoder:
         self.pad_id = int(cfg.pad_token_id) if cfg.pad_token_id is not None else 0
         self.roberta_positions = cfg.model_type in _ROBERTA_POSITIONS
         self.heads = int(cfg.num_attention_heads)
-        self.fused: list[tuple[torch.Tensor, torch.Tensor] | None] = []
+        self.fused: list[Callable[[torch.Tensor], torch.Tensor] | None] = []
         self.stamp = self._stamp()
         with torch.no_grad():
             for layer in model.encoder.layer:
                 sa = layer.attention.self
-                if all(_plain_linear(m) for m in (sa.query, sa.key, sa.value)):
-                    w = torch.cat([sa.query.weight, sa.key.weight, sa.value.weight], 0)
-                    b = torch.cat([sa.query.bias, sa.key.bias, sa.value.bias], 0)
-                    self.fused.append((w, b))
+                mods = (sa.query, sa.key, sa.value)
+                if all(_plain_linear(m) for m in mods):
+                    w = torch.cat([m.weight for m in mods], 0)
+                    b = torch.cat([m.bias for m in mods], 0)
+                    self.fused.append(lambda x, w=w, b=b: F.linear(x, w, b))
                 else:
-                    self.fused.append(None)
+                    self.fused.append(_fuse_int8_qkv(mods))
 
     def _stamp(self) -> tuple:
         """Identity of the q/k/v weights: rebuild the fused copy if they change.
 
         Storage address, shape, dtype and version counter of each plain weight
-        (replaced tensors and in-place updates both show); tensor subclasses
-        (quantized weights, never fused) by object identity.
+        (replaced tensors and in-place updates both show); quantized modules and
+        tensor subclasses by object identity.
         """
         out: list[object] = []
         for layer in self.model.encoder.layer:
@@ -167,7 +223,9 @@ class _PackedEncoder:
             for m in (sa.query, sa.key, sa.value):
                 w = getattr(m, "weight", None)
                 if not isinstance(w, torch.Tensor) or type(w.data) is not torch.Tensor:
-                    out.append(id(w))
+                    # Quantized (packed params) or subclass weights: the objects.
+                    wid = id(w) if isinstance(w, torch.Tensor) else None  # not a bound method
+                    out.append((id(m), id(getattr(m, "_packed_params", None)), wid))
                     continue
                 try:
                     version = w._version
@@ -243,7 +301,7 @@ class _PackedEncoder:
         heads, d = self.heads, int(sa.attention_head_size)
         qkv = x.new_zeros(b * s, 3, heads * d)
         if fused is not None:
-            qkv[flat] = F.linear(x, fused[0], fused[1]).view(-1, 3, heads * d)
+            qkv[flat] = fused(x).view(-1, 3, heads * d)
         else:
             for j, proj in enumerate((sa.query, sa.key, sa.value)):
                 qkv[flat, j] = proj(x)

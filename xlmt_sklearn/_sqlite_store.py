@@ -517,6 +517,27 @@ def _table_names(conn: sqlite3.Connection) -> set[str]:
     return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
 
 
+def _retry_busy(op, timeout: float) -> None:
+    """Run ``op``, retrying for up to ``timeout`` seconds while SQLite reports a lock.
+
+    Switching a file to WAL (and the first read of a WAL file another process is
+    setting up) can fail with SQLITE_BUSY at once, without consulting the busy
+    handler: two processes opening a new cache together would otherwise make one
+    of them give up the cache.
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        try:
+            op()
+            return
+        except sqlite3.OperationalError as exc:
+            if classify_error(exc) != "busy" or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.25)
+
+
 def _ensure_schema(conn: sqlite3.Connection) -> None:
     # Inspect before changing anything, so a foreign database is never switched to WAL.
     if not _table_names(conn):
@@ -629,7 +650,7 @@ class SQLiteStore:
             # Reading pages through a memory map instead of read() calls more than doubles
             # warm lookup speed; SQLite only maps, never writes, through it.
             conn.execute(f"PRAGMA mmap_size = {MMAP_SIZE}")
-            _ensure_schema(conn)
+            _retry_busy(lambda: _ensure_schema(conn), timeout)
         except BaseException as exc:
             if _is_corruption(exc):
                 raise self._quarantine(conn, exc) from exc
