@@ -394,7 +394,8 @@ def _section(path: Path, title: str, missing: str) -> str:
 def assemble_docs() -> Path:
     """Write docs/benchmarks.md from the results files that exist.
 
-    Order: Throughput (CPU) + its notes, tuning experiments, Cache, Spark.
+    Order: Throughput (CPU) + its notes, int8 quality, tuning experiments, GPU, Cache,
+    Spark.
     Missing parts are named with the command that produces them.
     """
     parts = [_DOC_HEADER]
@@ -405,7 +406,10 @@ def assemble_docs() -> Path:
         parts.append(
             "## Throughput (CPU)\n\nNot run yet: `python benchmarks/bench_throughput.py`.\n"
         )
-    for extra in ("throughput_notes.md", "tuning.md"):
+    extras = ["throughput_notes.md", "int8-quality.md"]
+    # tuning.md (a full run) or the tuning-<experiments>.md of partial runs.
+    extras += sorted(p.name for p in RESULTS.glob("tuning*.md"))
+    for extra in extras:
         p = RESULTS / extra
         if p.is_file():
             parts.append(p.read_text(encoding="utf-8").strip() + "\n")

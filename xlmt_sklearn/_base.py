@@ -30,6 +30,10 @@ logger = logging.getLogger("xlmt_sklearn")
 
 _PROGRESS_MIN_TEXTS = 256
 
+#: Distinct texts looked up, tokenized and encoded per step of a transform: bounds the
+#: memory a huge call needs beyond its output (cache answers, token ids, pending rows).
+STREAM_CHUNK = 8192
+
 
 def _in_notebook() -> bool:
     ipy = sys.modules.get("IPython")
@@ -178,8 +182,9 @@ class ModelFeaturizerMixin(TransformerMixin, BaseEstimator):
         expected_shape: Callable[[int, np.ndarray], bool],
         encoded: Any = None,
         store_dtype: str = "float32",
-    ) -> tuple[list[np.ndarray], np.ndarray]:
-        """Cache lookup, then encode the misses (steps 4-9).
+        sink: Callable[[np.ndarray, list[np.ndarray]], None] | None = None,
+    ) -> tuple[list[np.ndarray] | None, np.ndarray]:
+        """Cache lookup, then encode the misses (steps 4-9), chunk by chunk.
 
         Parameters
         ----------
@@ -194,10 +199,19 @@ class ModelFeaturizerMixin(TransformerMixin, BaseEstimator):
         store_dtype : {"float32", "float16"}
             Precision of cached values; results are rounded to it whether
             they come from the cache or the model, so hits equal misses.
+        sink : callable (indices, arrays) -> None, optional
+            Receives results as they are ready (cache hits, then finished
+            batches) instead of this method keeping them: with it, working
+            memory stays bounded whatever the number of texts.
 
-        Returns one float32 array per text and a boolean "longer than
-        max_length" flag per text. ``positions`` maps unique-text indices to
-        input rows (for messages).
+        Texts are processed in chunks of :data:`STREAM_CHUNK` (lookup, tokenize
+        the misses, encode them), so neither the cache's answers nor the
+        token ids of a huge call are held at once. ``truncation="error"``
+        takes one chunk: it must refuse before encoding anything.
+
+        Returns one float32 array per text (``None`` with a ``sink``) and a
+        boolean "longer than max_length" flag per text. ``positions`` maps
+        unique-text indices to input rows (for messages).
         """
         from ._cache import as_cache, make_keys
         from ._fingerprint import fingerprint
@@ -208,63 +222,91 @@ class ModelFeaturizerMixin(TransformerMixin, BaseEstimator):
         )
         cache = as_cache(self.cache)
         keys = make_keys(fp, texts)
-        found = cache.get_many(keys) if len(keys) else []
-        values: list[np.ndarray | None] = [None] * len(texts)
-        long_ = np.zeros(len(texts), dtype=bool)
-        for i, hit in enumerate(found):
-            if hit is not None and expected_shape(i, hit[0]):
-                values[i] = np.asarray(hit[0], dtype=np.float32)
-                long_[i] = bool(hit[1])
+        n = len(texts)
+        values: list[np.ndarray | None] | None = None
+        if sink is None:
+            values = [None] * n
+
+            def sink(idx: np.ndarray, arrays: list[np.ndarray]) -> None:
+                for i, a in zip(idx.tolist(), arrays, strict=True):
+                    values[i] = a
+
+        long_ = np.zeros(n, dtype=bool)
         if encoded is not None:
             long_ = np.asarray(encoded.truncated, dtype=bool).copy()
-        miss = np.flatnonzero([v is None for v in values])
-        if self.truncation == "error" and long_.any():
-            self._raise_truncation(positions(np.flatnonzero(long_)))
-        if len(miss):
-            from ._forward import run
-            from ._model import get_model
-            from ._tokenize import subset, tokenize
+        step = max(n, 1) if self.truncation == "error" else STREAM_CHUNK
+        n_miss, n_windowed, n_windows, loaded, bar = 0, 0, 0, None, None
+        try:
+            for a in range(0, n, step):
+                idx = np.arange(a, min(a + step, n))
+                hit_idx, hit_vals = [], []
+                for i, hit in zip(idx.tolist(), cache.get_many(keys[a : a + step]), strict=True):
+                    if hit is not None and expected_shape(i, hit[0]):
+                        hit_idx.append(i)
+                        hit_vals.append(np.asarray(hit[0], dtype=np.float32))
+                        if encoded is None:
+                            long_[i] = bool(hit[1])
+                if hit_idx:
+                    sink(np.asarray(hit_idx), hit_vals)
+                del hit_vals
+                miss = np.setdiff1d(idx, hit_idx, assume_unique=True)
+                if self.truncation == "error" and long_.any():
+                    self._raise_truncation(positions(np.flatnonzero(long_)))
+                if a == 0 and resolve_progress(self.progress, n - len(hit_idx)):
+                    from tqdm.auto import tqdm
 
-            loaded = get_model(spec)
-            if encoded is not None:
-                enc = subset(encoded, miss)
-            else:
-                enc = tokenize(
-                    loaded.tokenizer, [texts[i] for i in miss],
-                    prefix_ids=loaded.special_prefix, suffix_ids=loaded.special_suffix,
-                    max_length=int(self.max_length), windows=self.truncation == "window",
-                    stride=self._stride(),
-                )  # fmt: skip
-                long_[miss] = enc.truncated
-            if self.truncation == "error" and long_.any():
-                self._raise_truncation(positions(np.flatnonzero(long_)))
+                    bar = tqdm(total=n, unit="text", desc="xlmt_sklearn", smoothing=0.1)
+                if bar is not None:
+                    bar.update(len(hit_idx))
+                if not len(miss):
+                    continue
+                from ._forward import run
+                from ._model import get_model
+                from ._tokenize import subset, tokenize
 
-            def on_done(local: list[int], vals: list[np.ndarray]) -> None:
-                if store_dtype != "float32":
-                    for v in vals:  # round in place: a later hit returns exactly this
-                        v[...] = v.astype(store_dtype)
-                cache.put_many(
-                    [keys[miss[j]] for j in local],
-                    [v.astype(store_dtype, copy=False) for v in vals],
-                    [int(enc.truncated[j]) for j in local],
-                )
+                loaded = loaded or get_model(spec)
+                if encoded is not None:
+                    enc = subset(encoded, miss)
+                else:
+                    enc = tokenize(
+                        loaded.tokenizer, [texts[i] for i in miss],
+                        prefix_ids=loaded.special_prefix, suffix_ids=loaded.special_suffix,
+                        max_length=int(self.max_length), windows=self.truncation == "window",
+                        stride=self._stride(),
+                    )  # fmt: skip
+                    long_[miss] = enc.truncated
+                if self.truncation == "error" and long_.any():
+                    self._raise_truncation(positions(np.flatnonzero(long_)))
 
-            out = run(
-                loaded, enc, encode_options, on_done=on_done,
-                progress=resolve_progress(self.progress, len(miss)),
+                def on_done(local: list[int], vals: list[np.ndarray], enc=enc, miss=miss) -> None:
+                    if store_dtype != "float32":
+                        for v in vals:  # round in place: a later hit returns exactly this
+                            v[...] = v.astype(store_dtype)
+                    cache.put_many(
+                        [keys[miss[j]] for j in local],
+                        [v.astype(store_dtype, copy=False) for v in vals],
+                        [int(enc.truncated[j]) for j in local],
+                    )
+                    sink(miss[local], vals)
+
+                run(loaded, enc, encode_options, on_done=on_done, progress=bar, keep=False)
+                n_miss += len(miss)
+                if self.truncation == "window":
+                    n_windowed += int(enc.truncated.sum())
+                    n_windows += int(enc.n_windows[enc.truncated].sum())
+                del enc
+        finally:
+            if bar is not None:
+                bar.close()
+        if self.truncation == "window" and n_windowed:
+            logger.info(
+                "truncation='window': %d of %d texts exceeded max_length=%d and were "
+                "encoded in %d overlapping windows",
+                n_windowed, n_miss, self.max_length, n_windows,
             )  # fmt: skip
-            for j, i in enumerate(miss):
-                values[i] = out[j]
-            if self.truncation == "window" and enc.truncated.any():
-                logger.info(
-                    "truncation='window': %d of %d texts exceeded max_length=%d and were "
-                    "encoded in %d overlapping windows",
-                    int(enc.truncated.sum()), len(miss), self.max_length,
-                    int(enc.n_windows[enc.truncated].sum()),
-                )  # fmt: skip
         logger.debug(
             "%s: %d distinct texts, %d from the cache, %d encoded",
-            type(self).__name__, len(texts), len(texts) - len(miss), len(miss),
+            type(self).__name__, n, n - n_miss, n_miss,
         )  # fmt: skip
         if self.truncation == "warn" and long_.any():
             warnings.warn(

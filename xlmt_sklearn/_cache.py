@@ -172,6 +172,8 @@ def make_keys(fingerprint: str, texts: Sequence[str]) -> list[bytes]:
 
 def _check_keys(keys: Sequence[bytes]) -> list[bytes]:
     keys = list(keys)
+    if set(map(type, keys)) <= {bytes}:  # the usual case, checked in C
+        return keys
     for i, k in enumerate(keys):
         if type(k) is not bytes:
             if not isinstance(k, bytes):
@@ -489,8 +491,8 @@ class EmbeddingCache:
                 if (result.touch or result.invalid) and not self._readonly:
                     # Failing to refresh timestamps does not make the hits wrong.
                     self._call(lambda s: s.touch_and_purge(result.touch, result.invalid), "touch")
-        hits = sum(v is not None for v in values)
-        self._count(hits, len(values) - hits)
+        misses = values.count(None)
+        self._count(len(values) - misses, misses)
         return values
 
     def put_many(

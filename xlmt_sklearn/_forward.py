@@ -21,6 +21,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -369,14 +370,17 @@ def run(
     encoded: Encoded,
     options: EncodeOptions,
     on_done: Callable[[list[int], list[np.ndarray]], None] | None = None,
-    progress: bool = False,
+    progress: Any = False,
+    keep: bool = True,
 ) -> list[np.ndarray]:
     """Encode every text of ``encoded``; return one float32 array per text.
 
     Pooled options give (dim,) rows; ``pooling=None`` gives (n_tokens, dim)
     matrices. ``on_done(text_indices, results)`` is called as texts complete
     (once per batch), so a cache can store finished work before a crash or an
-    out-of-memory error later in the run.
+    out-of-memory error later in the run. ``keep=False`` returns an empty list
+    and holds no finished result (``on_done`` is then the only consumer).
+    ``progress`` is a bool (a bar of its own) or a tqdm-like bar to advance.
     """
     n_texts = len(encoded.n_windows)
     results: list[np.ndarray | None] = [None] * n_texts
@@ -389,11 +393,14 @@ def run(
     pending: dict[int, dict[int, np.ndarray]] = {}
     keep_tokens = options.pooling is None
 
-    bar = None
-    if progress:
+    bar, own_bar = None, False
+    if progress is True:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=n_texts, unit="text", desc="xlmt_sklearn", smoothing=0.1)
+        own_bar = True
+    elif progress is not False and progress is not None:
+        bar = progress
 
     def finish(text: int, tokens: np.ndarray | None, pooled: np.ndarray | None) -> np.ndarray:
         if keep_tokens:
@@ -445,9 +452,11 @@ def run(
                 )
                 del pending[text]
                 val = finish(text, merged, None)
-            results[text] = np.ascontiguousarray(val, dtype=np.float32)
+            val = np.ascontiguousarray(val, dtype=np.float32)
+            if keep:
+                results[text] = val
             done_idx.append(text)
-            done_val.append(results[text])
+            done_val.append(val)
         if on_done is not None and done_idx:
             on_done(done_idx, done_val)
         if bar is not None:
@@ -470,6 +479,6 @@ def run(
         for batch in plan.batches:
             process_with_backoff(batch)
     finally:
-        if bar is not None:
+        if own_bar:
             bar.close()
-    return results  # type: ignore[return-value]
+    return results if keep else []  # type: ignore[return-value]

@@ -224,7 +224,19 @@ class XLMTVectorizer(ModelFeaturizerMixin):
         if self.missing == "zeros" and batch.missing_positions:
             rows = np.setdiff1d(rows, batch.missing_positions)
         uniq, inverse = unique_texts([texts[i] for i in rows])  # 3: dedupe
-        vectors, _ = self._encode_unique(  # 4-9: cache, tokenize, forward, pool
+        out = np.zeros((len(texts), self.n_features_out_), dtype=np.float32)
+        # Rows of each distinct text, grouped: results are scattered into the
+        # output batch by batch (10), so no second output-sized array exists.
+        order = np.argsort(inverse, kind="stable")
+        counts = np.bincount(inverse, minlength=len(uniq))
+        starts = np.cumsum(counts) - counts
+
+        def scatter(idx: np.ndarray, arrays: list[np.ndarray]) -> None:
+            cnt = counts[idx]
+            pos = np.repeat(starts[idx] - np.cumsum(cnt) + cnt, cnt) + np.arange(cnt.sum())
+            out[rows[order[pos]]] = np.stack(arrays)[np.repeat(np.arange(len(idx)), cnt)]
+
+        self._encode_unique(  # 4-9: cache, tokenize, forward, pool
             uniq,
             kind="pooled",
             options=self._fingerprint_options(),
@@ -232,10 +244,8 @@ class XLMTVectorizer(ModelFeaturizerMixin):
             positions=input_positions(inverse, rows),
             n_total=len(texts),
             expected_shape=lambda _, a: a.shape == (self.n_features_out_,),
+            sink=scatter,
         )
-        out = np.zeros((len(texts), self.n_features_out_), dtype=np.float32)  # 10: scatter
-        if len(uniq):
-            out[rows] = np.stack(vectors)[inverse]
         return out
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:

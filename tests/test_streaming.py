@@ -1,0 +1,98 @@
+"""Huge transforms run chunk by chunk: same results, bounded working memory."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from xlmt_sklearn import XLMTTokenVectorizer, XLMTVectorizer, _base, _forward
+
+_DISTINCT = [f"tweet number {i} with words {'x ' * (i % 9)}" for i in range(17)]
+TEXTS = [_DISTINCT[i % 17] for i in range(53)]
+
+
+@pytest.fixture
+def tiny_chunks(monkeypatch):
+    """Chunks of 4 distinct texts; records how many texts each forward run gets."""
+    monkeypatch.setattr(_base, "STREAM_CHUNK", 4)
+    sizes: list[int] = []
+    real_run = _forward.run
+
+    def spy(loaded, encoded, options, **kw):
+        sizes.append(len(encoded.n_windows))
+        assert kw.get("keep") is False  # the pooled path keeps no result list
+        return real_run(loaded, encoded, options, **kw)
+
+    monkeypatch.setattr(_forward, "run", spy)
+    return sizes
+
+
+def _reference(model_dir, **kw):
+    return XLMTVectorizer(str(model_dir), **kw).fit().transform(TEXTS)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [{}, {"pooling": "max", "normalize": True}, {"truncation": "window", "max_length": 8}],
+    ids=["mean", "max-l2", "window"],
+)
+def test_chunked_transform_equals_one_chunk(tiny_model_dir, tiny_chunks, kw):
+    want = _reference(tiny_model_dir, **kw)  # also through the spy, but 17 distinct > 4
+    tiny_chunks.clear()
+    got = XLMTVectorizer(str(tiny_model_dir), **kw).fit().transform(TEXTS)
+    assert tiny_chunks and max(tiny_chunks) <= 4 and sum(tiny_chunks) == 17
+    np.testing.assert_array_equal(got, want)  # identical: same batches inside each chunk
+    # Duplicates get their text's row wherever they are.
+    for i in range(len(TEXTS)):
+        np.testing.assert_array_equal(got[i], got[i % 17])
+
+
+def test_chunked_matches_unchunked(tiny_model_dir, monkeypatch):
+    want = _reference(tiny_model_dir)
+    monkeypatch.setattr(_base, "STREAM_CHUNK", 5)
+    got = _reference(tiny_model_dir)
+    assert np.abs(got - want).max() < 1e-5  # other batch compositions: float noise only
+
+
+def test_chunks_mix_hits_and_misses(tiny_model_dir, tiny_chunks, tmp_path):
+    cache = tmp_path / "c.sqlite"
+    vec = XLMTVectorizer(str(tiny_model_dir), cache=cache).fit()
+    first = vec.transform(TEXTS[::3])  # some texts cached
+    tiny_chunks.clear()
+    got = vec.transform(TEXTS)
+    assert sum(tiny_chunks) == 17 - len(set(TEXTS[::3]))  # only the misses were encoded
+    np.testing.assert_allclose(got[::3], first, atol=1e-6)
+    again = vec.transform(TEXTS)
+    np.testing.assert_array_equal(again, got)
+
+
+def test_truncation_error_refuses_before_encoding_anything(tiny_model_dir, tiny_chunks):
+    texts = [f"short {i}" for i in range(12)] + ["long " * 50]
+    vec = XLMTVectorizer(str(tiny_model_dir), truncation="error", max_length=16).fit()
+    with pytest.raises(ValueError, match=r"position.* 12\)"):
+        vec.transform(texts)
+    assert tiny_chunks == []
+
+
+def test_missing_rows_and_pandas_index_survive_chunks(tiny_model_dir, tiny_chunks):
+    pd = pytest.importorskip("pandas")
+    s = pd.Series([*TEXTS[:10], None, *TEXTS[10:20]], index=range(100, 121))
+    vec = XLMTVectorizer(str(tiny_model_dir), missing="zeros").set_output(transform="pandas")
+    out = vec.fit().transform(s)
+    assert list(out.index) == list(range(100, 121))
+    assert not out.iloc[10].any()
+    ref = _reference(tiny_model_dir)
+    np.testing.assert_allclose(out.iloc[:10].to_numpy(), ref[:10], atol=1e-5)
+
+
+def test_token_vectorizer_chunks(tiny_model_dir, monkeypatch, tmp_path):
+    vec = XLMTTokenVectorizer(str(tiny_model_dir), cache=tmp_path / "t.sqlite",
+                              cache_dtype="float16").fit()  # fmt: skip
+    want = vec.transform(TEXTS[:20])
+    monkeypatch.setattr(_base, "STREAM_CHUNK", 3)
+    vec.cache = tmp_path / "other.sqlite"
+    got = vec.transform(TEXTS[:20])
+    assert len(got) == 20
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, b, atol=2e-3)  # float16 storage, other batches
+    np.testing.assert_array_equal(vec.transform(TEXTS[:20])[5], got[5])  # hits == misses
