@@ -260,7 +260,7 @@ class ModelFeaturizerMixin(TransformerMixin, BaseEstimator):
                     bar.update(len(hit_idx))
                 if not len(miss):
                     continue
-                from ._forward import run
+                from ._forward import release_free_memory, run
                 from ._model import get_model
                 from ._tokenize import subset, tokenize
 
@@ -290,6 +290,7 @@ class ModelFeaturizerMixin(TransformerMixin, BaseEstimator):
                     sink(miss[local], vals)
 
                 run(loaded, enc, encode_options, on_done=on_done, progress=bar, keep=False)
+                release_free_memory()
                 n_miss += len(miss)
                 if self.truncation == "window":
                     n_windowed += int(enc.truncated.sum())

@@ -18,6 +18,8 @@ models with user forward hooks) runs the model itself on padded batches.
 
 from __future__ import annotations
 
+import functools
+import sys
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +33,7 @@ from ._batching import BatchPlan, plan_batches
 from ._pooling import aggregate_layers, l2_normalize, pool
 from ._tokenize import Encoded
 
-__all__ = ["EncodeOptions", "merge_windows", "run"]
+__all__ = ["EncodeOptions", "merge_windows", "release_free_memory", "run"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,32 @@ class EncodeOptions:
     normalize: bool = False
     batch_size: int = 32
     max_tokens: int | None = None
+
+
+@functools.lru_cache(maxsize=1)
+def _malloc_trim() -> Callable[[int], int] | None:
+    if sys.platform != "linux":
+        return None
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6").malloc_trim  # glibc only; musl has none
+    except (OSError, AttributeError):
+        return None
+
+
+def release_free_memory() -> None:
+    """Give memory that the C allocator holds but no longer uses back to the OS.
+
+    Batches of varying token counts make glibc's heap fragment: freed tensor
+    buffers stay mapped and the heap keeps growing across batches (measured:
+    +300 MB retained over 40k texts, docs/benchmarks.md "Memory"). Called once
+    per transform chunk, ``malloc_trim`` keeps a huge transform's working
+    memory bounded; it costs milliseconds. No-op off glibc.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def _is_oom(exc: BaseException) -> bool:
