@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                 ["peak anonymous RSS - before the call - output (working memory)",
                  f"{working:,.0f}"],
             ],
-        )  # fmt: skip
+        )
         + f"\n\nGoal (peak RSS <= model + output + 300 MB): **{'met' if ok else 'missed'}**. "
         "The transform looks up, tokenizes and encodes 8,192 distinct texts at a time "
         "(`STREAM_CHUNK`), writes each finished batch straight into the output array, and "

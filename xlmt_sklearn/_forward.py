@@ -19,6 +19,7 @@ models with user forward hooks) runs the model itself on padded batches.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 import weakref
 from collections.abc import Callable
@@ -53,29 +54,45 @@ class EncodeOptions:
 
 
 @functools.lru_cache(maxsize=1)
-def _malloc_trim() -> Callable[[int], int] | None:
-    if sys.platform != "linux":
+def _glibc():
+    if sys.platform != "linux" or os.environ.get("XLMT_SKLEARN_MALLOC_TUNING", "1") == "0":
         return None
     try:
         import ctypes
 
-        return ctypes.CDLL("libc.so.6").malloc_trim  # glibc only; musl has none
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim, libc.mallopt  # noqa: B018  (glibc only; musl has neither)
+        return libc
     except (OSError, AttributeError):
         return None
 
 
-def release_free_memory() -> None:
+_M_MMAP_THRESHOLD = -3  # mallopt parameter number in glibc's malloc.h
+
+
+def release_free_memory(streaming: bool = False) -> None:
     """Give memory that the C allocator holds but no longer uses back to the OS.
 
-    Batches of varying token counts make glibc's heap fragment: freed tensor
-    buffers stay mapped and the heap keeps growing across batches (measured:
-    +300 MB retained over 40k texts, docs/benchmarks.md "Memory"). Called once
-    per transform chunk, ``malloc_trim`` keeps a huge transform's working
-    memory bounded; it costs milliseconds. No-op off glibc.
+    glibc raises its mmap threshold each time a large block is freed, so
+    after the first batches every tensor buffer comes from the heap; batches
+    of varying token counts then fragment it, and freed memory stays resident
+    (measured: +470 MB of free heap over 120k texts). Called after each
+    transform chunk. With ``streaming=True`` (a transform of more than one
+    chunk) it also fixes the threshold at 128 KiB, glibc's initial value, so
+    large buffers are mapped and unmapped instead: working memory then stays
+    flat (docs/benchmarks.md, "Memory"). That setting is process-wide and
+    stays; ``XLMT_SKLEARN_MALLOC_TUNING=0`` turns both off. No-op off glibc.
     """
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
+    libc = _glibc()
+    if libc is None:
+        return
+    if streaming and not _MALLOC_TUNED:
+        libc.mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
+        globals()["_MALLOC_TUNED"] = True
+    libc.malloc_trim(0)
+
+
+_MALLOC_TUNED = False
 
 
 def _is_oom(exc: BaseException) -> bool:

@@ -23,7 +23,7 @@ def _int8_layer_names(model) -> set[str]:
 
 
 def quantize_int8(model):
-    """Return ``model`` with its linear layers in dynamic int8, except width-reducing ones.
+    """Quantize ``model``'s linear layers to dynamic int8 in place, except width-reducing ones.
 
     Quantized: every ``nn.Linear`` whose output is at least as wide as its
     input -- in BERT-family encoders the attention query/key/value/output
@@ -52,6 +52,8 @@ def quantize_int8(model):
     names = _int8_layer_names(model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        # In place: a copy would hold two float32 models in memory at once.
         return quantize_dynamic(
-            model, {n: per_channel_dynamic_qconfig for n in names}, dtype=torch.qint8
-        )
+            model, {n: per_channel_dynamic_qconfig for n in names}, dtype=torch.qint8,
+            inplace=True,
+        )  # fmt: skip
