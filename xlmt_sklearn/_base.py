@@ -290,7 +290,7 @@ class ModelFeaturizerMixin(TransformerMixin, BaseEstimator):
                     sink(miss[local], vals)
 
                 run(loaded, enc, encode_options, on_done=on_done, progress=bar, keep=False)
-                release_free_memory(streaming=n > step)
+                release_free_memory()
                 n_miss += len(miss)
                 if self.truncation == "window":
                     n_windowed += int(enc.truncated.sum())

@@ -61,38 +61,29 @@ def _glibc():
         import ctypes
 
         libc = ctypes.CDLL("libc.so.6")
-        libc.malloc_trim, libc.mallopt  # noqa: B018  (glibc only; musl has neither)
+        libc.malloc_trim  # noqa: B018  (glibc only; musl has none)
         return libc
     except (OSError, AttributeError):
         return None
 
 
-_M_MMAP_THRESHOLD = -3  # mallopt parameter number in glibc's malloc.h
+#: Batches between two :func:`release_free_memory` calls inside :func:`run`.
+_TRIM_EVERY = 8
 
 
-def release_free_memory(streaming: bool = False) -> None:
+def release_free_memory() -> None:
     """Give memory that the C allocator holds but no longer uses back to the OS.
 
     glibc raises its mmap threshold each time a large block is freed, so
-    after the first batches every tensor buffer comes from the heap; batches
-    of varying token counts then fragment it, and freed memory stays resident
-    (measured: +470 MB of free heap over 120k texts). Called after each
-    transform chunk. With ``streaming=True`` (a transform of more than one
-    chunk) it also fixes the threshold at 128 KiB, glibc's initial value, so
-    large buffers are mapped and unmapped instead: working memory then stays
-    flat (docs/benchmarks.md, "Memory"). That setting is process-wide and
-    stays; ``XLMT_SKLEARN_MALLOC_TUNING=0`` turns both off. No-op off glibc.
+    after the first batches tensor buffers come from the heap, and batches of
+    varying token counts fragment it, and without this a 200k-text transform
+    held ~740 MB of free heap at its peak. Called every few batches,
+    ``malloc_trim`` returns the free pages (docs/benchmarks.md, "Memory").
+    ``XLMT_SKLEARN_MALLOC_TUNING=0`` turns it off; no-op off glibc.
     """
     libc = _glibc()
-    if libc is None:
-        return
-    if streaming and not _MALLOC_TUNED:
-        libc.mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
-        globals()["_MALLOC_TUNED"] = True
-    libc.malloc_trim(0)
-
-
-_MALLOC_TUNED = False
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -521,8 +512,10 @@ def run(
             process_with_backoff(rows_idx[half:])
 
     try:
-        for batch in plan.batches:
+        for k, batch in enumerate(plan.batches, 1):
             process_with_backoff(batch)
+            if k % _TRIM_EVERY == 0:
+                release_free_memory()
     finally:
         if own_bar:
             bar.close()

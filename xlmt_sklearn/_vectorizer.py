@@ -232,9 +232,10 @@ class XLMTVectorizer(ModelFeaturizerMixin):
         starts = np.cumsum(counts) - counts
 
         def scatter(idx: np.ndarray, arrays: list[np.ndarray]) -> None:
-            cnt = counts[idx]
-            pos = np.repeat(starts[idx] - np.cumsum(cnt) + cnt, cnt) + np.arange(cnt.sum())
-            out[rows[order[pos]]] = np.stack(arrays)[np.repeat(np.arange(len(idx)), cnt)]
+            # Row by row: no batch-sized temporaries on the heap between batches.
+            for u, a in zip(idx.tolist(), arrays, strict=True):
+                dest = rows[order[starts[u] : starts[u] + counts[u]]]
+                out[dest] = a
 
         self._encode_unique(  # 4-9: cache, tokenize, forward, pool
             uniq,
