@@ -86,7 +86,9 @@ class XLMTVectorizer(ModelFeaturizerMixin):
         ``"int8"``: dynamic int8 quantization of the linear layers (CPU only;
         faster, cosine >= 0.99 to float32, see docs/benchmarks.md).
     compile : bool, default=False
-        ``torch.compile`` the model (pays off only for long runs).
+        ``torch.compile`` the model. On CPUs this is slower than the default
+        packed forward and costs about a minute of compilation (measured in
+        docs/benchmarks.md); it is meant for GPUs.
     cache : str, os.PathLike, EmbeddingCache or None, default=None
         Per-text disk cache: a path (SQLite file) or an :class:`EmbeddingCache`.
         Keys cover the model's exact identity and every option that changes a
