@@ -394,7 +394,7 @@ def _section(path: Path, title: str, missing: str) -> str:
 def assemble_docs() -> Path:
     """Write docs/benchmarks.md from the results files that exist.
 
-    Order: Throughput (CPU) + its notes, int8 quality, tuning experiments, GPU, Cache,
+    Order: Throughput (CPU) + its notes, int8 quality, memory, tuning experiments, GPU, Cache,
     Spark.
     Missing parts are named with the command that produces them.
     """
@@ -406,7 +406,7 @@ def assemble_docs() -> Path:
         parts.append(
             "## Throughput (CPU)\n\nNot run yet: `python benchmarks/bench_throughput.py`.\n"
         )
-    extras = ["throughput_notes.md", "int8-quality.md"]
+    extras = ["throughput_notes.md", "int8-quality.md", "memory.md"]
     # tuning.md (a full run) or the tuning-<experiments>.md of partial runs.
     extras += sorted(p.name for p in RESULTS.glob("tuning*.md"))
     for extra in extras:
