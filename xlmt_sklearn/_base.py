@@ -290,7 +290,8 @@ class ModelFeaturizerMixin(TransformerMixin, BaseEstimator):
                     sink(miss[local], vals)
 
                 run(loaded, enc, encode_options, on_done=on_done, progress=bar, keep=False)
-                release_free_memory()
+                if n > step:  # a huge call: return the chunk's free heap (see run())
+                    release_free_memory()
                 n_miss += len(miss)
                 if self.truncation == "window":
                     n_windowed += int(enc.truncated.sum())
