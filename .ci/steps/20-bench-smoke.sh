@@ -9,3 +9,5 @@ python benchmarks/bench_cache.py --smoke
 python benchmarks/bench_tuning.py --smoke
 PYTHON=python bash benchmarks/gpu_check.sh   # prints a message and exits 0 without CUDA
 python benchmarks/gpu_check.py --simulate-on-cpu --n 48 --n-check 24
+python benchmarks/bench_memory.py --smoke
+python benchmarks/int8_quality.py --smoke
