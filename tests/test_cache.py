@@ -24,6 +24,7 @@ try:
 except ImportError:  # not installed: test this checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tests._raw_cache import insert_raw
 from xlmt_sklearn import _cache, _sqlite_store
 from xlmt_sklearn._cache import (
     CacheStats,
@@ -501,11 +502,7 @@ def test_hostile_rows_are_never_unpickled(tmp_path):
         (keys[6], "pickle", "1", payload, 0, None),
     ]
     conn = sqlite3.connect(path)
-    conn.executemany(
-        "INSERT INTO entries(key, dtype, shape, data, meta, nbytes, last_used, crc) "
-        "VALUES (?, ?, ?, ?, ?, 4, 0, ?)",
-        rows,
-    )
+    insert_raw(conn, rows)
     conn.commit()
     conn.close()
     with warnings.catch_warnings():

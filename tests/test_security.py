@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 
+from tests._raw_cache import insert_raw
 from xlmt_sklearn import (
     CacheWarning,
     ModelLoadError,
@@ -109,11 +110,7 @@ def test_hostile_rows_at_the_estimators_keys_run_nothing(tiny_model_dir, tmp_pat
         (keys[2], "pickle", "1", payload, 0),
     ]
     conn = sqlite3.connect(path)
-    conn.executemany(
-        "INSERT INTO entries(key, dtype, shape, data, meta, nbytes, last_used) "
-        "VALUES (?, ?, ?, ?, ?, 4, 0)",
-        rows,
-    )
+    insert_raw(conn, [(*row, None) for row in rows])
     conn.commit()
     (n,) = conn.execute("SELECT count(*) FROM entries WHERE key IN (?, ?, ?)", keys).fetchone()
     conn.close()

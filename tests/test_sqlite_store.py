@@ -152,13 +152,18 @@ def test_schema_pragmas_and_file_mode(store):
     cols = [(r[1], r[2]) for r in conn.execute("PRAGMA table_info(entries)")]
     assert cols == [
         ("key", "BLOB"),
+        ("block", "INTEGER"),
+        ("pos", "INTEGER"),
+        ("nbytes", "INTEGER"),
         ("dtype", "TEXT"),
         ("shape", "TEXT"),
-        ("data", "BLOB"),
         ("meta", "INTEGER"),
-        ("nbytes", "INTEGER"),
         ("last_used", "REAL"),
         ("crc", "INTEGER"),
+    ]
+    assert [(r[1], r[2]) for r in conn.execute("PRAGMA table_info(blocks)")] == [
+        ("id", "INTEGER"),
+        ("data", "BLOB"),
     ]
     assert [(r[1], r[2]) for r in conn.execute("PRAGMA table_info(info)")] == [
         ("name", "TEXT"),
@@ -221,7 +226,7 @@ def test_lru_eviction_keeps_recently_read(store, clock):
 
 def test_eviction_uses_the_lru_index(store):
     plan = store._conn.execute(
-        "EXPLAIN QUERY PLAN SELECT rowid, nbytes FROM entries ORDER BY last_used"
+        "EXPLAIN QUERY PLAN SELECT key, nbytes FROM entries ORDER BY last_used"
     ).fetchall()
     detail = " ".join(r[-1] for r in plan)
     assert "COVERING INDEX entries_lru" in detail and "TEMP B-TREE" not in detail
@@ -237,10 +242,11 @@ def test_recent_hits_are_not_rewritten(store):
 
 
 def test_one_bad_row_in_a_uniform_batch(store):
-    """A row with the batch's dtype and shape but wrong length is a miss, the rest hit."""
+    """An entry with the batch's dtype and shape but the wrong bytes is a miss, the rest hit."""
     keys = _keys(6)
     store.put_many(_rows(keys))
-    store._conn.execute("UPDATE entries SET data = x'00' WHERE key = ?", (keys[2],))
+    # Its index row now points 4 bytes into its neighbour: right length, wrong bytes.
+    store._conn.execute("UPDATE entries SET pos = pos + 4 WHERE key = ?", (keys[2],))
     result = store.get_many(keys, 0.0)
     assert [v is None for v in result.values] == [False, False, True, False, False, False]
     assert result.invalid == [keys[2]]
@@ -395,11 +401,12 @@ def test_a_flipped_bit_in_a_stored_vector_is_a_miss_and_is_purged(tmp_path):
     store.put_many(S.encode_rows([b"k" * 32, b"j" * 32], [vec, vec + 1], [0, 1]))
     store.close()
     conn = sqlite3.connect(path)
-    data = bytearray(
-        conn.execute("SELECT data FROM entries WHERE key = ?", (b"k" * 32,)).fetchone()[0]
-    )
-    data[5] ^= 0x40
-    conn.execute("UPDATE entries SET data = ? WHERE key = ?", (bytes(data), b"k" * 32))
+    block, pos = conn.execute(
+        "SELECT block, pos FROM entries WHERE key = ?", (b"k" * 32,)
+    ).fetchone()
+    data = bytearray(conn.execute("SELECT data FROM blocks WHERE id = ?", (block,)).fetchone()[0])
+    data[pos + 5] ^= 0x40
+    conn.execute("UPDATE blocks SET data = ? WHERE id = ?", (bytes(data), block))
     conn.commit()
     conn.close()
     store = S.SQLiteStore(path, timeout=5)
@@ -408,3 +415,187 @@ def test_a_flipped_bit_in_a_stored_vector_is_a_miss_and_is_purged(tmp_path):
     np.testing.assert_array_equal(res.values[1][0], vec + 1)
     assert res.invalid == [b"k" * 32]
     store.close()
+
+
+# --------------------------------------------------------------------------------------
+# Blocks
+# --------------------------------------------------------------------------------------
+
+
+def _check_blocks(conn: sqlite3.Connection) -> dict[int, tuple[int, int, int]]:
+    """Assert the block counters match a scan and no block is orphaned; return them."""
+    use = {b: (size, live, lb) for b, size, live, lb in conn.execute("SELECT * FROM block_use")}
+    sizes = dict(conn.execute("SELECT id, length(data) FROM blocks"))
+    scan = dict.fromkeys(sizes, (0, 0))
+    for block, n, total in conn.execute(
+        "SELECT block, COUNT(*), SUM(nbytes) FROM entries GROUP BY block"
+    ):
+        scan[block] = (n, total)
+    assert set(use) == set(sizes) == set(scan)
+    for b, (size, live, lb) in use.items():
+        assert size == sizes[b] and (live, lb) == scan[b] and live > 0
+    # Entries lie inside their blocks and do not overlap.
+    spans: dict[int, list[tuple[int, int]]] = {}
+    for block, pos, n in conn.execute("SELECT block, pos, nbytes FROM entries"):
+        spans.setdefault(block, []).append((pos, pos + n))
+    for b, ranges in spans.items():
+        ranges.sort()
+        assert ranges[-1][1] <= sizes[b]
+        assert all(a[1] <= c[0] for a, c in itertools.pairwise(ranges))
+    return use
+
+
+def test_a_write_packs_arrays_into_blocks(store, monkeypatch):
+    monkeypatch.setattr(S, "BLOCK_BYTES", 10 * 32)
+    keys = _keys(25)
+    store.put_many(_rows(keys))  # 25 arrays of 32 bytes -> blocks of 10, 10, 5
+    use = _check_blocks(store._conn)
+    assert sorted(v[1] for v in use.values()) == [5, 10, 10]
+    assert [int(v[0][0]) for v in store.get_many(keys[::-1], 0.0).values] == list(range(25))[::-1]
+
+
+def test_an_array_larger_than_a_block_gets_its_own(store, monkeypatch):
+    monkeypatch.setattr(S, "BLOCK_BYTES", 64)
+    keys = _keys(3)
+    arrays = [np.full(4, 1, np.float32), np.full(100, 2, np.float32), np.full(4, 3, np.float32)]
+    store.put_many(S.encode_rows(keys, arrays))
+    assert sorted(v[0] for v in _check_blocks(store._conn).values()) == [16, 16, 400]
+    for (got, _), want in zip(store.get_many(keys, 0.0).values, arrays, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_replacements_and_deletions_compact_blocks(store, monkeypatch, clock):
+    """Blocks less than half live are rewritten; the file never keeps dead blocks."""
+    monkeypatch.setattr(S, "BLOCK_BYTES", 10 * 32)
+    keys = _keys(40)
+    store.put_many(_rows(keys))
+    store.put_many(_rows(keys[:6]))  # first block 4/10 live -> compacted
+    use = _check_blocks(store._conn)
+    assert all(lb * 2 >= size for size, _, lb in use.values())
+    store.touch_and_purge([], keys[10:20])  # second block emptied -> deleted by the trigger
+    use = _check_blocks(store._conn)
+    assert sum(v[1] for v in use.values()) == 30
+    store.put_many(_rows(_keys(30, start=100)), max_size=35 * 32)  # eviction, then compaction
+    use = _check_blocks(store._conn)
+    assert all(lb * 2 >= size for size, _, lb in use.values())
+    assert store.counts() == _counts_by_scan(store.path) == (35, 35 * 32)
+    # Whatever survived is exactly what was last written under its key.
+    # (_rows gives the i-th key of a call the value i: keys[:6] were rewritten as 0..5.)
+    for i, value in enumerate(store.get_many(keys, 0.0).values):
+        if value is not None:
+            np.testing.assert_array_equal(value[0], np.full(8, i, np.float32))
+    store.clear()
+    assert _check_blocks(store._conn) == {}
+    assert store._conn.execute("SELECT COUNT(*) FROM blocks").fetchone() == (0,)
+
+
+def test_compaction_keeps_last_used_and_values(store, monkeypatch, clock):
+    monkeypatch.setattr(S, "BLOCK_BYTES", 4 * 32)
+    keys = _keys(4)
+    store.put_many(_rows(keys))
+    before = dict(store._conn.execute("SELECT key, last_used FROM entries"))
+    store.touch_and_purge([], keys[:3])  # 1 of 4 live: compacted on the next write
+    store.put_many(_rows(_keys(1, start=50)))
+    assert store._conn.execute(
+        "SELECT last_used FROM entries WHERE key = ?", (keys[3],)
+    ).fetchone() == (before[keys[3]],)
+    assert int(store.get_many([keys[3]], 0.0).values[0][0][0]) == 3
+    _check_blocks(store._conn)
+
+
+def test_compaction_drops_entries_that_fail_their_check(store, monkeypatch):
+    monkeypatch.setattr(S, "BLOCK_BYTES", 5 * 32)
+    keys = _keys(5)
+    store.put_many(_rows(keys))
+    store._conn.execute("UPDATE entries SET crc = crc + 1 WHERE key = ?", (keys[4],))
+    store.touch_and_purge([], keys[:3])
+    store.put_many(_rows(_keys(1, start=50)))  # compacts: keys[3] moves, keys[4] is dropped
+    assert [v is None for v in store.get_many(keys, 0.0).values] == [True] * 3 + [False, True]
+    assert store.counts() == _counts_by_scan(store.path) == (2, 64)
+    _check_blocks(store._conn)
+
+
+def test_an_entry_whose_block_is_missing_is_a_miss(store):
+    keys = _keys(3)
+    store.put_many(_rows(keys[:2]))
+    store.put_many(_rows(keys[2:]))
+    (block,) = store._conn.execute("SELECT block FROM entries WHERE key = ?", (keys[2],)).fetchone()
+    store._conn.execute("DELETE FROM blocks WHERE id = ?", (block,))
+    result = store.get_many(keys, 0.0)
+    assert [v is None for v in result.values] == [False, False, True]
+    assert result.invalid == [keys[2]]
+
+
+@pytest.mark.parametrize(
+    "change", ["pos = -1", "pos = 1 << 40", "nbytes = nbytes + 4", "block = 'x'"]
+)
+def test_an_index_row_pointing_outside_its_block_is_a_miss(store, change):
+    keys = _keys(3)
+    store.put_many(_rows(keys))
+    store._conn.execute("DROP TRIGGER entries_move")  # hand edits, not compaction
+    store._conn.execute(f"UPDATE entries SET {change} WHERE key = ?", (keys[1],))
+    result = store.get_many(keys, 0.0)
+    assert [v is None for v in result.values] == [False, True, False]
+    assert result.invalid == [keys[1]]
+
+
+def test_reads_without_incremental_blob_io(store, monkeypatch):
+    """Python 3.10 has no Connection.blobopen: whole blocks are read instead, same result."""
+    keys = _keys(30)
+    arrays = [np.full((i % 3 + 1, 4), i, np.float32) for i in range(30)]
+    store.put_many(S.encode_rows(keys, arrays, range(30)))
+    fast = store.get_many(keys[::-1], 0.0)
+    monkeypatch.setattr(S, "_HAS_BLOBOPEN", False)
+    slow = store.get_many(keys[::-1], 0.0)
+    for (a, m), (b, n) in zip(fast.values, slow.values, strict=True):
+        assert m == n and a.shape == b.shape
+        np.testing.assert_array_equal(a, b)
+
+
+def test_column_crcs_equal_row_crc():
+    """The vectorised CRC of a uniform batch equals the per-row one the writer uses."""
+    keys = _keys(5)
+    datas = [bytes([i]) * 12 for i in range(5)]
+    for metas in ([0] * 5, [0, 1, -1, 2**62, 0]):
+        assert S._column_crcs(keys, "float32", "3", metas, datas) == [
+            S.row_crc(k, "float32", "3", m, d) for k, m, d in zip(keys, metas, datas, strict=True)
+        ]
+
+
+def test_an_older_schema_is_moved_aside_not_read(tmp_path):
+    """Schema 3 kept the arrays in the index rows; such a file is set aside, never deleted."""
+    path = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "CREATE TABLE info(name TEXT PRIMARY KEY, value TEXT NOT NULL);"
+        "CREATE TABLE entries(key BLOB PRIMARY KEY, data BLOB);"
+        f"INSERT INTO info VALUES ('magic', '{S.MAGIC}'), ('schema_version', '3');"
+    )
+    conn.close()
+    with pytest.raises(S.CorruptStoreError, match="unknown schema version 3") as info:
+        S.SQLiteStore(path, timeout=5)
+    assert info.value.moved_to is not None and info.value.moved_to.exists()
+    store = S.SQLiteStore(path, timeout=5)
+    assert store.counts() == (0, 0)
+    store.close()
+
+
+def test_regroup_lays_entries_out_in_the_given_order(store, monkeypatch, clock):
+    monkeypatch.setattr(S, "BLOCK_BYTES", 10 * 32)
+    keys = _keys(30)
+    for i in range(0, 30, 3):  # ten writes of three entries: ten blocks
+        store.put_many(_rows(keys[i : i + 3]))
+    before = dict(store._conn.execute("SELECT key, last_used FROM entries"))
+    order = keys[::-1] + _keys(2, start=99)  # unknown keys are skipped
+    store.regroup(order)
+    layout = list(store._conn.execute("SELECT key, block, pos FROM entries"))
+    assert len({b for _, b, _ in layout}) == 3  # 30 x 32 bytes in blocks of 320
+    position = {k: (b, p) for k, b, p in layout}
+    assert sorted(keys, key=position.__getitem__) == keys[::-1]
+    assert dict(store._conn.execute("SELECT key, last_used FROM entries")) == before
+    assert [int(v[0][0]) for v in store.get_many(keys, 0.0).values] == [i % 3 for i in range(30)]
+    _check_blocks(store._conn)
+    statements = []
+    store._conn.set_trace_callback(statements.append)
+    store.regroup(keys[::-1])  # already as compact as it gets: nothing is rewritten
+    assert not [s for s in statements if s.startswith(("INSERT", "UPDATE"))]

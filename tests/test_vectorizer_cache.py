@@ -197,3 +197,32 @@ def test_wrong_shape_in_cache_is_a_miss(tiny_model_dir, tmp_path):
     EmbeddingCache(path).put_many(make_keys(fp, ["hello"]), [np.ones(5, np.float32)], [0])
     fresh = XLMTVectorizer(str(tiny_model_dir), preprocess=None).fit().transform(["hello"])
     np.testing.assert_allclose(vec.transform(["hello"]), fresh, atol=1e-6)
+
+
+def test_new_entries_are_laid_out_in_input_order(tiny_model_dir, tmp_path):
+    """Batches are written in length order; the transform regroups them in input order."""
+    import sqlite3
+
+    from xlmt_sklearn._cache import make_keys
+    from xlmt_sklearn._fingerprint import fingerprint
+
+    texts = [("word " * (1 + (i * 7) % 13)) + str(i) for i in range(40)]  # mixed lengths
+    path = tmp_path / "c.sqlite"
+    vec = XLMTVectorizer(str(tiny_model_dir), device="cpu", cache=str(path), batch_size=4).fit()
+    cold = vec.transform(texts)
+    _, model_inputs = vec._texts(texts)
+    fp = fingerprint(
+        vec.model_identity_, "pooled", dtype="float32", store_dtype="float32",
+        **vec._fingerprint_options(),
+    )  # fmt: skip
+    keys = make_keys(fp, model_inputs)
+    EmbeddingCache(path).close()
+    with sqlite3.connect(path) as conn:
+        where = {k: (b, p) for k, b, p in conn.execute("SELECT key, block, pos FROM entries")}
+        (n_blocks,) = conn.execute("SELECT COUNT(*) FROM blocks").fetchone()
+    conn.close()
+    assert n_blocks == 1 and sorted(keys, key=where.__getitem__) == keys  # 40 x 128 bytes
+    np.testing.assert_array_equal(vec.transform(texts), cold)
+    np.testing.assert_allclose(
+        cold, XLMTVectorizer(str(tiny_model_dir), device="cpu").fit().transform(texts), atol=1e-6
+    )

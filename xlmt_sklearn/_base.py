@@ -290,6 +290,8 @@ class ModelFeaturizerMixin(TransformerMixin, BaseEstimator):
                     sink(miss[local], vals)
 
                 run(loaded, enc, encode_options, on_done=on_done, progress=bar, keep=False)
+                # Batches were written in length order; lay them out in input order.
+                cache.regroup([keys[i] for i in miss])
                 if n > step:  # a huge call: return the chunk's free heap (see run())
                     release_free_memory()
                 n_miss += len(miss)

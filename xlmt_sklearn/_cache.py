@@ -256,6 +256,15 @@ class NullCache:
             Ignored.
         """
 
+    def regroup(self, keys: Sequence[bytes]) -> None:
+        """Do nothing.
+
+        Parameters
+        ----------
+        keys : sequence of bytes
+            Ignored.
+        """
+
     def clear(self) -> None:
         """Do nothing."""
 
@@ -386,13 +395,13 @@ class EmbeddingCache:
         cause = f"{type(exc).__name__}: {exc}"
         kind = store_mod.classify_error(exc)
         if kind == "busy":
-            if what != "touch":  # a skipped timestamp refresh costs nothing: stay quiet
+            if what not in ("touch", "regroup"):  # skipping these costs nothing: stay quiet
                 self._warn(
                     f"The embedding cache at '{self.path}' is busy ({cause}); this {what} was "
                     "skipped and results are computed without the cache. Raise the cache's "
                     "timeout if this repeats."
                 )
-        elif kind == "nowrite" and what in ("write", "touch", "clear"):
+        elif kind == "nowrite" and what in ("write", "touch", "regroup", "clear"):
             if not self._readonly:
                 self._readonly = True
                 self._warn(
@@ -411,7 +420,7 @@ class EmbeddingCache:
     def _call(self, op: Callable[[store_mod.SQLiteStore], _T], what: str) -> _T:
         """Run ``op`` on this process's store; on failure warn and return ``_FAILED``.
 
-        ``what`` ("lookup", "touch", "write", "clear" or "count") names the
+        ``what`` ("lookup", "touch", "write", "regroup", "clear" or "count") names the
         operation in messages and decides how a failure degrades the cache.
         """
         corrupt_seen = False
@@ -524,6 +533,25 @@ class EmbeddingCache:
         if not rows or self._disabled or self._readonly:
             return
         self._call(lambda s: s.put_many(rows, self._max_bytes), "write")
+
+    def regroup(self, keys: Sequence[bytes]) -> None:
+        """Lay out the stored arrays of ``keys`` together, in this order.
+
+        A layout hint that changes no value: the vectorizers call it after
+        writing a chunk of new texts (written batch by batch in length order) so
+        that looking those texts up again in input order, as a refit or a
+        cross-validation fold does, reads a few blocks front to back. Keys that
+        are not stored are ignored; storage problems never raise.
+
+        Parameters
+        ----------
+        keys : sequence of bytes
+            Keys from :func:`make_keys`, in the order of later lookups.
+        """
+        keys = _check_keys(keys)
+        if len(keys) < 2 or self._disabled or self._readonly:
+            return
+        self._call(lambda s: s.regroup(keys), "regroup")
 
     def clear(self) -> None:
         """Delete every entry (atomically; safe while other processes use the file)."""

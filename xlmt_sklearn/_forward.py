@@ -203,9 +203,7 @@ def _fuse_int8_qkv(mods) -> Callable[[torch.Tensor], torch.Tensor] | None:
         packed = torch.ops.quantized.linear_prepack(qw, torch.cat(biases))
 
     def qkv(x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.quantized.linear_dynamic(x, packed, reduce_range=reduce_range).to(
-            x.dtype
-        )
+        return torch.ops.quantized.linear_dynamic(x, packed, reduce_range=reduce_range).to(x.dtype)
 
     return qkv
 

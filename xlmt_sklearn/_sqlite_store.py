@@ -5,16 +5,29 @@ degrading to no cache, memoisation) lives in :mod:`xlmt_sklearn._cache`.
 
 Layout of a cache file::
 
-    entries(key BLOB PRIMARY KEY, dtype TEXT, shape TEXT, data BLOB,
-            meta INTEGER, nbytes INTEGER, last_used REAL)
+    blocks(id INTEGER PRIMARY KEY, data BLOB)          -- immutable once written
+    block_use(id INTEGER PRIMARY KEY, size INTEGER, live INTEGER, live_bytes INTEGER)
+    entries(key BLOB PRIMARY KEY, block INTEGER, pos INTEGER, nbytes INTEGER,
+            dtype TEXT, shape TEXT, meta INTEGER, last_used REAL, crc INTEGER)
+            WITHOUT ROWID
     info(name TEXT PRIMARY KEY, value TEXT)
+
+The arrays of one write are packed back to back into blocks of up to
+:data:`BLOCK_BYTES`; ``entries`` is a small index row per key saying where its
+bytes are. Reads select the index rows and then slice the blocks through
+SQLite's incremental BLOB I/O, which is two to three times faster than
+fetching one multi-kilobyte BLOB row per key. Blocks are never updated:
+deleting an entry decrements its block's ``live`` counters (triggers), a block
+with no live entry is deleted, and a block less than half live is compacted
+(its live arrays moved into a new block) in the next write transaction.
 
 ``info`` holds a magic value and the schema version (so a foreign SQLite file
 is recognised as not ours) and two counters, ``total_entries`` and
 ``total_bytes``, kept exact by triggers so that size checks never scan the
 table. Arrays are stored as raw little-endian bytes plus a dtype name and a
-shape string; nothing is ever unpickled or evaluated, and every row is
-validated before it is returned.
+shape string; nothing is ever unpickled or evaluated, and every entry is
+validated (lengths, then a CRC-32 over its key, header and bytes) before it
+is returned.
 """
 
 from __future__ import annotations
@@ -38,7 +51,9 @@ from typing import NamedTuple
 import numpy as np
 
 __all__ = [
+    "BLOCK_BYTES",
     "DTYPES",
+    "INDEX_COLUMNS",
     "JOURNAL_SIZE_LIMIT",
     "MAGIC",
     "MAX_VARIABLES",
@@ -60,11 +75,20 @@ __all__ = [
     "move_aside",
 ]
 
-SCHEMA_VERSION = 3  # 2: per-row CRC-32; 3: the CRC also covers the key
+SCHEMA_VERSION = 4  # 2: per-row CRC-32; 3: the CRC also covers the key; 4: blocks
 MAGIC = "xlmt_sklearn.embedding_cache"
 
 #: Dtypes a row may have, by the name stored in the ``dtype`` column.
 DTYPES: dict[str, np.dtype] = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2")}
+
+#: Target size of one block: the arrays of a write are packed into blocks of at most
+#: this many bytes (an array larger than this gets a block of its own). Small enough
+#: that compaction moves little and a lookup touching one array of a block walks few
+#: overflow pages; large enough that a block holds hundreds of pooled vectors.
+BLOCK_BYTES = 1 << 20
+
+#: The columns of an index row, in the order reads use them.
+INDEX_COLUMNS = "key, block, pos, nbytes, dtype, shape, meta, last_used, crc"
 
 #: Keys per ``IN (...)`` query; well under SQLite's bound-parameter limit (999 on old builds).
 MAX_VARIABLES = 500
@@ -93,6 +117,9 @@ _NOWRITE_ERRNOS = {
 }
 
 _now = time.time  # module-level so tests can substitute a deterministic clock
+
+# Incremental BLOB I/O (Connection.blobopen) arrived in Python 3.11; 3.10 reads whole blocks.
+_HAS_BLOBOPEN = hasattr(sqlite3.Connection, "blobopen")
 
 
 class CorruptStoreError(Exception):
@@ -267,16 +294,19 @@ def _column_crcs(
 
 
 def _decode_rows(
-    rows: list[tuple], stale_before: float
+    rows: list[tuple], datas: list[object], stale_before: float
 ) -> tuple[dict[bytes, tuple[np.ndarray, int]], list[bytes], list[bytes]]:
-    """Validate and decode ``(key, dtype, shape, data, meta, last_used, crc)`` rows.
+    """Validate and decode entries read by :meth:`SQLiteStore.get_many`.
 
-    Returns ``(found, touch, invalid)``: key -> (array, meta) for valid rows, keys
-    whose ``last_used`` is below ``stale_before``, and keys of invalid rows.
+    ``rows`` are ``(key, block, pos, nbytes, dtype, shape, meta, last_used, crc)``
+    index rows and ``datas[i]`` the bytes read for ``rows[i]`` (``None`` when its
+    block could not be read). Returns ``(found, touch, invalid)``: key -> (array,
+    meta) for valid entries, keys whose ``last_used`` is below ``stale_before``,
+    and keys of invalid entries.
     """
     if not rows:
         return {}, [], []
-    keys, dtypes, shapes, datas, metas, last_used, crcs = zip(*rows, strict=True)
+    keys, _, _, _, dtypes, shapes, metas, last_used, crcs = zip(*rows, strict=True)
     specs = set(zip(dtypes, shapes, strict=True))
     if len(specs) == 1:
         # The usual batch: one dtype and shape. Check whole columns at C speed:
@@ -289,9 +319,9 @@ def _decode_rows(
             and set(map(len, datas)) == {size}
             and set(map(type, metas)) == {int}
             and set(map(type, keys)) == {bytes}
-            and list(crcs) == _column_crcs(keys, dtype, shape, metas, datas)
+            and list(crcs) == _column_crcs(keys, dtype, shape, metas, datas)  # type: ignore[arg-type]
         ):
-            arrays = _join(dtype, shape, datas)
+            arrays = _join(dtype, shape, datas)  # type: ignore[arg-type]
             touch = [
                 k
                 for k, t in zip(keys, last_used, strict=True)
@@ -301,7 +331,7 @@ def _decode_rows(
     touch, invalid = [], []
     groups: dict[tuple[str, str], list[tuple[bytes, bytes, int]]] = {}
     sizes = {spec: _expected_len(*spec) for spec in specs}
-    for key, dtype, shape, data, meta, used, crc in rows:
+    for (key, _, _, _, dtype, shape, meta, used, crc), data in zip(rows, datas, strict=True):
         spec = (dtype, shape)
         if (
             type(data) is not bytes
@@ -321,6 +351,97 @@ def _decode_rows(
         for (key, _, meta), array in zip(members, arrays, strict=True):
             found[key] = (array, meta)
     return found, touch, invalid
+
+
+def _read_slices(conn: sqlite3.Connection, rows: list[tuple]) -> list[object]:
+    """Read each index row's bytes from its block (``None`` where that is impossible).
+
+    Must run inside the read transaction that selected ``rows``, so that blocks
+    and index rows come from one snapshot.
+    """
+    datas: list[object] = [None] * len(rows)
+    by_block: dict[object, list[int]] = {}
+    for i, row in enumerate(rows):
+        by_block.setdefault(row[1], []).append(i)
+    if not _HAS_BLOBOPEN:  # Python 3.10: fetch whole blocks
+        return _read_whole_blocks(conn, rows, by_block, datas)
+    # Positions and lengths are SQLite integers unless the file was tampered with; check
+    # that once per call so that the common loop below only compares numbers.
+    typed = {type(r[2]) for r in rows} | {type(r[3]) for r in rows} == {int}
+    for block, members in by_block.items():
+        if type(block) is not int:
+            continue
+        try:
+            blob = conn.blobopen("blocks", "data", block, readonly=True)
+        except sqlite3.OperationalError as exc:
+            if classify_error(exc) != "fatal":
+                raise
+            continue  # no such block: its entries are invalid
+        with blob:
+            size = len(blob)
+            if typed:
+                for i in members:
+                    _, _, pos, n = rows[i][:4]
+                    end = pos + n
+                    if 0 <= pos <= end <= size:
+                        datas[i] = blob[pos:end]
+            else:
+                for i in members:
+                    span = _span(rows[i], size)
+                    if span is not None:
+                        datas[i] = blob[span[0] : span[1]]
+    return datas
+
+
+def _span(row: tuple, size: int) -> tuple[int, int] | None:
+    # Where an index row's bytes lie in a block of ``size`` bytes; None if not inside it.
+    pos, n = row[2], row[3]
+    if type(pos) is int and type(n) is int and pos >= 0 and n >= 0 and pos + n <= size:
+        return pos, pos + n
+    return None
+
+
+def _read_whole_blocks(
+    conn: sqlite3.Connection,
+    rows: list[tuple],
+    by_block: dict[object, list[int]],
+    datas: list[object],
+) -> list[object]:
+    ids = [b for b in by_block if type(b) is int]
+    for chunk in _chunks(ids):
+        for block, data in conn.execute(
+            f"SELECT id, data FROM blocks WHERE id IN ({_placeholders(len(chunk))})", chunk
+        ):
+            if type(data) is not bytes:
+                continue
+            view = memoryview(data)
+            for i in by_block[block]:
+                span = _span(rows[i], len(data))
+                if span is not None:
+                    datas[i] = bytes(view[span[0] : span[1]])
+    return datas
+
+
+def _pack_blocks(rows: Sequence[Row]) -> list[tuple[bytes, list[tuple[Row, int]]]]:
+    """Group rows, in order, into blocks of about :data:`BLOCK_BYTES`.
+
+    Returns ``(block bytes, [(row, position in block), ...])`` per block.
+    """
+    blocks = []
+    members: list[tuple[Row, int]] = []
+    parts: list[bytes] = []
+    size = 0
+    for row in rows:
+        n = len(row.data)
+        if members and size + n > BLOCK_BYTES:
+            blocks.append((b"".join(parts), members))
+            members, parts, size = [], [], 0
+        members.append((row, size))
+        parts.append(row.data)
+        size += n
+    if members:
+        blocks.append((b"".join(parts), members))
+    return blocks
 
 
 def _join(dtype: str, shape: str, datas: Sequence[bytes]) -> np.ndarray:
@@ -507,25 +628,43 @@ def _abandon(conn: sqlite3.Connection) -> None:
 # Schema
 # --------------------------------------------------------------------------------------
 
+_GC_BLOCK = (
+    "DELETE FROM blocks WHERE id = OLD.block AND NOT EXISTS "
+    "(SELECT 1 FROM block_use WHERE id = OLD.block AND live > 0); "
+    "DELETE FROM block_use WHERE id = OLD.block AND live <= 0; "
+)
+
 _SCHEMA = (
     "CREATE TABLE info(name TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    "CREATE TABLE entries(key BLOB PRIMARY KEY, dtype TEXT NOT NULL, shape TEXT NOT NULL, "
-    "data BLOB NOT NULL, meta INTEGER NOT NULL, nbytes INTEGER NOT NULL, "
-    "last_used REAL NOT NULL, crc INTEGER)",
-    # Covering index: eviction walks it in LRU order and reads nbytes without
-    # touching the (large) rows.
+    "CREATE TABLE blocks(id INTEGER PRIMARY KEY, data BLOB NOT NULL)",
+    # Counters live apart from the blocks: updating a row rewrites all of it, BLOB included.
+    "CREATE TABLE block_use(id INTEGER PRIMARY KEY, size INTEGER NOT NULL, "
+    "live INTEGER NOT NULL, live_bytes INTEGER NOT NULL)",
+    # WITHOUT ROWID: a lookup is one b-tree descent instead of key index + table.
+    "CREATE TABLE entries(key BLOB PRIMARY KEY, block INTEGER NOT NULL, pos INTEGER NOT NULL, "
+    "nbytes INTEGER NOT NULL, dtype TEXT NOT NULL, shape TEXT NOT NULL, "
+    "meta INTEGER NOT NULL, last_used REAL NOT NULL, crc INTEGER) WITHOUT ROWID",
+    # Covering index: eviction walks it in LRU order and reads nbytes (and the key,
+    # which every index of a WITHOUT ROWID table carries) without touching the table.
     "CREATE INDEX entries_lru ON entries(last_used, nbytes)",
+    "CREATE INDEX entries_block ON entries(block)",  # compaction finds a block's entries
     "CREATE TRIGGER entries_insert AFTER INSERT ON entries BEGIN "
     "UPDATE info SET value = CAST(value AS INTEGER) + 1 WHERE name = 'total_entries'; "
     "UPDATE info SET value = CAST(value AS INTEGER) + NEW.nbytes WHERE name = 'total_bytes'; "
+    "UPDATE block_use SET live = live + 1, live_bytes = live_bytes + NEW.nbytes "
+    "WHERE id = NEW.block; "
     "END",
     "CREATE TRIGGER entries_delete AFTER DELETE ON entries BEGIN "
     "UPDATE info SET value = CAST(value AS INTEGER) - 1 WHERE name = 'total_entries'; "
     "UPDATE info SET value = CAST(value AS INTEGER) - OLD.nbytes WHERE name = 'total_bytes'; "
-    "END",
-    "CREATE TRIGGER entries_resize AFTER UPDATE OF nbytes ON entries BEGIN "
-    "UPDATE info SET value = CAST(value AS INTEGER) + NEW.nbytes - OLD.nbytes "
-    "WHERE name = 'total_bytes'; END",
+    "UPDATE block_use SET live = live - 1, live_bytes = live_bytes - OLD.nbytes "
+    "WHERE id = OLD.block; " + _GC_BLOCK + "END",
+    # Compaction moves an entry to another block; its size never changes.
+    "CREATE TRIGGER entries_move AFTER UPDATE OF block ON entries BEGIN "
+    "UPDATE block_use SET live = live + 1, live_bytes = live_bytes + NEW.nbytes "
+    "WHERE id = NEW.block; "
+    "UPDATE block_use SET live = live - 1, live_bytes = live_bytes - OLD.nbytes "
+    "WHERE id = OLD.block; " + _GC_BLOCK + "END",
 )
 
 
@@ -591,7 +730,14 @@ def _ensure_schema(conn: sqlite3.Connection) -> None:
                 f"cache schema version {version} is newer than this xlmt_sklearn "
                 f"supports ({SCHEMA_VERSION}); upgrade xlmt_sklearn or use another path"
             )
-        raise sqlite3.DatabaseError(f"file is not a database: unknown schema version {version}")
+        # Not readable by this version (schema 3 and older kept each array in its index
+        # row): treated like a damaged file, i.e. moved aside, never deleted.
+        raise sqlite3.DatabaseError(
+            f"file is not a database: unknown schema version {version} "
+            f"(this xlmt_sklearn reads version {SCHEMA_VERSION})"
+        )
+    if not {"blocks", "block_use"} <= names:
+        raise sqlite3.DatabaseError("file is not a database: cache tables missing")
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")  # in WAL mode: durable against process crashes
     # After a huge batch, shrink the WAL back instead of keeping its peak size on disk.
@@ -717,7 +863,7 @@ class SQLiteStore:
     # -- operations --------------------------------------------------------------------
 
     def get_many(self, keys: Sequence[bytes], stale_before: float) -> ReadResult:
-        """Look up keys in batched ``IN`` queries inside one read transaction.
+        """Look up keys in batched ``IN`` queries and read their blocks, in one read transaction.
 
         Parameters
         ----------
@@ -738,14 +884,15 @@ class SQLiteStore:
                 conn = self._begin()
                 for chunk in _chunks(unique):
                     rows += conn.execute(
-                        "SELECT key, dtype, shape, data, meta, last_used, crc FROM entries "
-                        f"WHERE key IN ({_placeholders(len(chunk))})",
+                        f"SELECT {INDEX_COLUMNS} "
+                        f"FROM entries WHERE key IN ({_placeholders(len(chunk))})",
                         chunk,
                     )
+                datas = _read_slices(conn, rows)
                 conn.execute("COMMIT")
             except (sqlite3.Error, StoreClosedError) as exc:
                 raise self._fail(exc) from exc
-        found, touch, invalid = _decode_rows(rows, stale_before)
+        found, touch, invalid = _decode_rows(rows, datas, stale_before)
         values = list(map(found.get, keys))
         if len(unique) != len(keys):  # a repeated key must not share memory
             seen: set[bytes] = set()
@@ -790,6 +937,10 @@ class SQLiteStore:
     def put_many(self, rows: Sequence[Row], max_size: int | None = None) -> None:
         """Insert or replace rows in one transaction, then evict down to ``max_size``.
 
+        The arrays are packed into new blocks (see :func:`_pack_blocks`); blocks left
+        less than half live by the replacements or the eviction are compacted in the
+        same transaction.
+
         Parameters
         ----------
         rows : sequence of Row
@@ -803,19 +954,7 @@ class SQLiteStore:
             return
         now = _now()
         latest = {r.key: r for r in rows}  # within a batch, the last write of a key wins
-        params = [
-            (
-                r.key,
-                r.dtype,
-                r.shape,
-                r.data,
-                r.meta,
-                len(r.data),
-                now,
-                row_crc(r.key, r.dtype, r.shape, r.meta, r.data),
-            )
-            for r in latest.values()
-        ]
+        blocks = _pack_blocks(list(latest.values()))
         keys = list(latest)
         with self.lock:
             try:
@@ -826,16 +965,42 @@ class SQLiteStore:
                     conn.execute(
                         f"DELETE FROM entries WHERE key IN ({_placeholders(len(chunk))})", chunk
                     )
-                conn.executemany(
-                    "INSERT INTO entries(key, dtype, shape, data, meta, nbytes, last_used, crc) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    params,
-                )
+                for data, members in blocks:
+                    self._insert_block(conn, data, members, now)
                 if max_size is not None:
                     self._evict(conn, max_size)
+                self._compact(conn)
                 conn.execute("COMMIT")
             except (sqlite3.Error, StoreClosedError) as exc:
                 raise self._fail(exc) from exc
+
+    @staticmethod
+    def _insert_block(
+        conn: sqlite3.Connection, data: bytes, members: list[tuple[Row, int]], now: float
+    ) -> None:
+        block = conn.execute("INSERT INTO blocks(data) VALUES (?)", (data,)).lastrowid
+        conn.execute(
+            "INSERT INTO block_use(id, size, live, live_bytes) VALUES (?, ?, 0, 0)",
+            (block, len(data)),
+        )
+        conn.executemany(
+            "INSERT INTO entries(key, block, pos, nbytes, dtype, shape, meta, last_used, crc) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    r.key,
+                    block,
+                    pos,
+                    len(r.data),
+                    r.dtype,
+                    r.shape,
+                    r.meta,
+                    now,
+                    row_crc(r.key, r.dtype, r.shape, r.meta, r.data),
+                )
+                for r, pos in members
+            ],
+        )
 
     @staticmethod
     def _evict(conn: sqlite3.Connection, max_size: int) -> None:
@@ -846,28 +1011,128 @@ class SQLiteStore:
         if excess <= 0:
             return
         victims, freed = [], 0
-        cursor = conn.execute("SELECT rowid, nbytes FROM entries ORDER BY last_used")
+        cursor = conn.execute("SELECT key, nbytes FROM entries ORDER BY last_used")
         try:
             while freed < excess:
                 batch = cursor.fetchmany(MAX_VARIABLES)
                 if not batch:
                     break
-                for rowid, nbytes in batch:
-                    victims.append(rowid)
+                for key, nbytes in batch:
+                    victims.append(key)
                     freed += nbytes
                     if freed >= excess:
                         break
         finally:
             cursor.close()
         for chunk in _chunks(victims):
-            conn.execute(f"DELETE FROM entries WHERE rowid IN ({_placeholders(len(chunk))})", chunk)
+            conn.execute(f"DELETE FROM entries WHERE key IN ({_placeholders(len(chunk))})", chunk)
+
+    def regroup(self, keys: Sequence[bytes]) -> None:
+        """Rewrite the entries of ``keys`` into new blocks, in the order given.
+
+        Writes follow the encoding order (one block per batch, texts sorted by
+        length), while lookups follow the input order; after a transform has
+        written a chunk of misses it regroups them in input order, so that later
+        lookups of those texts read a few blocks front to back instead of a
+        slice of every batch's block. Nothing happens when the entries already
+        lie in as few blocks as their size needs. Missing keys are skipped.
+
+        Parameters
+        ----------
+        keys : sequence of bytes
+            Keys in the order their arrays should be laid out.
+        """
+        order = list(dict.fromkeys(keys))
+        if len(order) < 2:
+            return
+        with self.lock:
+            try:
+                conn = self._begin("IMMEDIATE")
+                found: dict[bytes, tuple] = {}
+                for chunk in _chunks(order):
+                    for row in conn.execute(
+                        f"SELECT {INDEX_COLUMNS} "
+                        f"FROM entries WHERE key IN ({_placeholders(len(chunk))})",
+                        chunk,
+                    ):
+                        found[row[0]] = row
+                rows = [found[k] for k in order if k in found]
+                blocks = {row[1] for row in rows}
+                needed = -(-sum(r[3] for r in rows if type(r[3]) is int) // BLOCK_BYTES)
+                if len(blocks) > max(needed, 1):
+                    self._move_entries(conn, rows)
+                conn.execute("COMMIT")
+            except (sqlite3.Error, StoreClosedError) as exc:
+                raise self._fail(exc) from exc
+
+    @staticmethod
+    def _move_entries(conn: sqlite3.Connection, rows: list[tuple]) -> None:
+        # Copy the arrays of these index rows, in this order, into new blocks and point
+        # the rows there; the move trigger deletes each block left empty. Entries whose
+        # bytes cannot be read back intact are deleted instead (they would be misses).
+        datas = _read_slices(conn, rows)
+        keep, bad = [], []
+        for row, data in zip(rows, datas, strict=True):
+            key, _, _, nbytes, dtype, shape, meta, _, crc = row
+            ok = (
+                type(data) is bytes
+                and len(data) == nbytes == _expected_len(dtype, shape)
+                and crc == row_crc(key, dtype, shape, meta, data)
+            )
+            (keep if ok else bad).append((row, data))
+        for chunk in _chunks([row[0] for row, _ in bad]):
+            conn.execute(f"DELETE FROM entries WHERE key IN ({_placeholders(len(chunk))})", chunk)
+        staged = [Row(row[0], row[4], row[5], data, row[6]) for row, data in keep]
+        for data, members in _pack_blocks(staged):
+            block = conn.execute("INSERT INTO blocks(data) VALUES (?)", (data,)).lastrowid
+            conn.execute(
+                "INSERT INTO block_use(id, size, live, live_bytes) VALUES (?, ?, 0, 0)",
+                (block, len(data)),
+            )
+            conn.executemany(
+                "UPDATE entries SET block = ?, pos = ? WHERE key = ?",
+                [(block, pos, r.key) for r, pos in members],
+            )
+
+    @classmethod
+    def _compact(cls, conn: sqlite3.Connection) -> None:
+        # Move the live entries of blocks that are less than half live into new blocks.
+        sparse = [
+            b for (b,) in conn.execute("SELECT id FROM block_use WHERE live_bytes * 2 < size")
+        ]
+        if not sparse:
+            return
+        rows: list[tuple] = []
+        for chunk in _chunks(sparse):
+            rows += conn.execute(
+                f"SELECT {INDEX_COLUMNS} "
+                f"FROM entries WHERE block IN ({_placeholders(len(chunk))}) ORDER BY block, pos",
+                chunk,
+            )
+        cls._move_entries(conn, rows)
+        # A counter row that says "empty" but was never collected (only possible in a
+        # file edited by hand) must not be reported as sparse forever.
+        for block in sparse:
+            conn.execute(
+                "DELETE FROM blocks WHERE id = ? AND NOT EXISTS "
+                "(SELECT 1 FROM entries WHERE block = ?)",
+                (block, block),
+            )
+            conn.execute(
+                "DELETE FROM block_use WHERE id = ? AND NOT EXISTS "
+                "(SELECT 1 FROM entries WHERE block = ?)",
+                (block, block),
+            )
 
     def clear(self) -> None:
         """Delete every entry in one transaction (other processes see all or nothing)."""
         with self.lock:
             try:
-                self._begin("IMMEDIATE").execute("DELETE FROM entries")
-                self._conn.execute("COMMIT")
+                conn = self._begin("IMMEDIATE")
+                conn.execute("DELETE FROM blocks")
+                conn.execute("DELETE FROM block_use")
+                conn.execute("DELETE FROM entries")  # the triggers zero the counters
+                conn.execute("COMMIT")
             except (sqlite3.Error, StoreClosedError) as exc:
                 raise self._fail(exc) from exc
 
