@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 
+from xlmt_sklearn._sqlite_store import key_id
+
 
 def insert_raw(conn: sqlite3.Connection, rows: list[tuple]) -> None:
     """Insert ``(key, dtype, shape, data, meta, crc)`` rows, each in a block of its own.
@@ -16,7 +18,7 @@ def insert_raw(conn: sqlite3.Connection, rows: list[tuple]) -> None:
         n = len(data) if isinstance(data, bytes) else 4
         conn.execute("INSERT INTO block_use VALUES (?, ?, 0, 0)", (block, n))
         conn.execute(
-            "INSERT INTO entries(key, block, pos, nbytes, dtype, shape, meta, last_used, crc) "
-            "VALUES (?, ?, 0, ?, ?, ?, ?, 0, ?)",
-            (key, block, n, dtype, shape, meta, crc),
+            "INSERT INTO entries(id, key, block, pos, nbytes, dtype, shape, meta, last_used, crc) "
+            "VALUES (?, ?, ?, 0, ?, ?, ?, ?, 0, ?)",
+            (key_id(key), key, block, n, dtype, shape, meta, crc),
         )

@@ -25,6 +25,10 @@ def _keys(n: int, start: int = 0) -> list[bytes]:
     return make_keys("store-test", [f"t{i}" for i in range(start, start + n)])
 
 
+def _ids(keys) -> list[int]:
+    return [S.key_id(k) for k in keys]
+
+
 def _rows(keys, dim=8, dtype=np.float32):
     return S.encode_rows(keys, [np.full(dim, i, dtype) for i in range(len(keys))], range(len(keys)))
 
@@ -151,6 +155,7 @@ def test_schema_pragmas_and_file_mode(store):
     conn = store._conn
     cols = [(r[1], r[2]) for r in conn.execute("PRAGMA table_info(entries)")]
     assert cols == [
+        ("id", "INTEGER"),
         ("key", "BLOB"),
         ("block", "INTEGER"),
         ("pos", "INTEGER"),
@@ -202,7 +207,7 @@ def test_counters_match_table_after_every_kind_of_change(store, clock):
     store.put_many(_rows(keys[:10], dim=16))  # replacements change nbytes
     store.put_many(_rows(keys[:5] + keys[:5], dim=4))  # duplicates inside one batch
     assert store.counts() == _counts_by_scan(store.path) == (50, 5 * 16 + 5 * 64 + 40 * 32)
-    store.touch_and_purge([], keys[40:])
+    store.touch_and_purge([], _ids(keys[40:]))
     assert store.counts() == _counts_by_scan(store.path)
     store.put_many(_rows(_keys(30, start=100)), max_size=1000)
     assert store.counts() == _counts_by_scan(store.path)
@@ -216,7 +221,7 @@ def test_lru_eviction_keeps_recently_read(store, clock):
     for k in keys[:10]:  # one at a time: distinct, increasing last_used
         store.put_many(_rows([k]))
     result = store.get_many(keys[:3], stale_before=S._now() - S.TOUCH_INTERVAL)
-    assert sorted(result.touch) == sorted(keys[:3])
+    assert sorted(result.touch) == sorted(_ids(keys[:3]))
     store.touch_and_purge(result.touch, [])
     store.put_many(_rows(keys[10:15]), max_size=10 * 32)  # 15 entries of 32 bytes, cap 10
     kept = [v is not None for v in store.get_many(keys, 0.0).values]
@@ -226,7 +231,7 @@ def test_lru_eviction_keeps_recently_read(store, clock):
 
 def test_eviction_uses_the_lru_index(store):
     plan = store._conn.execute(
-        "EXPLAIN QUERY PLAN SELECT key, nbytes FROM entries ORDER BY last_used"
+        "EXPLAIN QUERY PLAN SELECT id, nbytes FROM entries ORDER BY last_used"
     ).fetchall()
     detail = " ".join(r[-1] for r in plan)
     assert "COVERING INDEX entries_lru" in detail and "TEMP B-TREE" not in detail
@@ -249,7 +254,7 @@ def test_one_bad_row_in_a_uniform_batch(store):
     store._conn.execute("UPDATE entries SET pos = pos + 4 WHERE key = ?", (keys[2],))
     result = store.get_many(keys, 0.0)
     assert [v is None for v in result.values] == [False, False, True, False, False, False]
-    assert result.invalid == [keys[2]]
+    assert result.invalid == _ids([keys[2]])
     assert [int(v[0][0]) for v in result.values if v is not None] == [0, 1, 3, 4, 5]
 
 
@@ -413,7 +418,7 @@ def test_a_flipped_bit_in_a_stored_vector_is_a_miss_and_is_purged(tmp_path):
     res = store.get_many([b"k" * 32, b"j" * 32], stale_before=0.0)
     assert res.values[0] is None
     np.testing.assert_array_equal(res.values[1][0], vec + 1)
-    assert res.invalid == [b"k" * 32]
+    assert res.invalid == _ids([b"k" * 32])
     store.close()
 
 
@@ -472,7 +477,7 @@ def test_replacements_and_deletions_compact_blocks(store, monkeypatch, clock):
     store.put_many(_rows(keys[:6]))  # first block 4/10 live -> compacted
     use = _check_blocks(store._conn)
     assert all(lb * 2 >= size for size, _, lb in use.values())
-    store.touch_and_purge([], keys[10:20])  # second block emptied -> deleted by the trigger
+    store.touch_and_purge([], _ids(keys[10:20]))  # second block emptied -> deleted by the trigger
     use = _check_blocks(store._conn)
     assert sum(v[1] for v in use.values()) == 30
     store.put_many(_rows(_keys(30, start=100)), max_size=35 * 32)  # eviction, then compaction
@@ -494,7 +499,7 @@ def test_compaction_keeps_last_used_and_values(store, monkeypatch, clock):
     keys = _keys(4)
     store.put_many(_rows(keys))
     before = dict(store._conn.execute("SELECT key, last_used FROM entries"))
-    store.touch_and_purge([], keys[:3])  # 1 of 4 live: compacted on the next write
+    store.touch_and_purge([], _ids(keys[:3]))  # 1 of 4 live: compacted on the next write
     store.put_many(_rows(_keys(1, start=50)))
     assert store._conn.execute(
         "SELECT last_used FROM entries WHERE key = ?", (keys[3],)
@@ -508,7 +513,7 @@ def test_compaction_drops_entries_that_fail_their_check(store, monkeypatch):
     keys = _keys(5)
     store.put_many(_rows(keys))
     store._conn.execute("UPDATE entries SET crc = crc + 1 WHERE key = ?", (keys[4],))
-    store.touch_and_purge([], keys[:3])
+    store.touch_and_purge([], _ids(keys[:3]))
     store.put_many(_rows(_keys(1, start=50)))  # compacts: keys[3] moves, keys[4] is dropped
     assert [v is None for v in store.get_many(keys, 0.0).values] == [True] * 3 + [False, True]
     assert store.counts() == _counts_by_scan(store.path) == (2, 64)
@@ -523,7 +528,7 @@ def test_an_entry_whose_block_is_missing_is_a_miss(store):
     store._conn.execute("DELETE FROM blocks WHERE id = ?", (block,))
     result = store.get_many(keys, 0.0)
     assert [v is None for v in result.values] == [False, False, True]
-    assert result.invalid == [keys[2]]
+    assert result.invalid == _ids([keys[2]])
 
 
 @pytest.mark.parametrize(
@@ -536,7 +541,7 @@ def test_an_index_row_pointing_outside_its_block_is_a_miss(store, change):
     store._conn.execute(f"UPDATE entries SET {change} WHERE key = ?", (keys[1],))
     result = store.get_many(keys, 0.0)
     assert [v is None for v in result.values] == [False, True, False]
-    assert result.invalid == [keys[1]]
+    assert result.invalid == _ids([keys[1]])
 
 
 def test_reads_without_incremental_blob_io(store, monkeypatch):
@@ -599,3 +604,23 @@ def test_regroup_lays_entries_out_in_the_given_order(store, monkeypatch, clock):
     store._conn.set_trace_callback(statements.append)
     store.regroup(keys[::-1])  # already as compact as it gets: nothing is rewritten
     assert not [s for s in statements if s.startswith(("INSERT", "UPDATE"))]
+
+
+def test_keys_sharing_a_row_id_never_return_each_others_vectors(store):
+    """Row ids are 8-byte key prefixes; the stored full key decides what is a hit."""
+    a, b = b"\x01" * 8 + b"a" * 24, b"\x01" * 8 + b"b" * 24
+    assert S.key_id(a) == S.key_id(b)
+    store.put_many(S.encode_rows([a], [np.full(4, 1, np.float32)]))
+    got = store.get_many([a, b], 0.0)
+    assert got.values[1] is None and got.values[0][0][0] == 1 and got.invalid == []
+    store.put_many(S.encode_rows([b], [np.full(4, 2, np.float32)]))  # takes the row over
+    got = store.get_many([a, b], 0.0)
+    assert got.values[0] is None and got.values[1][0][0] == 2
+    assert store.counts() == _counts_by_scan(store.path) == (1, 16)
+
+
+def test_key_ids_of_digests_and_other_keys():
+    keys = _keys(5) + [b"short", b"\xff" * 40]
+    assert S._key_ids(keys[:5]) == [S.key_id(k) for k in keys[:5]]
+    assert S._key_ids(keys) == [S.key_id(k) for k in keys]
+    assert S.key_id(b"\xff" * 8) == -1 and S.key_id(b"\x01") == 1
