@@ -102,7 +102,7 @@ def bench_store(tmp: Path, n: int, dim: int, rounds: int, chunk: int, batch: int
             # process on first touch (minor page faults); then repeated passes.
             cache.close()
             timed(name + "_first", lambda cache=cache, o=order, k=size: get_all(cache, k, o))
-            for _ in range(3):
+            for _ in range(5):
                 timed(name, lambda cache=cache, o=order, k=size: get_all(cache, k, o))
         conn = sqlite3.connect(cache.path)
         conn.execute(f"PRAGMA mmap_size = {MMAP_SIZE}")

@@ -123,7 +123,7 @@ def build_contenders(
         from xlmt_sklearn._forward import _PackedEncoder
         from xlmt_sklearn._model import get_model
 
-        packed = _PackedEncoder.of(get_model(vec._runtime()[0]).model) is not None
+        packed = _PackedEncoder.of(get_model(vec._runtime()[0][0]).model) is not None
         note = f"batch_size={vec.batch_size}, max_tokens={vec.max_tokens}, sorted by tokens"
         if packed:
             note += (f"; packed forward: no padding in the linear layers (attention's "

@@ -149,14 +149,19 @@ def main(argv: list[str] | None = None) -> int:
     tok = vec(device="cpu")  # tokenizer only, for token counts
     from xlmt_sklearn._model import get_tokenizer
 
-    spec, _ = tok._runtime()
-    lengths = np.array([len(x) + 2 for x in get_tokenizer(spec)(bench, add_special_tokens=False)
+    specs, _ = tok._runtime()
+    lengths = np.array([len(x) + 2 for x in get_tokenizer(specs[0])(bench, add_special_tokens=False)
                         ["input_ids"]])  # fmt: skip
     flops = C.encoder_flops(np.minimum(lengths, 128), sh["hidden"], sh["layers"], sh["ff"])
     rows: list[list[str]] = []
-    plans = [("default (batch_size=32)", {}),
-             ("token budget (batch_size=1024, max_tokens=16384)",
+    plans = [("default (batch_size=32, max_tokens='auto')", {}),
+             ("card-sized budget (batch_size=1024, max_tokens='auto')", {"batch_size": 1024}),
+             ("fixed budget (batch_size=1024, max_tokens=16384)",
               {"batch_size": 1024, "max_tokens": 16384})]  # fmt: skip
+    if not sim and torch.cuda.device_count() > 1:
+        every = [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+        plans.append((f"all {len(every)} cards, card-sized budget (batch_size=1024)",
+                      {"batch_size": 1024, "device": every}))  # fmt: skip
     for dtype in ("float32", "float16", "bfloat16"):
         yard = (C.matmul_gflops(512, sh["hidden"], sh["ff"], 0.2, dtype) / 1e3 if sim
                 else _gpu_matmul_tflops(8192, sh["hidden"], sh["ff"], dtype))  # fmt: skip
@@ -164,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             if time.perf_counter() - t_start > args.budget_s:
                 rows.append([dtype, plan_name, "skipped (time budget)", "-", "-", f"{yard:.0f}"])
                 continue
-            v = vec(device=dev, dtype=dtype, **kw)
+            v = vec(**{"device": dev, "dtype": dtype, **kw})
             v.transform(bench[:256])  # load + warm up kernels
             sync()
             t0 = time.perf_counter()

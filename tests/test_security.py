@@ -206,7 +206,7 @@ def test_trust_remote_code_is_off_by_default_everywhere(tiny_model_dir, capsys):
     for cls in (XLMTVectorizer, XLMTTokenVectorizer):
         assert cls().trust_remote_code is False
         est = cls(str(tiny_model_dir), device="cpu").fit()
-        assert est._runtime()[0].trust_remote_code is False
+        assert est._runtime()[0][0].trust_remote_code is False
     assert main(["embed", "--help"]) == 0
     assert "remote" not in capsys.readouterr().out.lower()  # the CLI cannot turn it on
     spark = pytest.importorskip("xlmt_sklearn.spark")

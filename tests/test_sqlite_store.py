@@ -620,7 +620,7 @@ def test_keys_sharing_a_row_id_never_return_each_others_vectors(store):
 
 
 def test_key_ids_of_digests_and_other_keys():
-    keys = _keys(5) + [b"short", b"\xff" * 40]
+    keys = [*_keys(5), b"short", b"\xff" * 40]
     assert S._key_ids(keys[:5]) == [S.key_id(k) for k in keys[:5]]
     assert S._key_ids(keys) == [S.key_id(k) for k in keys]
     assert S.key_id(b"\xff" * 8) == -1 and S.key_id(b"\x01") == 1

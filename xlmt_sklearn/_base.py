@@ -127,20 +127,20 @@ class ModelFeaturizerMixin(TransformerMixin, BaseEstimator):
             )
         self.model_identity_ = ident
 
-    def _runtime(self) -> tuple[Any, str]:
-        """The registry spec for this call (device and dtype resolved now)."""
+    def _runtime(self) -> tuple[list[Any], str]:
+        """The registry specs for this call, one per device (resolved now), and the dtype."""
         from ._model import ModelSpec
-        from ._params import resolve_device, resolve_dtype
+        from ._params import resolve_devices, resolve_dtype
 
-        device = "cpu" if self.quantize == "int8" else resolve_device(self.device)
-        dtype = "float32" if self.quantize == "int8" else resolve_dtype(self.dtype, device)
+        devices = ["cpu"] if self.quantize == "int8" else resolve_devices(self.device)
+        dtype = "float32" if self.quantize == "int8" else resolve_dtype(self.dtype, devices[0])
         ident = self.model_identity_
-        spec = ModelSpec(
+        common = dict(
             name=ident.name, revision=ident.revision, content_hash=ident.content_hash,
-            device=device, dtype=dtype, quantize=self.quantize, compile=bool(self.compile),
+            dtype=dtype, quantize=self.quantize, compile=bool(self.compile),
             trust_remote_code=bool(self.trust_remote_code),
         )  # fmt: skip
-        return spec, dtype
+        return [ModelSpec(device=device, **common) for device in devices], dtype
 
     def _texts(self, X: Any) -> tuple[TextBatch, list[str]]:
         """Steps 1-2: coerce, then preprocess and apply the prefix/template."""
@@ -216,7 +216,7 @@ class ModelFeaturizerMixin(TransformerMixin, BaseEstimator):
         from ._cache import as_cache, make_keys
         from ._fingerprint import fingerprint
 
-        spec, dtype = self._runtime()
+        specs, dtype = self._runtime()
         fp = fingerprint(
             self.model_identity_, kind, dtype=dtype, store_dtype=store_dtype, **options
         )
@@ -264,13 +264,13 @@ class ModelFeaturizerMixin(TransformerMixin, BaseEstimator):
                 from ._model import get_model
                 from ._tokenize import subset, tokenize
 
-                loaded = loaded or get_model(spec)
+                loaded = loaded or [get_model(spec) for spec in specs]
                 if encoded is not None:
                     enc = subset(encoded, miss)
                 else:
                     enc = tokenize(
-                        loaded.tokenizer, [texts[i] for i in miss],
-                        prefix_ids=loaded.special_prefix, suffix_ids=loaded.special_suffix,
+                        loaded[0].tokenizer, [texts[i] for i in miss],
+                        prefix_ids=loaded[0].special_prefix, suffix_ids=loaded[0].special_suffix,
                         max_length=int(self.max_length), windows=self.truncation == "window",
                         stride=self._stride(),
                     )  # fmt: skip
@@ -290,8 +290,11 @@ class ModelFeaturizerMixin(TransformerMixin, BaseEstimator):
                     sink(miss[local], vals)
 
                 run(loaded, enc, encode_options, on_done=on_done, progress=bar, keep=False)
-                # Batches were written in length order; lay them out in input order.
-                cache.regroup([keys[i] for i in miss])
+                # Batches were written in length order; lay them out in input order (a
+                # cache object of the user's own may not know this optional hint).
+                regroup = getattr(cache, "regroup", None)
+                if regroup is not None:
+                    regroup([keys[i] for i in miss])
                 if n > step:  # a huge call: return the chunk's free heap (see run())
                     release_free_memory()
                 n_miss += len(miss)

@@ -14,7 +14,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["BatchPlan", "plan_batches"]
+__all__ = ["MAX_AUTO_TOKENS", "BatchPlan", "plan_batches", "token_budget"]
+
+#: Cap of the automatic (``max_tokens="auto"``) budget. A batch this large already keeps
+#: a data-centre GPU busy; larger ones only delay the first cache write and the first
+#: out-of-memory signal.
+MAX_AUTO_TOKENS = 1 << 18
 
 
 @dataclass(frozen=True)
@@ -83,3 +88,56 @@ def plan_batches(
         batches.append(order[start : start + size])
         start += size
     return BatchPlan(batches=batches, lengths=lengths)
+
+
+def token_budget(
+    free_bytes: int,
+    itemsize: int,
+    hidden_size: int,
+    intermediate_size: int,
+    num_heads: int,
+    n_states: int,
+    longest: int,
+    fraction: float = 0.5,
+) -> int:
+    """Padded tokens per batch whose activations fit in part of a card's free memory.
+
+    An estimate of what one forward pass of an encoder keeps alive per token:
+    the hidden states returned (``n_states`` of width ``hidden_size``), one
+    layer's working set (query/key/value, context, attention output and
+    residual: about 7 x ``hidden_size``; the feed-forward's
+    ``intermediate_size``) and one row of attention scores per head
+    (``num_heads * longest``, the eager-attention worst case). Out-of-memory
+    errors that slip through are still handled by halving the batch.
+
+    Parameters
+    ----------
+    free_bytes : int
+        Free device memory (``torch.cuda.mem_get_info``).
+    itemsize : int
+        Bytes per value of the compute dtype (2 for float16/bfloat16).
+    hidden_size, intermediate_size, num_heads : int
+        From the model's config.
+    n_states : int
+        Hidden states kept per token (1 for the last layer only; all layers
+        plus the embeddings when ``layers`` asks for more).
+    longest : int
+        Longest input in tokens.
+    fraction : float, default=0.5
+        Share of ``free_bytes`` the activations may use (the rest absorbs the
+        allocator's fragmentation and other users of the card).
+
+    Returns
+    -------
+    int
+        At least ``longest`` (one text always fits) and at most
+        :data:`MAX_AUTO_TOKENS`.
+
+    Examples
+    --------
+    >>> token_budget(8 << 30, 2, 768, 3072, 12, 1, 128)  # XLM-R base, fp16, 8 GiB free
+    199728
+    """
+    per_token = itemsize * ((n_states + 7) * hidden_size + intermediate_size + num_heads * longest)
+    fits = int(fraction * free_bytes) // max(per_token, 1)
+    return max(int(longest), min(MAX_AUTO_TOKENS, fits))

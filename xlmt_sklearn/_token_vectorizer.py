@@ -95,10 +95,14 @@ class XLMTTokenVectorizer(ModelFeaturizerMixin):
         tokens (an empty ``(0, dim)`` matrix).
     batch_size : int, default=32
         Most texts per forward pass.
-    max_tokens : int or None, default=None
-        Most padded tokens per forward pass.
-    device : str, default="auto"
-        ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
+    max_tokens : int, "auto" or None, default="auto"
+        Most padded tokens per forward pass. ``"auto"``: no cap on the CPU; on a
+        CUDA card, a budget sized from its free memory and the model's shape.
+        None: no cap.
+    device : str or list of str, default="auto"
+        ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``,
+        ``"mps"``; or a list of devices of one kind, e.g. ``["cuda:0", "cuda:1"]``:
+        each runs a replica of the model and takes the next batch when free.
     dtype : {"auto", "float32", "float16", "bfloat16"}, default="auto"
         Compute dtype (float32 on CPU under ``"auto"``); output is float32.
     quantize : {"int8"} or None, default=None
@@ -167,8 +171,8 @@ class XLMTTokenVectorizer(ModelFeaturizerMixin):
         stride: int | None = None,
         missing: str = "error",
         batch_size: int = 32,
-        max_tokens: int | None = None,
-        device: str = "auto",
+        max_tokens: int | str | None = "auto",
+        device: str | list[str] = "auto",
         dtype: str = "auto",
         quantize: str | None = None,
         compile: bool = False,
@@ -357,8 +361,8 @@ class XLMTTokenVectorizer(ModelFeaturizerMixin):
         from ._model import get_tokenizer
         from ._tokenize import tokenize
 
-        spec, _ = self._runtime()
-        tok = get_tokenizer(spec)
+        specs, _ = self._runtime()
+        tok = get_tokenizer(specs[0])
         pre, suf = specials(tok)
         return tokenize(
             tok, [d.model_input for d in docs], prefix_ids=pre, suffix_ids=suf,
@@ -424,8 +428,8 @@ class XLMTTokenVectorizer(ModelFeaturizerMixin):
             b = np.asarray([s for s, _ in doc.spans], np.int64).reshape(-1)
             e = np.asarray([t for _, t in doc.spans], np.int64).reshape(-1)
             return {"vectors": vecs, "tokens": words, "begin": b, "end": e, "n": counts}
-        spec, _ = self._runtime()
-        tok = get_tokenizer(spec)
+        specs, _ = self._runtime()
+        tok = get_tokenizer(specs[0])
         pieces = tok.convert_ids_to_tokens(list(ids))
         if self.special_tokens:
             head = tok.convert_ids_to_tokens(self._special_ids(enc, i, front=True))

@@ -75,10 +75,15 @@ class XLMTVectorizer(ModelFeaturizerMixin):
         are embedded as the empty text, or get an all-zero row.
     batch_size : int, default=32
         Most texts per forward pass.
-    max_tokens : int or None, default=None
-        Most padded tokens per forward pass (a memory cap, useful on GPUs).
-    device : str, default="auto"
-        ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+    max_tokens : int, "auto" or None, default="auto"
+        Most padded tokens per forward pass (``batch_size`` x the longest text
+        of the batch). ``"auto"``: no cap on the CPU; on a CUDA card, a budget
+        sized from its free memory and the model's shape (so a large
+        ``batch_size`` cannot run out of memory). None: no cap.
+    device : str or list of str, default="auto"
+        ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``,
+        ``"mps"``; or a list of devices of one kind, e.g. ``["cuda:0", "cuda:1"]``:
+        each runs a replica of the model and takes the next batch when free.
     dtype : {"auto", "float32", "float16", "bfloat16"}, default="auto"
         Compute dtype; ``"auto"`` is float32 on CPU and bfloat16/float16 on GPU.
         Output is always float32.
@@ -152,8 +157,8 @@ class XLMTVectorizer(ModelFeaturizerMixin):
         stride: int | None = None,
         missing: str = "error",
         batch_size: int = 32,
-        max_tokens: int | None = None,
-        device: str = "auto",
+        max_tokens: int | str | None = "auto",
+        device: str | list[str] = "auto",
         dtype: str = "auto",
         quantize: str | None = None,
         compile: bool = False,

@@ -91,6 +91,12 @@ def _positive_int(value: str) -> int:
     return n
 
 
+def _tokens_cap(value: str) -> int | str | None:
+    if value.lower() in ("auto", "none"):
+        return None if value.lower() == "none" else "auto"
+    return _positive_int(value)
+
+
 def _non_negative_int(value: str) -> int:
     try:
         n = int(value)
@@ -183,8 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="texts per forward pass (default: %(default)s)",
     )  # fmt: skip
     model.add_argument(
-        "--max-tokens", type=_positive_int, default=None, metavar="N",
-        help="most padded tokens per forward pass (a memory cap)",
+        "--max-tokens", type=_tokens_cap, default="auto", metavar="N|auto|none",
+        help="most padded tokens per forward pass: a number, 'none', or 'auto' "
+        "(sized for the GPU's free memory; no cap on a CPU) (default: %(default)s)",
     )  # fmt: skip
 
     vec = embed.add_argument_group("vectors")

@@ -1,0 +1,158 @@
+"""Device lists (one model replica per device) and the card-sized token budget.
+
+No GPU is needed: the scheduling across devices is the same code for CPUs
+(``["cpu", "cpu:0"]`` are two registry entries, two replicas), and the CUDA
+budget is computed from ``torch.cuda.mem_get_info``, replaced here by a fake.
+"""
+
+from __future__ import annotations
+
+import threading
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from xlmt_sklearn import EmbeddingCache, XLMTTokenVectorizer, XLMTVectorizer
+from xlmt_sklearn import _forward
+from xlmt_sklearn._batching import MAX_AUTO_TOKENS, token_budget
+from xlmt_sklearn._params import resolve_devices
+
+TEXTS = [("word " * (1 + (i * 7) % 19)) + f"text {i}" for i in range(30)]
+
+# ----------------------------------------------------------------------- token budget
+
+
+def test_token_budget_grows_with_free_memory_and_stays_in_bounds():
+    base = dict(itemsize=2, hidden_size=768, intermediate_size=3072, num_heads=12, longest=64)
+    budgets = [token_budget(free, n_states=1, **base) for free in (1 << 20, 1 << 30, 8 << 30)]
+    assert budgets[0] == 64  # one text of the longest length always fits
+    assert budgets[0] < budgets[1] < budgets[2] <= MAX_AUTO_TOKENS
+    assert token_budget(1 << 40, n_states=1, **base) == MAX_AUTO_TOKENS
+    # Keeping every layer's hidden states costs memory per token: a smaller budget.
+    assert token_budget(1 << 30, n_states=13, **base) < budgets[1]
+    # Per-token bytes are exact: 2 * ((1 + 7) * 768 + 3072 + 12 * 64) = 19,968.
+    assert token_budget(19_968 * 2_000, n_states=1, **base) == 1_000
+
+
+def _fake_loaded(device: str, dtype: str = "float16") -> SimpleNamespace:
+    config = SimpleNamespace(
+        hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12
+    )
+    return SimpleNamespace(device=device, dtype=dtype, model=SimpleNamespace(config=config))
+
+
+def test_auto_budget_is_no_cap_on_cpu_and_sized_from_free_memory_on_cuda(monkeypatch):
+    assert _forward.resolve_max_tokens("auto", _fake_loaded("cpu", "float32"), (-1,), 40) is None
+    assert _forward.resolve_max_tokens(512, _fake_loaded("cuda:0"), (-1,), 40) == 512
+    assert _forward.resolve_max_tokens(None, _fake_loaded("cuda:0"), (-1,), 40) is None
+    asked = []
+
+    def mem_get_info(device):
+        asked.append(device)
+        return (4 << 30, 80 << 30)
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", mem_get_info)
+    got = _forward.resolve_max_tokens("auto", _fake_loaded("cuda:1"), (-1,), 40)
+    assert asked == [torch.device("cuda:1")]
+    assert got == token_budget(4 << 30, 2, 768, 3072, 12, 1, 40)
+    all_layers = _forward.resolve_max_tokens("auto", _fake_loaded("cuda:1"), (-1, -2), 40)
+    assert all_layers == token_budget(4 << 30, 2, 768, 3072, 12, 13, 40) < got
+    fp32 = _forward.resolve_max_tokens("auto", _fake_loaded("cuda:1", "float32"), (-1,), 40)
+    assert fp32 == token_budget(4 << 30, 4, 768, 3072, 12, 1, 40)
+
+
+def test_auto_budget_is_the_default_and_changes_nothing_on_cpu(tiny_model_dir):
+    auto = XLMTVectorizer(str(tiny_model_dir), device="cpu", batch_size=4).fit()
+    assert auto.get_params()["max_tokens"] == "auto"
+    none = XLMTVectorizer(str(tiny_model_dir), device="cpu", batch_size=4, max_tokens=None)
+    np.testing.assert_array_equal(auto.transform(TEXTS), none.fit().transform(TEXTS))
+
+
+def test_max_tokens_rejects_other_strings(tiny_model_dir):
+    with pytest.raises(ValueError, match="max_tokens"):
+        XLMTVectorizer(str(tiny_model_dir), max_tokens="big").fit()
+
+
+# ----------------------------------------------------------------------- device lists
+
+
+def test_resolve_devices():
+    assert resolve_devices("cpu") == ["cpu"]
+    assert resolve_devices(["cpu", "cpu:0"]) == ["cpu", "cpu:0"]
+    assert resolve_devices(("cpu",)) == ["cpu"]
+    for bad, match in [
+        ([], "names no device"),
+        (["cpu", "cpu"], "twice"),
+        (["auto", "cpu"], "must stand alone"),
+        (["cpu", 0], "device names"),
+        (["cpu", "meta"], "mixes kinds"),
+        (["cpu", "nonsense"], "not a torch device"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            resolve_devices(bad)
+
+
+@pytest.mark.parametrize("kind", ["pooled", "tokens"])
+def test_a_device_list_gives_the_single_device_result(tiny_model_dir, tmp_path, kind):
+    """Batches spread over two replicas; windows of one text may finish on either."""
+    cls = XLMTVectorizer if kind == "pooled" else XLMTTokenVectorizer
+    opts = dict(batch_size=2, max_length=16, truncation="window", stride=4)
+    one = cls(str(tiny_model_dir), device="cpu", **opts).fit().transform(TEXTS)
+    cache = EmbeddingCache(tmp_path / "c.sqlite")
+    two = cls(str(tiny_model_dir), device=["cpu", "cpu:0"], cache=cache, **opts).fit()
+    first, again = two.transform(TEXTS), two.transform(TEXTS)
+    for got in (first, again):
+        if kind == "pooled":
+            np.testing.assert_allclose(got, one, atol=1e-6)
+        else:
+            for a, b in zip(got, one, strict=True):
+                np.testing.assert_allclose(a, b, atol=1e-6)
+    assert cache.stats.entries == len(set(TEXTS))
+
+
+def test_every_device_takes_batches_and_callbacks_never_overlap(tiny_model_dir):
+    from xlmt_sklearn._model import get_model
+
+    vec = XLMTVectorizer(str(tiny_model_dir), device=["cpu", "cpu:0"], batch_size=1).fit()
+    specs, _ = vec._runtime()
+    models = [get_model(s) for s in specs]
+    assert models[0] is not models[1] and models[1].device == "cpu:0"
+    used, active, overlaps = set(), [0], []
+    guard = threading.Lock()
+    for m in models:
+        m.model.register_forward_hook(lambda mod, args, out, d=m.device: used.add(d))
+
+    def on_done(idx, vals):
+        with guard:
+            active[0] += 1
+            overlaps.append(active[0] > 1)
+        threading.Event().wait(0.002)  # widen the window a concurrent call would need
+        with guard:
+            active[0] -= 1
+
+    from xlmt_sklearn._tokenize import tokenize
+
+    enc = tokenize(
+        models[0].tokenizer, TEXTS * 2, prefix_ids=models[0].special_prefix,
+        suffix_ids=models[0].special_suffix, max_length=32,
+    )  # fmt: skip
+    out = _forward.run(models, enc, _forward.EncodeOptions(batch_size=1), on_done=on_done)
+    assert len(out) == 60 and all(o is not None for o in out)
+    assert used == {"cpu", "cpu:0"} and len(overlaps) == 60 and not any(overlaps)
+
+
+def test_an_error_on_one_device_stops_the_run_and_is_raised():
+    done, lock = [], threading.Lock()
+
+    def work(batch, m):
+        if int(batch[0]) == 3:
+            raise RuntimeError("device 1 broke")
+        with lock:
+            done.append(int(batch[0]))
+
+    batches = [np.array([i]) for i in range(50)]
+    with pytest.raises(RuntimeError, match="device 1 broke"):
+        _forward._on_devices(batches, 2, work)
+    assert 3 not in done and len(done) < 50
