@@ -41,9 +41,11 @@ def bench_store(tmp: Path, n: int, dim: int, rounds: int, chunk: int, batch: int
     """
     import sqlite3
 
-    from xlmt_sklearn._base import STREAM_CHUNK
+    from xlmt_sklearn._base import LOOKUP_BATCH, STREAM_CHUNK
     from xlmt_sklearn._cache import EmbeddingCache, make_keys
     from xlmt_sklearn._sqlite_store import INDEX_COLUMNS, MMAP_SIZE, key_id
+
+    assert chunk == LOOKUP_BATCH, "time the calls a transform makes"
 
     rng = np.random.default_rng(0)
     vecs = rng.standard_normal((n, dim), dtype=np.float32)
@@ -215,9 +217,9 @@ def render(res: dict) -> str:
                 [label, f"{s[name + '_vps']:,.0f}", f"{s[name + '_first_vps']:,.0f}",
                  goal, verdict(s[name + "_vps"]) if goal != "-" else "-"]
                 for name, label, goal in [
-                    ("get", f"calls of {s['chunk']:,} keys in input order", ">= 100,000"),
-                    ("get_big", f"calls of {s['big_chunk']:,} keys (what a transform does)",
-                     ">= 100,000"),
+                    ("get", f"calls of {s['chunk']:,} keys in input order (what a transform "
+                     "does)", ">= 100,000"),
+                    ("get_big", f"calls of {s['big_chunk']:,} keys in input order", "-"),
                     ("get_fold", f"a CV fold: 80% of the keys in input order, calls of "
                      f"{s['chunk']:,}", ">= 100,000"),
                     ("get_random", f"calls of {s['chunk']:,} keys in random order", "-"),
@@ -265,9 +267,11 @@ index SELECT through Python's `sqlite3` alone takes {1e6 / s["raw_vps"]:.1f} µs
 (incremental BLOB I/O), validation (CRC-32 of key, header and data; dtype/shape/length
 checks) and assembling one array. Random order reads one or two vectors from each block it
 opens ({1e6 / s["get_random_vps"]:.1f} µs per vector): a block is opened and its overflow
-pages walked for each. Until schema 3 every vector was a 3 KB BLOB row of its own, and
-reading such a row cost ~4-5 µs by itself (63k-73k vectors/s in all for any order; see
-`docs/architecture.md`).
+pages walked for each. One call of {s["big_chunk"]:,} keys costs more per key than
+{s["chunk"]:,}-key calls: its {s["big_chunk"]:,} arrays no longer fit in the CPU's caches, which
+is why a transform looks its chunks up {s["chunk"]:,} keys at a time. Until schema 3 every
+vector was a 3 KB BLOB row of its own, and reading such a row cost ~4-5 µs by itself (63k-73k
+vectors/s in all for any order; see `docs/architecture.md`).
 
 ### XLMTVectorizer: cold vs warm cache
 

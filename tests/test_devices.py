@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from xlmt_sklearn import EmbeddingCache, XLMTTokenVectorizer, XLMTVectorizer
-from xlmt_sklearn import _forward
+from xlmt_sklearn import EmbeddingCache, XLMTTokenVectorizer, XLMTVectorizer, _forward
 from xlmt_sklearn._batching import MAX_AUTO_TOKENS, token_budget
 from xlmt_sklearn._params import resolve_devices
 

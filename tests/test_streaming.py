@@ -66,6 +66,27 @@ def test_chunks_mix_hits_and_misses(tiny_model_dir, tiny_chunks, tmp_path):
     np.testing.assert_array_equal(again, got)
 
 
+def test_lookups_in_small_batches_inside_chunks(tiny_model_dir, monkeypatch, tmp_path):
+    """Each chunk is looked up LOOKUP_BATCH keys at a time; hits and misses still line up."""
+    monkeypatch.setattr(_base, "STREAM_CHUNK", 7)
+    monkeypatch.setattr(_base, "LOOKUP_BATCH", 3)
+    from xlmt_sklearn._cache import EmbeddingCache
+
+    calls: list[int] = []
+    real = EmbeddingCache.get_many
+    monkeypatch.setattr(
+        EmbeddingCache, "get_many", lambda self, keys: calls.append(len(keys)) or real(self, keys)
+    )
+    want = _reference(tiny_model_dir)
+    vec = XLMTVectorizer(str(tiny_model_dir), cache=tmp_path / "c.sqlite").fit()
+    vec.transform(TEXTS[::4])
+    calls.clear()
+    got = vec.transform(TEXTS)
+    assert max(calls) == 3 and sum(calls) == 17  # 17 distinct texts in chunks of 7 (3+3+1)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    np.testing.assert_array_equal(vec.transform(TEXTS), got)
+
+
 def test_truncation_error_refuses_before_encoding_anything(tiny_model_dir, tiny_chunks):
     texts = [f"short {i}" for i in range(12)] + ["long " * 50]
     vec = XLMTVectorizer(str(tiny_model_dir), truncation="error", max_length=16).fit()

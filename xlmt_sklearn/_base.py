@@ -34,6 +34,11 @@ _PROGRESS_MIN_TEXTS = 256
 #: memory a huge call needs beyond its output (cache answers, token ids, pending rows).
 STREAM_CHUNK = 8192
 
+#: Keys per cache lookup call: hits are scattered into the output as each call returns,
+#: so at most this many cached arrays are alive at once; measured faster per key than
+#: one lookup of a whole chunk (the arrays stay in the CPU's caches; docs/benchmarks.md).
+LOOKUP_BATCH = 1000
+
 
 def _in_notebook() -> bool:
     ipy = sys.modules.get("IPython")
@@ -239,16 +244,21 @@ class ModelFeaturizerMixin(TransformerMixin, BaseEstimator):
         try:
             for a in range(0, n, step):
                 idx = np.arange(a, min(a + step, n))
-                hit_idx, hit_vals = [], []
-                for i, hit in zip(idx.tolist(), cache.get_many(keys[a : a + step]), strict=True):
-                    if hit is not None and expected_shape(i, hit[0]):
-                        hit_idx.append(i)
-                        hit_vals.append(np.asarray(hit[0], dtype=np.float32))
-                        if encoded is None:
-                            long_[i] = bool(hit[1])
-                if hit_idx:
-                    sink(np.asarray(hit_idx), hit_vals)
-                del hit_vals
+                hit_idx: list[int] = []
+                for b in range(a, a + len(idx), LOOKUP_BATCH):
+                    got, vals = [], []
+                    part = range(b, min(b + LOOKUP_BATCH, a + len(idx)))
+                    answers = cache.get_many(keys[part.start : part.stop])
+                    for i, hit in zip(part, answers, strict=True):
+                        if hit is not None and expected_shape(i, hit[0]):
+                            got.append(i)
+                            vals.append(np.asarray(hit[0], dtype=np.float32))
+                            if encoded is None:
+                                long_[i] = bool(hit[1])
+                    if got:
+                        sink(np.asarray(got), vals)
+                    hit_idx += got
+                    del vals, answers
                 miss = np.setdiff1d(idx, hit_idx, assume_unique=True)
                 if self.truncation == "error" and long_.any():
                     self._raise_truncation(positions(np.flatnonzero(long_)))
