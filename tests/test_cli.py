@@ -387,6 +387,30 @@ def test_usage_errors(capsys):
     assert re.match(r"xlmt-sklearn \d", capsys.readouterr().out)
 
 
+@pytest.mark.parametrize(
+    ("value", "expected"), [("auto", "auto"), ("AUTO", "auto"), ("none", None), ("512", 512)]
+)
+def test_max_tokens_option(value, expected, tiny_model_dir, tmp_path, monkeypatch):
+    """--max-tokens takes a number, 'auto' (the default) or 'none', and reaches the vectorizer."""
+    seen = []
+    real = XLMTVectorizer.transform
+    monkeypatch.setattr(
+        XLMTVectorizer, "transform", lambda self, X: seen.append(self.max_tokens) or real(self, X)
+    )
+    (tmp_path / "in.txt").write_text("hello\nworld\n", encoding="utf-8")
+    out = str(tmp_path / "o.npy")
+    assert embed(tiny_model_dir, str(tmp_path / "in.txt"), "-o", out, "--max-tokens", value) == 0
+    assert seen == [expected]
+
+
+def test_max_tokens_option_rejects_other_values(tiny_model_dir, tmp_path, capsys):
+    (tmp_path / "in.txt").write_text("hello", encoding="utf-8")
+    out = str(tmp_path / "o.npy")
+    for bad in ("0", "big", "-3"):
+        assert embed(tiny_model_dir, str(tmp_path / "in.txt"), "-o", out, "--max-tokens", bad) == 2
+        assert "positive integer" in error_of(capsys)
+
+
 def test_python_dash_m_help_is_cheap():
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     res = subprocess.run(
