@@ -119,12 +119,15 @@ def build_contenders(
     def make_xlmt(quantize: str | None) -> Contender:
         vec = XLMTVectorizer(str(model_dir), device="cpu", progress=False, quantize=quantize)
         vec.fit()
-        plan = plan_batches(lengths, vec.batch_size, vec.max_tokens)
-        from xlmt_sklearn._forward import _PackedEncoder
+        from xlmt_sklearn._forward import _PackedEncoder, resolve_max_tokens
         from xlmt_sklearn._model import get_model
 
-        packed = _PackedEncoder.of(get_model(vec._runtime()[0][0]).model) is not None
-        note = f"batch_size={vec.batch_size}, max_tokens={vec.max_tokens}, sorted by tokens"
+        loaded = get_model(vec._runtime()[0][0])
+        cap = resolve_max_tokens(vec.max_tokens, loaded, (-1,), int(max(lengths)))
+        plan = plan_batches(lengths, vec.batch_size, cap)
+        packed = _PackedEncoder.of(loaded.model) is not None
+        note = (f"batch_size={vec.batch_size}, max_tokens={vec.max_tokens!r} (here: {cap}), "
+                "sorted by tokens")  # fmt: skip
         if packed:
             note += (f"; packed forward: no padding in the linear layers (attention's "
                      f"padded layout: {100 * plan.padding_fraction:.1f}%)")  # fmt: skip

@@ -56,10 +56,12 @@ def _write(path: str, first: int, stop: int, batch: int, dim: int) -> None:
     cache = EmbeddingCache(path)
     print("ready", flush=True)
     sys.stdin.readline()  # start barrier, so all writers really run at once
-    for start in range(first, stop, batch):
+    for n, start in enumerate(range(first, stop, batch)):
         idx = range(start, min(start + batch, stop))
         keys = keys_for(idx)
         cache.put_many(keys, [value_for(k, dim) for k in keys], list(idx))
+        if n % 2:  # rewrite the layout (as transforms do) while the others write
+            cache.regroup(keys_for(range(stop - 1, first - 1, -1)))
     print("done", flush=True)
 
 
@@ -71,6 +73,7 @@ def _hammer(path: str, dim: int, batch: int, seed: int) -> None:
         idx = rng.choice(5 * batch, size=batch, replace=False)
         keys = keys_for(idx)
         cache.put_many(keys, [value_for(k, dim) for k in keys], idx.tolist())
+        cache.regroup(keys_for(rng.permutation(5 * batch)))  # kills also land mid-regroup
         cache.get_many(keys[: batch // 2])
         if not announced:
             print("ready", flush=True)

@@ -720,9 +720,11 @@ def test_clear_while_another_process_reads(tmp_path, no_warnings):
     c.put_many(keys, values)
     reader = _spawn("read", str(path), str(n), str(dim), "1.0")
     assert reader.stdout.readline() == b"ready\n", reader.stderr.read().decode()
-    for _ in range(20):
+    for i in range(20):
         c.clear()
-        c.put_many(keys[::2], values[::2])
+        for j in range(0, n, 50):  # six writes: six blocks
+            c.put_many(keys[j : j + 50 : 2], values[j : j + 50 : 2])
+        c.regroup(keys[:: (-1 if i % 2 else 1)])  # into one block while the reader reads
     out, err = reader.communicate(timeout=120)
     assert reader.returncode == 0, err.decode()
     assert out.startswith(b"done")
