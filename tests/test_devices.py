@@ -93,6 +93,16 @@ def test_resolve_devices():
             resolve_devices(bad)
 
 
+def test_a_device_list_survives_clone_and_pickle(tiny_model_dir):
+    import pickle
+
+    from sklearn.base import clone
+
+    vec = XLMTVectorizer(str(tiny_model_dir), device=["cpu", "cpu:0"])
+    assert clone(vec).get_params()["device"] == ["cpu", "cpu:0"]
+    assert pickle.loads(pickle.dumps(vec.fit())).device == ["cpu", "cpu:0"]
+
+
 @pytest.mark.parametrize("kind", ["pooled", "tokens"])
 def test_a_device_list_gives_the_single_device_result(tiny_model_dir, tmp_path, kind):
     """Batches spread over two replicas; windows of one text may finish on either."""
