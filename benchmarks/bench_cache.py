@@ -55,7 +55,7 @@ def bench_store(tmp: Path, n: int, dim: int, rounds: int, chunk: int, batch: int
         "get_fold": ([keys[i] for i in np.sort(rng.permutation(n)[: n * 4 // 5])], chunk),
         "get_random": ([keys[i] for i in rng.permutation(n)], chunk),
     }  # fmt: skip
-    times: dict[str, list[float]] = {"put": [], "keys": [], "raw": []}
+    times: dict[str, list[float]] = {"put": [], "keys": [], "raw": [], "no_regroup": []}
     for name in patterns:
         times[name], times[name + "_first"] = [], []
 
@@ -87,15 +87,22 @@ def bench_store(tmp: Path, n: int, dim: int, rounds: int, chunk: int, batch: int
     for r in range(rounds):
         cache = EmbeddingCache(tmp / f"store-{r}.sqlite")
 
-        def put(cache=cache) -> None:
+        def put(cache=cache, regroup: bool = True) -> None:
             for a in range(0, n, STREAM_CHUNK):
                 idx = np.arange(a, min(a + STREAM_CHUNK, n))
                 written = rng.permutation(idx)  # encoding order: by length, not input order
                 for s in range(0, len(written), batch):
                     part = written[s : s + batch]
                     cache.put_many([keys[i] for i in part], list(vecs[part]), [0] * len(part))
-                cache.regroup([keys[i] for i in idx])
+                if regroup:
+                    cache.regroup([keys[i] for i in idx])
 
+        if r == 0:  # the same writes without regroup: what input-order lookups would cost
+            plain = EmbeddingCache(tmp / "store-plain.sqlite")
+            put(plain, regroup=False)
+            for _ in range(5):
+                timed("no_regroup", lambda plain=plain: get_all(plain, chunk))
+            plain.close()
         timed("put", put)
         assert get_all(cache, chunk) == n
         assert np.array_equal(cache.get_many([keys[n // 2]])[0][0], vecs[n // 2])
@@ -117,6 +124,7 @@ def bench_store(tmp: Path, n: int, dim: int, rounds: int, chunk: int, batch: int
         "n": n, "dim": dim, "chunk": chunk, "big_chunk": STREAM_CHUNK, "rounds": rounds,
         "batch": batch, "put_vps": n / med["put"], "keys_ps": n / med["keys"],
         "raw_vps": n / med["raw"], "put_times": times["put"],
+        "no_regroup_vps": n / med["no_regroup"],
     }  # fmt: skip
     for name, (order, _) in patterns.items():
         out[name + "_vps"] = len(order) / med[name]
@@ -214,7 +222,8 @@ def render(res: dict) -> str:
          "first pass, new connection", "goal", "verdict"],
         [
             *[
-                [label, f"{s[name + '_vps']:,.0f}", f"{s[name + '_first_vps']:,.0f}",
+                [label, f"{s[name + '_vps']:,.0f}",
+                 f"{s[name + '_first_vps']:,.0f}" if name + "_first_vps" in s else "",
                  goal, verdict(s[name + "_vps"]) if goal != "-" else "-"]
                 for name, label, goal in [
                     ("get", f"calls of {s['chunk']:,} keys in input order (what a transform "
@@ -223,6 +232,8 @@ def render(res: dict) -> str:
                     ("get_fold", f"a CV fold: 80% of the keys in input order, calls of "
                      f"{s['chunk']:,}", ">= 100,000"),
                     ("get_random", f"calls of {s['chunk']:,} keys in random order", "-"),
+                    ("no_regroup", f"calls of {s['chunk']:,} keys in input order, file written "
+                     "without `regroup` (one file, 5 passes)", "-"),
                 ]
             ],
             ["floor: the index SELECT through `sqlite3` alone (no blocks, no checks)",
@@ -271,7 +282,10 @@ checks) and assembling one array. Random order reads one or two vectors from eac
 opens ({1e6 / s["get_random_vps"]:.1f} µs per vector): a block is opened and its overflow
 pages walked for each. One call of {s["big_chunk"]:,} keys costs more per key than
 {s["chunk"]:,}-key calls: its {s["big_chunk"]:,} arrays no longer fit in the CPU's caches, which
-is why a transform looks its chunks up {s["chunk"]:,} keys at a time. Until schema 3 every
+is why a transform looks its chunks up {s["chunk"]:,} keys at a time. The file written without
+`regroup` is timed before the others, on one file, so compare it with care: an interleaved
+measurement (docs/architecture.md) gave regrouped input-order lookups +20%, writes -45%.
+Until schema 3 every
 vector was a 3 KB BLOB row of its own, and reading such a row cost ~4-5 µs by itself (63k-73k
 vectors/s in all for any order; see `docs/architecture.md`).
 

@@ -199,13 +199,16 @@ def test_wrong_shape_in_cache_is_a_miss(tiny_model_dir, tmp_path):
     np.testing.assert_allclose(vec.transform(["hello"]), fresh, atol=1e-6)
 
 
-def test_new_entries_are_laid_out_in_input_order(tiny_model_dir, tmp_path):
-    """Batches are written in length order; the transform regroups them in input order."""
+@pytest.mark.parametrize("slow", [True, False], ids=["slow-encoder", "fast-encoder"])
+def test_new_entries_are_laid_out_in_input_order(tiny_model_dir, tmp_path, monkeypatch, slow):
+    """Batches are written in length order; a slow encoder's are regrouped in input order."""
     import sqlite3
 
+    from xlmt_sklearn import _base
     from xlmt_sklearn._cache import make_keys
     from xlmt_sklearn._fingerprint import fingerprint
 
+    monkeypatch.setattr(_base, "REGROUP_BELOW_TEXTS_PER_S", float("inf") if slow else 0.0)
     texts = [("word " * (1 + (i * 7) % 13)) + str(i) for i in range(40)]  # mixed lengths
     path = tmp_path / "c.sqlite"
     vec = XLMTVectorizer(str(tiny_model_dir), device="cpu", cache=str(path), batch_size=4).fit()
@@ -221,7 +224,10 @@ def test_new_entries_are_laid_out_in_input_order(tiny_model_dir, tmp_path):
         where = {k: (b, p) for k, b, p in conn.execute("SELECT key, block, pos FROM entries")}
         (n_blocks,) = conn.execute("SELECT COUNT(*) FROM blocks").fetchone()
     conn.close()
-    assert n_blocks == 1 and sorted(keys, key=where.__getitem__) == keys  # 40 x 128 bytes
+    if slow:
+        assert n_blocks == 1 and sorted(keys, key=where.__getitem__) == keys  # 40 x 128 bytes
+    else:
+        assert n_blocks == 10  # one block per batch of 4, as written
     np.testing.assert_array_equal(vec.transform(texts), cold)
     np.testing.assert_allclose(
         cold, XLMTVectorizer(str(tiny_model_dir), device="cpu").fit().transform(texts), atol=1e-6
