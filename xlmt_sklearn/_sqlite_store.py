@@ -770,6 +770,30 @@ def _chunks(seq: Sequence, size: int = MAX_VARIABLES) -> Iterator[Sequence]:
         yield seq[i : i + size]
 
 
+def _index_rows(
+    conn: sqlite3.Connection, column: str, values: Sequence[object], order: str = ""
+) -> list[tuple]:
+    """Index rows (:data:`INDEX_COLUMNS`) whose ``column`` is in ``values``, in batched queries."""
+    rows: list[tuple] = []
+    for chunk in _chunks(values):
+        rows += conn.execute(
+            f"SELECT {INDEX_COLUMNS} FROM entries "
+            f"WHERE {column} IN ({_placeholders(len(chunk))}){order}",
+            chunk,
+        )
+    return rows
+
+
+def _new_block(conn: sqlite3.Connection, data: bytes) -> int:
+    """Insert a block and its (empty) live counters; return its id."""
+    block = conn.execute("INSERT INTO blocks(data) VALUES (?)", (data,)).lastrowid
+    conn.execute(
+        "INSERT INTO block_use(id, size, live, live_bytes) VALUES (?, ?, 0, 0)",
+        (block, len(data)),
+    )
+    return block
+
+
 def key_id(key: bytes) -> int:
     """The row id of a key: its first 8 bytes as a signed little-endian integer.
 
@@ -921,13 +945,7 @@ class SQLiteStore:
                 # A slice of keys at a time, so that its rows, bytes and array stay in the
                 # CPU's caches: 8,192 keys at once measured ~20% slower per key than 1,000.
                 for part in _chunks(ids, READ_BATCH):
-                    rows: list[tuple] = []
-                    for chunk in _chunks(part):
-                        rows += conn.execute(
-                            f"SELECT {INDEX_COLUMNS} "
-                            f"FROM entries WHERE id IN ({_placeholders(len(chunk))})",
-                            chunk,
-                        )
+                    rows = _index_rows(conn, "id", part)
                     datas = _read_slices(conn, rows)
                     # By stored key: a row whose id matches but whose key is another's (a
                     # collision of 8-byte prefixes) is simply never asked for: a miss.
@@ -1025,11 +1043,7 @@ class SQLiteStore:
     def _insert_block(
         conn: sqlite3.Connection, data: bytes, members: list[tuple[Row, int]], now: float
     ) -> None:
-        block = conn.execute("INSERT INTO blocks(data) VALUES (?)", (data,)).lastrowid
-        conn.execute(
-            "INSERT INTO block_use(id, size, live, live_bytes) VALUES (?, ?, 0, 0)",
-            (block, len(data)),
-        )
+        block = _new_block(conn, data)
         conn.executemany(
             "INSERT INTO entries"
             "(id, key, block, pos, nbytes, dtype, shape, meta, last_used, crc) "
@@ -1097,14 +1111,7 @@ class SQLiteStore:
         with self.lock:
             try:
                 conn = self._begin("IMMEDIATE")
-                found: dict[bytes, tuple] = {}
-                for chunk in _chunks(_key_ids(order)):
-                    for row in conn.execute(
-                        f"SELECT {INDEX_COLUMNS} "
-                        f"FROM entries WHERE id IN ({_placeholders(len(chunk))})",
-                        chunk,
-                    ):
-                        found[row[0]] = row
+                found = {row[0]: row for row in _index_rows(conn, "id", _key_ids(order))}
                 rows = [found[k] for k in order if k in found]
                 blocks = {row[1] for row in rows}
                 needed = -(-sum(r[3] for r in rows if type(r[3]) is int) // BLOCK_BYTES)
@@ -1134,11 +1141,7 @@ class SQLiteStore:
         staged = [Row(row[0], row[4], row[5], data, row[6]) for row, data in keep]
         ids = {row[0]: row[9] for row, _ in keep}
         for data, members in _pack_blocks(staged):
-            block = conn.execute("INSERT INTO blocks(data) VALUES (?)", (data,)).lastrowid
-            conn.execute(
-                "INSERT INTO block_use(id, size, live, live_bytes) VALUES (?, ?, 0, 0)",
-                (block, len(data)),
-            )
+            block = _new_block(conn, data)
             conn.executemany(
                 "UPDATE entries SET block = ?, pos = ? WHERE id = ?",
                 [(block, pos, ids[r.key]) for r, pos in members],
@@ -1152,14 +1155,7 @@ class SQLiteStore:
         ]
         if not sparse:
             return
-        rows: list[tuple] = []
-        for chunk in _chunks(sparse):
-            rows += conn.execute(
-                f"SELECT {INDEX_COLUMNS} "
-                f"FROM entries WHERE block IN ({_placeholders(len(chunk))}) ORDER BY block, pos",
-                chunk,
-            )
-        cls._move_entries(conn, rows)
+        cls._move_entries(conn, _index_rows(conn, "block", sparse, " ORDER BY block, pos"))
         # A counter row that says "empty" but was never collected (only possible in a
         # file edited by hand) must not be reported as sparse forever.
         for block in sparse:
