@@ -183,7 +183,7 @@ def test_schema_pragmas_and_file_mode(store):
     assert os.stat(store.path).st_mode & 0o777 == 0o600
 
 
-def test_reads_are_batched_and_writes_are_one_transaction(store):
+def test_reads_are_batched_and_writes_are_one_transaction(store, monkeypatch):
     statements = []
     store._conn.set_trace_callback(statements.append)
     keys = _keys(1200)
@@ -192,13 +192,18 @@ def test_reads_are_batched_and_writes_are_one_transaction(store):
         "BEGIN IMMEDIATE",
         "COMMIT",
     ]
-    statements.clear()
-    result = store.get_many(keys + _keys(5, start=5000), stale_before=0.0)
-    selects = [s for s in statements if s.lstrip().startswith("SELECT")]
-    assert len(selects) == 3  # 1205 keys in chunks of <= 500, never one query per key
-    assert all(s.count("?") <= S.MAX_VARIABLES for s in selects)
-    assert [v[1] for v in result.values[:1200]] == list(range(1200))
-    assert result.values[1200:] == [None] * 5
+    for stride, n_selects in [(S.PROBE_STRIDE, 5), (10**9, 3)]:
+        # Directories: per batch of <= 1,000 keys one sampling query and one directory
+        # query, then index rows for the 5 unknown keys. Index rows only: 1,205 keys in
+        # chunks of <= 500. Never one query per key.
+        monkeypatch.setattr(S, "PROBE_STRIDE", stride)
+        statements.clear()
+        result = store.get_many(keys + _keys(5, start=5000), stale_before=0.0)
+        selects = [s for s in statements if s.lstrip().startswith("SELECT")]
+        assert len(selects) == n_selects
+        assert all(s.count("?") <= S.MAX_VARIABLES for s in selects)
+        assert [v[1] for v in result.values[:1200]] == list(range(1200))
+        assert result.values[1200:] == [None] * 5
 
 
 def test_counters_match_table_after_every_kind_of_change(store, clock):
@@ -447,7 +452,24 @@ def _check_blocks(conn: sqlite3.Connection) -> dict[int, tuple[int, int, int]]:
         ranges.sort()
         assert ranges[-1][1] <= sizes[b]
         assert all(a[1] <= c[0] for a, c in itertools.pairwise(ranges))
+    _check_directories(conn)
     return use
+
+
+def _check_directories(conn: sqlite3.Connection) -> None:
+    """Assert every directory has its block, and a fully live block's lists its entries."""
+    entries: dict[int, set[tuple]] = {}
+    for rowid, block, pos, meta, crc in conn.execute(
+        "SELECT id, block, pos, meta, crc FROM entries"
+    ):
+        entries.setdefault(block, set()).add((rowid, pos, meta, crc))
+    live = dict(conn.execute("SELECT id, live FROM block_use"))
+    for block, items in conn.execute("SELECT id, items FROM block_dirs"):
+        assert block in live
+        listed = {tuple(map(int, item)) for item in np.frombuffer(items, S.DIR_ITEM).tolist()}
+        assert entries[block] <= listed  # entries only ever leave a block
+        if live[block] == len(listed):
+            assert entries[block] == listed
 
 
 def test_a_write_packs_arrays_into_blocks(store, monkeypatch):
@@ -544,8 +566,10 @@ def test_an_index_row_pointing_outside_its_block_is_a_miss(store, change):
     assert result.invalid == _ids([keys[1]])
 
 
-def test_reads_without_incremental_blob_io(store, monkeypatch):
+@pytest.mark.parametrize("stride", [2, 10**9], ids=["directories", "index rows"])
+def test_reads_without_incremental_blob_io(store, monkeypatch, stride):
     """Python 3.10 has no Connection.blobopen: whole blocks are read instead, same result."""
+    monkeypatch.setattr(S, "PROBE_STRIDE", stride)
     keys = _keys(30)
     arrays = [np.full((i % 3 + 1, 4), i, np.float32) for i in range(30)]
     store.put_many(S.encode_rows(keys, arrays, range(30)))
@@ -567,17 +591,18 @@ def test_column_crcs_equal_row_crc():
         ]
 
 
-def test_an_older_schema_is_moved_aside_not_read(tmp_path):
-    """Schema 3 kept the arrays in the index rows; such a file is set aside, never deleted."""
+@pytest.mark.parametrize("version", [3, 4])
+def test_an_older_schema_is_moved_aside_not_read(tmp_path, version):
+    """Schema 3 kept the arrays in the index rows, 4 had no directories: set aside, not deleted."""
     path = tmp_path / "old.sqlite"
     conn = sqlite3.connect(path)
     conn.executescript(
         "CREATE TABLE info(name TEXT PRIMARY KEY, value TEXT NOT NULL);"
         "CREATE TABLE entries(key BLOB PRIMARY KEY, data BLOB);"
-        f"INSERT INTO info VALUES ('magic', '{S.MAGIC}'), ('schema_version', '3');"
+        f"INSERT INTO info VALUES ('magic', '{S.MAGIC}'), ('schema_version', '{version}');"
     )
     conn.close()
-    with pytest.raises(S.CorruptStoreError, match="unknown schema version 3") as info:
+    with pytest.raises(S.CorruptStoreError, match=f"unknown schema version {version}") as info:
         S.SQLiteStore(path, timeout=5)
     assert info.value.moved_to is not None and info.value.moved_to.exists()
     store = S.SQLiteStore(path, timeout=5)
@@ -624,3 +649,200 @@ def test_key_ids_of_digests_and_other_keys():
     assert S._key_ids(keys[:5]) == [S.key_id(k) for k in keys[:5]]
     assert S._key_ids(keys) == [S.key_id(k) for k in keys]
     assert S.key_id(b"\xff" * 8) == -1 and S.key_id(b"\x01") == 1
+
+
+# --------------------------------------------------------------------------------------
+# Block directories
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def directories(monkeypatch):
+    """Let lookups of a handful of keys use block directories (sample every 2nd row id)."""
+    monkeypatch.setattr(S, "PROBE_STRIDE", 2)
+
+
+def _traced(store) -> list[str]:
+    statements: list[str] = []
+    store._conn.set_trace_callback(statements.append)
+    return statements
+
+
+def _index_row_lookups(statements: list[str]) -> list[str]:
+    return [s for s in statements if s.startswith(f"SELECT {S.INDEX_COLUMNS} FROM entries")]
+
+
+def _assert_values(values, expected: list[int | None]) -> None:
+    # _rows gives the i-th key of a write the value i and the meta i.
+    assert [None if v is None else (int(v[0][0]), v[1]) for v in values] == [
+        None if e is None else (e, e) for e in expected
+    ]
+
+
+def test_directories_serve_a_batch_without_index_rows(store, directories):
+    keys = _keys(40)
+    store.put_many(_rows(keys))
+    _check_blocks(store._conn)
+    statements = _traced(store)
+    result = store.get_many(keys[::-1] + _keys(3, start=500), 0.0)
+    _assert_values(result.values, list(range(40))[::-1] + [None] * 3)
+    assert result.touch == result.invalid == []
+    assert all(v[0].flags.writeable for v in result.values[:40])
+    (lookup,) = _index_row_lookups(statements)  # for the three unknown keys only
+    assert lookup.count(",") == 2 + S.INDEX_COLUMNS.count(",")
+
+
+def test_directory_reads_use_the_block_index(store):
+    plan = store._conn.execute(
+        "EXPLAIN QUERY PLAN SELECT min(last_used) FROM entries WHERE block = 1"
+    ).fetchall()
+    assert "COVERING INDEX entries_block" in " ".join(r[-1] for r in plan)
+
+
+def test_a_block_with_mixed_shapes_has_no_directory(store, directories):
+    keys = _keys(4)
+    arrays = [np.ones(3, np.float32), np.ones(4, np.float32)] * 2
+    store.put_many(S.encode_rows(keys, arrays))
+    assert store._conn.execute("SELECT COUNT(*) FROM block_dirs").fetchone() == (0,)
+    got = store.get_many(keys, 0.0).values
+    assert [v[0].shape for v in got] == [(3,), (4,), (3,), (4,)]
+
+
+def test_a_block_whose_entries_left_is_read_through_index_rows(store, directories):
+    """Once the live counter and the directory disagree, only index rows are trusted."""
+    keys = _keys(10)
+    store.put_many(_rows(keys))
+    store.touch_and_purge([], _ids(keys[:2]))
+    statements = _traced(store)
+    _assert_values(store.get_many(keys, 0.0).values, [None, None, *range(2, 10)])
+    assert len(_index_row_lookups(statements)) == 1
+
+
+def test_entries_due_a_touch_are_read_through_index_rows(store, directories, clock):
+    """A block is served by its directory only when none of its entries needs a touch."""
+    keys = _keys(10)
+    store.put_many(_rows(keys))
+    (written,) = store._conn.execute("SELECT max(last_used) FROM entries").fetchone()
+    store.touch_and_purge(_ids(keys[:4]), [])  # later than `written`
+    result = store.get_many(keys, stale_before=written + 1)
+    assert sorted(result.touch) == sorted(_ids(keys[4:]))  # exactly the stale ones
+    _assert_values(result.values, list(range(10)))
+    store.touch_and_purge(result.touch, [])
+    statements = _traced(store)
+    result = store.get_many(keys, stale_before=written + 1)
+    assert result.touch == [] and not _index_row_lookups(statements)
+    _assert_values(result.values, list(range(10)))
+
+
+def _edit_directory(conn: sqlite3.Connection, edit) -> None:
+    ((block, items),) = conn.execute("SELECT id, items FROM block_dirs").fetchall()
+    table = np.frombuffer(items, S.DIR_ITEM).copy()
+    conn.execute("UPDATE block_dirs SET items = ? WHERE id = ?", (edit(table), block))
+
+
+def _shifted(table):  # item 3 points at item 4's bytes
+    table["pos"][3] = table["pos"][4]
+    return table.tobytes()
+
+
+def _crc(table):
+    table["crc"][3] += 1
+    return table.tobytes()
+
+
+def _meta(table):
+    table["meta"][3] = 99
+    return table.tobytes()
+
+
+def _id(table):  # two items claim key 4; key 3 is listed nowhere
+    table["id"][3] = table["id"][4]
+    return table.tobytes()
+
+
+def _outside(table):
+    table["pos"][5] = 1 << 40
+    return table.tobytes()
+
+
+def _negative(table):
+    table["pos"][5] = -32
+    return table.tobytes()
+
+
+def _truncated(table):
+    return table.tobytes()[:-1]
+
+
+def _text(table):
+    return "not a directory"
+
+
+@pytest.mark.parametrize(
+    "edit", [_shifted, _crc, _meta, _id, _outside, _negative, _truncated, _text]
+)
+def test_a_damaged_directory_never_serves_a_wrong_vector(store, directories, edit):
+    """Whatever a directory says, what it serves matches its CRC-32 with the requested key;
+    the rest is read through the (intact) index rows: every value is right, none is lost."""
+    keys = _keys(8)
+    store.put_many(_rows(keys))
+    _edit_directory(store._conn, edit)
+    result = store.get_many(keys, 0.0)
+    _assert_values(result.values, list(range(8)))
+    assert result.invalid == []
+
+
+@pytest.mark.parametrize(
+    ("column", "value"), [("dtype", "'float16'"), ("dtype", "'int64'"), ("shape", "'4'")]
+)
+def test_a_directory_with_a_wrong_header_never_serves_a_wrong_vector(
+    store, directories, column, value
+):
+    keys = _keys(8)
+    store.put_many(_rows(keys))
+    store._conn.execute(f"UPDATE block_dirs SET {column} = {value}")
+    result = store.get_many(keys, 0.0)
+    _assert_values(result.values, list(range(8)))
+    assert result.invalid == []
+
+
+def test_an_intact_directory_serves_entries_whose_index_rows_were_edited(store, directories):
+    """The directory's copy of a location, checked by the CRC, still gives the right vector."""
+    keys = _keys(6)
+    store.put_many(_rows(keys))
+    store._conn.execute("UPDATE entries SET pos = pos + 4 WHERE key = ?", (keys[2],))
+    _assert_values(store.get_many(keys, 0.0).values, list(range(6)))
+
+
+def test_a_key_sharing_a_row_id_is_a_miss_through_directories_too(store, directories):
+    a, b = b"\x01" * 8 + b"a" * 24, b"\x01" * 8 + b"b" * 24
+    others = _keys(6)
+    store.put_many(S.encode_rows([a, *others], [np.full(4, i, np.float32) for i in range(7)]))
+    for request in ([b, *others], [a, b, *others], [b, a, *others]):
+        got = dict(zip(request, store.get_many(request, 0.0).values, strict=True))
+        assert got[b] is None
+        if a in request:
+            assert got[a][0][0] == 0
+        assert [got[k][0][0] for k in others] == list(range(1, 7))
+
+
+def test_directories_follow_regroup_compaction_eviction_and_clear(
+    store, directories, clock, monkeypatch
+):
+    monkeypatch.setattr(S, "BLOCK_BYTES", 10 * 32)
+    keys = _keys(40)
+    for i in range(0, 40, 4):
+        store.put_many(_rows(keys[i : i + 4]))
+    _check_blocks(store._conn)
+    store.regroup(keys[::-1])
+    _check_blocks(store._conn)
+    assert store._conn.execute("SELECT COUNT(*) FROM block_dirs").fetchone() == (4,)
+    expect = [i % 4 for i in range(40)]
+    assert [int(v[0][0]) for v in store.get_many(keys, 0.0).values] == expect
+    store.touch_and_purge([], _ids(keys[5:15]))
+    store.put_many(_rows(_keys(20, start=100)), max_size=35 * 32)  # eviction, compaction
+    _check_blocks(store._conn)
+    for i, v in enumerate(store.get_many(keys, 0.0).values):
+        assert v is None or int(v[0][0]) == expect[i]
+    store.clear()
+    assert store._conn.execute("SELECT COUNT(*) FROM block_dirs").fetchone() == (0,)

@@ -7,6 +7,7 @@ Layout of a cache file::
 
     blocks(id INTEGER PRIMARY KEY, data BLOB)          -- immutable once written
     block_use(id INTEGER PRIMARY KEY, size INTEGER, live INTEGER, live_bytes INTEGER)
+    block_dirs(id INTEGER PRIMARY KEY, dtype TEXT, shape TEXT, items BLOB)  -- immutable
     entries(id INTEGER PRIMARY KEY, key BLOB, block INTEGER, pos INTEGER,
             nbytes INTEGER, dtype TEXT, shape TEXT, meta INTEGER, last_used REAL,
             crc INTEGER)
@@ -25,6 +26,18 @@ and a block less than half live is compacted (its live arrays moved into a new
 block) in the next write transaction. Writes follow the encoding order, so the
 vectorizers :meth:`~SQLiteStore.regroup` each chunk of new entries in input
 order, the order later lookups come in.
+
+A block whose arrays share one dtype and shape also gets a directory
+(``block_dirs``): the row id, position, meta and CRC of every entry written
+into it, packed as little-endian int64s (:data:`DIR_ITEM`). Entries only ever
+leave a block, so while the block's ``live`` counter equals the number of
+items, every item is still exactly where the directory says. A lookup batch
+whose keys lie in a few such blocks (input order after a regroup) finds them
+by sampling a few row ids, reads the directories and matches all its keys
+with numpy, instead of one index row per key through the ``sqlite3`` row API:
+see :func:`_read_directed`. Keys not served that way (scattered layouts,
+blocks with departed or not recently used entries, anything that fails a
+check) take the index-row path.
 
 ``info`` holds a magic value and the schema version (so a foreign SQLite file
 is recognised as not ours) and two counters, ``total_entries`` and
@@ -57,12 +70,14 @@ import numpy as np
 
 __all__ = [
     "BLOCK_BYTES",
+    "DIR_ITEM",
     "DTYPES",
     "INDEX_COLUMNS",
     "JOURNAL_SIZE_LIMIT",
     "MAGIC",
     "MAX_VARIABLES",
     "MMAP_SIZE",
+    "PROBE_STRIDE",
     "READ_BATCH",
     "SCHEMA_VERSION",
     "TOUCH_INTERVAL",
@@ -82,7 +97,7 @@ __all__ = [
     "move_aside",
 ]
 
-SCHEMA_VERSION = 4  # 2: per-row CRC-32; 3: the CRC also covers the key; 4: blocks
+SCHEMA_VERSION = 5  # 2: per-row CRC-32; 3: the CRC covers the key; 4: blocks; 5: directories
 MAGIC = "xlmt_sklearn.embedding_cache"
 
 #: Dtypes a row may have, by the name stored in the ``dtype`` column.
@@ -99,6 +114,13 @@ INDEX_COLUMNS = "key, block, pos, nbytes, dtype, shape, meta, last_used, crc, id
 
 #: Keys read and decoded together by :meth:`SQLiteStore.get_many`.
 READ_BATCH = 1000
+
+#: One directory item: an entry's row id, position in its block, meta and CRC-32.
+DIR_ITEM = np.dtype([("id", "<i8"), ("pos", "<i8"), ("meta", "<i8"), ("crc", "<i8")])
+
+#: A lookup batch samples every this-many-th row id (and the last) to find the blocks
+#: it lies in; batches of fewer keys take the index-row path directly.
+PROBE_STRIDE = 64
 
 #: Keys per ``IN (...)`` query; well under SQLite's bound-parameter limit (999 on old builds).
 MAX_VARIABLES = 500
@@ -404,6 +426,114 @@ def _read_slices(conn: sqlite3.Connection, rows: list[tuple]) -> list[object]:
     return datas
 
 
+def _read_directed(
+    conn: sqlite3.Connection, ids: list[int], key_of: dict[int, bytes], stale_before: float
+) -> tuple[dict[bytes, tuple[np.ndarray, int]], set[int]]:
+    """Serve lookups from block directories (see the module docstring).
+
+    Must run inside a read transaction. ``ids`` are distinct row ids and
+    ``key_of`` maps each to the requested key. Returns ``(found, served)``:
+    stored key -> (array, meta), and the row ids served. Every served entry
+    passed its CRC-32, computed with the *requested* key, so an item naming
+    another key (a collision of row ids) or damaged bytes is never served;
+    the caller looks up the ids not served through their index rows, which
+    sorts out misses, collisions and damage. Only blocks whose every entry is
+    live and was used since ``stale_before`` are read here, so no hit needs
+    its ``last_used`` refreshed.
+    """
+    found: dict[bytes, tuple[np.ndarray, int]] = {}
+    served: set[int] = set()
+    if len(ids) < PROBE_STRIDE:
+        return found, served
+    probe = list(dict.fromkeys([*ids[::PROBE_STRIDE], ids[-1]]))
+    blocks = [
+        b
+        for (b,) in conn.execute(
+            f"SELECT DISTINCT block FROM entries WHERE id IN ({_placeholders(len(probe))})",
+            probe,
+        )
+    ]
+    # Keys laid out in input order share a few blocks; when the samples lie in about
+    # as many blocks as there are samples, directories would serve few keys.
+    if not blocks or 2 * len(blocks) > len(probe) + 1:
+        return found, served
+    dirs = []
+    for block, dtype, shape, items, live, oldest in conn.execute(
+        "SELECT d.id, d.dtype, d.shape, d.items, u.live, "
+        "(SELECT min(last_used) FROM entries WHERE block = d.id) "
+        f"FROM block_dirs d JOIN block_use u ON u.id = d.id "
+        f"WHERE d.id IN ({_placeholders(len(blocks))})",
+        blocks,
+    ):
+        size = _expected_len(dtype, shape)
+        if (
+            size is None
+            or type(items) is not bytes
+            or len(items) % DIR_ITEM.itemsize
+            or live != len(items) // DIR_ITEM.itemsize
+            or type(oldest) is not float
+            or oldest < stale_before
+        ):
+            continue  # entries left, or one is due a touch: index rows decide
+        dirs.append((block, dtype, shape, size, np.frombuffer(items, DIR_ITEM)))
+    if not dirs:
+        return found, served
+    table = np.concatenate([d[4] for d in dirs])
+    owner = np.repeat(np.arange(len(dirs)), [len(d[4]) for d in dirs])
+    order = np.argsort(table["id"], kind="stable")
+    sorted_ids = table["id"][order]
+    want = np.asarray(ids, dtype=np.int64)
+    at = np.minimum(np.searchsorted(sorted_ids, want), len(sorted_ids) - 1)
+    hits = np.sort(order[at[sorted_ids[at] == want]])  # by block, then position
+    for j, (block, dtype, shape, size, _) in enumerate(dirs):
+        mine = table[hits[owner[hits] == j]]
+        if not len(mine):
+            continue
+        starts = mine["pos"].tolist()
+        datas = _block_slices(conn, block, starts, size)
+        if datas is None:
+            continue
+        got_ids, metas = mine["id"].tolist(), mine["meta"].tolist()
+        keys = list(map(key_of.__getitem__, got_ids))
+        crcs = _column_crcs(keys, dtype, shape, metas, datas)
+        good = list(map(operator.eq, mine["crc"].tolist(), crcs))
+        if not all(good):
+            keys, metas, got_ids, datas = (
+                list(itertools.compress(col, good)) for col in (keys, metas, got_ids, datas)
+            )
+            if not keys:
+                continue
+        arrays = _join(dtype, shape, datas)
+        found.update(zip(keys, zip(arrays, metas, strict=True), strict=True))
+        served.update(got_ids)
+    return found, served
+
+
+def _block_slices(
+    conn: sqlite3.Connection, block: int, starts: list[int], size: int
+) -> list[bytes] | None:
+    # ``size`` bytes at each start of a block; None if the block is missing or a span
+    # falls outside it (a damaged directory: index rows decide).
+    if not _HAS_BLOBOPEN:
+        row = conn.execute("SELECT data FROM blocks WHERE id = ?", (block,)).fetchone()
+        if row is None or type(row[0]) is not bytes:
+            return None
+        view = memoryview(row[0])
+        if min(starts) < 0 or max(starts) + size > len(view):
+            return None
+        return [bytes(view[s : s + size]) for s in starts]
+    try:
+        blob = conn.blobopen("blocks", "data", block, readonly=True)
+    except sqlite3.OperationalError as exc:
+        if classify_error(exc) != "fatal":
+            raise
+        return None
+    with blob:
+        if min(starts) < 0 or max(starts) + size > len(blob):
+            return None
+        return list(map(blob.__getitem__, map(slice, starts, map(size.__add__, starts))))
+
+
 def _span(row: tuple, size: int) -> tuple[int, int] | None:
     # Where an index row's bytes lie in a block of ``size`` bytes; None if not inside it.
     pos, n = row[2], row[3]
@@ -642,6 +772,8 @@ def _abandon(conn: sqlite3.Connection) -> None:
 _GC_BLOCK = (
     "DELETE FROM blocks WHERE id = OLD.block AND NOT EXISTS "
     "(SELECT 1 FROM block_use WHERE id = OLD.block AND live > 0); "
+    "DELETE FROM block_dirs WHERE id = OLD.block AND NOT EXISTS "
+    "(SELECT 1 FROM block_use WHERE id = OLD.block AND live > 0); "
     "DELETE FROM block_use WHERE id = OLD.block AND live <= 0; "
 )
 
@@ -651,6 +783,8 @@ _SCHEMA = (
     # Counters live apart from the blocks: updating a row rewrites all of it, BLOB included.
     "CREATE TABLE block_use(id INTEGER PRIMARY KEY, size INTEGER NOT NULL, "
     "live INTEGER NOT NULL, live_bytes INTEGER NOT NULL)",
+    "CREATE TABLE block_dirs(id INTEGER PRIMARY KEY, dtype TEXT NOT NULL, "
+    "shape TEXT NOT NULL, items BLOB NOT NULL)",
     # The row id is key_id(key): an integer b-tree lookup, ~1.5x faster than a BLOB key.
     "CREATE TABLE entries(id INTEGER PRIMARY KEY, key BLOB NOT NULL, block INTEGER NOT NULL, "
     "pos INTEGER NOT NULL, nbytes INTEGER NOT NULL, dtype TEXT NOT NULL, shape TEXT NOT NULL, "
@@ -658,7 +792,8 @@ _SCHEMA = (
     # Covering index: eviction walks it in LRU order and reads nbytes (and the row id,
     # which every index carries) without touching the table.
     "CREATE INDEX entries_lru ON entries(last_used, nbytes)",
-    "CREATE INDEX entries_block ON entries(block)",  # compaction finds a block's entries
+    # Compaction finds a block's entries; directory reads ask for min(last_used) per block.
+    "CREATE INDEX entries_block ON entries(block, last_used)",
     "CREATE TRIGGER entries_insert AFTER INSERT ON entries BEGIN "
     "UPDATE info SET value = CAST(value AS INTEGER) + 1 WHERE name = 'total_entries'; "
     "UPDATE info SET value = CAST(value AS INTEGER) + NEW.nbytes WHERE name = 'total_bytes'; "
@@ -742,12 +877,13 @@ def _ensure_schema(conn: sqlite3.Connection) -> None:
                 f"supports ({SCHEMA_VERSION}); upgrade xlmt_sklearn or use another path"
             )
         # Not readable by this version (schema 3 and older kept each array in its index
-        # row): treated like a damaged file, i.e. moved aside, never deleted.
+        # row; 4 has neither the directories nor triggers that delete them): treated
+        # like a damaged file, i.e. moved aside, never deleted.
         raise sqlite3.DatabaseError(
             f"file is not a database: unknown schema version {version} "
             f"(this xlmt_sklearn reads version {SCHEMA_VERSION})"
         )
-    if not {"blocks", "block_use"} <= names:
+    if not {"blocks", "block_use", "block_dirs"} <= names:
         raise sqlite3.DatabaseError("file is not a database: cache tables missing")
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")  # in WAL mode: durable against process crashes
@@ -784,13 +920,30 @@ def _index_rows(
     return rows
 
 
-def _new_block(conn: sqlite3.Connection, data: bytes) -> int:
-    """Insert a block and its (empty) live counters; return its id."""
+def _new_block(
+    conn: sqlite3.Connection, data: bytes, members: Sequence[tuple[Row, int]], crcs: Sequence[int]
+) -> int:
+    """Insert a block, its (empty) live counters and its directory; return its id.
+
+    ``members`` are the ``(row, position)`` pairs packed into ``data`` and ``crcs``
+    their :func:`row_crc` values; the caller then points their index rows here.
+    A block mixing dtypes or shapes gets no directory (its entries are read
+    through their index rows).
+    """
     block = conn.execute("INSERT INTO blocks(data) VALUES (?)", (data,)).lastrowid
     conn.execute(
         "INSERT INTO block_use(id, size, live, live_bytes) VALUES (?, ?, 0, 0)",
         (block, len(data)),
     )
+    specs = {(r.dtype, r.shape) for r, _ in members}
+    if len(specs) == 1:
+        ((dtype, shape),) = specs
+        pairs = zip(members, crcs, strict=True)
+        items = np.array([(key_id(r.key), p, r.meta, c) for (r, p), c in pairs], dtype=DIR_ITEM)
+        conn.execute(
+            "INSERT INTO block_dirs(id, dtype, shape, items) VALUES (?, ?, ?, ?)",
+            (block, dtype, shape, items.tobytes()),
+        )
     return block
 
 
@@ -920,7 +1073,7 @@ class SQLiteStore:
     # -- operations --------------------------------------------------------------------
 
     def get_many(self, keys: Sequence[bytes], stale_before: float) -> ReadResult:
-        """Look up keys in batched ``IN`` queries and read their blocks, in one read transaction.
+        """Look up keys (through block directories, else index rows) in one read transaction.
 
         Parameters
         ----------
@@ -936,6 +1089,7 @@ class SQLiteStore:
         """
         unique = list(dict.fromkeys(keys))
         ids = _key_ids(unique)
+        key_of = dict(zip(ids, unique, strict=True))
         found: dict[bytes, tuple[np.ndarray, int]] = {}
         touch: list[int] = []
         invalid: list[int] = []
@@ -945,6 +1099,12 @@ class SQLiteStore:
                 # A slice of keys at a time, so that its rows, bytes and array stay in the
                 # CPU's caches: 8,192 keys at once measured ~20% slower per key than 1,000.
                 for part in _chunks(ids, READ_BATCH):
+                    got, served = _read_directed(conn, part, key_of, stale_before)
+                    found.update(got)
+                    if served:
+                        part = [i for i in part if i not in served]
+                        if not part:
+                            continue
                     rows = _index_rows(conn, "id", part)
                     datas = _read_slices(conn, rows)
                     # By stored key: a row whose id matches but whose key is another's (a
@@ -1043,25 +1203,15 @@ class SQLiteStore:
     def _insert_block(
         conn: sqlite3.Connection, data: bytes, members: list[tuple[Row, int]], now: float
     ) -> None:
-        block = _new_block(conn, data)
+        crcs = [row_crc(r.key, r.dtype, r.shape, r.meta, r.data) for r, _ in members]
+        block = _new_block(conn, data, members, crcs)
         conn.executemany(
             "INSERT INTO entries"
             "(id, key, block, pos, nbytes, dtype, shape, meta, last_used, crc) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
-                (
-                    key_id(r.key),
-                    r.key,
-                    block,
-                    pos,
-                    len(r.data),
-                    r.dtype,
-                    r.shape,
-                    r.meta,
-                    now,
-                    row_crc(r.key, r.dtype, r.shape, r.meta, r.data),
-                )
-                for r, pos in members
+                (key_id(r.key), r.key, block, pos, len(r.data), r.dtype, r.shape, r.meta, now, crc)
+                for (r, pos), crc in zip(members, crcs, strict=True)
             ],
         )
 
@@ -1140,8 +1290,9 @@ class SQLiteStore:
             conn.execute(f"DELETE FROM entries WHERE id IN ({_placeholders(len(chunk))})", chunk)
         staged = [Row(row[0], row[4], row[5], data, row[6]) for row, data in keep]
         ids = {row[0]: row[9] for row, _ in keep}
+        crcs = {row[0]: row[8] for row, _ in keep}
         for data, members in _pack_blocks(staged):
-            block = _new_block(conn, data)
+            block = _new_block(conn, data, members, [crcs[r.key] for r, _ in members])
             conn.executemany(
                 "UPDATE entries SET block = ?, pos = ? WHERE id = ?",
                 [(block, pos, ids[r.key]) for r, pos in members],
@@ -1169,6 +1320,11 @@ class SQLiteStore:
                 "(SELECT 1 FROM entries WHERE block = ?)",
                 (block, block),
             )
+            conn.execute(
+                "DELETE FROM block_dirs WHERE id = ? AND NOT EXISTS "
+                "(SELECT 1 FROM entries WHERE block = ?)",
+                (block, block),
+            )
 
     def clear(self) -> None:
         """Delete every entry in one transaction (other processes see all or nothing)."""
@@ -1177,6 +1333,7 @@ class SQLiteStore:
                 conn = self._begin("IMMEDIATE")
                 conn.execute("DELETE FROM blocks")
                 conn.execute("DELETE FROM block_use")
+                conn.execute("DELETE FROM block_dirs")
                 conn.execute("DELETE FROM entries")  # the triggers zero the counters
                 conn.execute("COMMIT")
             except (sqlite3.Error, StoreClosedError) as exc:
