@@ -6,7 +6,9 @@ import itertools
 import multiprocessing
 import os
 import sqlite3
+import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -846,3 +848,51 @@ def test_directories_follow_regroup_compaction_eviction_and_clear(
         assert v is None or int(v[0][0]) == expect[i]
     store.clear()
     assert store._conn.execute("SELECT COUNT(*) FROM block_dirs").fetchone() == (0,)
+
+
+# --------------------------------------------------------------------------------------
+# CRC-32 implementations
+# --------------------------------------------------------------------------------------
+
+
+def test_files_are_interchangeable_between_crc32_implementations(store, monkeypatch):
+    """zlib-ng (the "fast" extra) computes zlib's CRC-32: either reads what the other wrote."""
+    ng = pytest.importorskip(
+        "zlib_ng.zlib_ng", reason="the 'fast' extra (zlib-ng) is not installed"
+    )
+    rng = np.random.default_rng(0)
+    for n in (0, 1, 7, 64, 3072, 5000):
+        data = rng.bytes(n)
+        assert ng.crc32(data) == zlib.crc32(data)
+        assert ng.crc32(data, 123456789) == zlib.crc32(data, 123456789)
+    monkeypatch.setattr(S, "PROBE_STRIDE", 2)
+    for writer, reader in [(zlib.crc32, ng.crc32), (ng.crc32, zlib.crc32)]:
+        keys = _keys(12, start=100 if writer is ng.crc32 else 0)
+        monkeypatch.setattr(S, "_crc32", writer)
+        store.put_many(_rows(keys))
+        monkeypatch.setattr(S, "_crc32", reader)
+        result = store.get_many(keys, 0.0)
+        assert [int(v[0][0]) for v in result.values] == list(range(12))
+        assert result.invalid == []
+
+
+def test_the_store_works_without_zlib_ng(tmp_path):
+    """Without the "fast" extra the standard library's zlib checks the entries."""
+    code = (
+        "import sys; sys.modules['zlib_ng'] = None\n"
+        "import numpy as np\n"
+        "from xlmt_sklearn import _sqlite_store as S\n"
+        "assert S.CRC32_IMPLEMENTATION == 'zlib', S.CRC32_IMPLEMENTATION\n"
+        "S.PROBE_STRIDE = 2\n"
+        f"store = S.SQLiteStore(S.Path({str(tmp_path / 'c.sqlite')!r}), timeout=5)\n"
+        "keys = [bytes([i]) * 32 for i in range(10)]\n"
+        "store.put_many(S.encode_rows(keys, [np.full(4, i, np.float32) for i in range(10)]))\n"
+        "values = store.get_many(keys, 0.0).values\n"
+        "assert [int(v[0][0]) for v in values] == list(range(10))\n"
+        "print('ok')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

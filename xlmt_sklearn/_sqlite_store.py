@@ -61,15 +61,24 @@ import re
 import sqlite3
 import threading
 import time
-import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
+try:  # The same CRC-32 as zlib's with SIMD: ~3.5x faster on a 768-d float32 vector.
+    from zlib_ng.zlib_ng import crc32 as _crc32
+
+    CRC32_IMPLEMENTATION = "zlib-ng"
+except ImportError:  # the optional "fast" extra is not installed
+    from zlib import crc32 as _crc32
+
+    CRC32_IMPLEMENTATION = "zlib"
+
 __all__ = [
     "BLOCK_BYTES",
+    "CRC32_IMPLEMENTATION",
     "DIR_ITEM",
     "DTYPES",
     "INDEX_COLUMNS",
@@ -305,7 +314,7 @@ def row_crc(key: bytes, dtype: str, shape: str, meta: int, data: bytes) -> int:
     bit in a stored vector (or in its key) would otherwise be returned as a
     valid vector, possibly for another text.
     """
-    return zlib.crc32(data, zlib.crc32(key + f"|{dtype}|{shape}|{meta}".encode()))
+    return _crc32(data, _crc32(key + f"|{dtype}|{shape}|{meta}".encode()))
 
 
 def _column_crcs(
@@ -317,7 +326,7 @@ def _column_crcs(
     ``crc32(data, crc32(header, crc32(key)))`` with one header per distinct meta.
     """
     headers = {m: f"|{dtype}|{shape}|{m}".encode() for m in set(metas)}
-    crc = zlib.crc32
+    crc = _crc32
     if len(headers) == 1:
         head = itertools.repeat(next(iter(headers.values())), len(keys))
     else:
