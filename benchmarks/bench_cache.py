@@ -18,6 +18,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import sys
@@ -40,7 +41,9 @@ def bench_store(tmp: Path, n: int, dim: int, rounds: int, chunk: int, batch: int
     vectors/s (medians over ``rounds`` files), plus the raw SQLite floor.
     """
     import sqlite3
+    import zlib
 
+    from xlmt_sklearn import _sqlite_store as S
     from xlmt_sklearn._base import LOOKUP_BATCH, STREAM_CHUNK
     from xlmt_sklearn._cache import EmbeddingCache, make_keys
     from xlmt_sklearn._sqlite_store import INDEX_COLUMNS, MMAP_SIZE, key_id
@@ -55,7 +58,9 @@ def bench_store(tmp: Path, n: int, dim: int, rounds: int, chunk: int, batch: int
         "get_fold": ([keys[i] for i in np.sort(rng.permutation(n)[: n * 4 // 5])], chunk),
         "get_random": ([keys[i] for i in rng.permutation(n)], chunk),
     }  # fmt: skip
-    times: dict[str, list[float]] = {"put": [], "keys": [], "raw": [], "no_regroup": []}
+    times: dict[str, list[float]] = {
+        "put": [], "keys": [], "raw": [], "no_regroup": [], "get_rows": [], "get_zlib": [],
+    }  # fmt: skip
     for name in patterns:
         times[name], times[name + "_first"] = [], []
 
@@ -113,23 +118,44 @@ def bench_store(tmp: Path, n: int, dim: int, rounds: int, chunk: int, batch: int
             timed(name + "_first", lambda cache=cache, o=order, k=size: get_all(cache, k, o))
             for _ in range(5):
                 timed(name, lambda cache=cache, o=order, k=size: get_all(cache, k, o))
+                if name == "get":  # interleaved A/B: no directories; the standard zlib CRC
+                    with _patched(S, PROBE_STRIDE=10**12):
+                        timed("get_rows", lambda cache=cache: get_all(cache, chunk))
+                    if S.CRC32_IMPLEMENTATION != "zlib":
+                        with _patched(S, _crc32=zlib.crc32):
+                            timed("get_zlib", lambda cache=cache: get_all(cache, chunk))
         conn = sqlite3.connect(cache.path)
         conn.execute(f"PRAGMA mmap_size = {MMAP_SIZE}")
         timed("raw", lambda conn=conn: raw(conn, INDEX_COLUMNS))
         conn.close()
         timed("keys", lambda: make_keys("bench-fingerprint", [f"text {i}" for i in range(n)]))
         cache.close()
-    med = {k: float(np.median(v)) for k, v in times.items()}
+    med = {k: float(np.median(v)) for k, v in times.items() if v}
     out = {
         "n": n, "dim": dim, "chunk": chunk, "big_chunk": STREAM_CHUNK, "rounds": rounds,
         "batch": batch, "put_vps": n / med["put"], "keys_ps": n / med["keys"],
         "raw_vps": n / med["raw"], "put_times": times["put"],
-        "no_regroup_vps": n / med["no_regroup"],
+        "no_regroup_vps": n / med["no_regroup"], "get_rows_vps": n / med["get_rows"],
+        "get_zlib_vps": n / med["get_zlib"] if "get_zlib" in med else None,
+        "crc32": S.CRC32_IMPLEMENTATION,
     }  # fmt: skip
     for name, (order, _) in patterns.items():
         out[name + "_vps"] = len(order) / med[name]
         out[name + "_first_vps"] = len(order) / med[name + "_first"]
     return out
+
+
+@contextlib.contextmanager
+def _patched(module, **values):
+    # Temporarily set module attributes (an A/B switch inside one run).
+    saved = {k: getattr(module, k) for k in values}
+    for k, v in values.items():
+        setattr(module, k, v)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            setattr(module, k, v)
 
 
 def bench_vectorizer(model_dir: Path, texts: list[str], tmp: Path, rounds: int, log) -> dict:
@@ -234,10 +260,15 @@ def render(res: dict) -> str:
                     ("get_random", f"calls of {s['chunk']:,} keys in random order", "-"),
                     ("no_regroup", f"calls of {s['chunk']:,} keys in input order, file written "
                      "without `regroup` (one file, 5 passes)", "-"),
+                    ("get_rows", f"A/B: calls of {s['chunk']:,} keys in input order, block "
+                     "directories off (index rows only, the schema-4 read path)", "-"),
+                    *([("get_zlib", f"A/B: calls of {s['chunk']:,} keys in input order, CRC-32 by "
+                        "the standard `zlib` (without the `fast` extra)", ">= 100,000")]
+                      if s["get_zlib_vps"] else []),
                 ]
             ],
-            ["floor: the index SELECT through `sqlite3` alone (no blocks, no checks)",
-             f"{s['raw_vps']:,.0f}", "", "-", "-"],
+            ["floor of the index-row path: its SELECT through `sqlite3` alone (no blocks, "
+             "no checks)", f"{s['raw_vps']:,.0f}", "", "-", "-"],
             [f"writes as a transform does (`put_many` per {s['batch']} texts, `regroup` per chunk)",
              f"{s['put_vps']:,.0f}", "", "-", "-"],
             ["`make_keys` (SHA-256 of fingerprint + text)", f"{s['keys_ps']:,.0f}", "", "-", "-"],
@@ -249,6 +280,15 @@ def render(res: dict) -> str:
         [[k, f"{t:.3f}", f"{res['n_vec'] / t:,.1f}", f"{med['cold cache (all misses)'] / t:.1f}x"]
          for k, t in med.items()],
     )  # fmt: skip
+    from xlmt_sklearn._sqlite_store import PROBE_STRIDE
+
+    zlib_line = (
+        f"With the standard `zlib` CRC-32 instead of zlib-ng (A/B in the same passes): "
+        f"{1e6 / s['get_zlib_vps']:.1f} µs per vector ({s['get_vps'] / s['get_zlib_vps']:.2f}x "
+        "slower).\n"
+        if s["get_zlib_vps"]
+        else ""
+    )
     gw, gc = g["without cache"]["seconds"], g["with cache"]["seconds"]
     grid = C.md_table(
         ["GridSearchCV", "seconds", "best params", "best CV score"],
@@ -274,20 +314,24 @@ SQLite file on local disk, warm (page cache hot, connection open).
 
 {store}
 
-Where the time goes, per vector: `get_many` {1e6 / s["get_vps"]:.1f} µs, of which the
-index SELECT through Python's `sqlite3` alone takes {1e6 / s["raw_vps"]:.1f} µs. The rest
-({1e6 / s["get_vps"] - 1e6 / s["raw_vps"]:.1f} µs) is slicing each vector out of its block
-(incremental BLOB I/O), validation (CRC-32 of key, header and data; dtype/shape/length
-checks) and assembling one array. Random order reads one or two vectors from each block it
-opens ({1e6 / s["get_random_vps"]:.1f} µs per vector): a block is opened and its overflow
-pages walked for each. One call of {s["big_chunk"]:,} keys costs more per key than
-{s["chunk"]:,}-key calls: its {s["big_chunk"]:,} arrays no longer fit in the CPU's caches, which
-is why a transform looks its chunks up {s["chunk"]:,} keys at a time. The file written without
-`regroup` is timed before the others, on one file, so compare it with care: an interleaved
-measurement (docs/architecture.md) gave regrouped input-order lookups +20%, writes -45%.
-Until schema 3 every
-vector was a 3 KB BLOB row of its own, and reading such a row cost ~4-5 µs by itself (63k-73k
-vectors/s in all for any order; see `docs/architecture.md`).
+CRC-32 by: {s["crc32"]} (the first rows; `zlib-ng` comes with the `fast` extra).
+A lookup batch first samples every {PROBE_STRIDE}th key's index row to find the blocks it
+lies in; when they are few (input order after `regroup`, a CV fold) it reads those blocks'
+directories and matches every key with numpy, so no index row is read per key: the
+directory path costs {1e6 / s["get_vps"]:.1f} µs per vector, where the index SELECT alone
+(the floor of the index-row path) costs {1e6 / s["raw_vps"]:.1f} µs and the whole index-row
+path {1e6 / s["get_rows_vps"]:.1f} µs (A/B in the same passes:
+{s["get_vps"] / s["get_rows_vps"]:.2f}x). What remains per vector is copying it out of its
+block, its CRC-32 (key, header, data), and building one array per call.
+{zlib_line}Random order scatters a batch over every block, so it takes the index-row path,
+and a block opened for one or two vectors ({1e6 / s["get_random_vps"]:.1f} µs per vector).
+One call of {s["big_chunk"]:,} keys costs more per key than {s["chunk"]:,}-key calls: its
+{s["big_chunk"]:,} arrays no longer fit in the CPU's caches, which is why a transform looks
+its chunks up {s["chunk"]:,} keys at a time. The file written without `regroup` (index-row
+path: its blocks hold encoding batches) is timed before the others, on one file.
+Schema 3 kept every vector in a 3 KB BLOB row of its own (63k-73k vectors/s in all, any
+order), schema 4 read index rows only (68k-112k across six runs); see
+`docs/architecture.md`.
 
 ### XLMTVectorizer: cold vs warm cache
 
