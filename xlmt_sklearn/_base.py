@@ -41,8 +41,9 @@ STREAM_CHUNK = 8192
 LOOKUP_BATCH = 1000
 
 #: A chunk of new texts is regrouped in input order (``EmbeddingCache.regroup``) only
-#: when it was encoded slower than this. Measured on 50k vectors: regrouped input-order
-#: lookups ~20% faster, writes ~45% slower (docs/benchmarks.md, "Cache"): under 1% of a
+#: when it was encoded slower than this. Regrouping puts a lookup batch's keys into a few
+#: blocks, which block directories serve without an index row per key (~2x faster input-
+#: order lookups, docs/benchmarks.md "Cache"), but makes writes ~45% slower: under 1% of a
 #: CPU transform's time, but on a GPU the cache's write rate is already the bottleneck.
 REGROUP_BELOW_TEXTS_PER_S = 1000.0
 
