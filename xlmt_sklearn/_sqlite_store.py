@@ -440,9 +440,9 @@ def _read_directed(
 ) -> tuple[dict[bytes, tuple[np.ndarray, int]], set[int]]:
     """Serve lookups from block directories (see the module docstring).
 
-    Must run inside a read transaction. ``ids`` are distinct row ids and
-    ``key_of`` maps each to the requested key. Returns ``(found, served)``:
-    stored key -> (array, meta), and the row ids served. Every served entry
+    Must run inside a read transaction. ``ids`` are the row ids of the requested
+    keys and ``key_of`` maps each to its key. Returns ``(found, served)``: key ->
+    (array, meta), and the row ids served. Every served entry
     passed its CRC-32, computed with the *requested* key, so an item naming
     another key (a collision of row ids) or damaged bytes is never served;
     the caller looks up the ids not served through their index rows, which
@@ -470,7 +470,7 @@ def _read_directed(
     for block, dtype, shape, items, live, oldest in conn.execute(
         "SELECT d.id, d.dtype, d.shape, d.items, u.live, "
         "(SELECT min(last_used) FROM entries WHERE block = d.id) "
-        f"FROM block_dirs d JOIN block_use u ON u.id = d.id "
+        "FROM block_dirs d JOIN block_use u ON u.id = d.id "
         f"WHERE d.id IN ({_placeholders(len(blocks))})",
         blocks,
     ):
