@@ -409,8 +409,15 @@ def main(argv: list[str] | None = None) -> int:
     cmd = "python benchmarks/bench_cache.py " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
     )
+    machine = C.machine_info()
+    try:
+        from importlib.metadata import version
+
+        machine["zlib-ng (CRC-32)"] = version("zlib-ng")
+    except Exception:  # the `fast` extra is not installed
+        machine["zlib-ng (CRC-32)"] = "not installed (standard zlib)"
     res = {
-        "machine": C.machine_info(), "store": store, "vectorizer": vec, "grid": grid,
+        "machine": machine, "store": store, "vectorizer": vec, "grid": grid,
         "n_vec": len(vtexts), "n_grid": len(gt), "rounds": rounds, "source": source,
         "model": model_desc, "command": cmd.strip(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
