@@ -121,8 +121,13 @@ def test_a_device_list_gives_the_single_device_result(tiny_model_dir, tmp_path, 
     assert cache.stats.entries == len(set(TEXTS))
 
 
-def test_every_device_takes_batches_and_callbacks_never_overlap(tiny_model_dir):
+@pytest.mark.parametrize("delivery", ["never", "always"])
+def test_every_device_takes_batches_and_callbacks_never_overlap(
+    tiny_model_dir, monkeypatch, delivery
+):
     from xlmt_sklearn._model import get_model
+
+    monkeypatch.setattr(_forward, "OVERLAP_DELIVERY", delivery)
 
     vec = XLMTVectorizer(str(tiny_model_dir), device=["cpu", "cpu:0"], batch_size=1).fit()
     specs, _ = vec._runtime()
@@ -165,3 +170,117 @@ def test_an_error_on_one_device_stops_the_run_and_is_raised():
     with pytest.raises(RuntimeError, match="device 1 broke"):
         _forward._on_devices(batches, 2, work)
     assert 3 not in done and len(done) < 50
+
+
+# ----------------------------------------------------------------------- overlapped delivery
+
+
+@pytest.fixture
+def overlap(monkeypatch):
+    """Deliver from the courier thread on the CPU too (the default does so on CUDA only)."""
+    monkeypatch.setattr(_forward, "OVERLAP_DELIVERY", "always")
+
+
+def _tiny(tiny_model_dir, **kw):
+    from xlmt_sklearn._model import get_model
+    from xlmt_sklearn._tokenize import tokenize
+
+    vec = XLMTVectorizer(str(tiny_model_dir), device="cpu", **kw).fit()
+    (spec,), _ = vec._runtime()
+    loaded = get_model(spec)
+    enc = tokenize(
+        loaded.tokenizer, TEXTS, prefix_ids=loaded.special_prefix,
+        suffix_ids=loaded.special_suffix, max_length=32,
+    )  # fmt: skip
+    return loaded, enc
+
+
+@pytest.mark.parametrize("kind", ["pooled", "tokens"])
+@pytest.mark.parametrize("devices", [["cpu"], ["cpu", "cpu:0"]], ids=["one", "two"])
+def test_overlapped_delivery_gives_the_same_result(tiny_model_dir, tmp_path, kind, devices):
+    cls = XLMTVectorizer if kind == "pooled" else XLMTTokenVectorizer
+    opts = dict(batch_size=2, max_length=16, truncation="window", stride=4)
+    plain = cls(str(tiny_model_dir), device="cpu", **opts).fit().transform(TEXTS)
+    cache = EmbeddingCache(tmp_path / "c.sqlite")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_forward, "OVERLAP_DELIVERY", "always")
+        vec = cls(str(tiny_model_dir), device=devices, cache=cache, **opts).fit()
+        first = vec.transform(TEXTS)
+    again = vec.transform(TEXTS)  # all from the cache the courier wrote
+    for got in (first, again):
+        if kind == "pooled":
+            np.testing.assert_allclose(got, plain, atol=1e-6)
+        else:
+            for a, b in zip(got, plain, strict=True):
+                np.testing.assert_allclose(a, b, atol=1e-6)
+    assert cache.stats.entries == len(set(TEXTS))
+
+
+@pytest.mark.parametrize("mode", ["always", "never"])
+def test_the_next_batch_computes_while_one_is_delivered(tiny_model_dir, monkeypatch, mode):
+    monkeypatch.setattr(_forward, "OVERLAP_DELIVERY", mode)
+    loaded, enc = _tiny(tiny_model_dir)
+    started = [0]
+    second_started = threading.Event()
+
+    def count(module, args):
+        started[0] += 1
+        if started[0] == 2:
+            second_started.set()
+
+    hook = loaded.model.register_forward_pre_hook(count)  # also turns off the packed path
+    waited = []
+
+    def on_done(idx, vals):
+        if not waited:  # the first delivery: does batch 2 start meanwhile?
+            waited.append(second_started.wait(10 if mode == "always" else 0.5))
+
+    try:
+        _forward.run(loaded, enc, _forward.EncodeOptions(batch_size=4), on_done=on_done)
+    finally:
+        hook.remove()
+    assert waited == [mode == "always"]
+
+
+def test_a_delivery_error_stops_the_computation_and_is_raised(tiny_model_dir, overlap):
+    loaded, enc = _tiny(tiny_model_dir)
+    computed = []
+    hook = loaded.model.register_forward_pre_hook(lambda mod, args: computed.append(1))
+
+    def on_done(idx, vals):
+        raise ValueError("the sink broke")
+
+    try:
+        with pytest.raises(ValueError, match="the sink broke"):
+            _forward.run(loaded, enc, _forward.EncodeOptions(batch_size=1), on_done=on_done)
+    finally:
+        hook.remove()
+    # The batch being delivered, those queued and the one computing: not all 30.
+    assert len(computed) <= 1 + _forward.DELIVERY_DEPTH + 2 < len(TEXTS)
+
+
+@pytest.mark.parametrize("error", [RuntimeError("boom"), KeyboardInterrupt()])
+def test_everything_computed_is_delivered_when_the_computation_fails(
+    tiny_model_dir, overlap, error
+):
+    loaded, enc = _tiny(tiny_model_dir)
+    calls = [0]
+
+    def fail_fifth(module, args):
+        calls[0] += 1
+        if calls[0] == 5:
+            raise error
+
+    hook = loaded.model.register_forward_pre_hook(fail_fifth)
+    delivered = []
+
+    def on_done(idx, vals):
+        threading.Event().wait(0.01)  # slower than computing: batches queue up
+        delivered.extend(idx)
+
+    try:
+        with pytest.raises(type(error)):
+            _forward.run(loaded, enc, _forward.EncodeOptions(batch_size=1), on_done=on_done)
+    finally:
+        hook.remove()
+    assert len(delivered) == 4  # the four finished batches, none lost

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import os
+import queue
 import sys
 import threading
 import weakref
@@ -35,7 +36,15 @@ from ._batching import BatchPlan, plan_batches, token_budget
 from ._pooling import aggregate_layers, l2_normalize, pool
 from ._tokenize import Encoded
 
-__all__ = ["EncodeOptions", "merge_windows", "release_free_memory", "resolve_max_tokens", "run"]
+__all__ = [
+    "DELIVERY_DEPTH",
+    "OVERLAP_DELIVERY",
+    "EncodeOptions",
+    "merge_windows",
+    "release_free_memory",
+    "resolve_max_tokens",
+    "run",
+]
 
 
 @dataclass(frozen=True)
@@ -463,6 +472,53 @@ def _on_devices(
         raise errors[0]
 
 
+#: Where finished batches are delivered (pooling leftovers, the cache write, the output,
+#: the progress bar) from a thread of their own, so that the device computes the next
+#: batch meanwhile: ``"cuda"`` (when any device is a CUDA card, which leaves the CPU idle
+#: while it computes; a CPU computation already keeps every core busy), ``"always"`` or
+#: ``"never"``.
+OVERLAP_DELIVERY = "cuda"
+
+#: Finished batches that may wait for delivery: bounds the memory overlap adds.
+DELIVERY_DEPTH = 2
+
+
+class _Courier:
+    """Delivers queued batches on one thread, in the order they were queued.
+
+    ``send`` blocks while :data:`DELIVERY_DEPTH` batches wait, and raises the
+    first delivery error (the computation then stops). ``close`` delivers
+    everything already queued before returning, so finished work is never
+    dropped, not even when the computation failed.
+    """
+
+    def __init__(self, deliver: Callable[..., None]):
+        self._deliver = deliver
+        self._queue: queue.Queue = queue.Queue(maxsize=DELIVERY_DEPTH)
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop, name="xlmt_sklearn-deliver", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self.error is None:
+                try:
+                    self._deliver(*item)
+                except BaseException as exc:  # re-raised in the computing thread
+                    self.error = exc
+
+    def send(self, *item: Any) -> None:
+        if self.error is not None:
+            raise self.error
+        self._queue.put(item)
+
+    def close(self, raise_error: bool = True) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if raise_error and self.error is not None:
+            raise self.error
+
+
 def run(
     loaded,
     encoded: Encoded,
@@ -478,8 +534,11 @@ def run(
     free (the GIL is released while a GPU computes), so faster cards take more.
     Pooled options give (dim,) rows; ``pooling=None`` gives (n_tokens, dim)
     matrices. ``on_done(text_indices, results)`` is called as texts complete
-    (once per batch, never concurrently), so a cache can store finished work
-    before a crash or an out-of-memory error later in the run. ``keep=False``
+    (once per batch, never concurrently; on a CUDA device from a thread of its
+    own while the next batch computes, see :data:`OVERLAP_DELIVERY`), so a
+    cache can store finished work before a crash or an out-of-memory error
+    later in the run; everything computed is delivered before ``run`` returns
+    or raises. ``keep=False``
     returns an empty list and holds no finished result (``on_done`` is then the
     only consumer). ``progress`` is a bool (a bar of its own) or a tqdm-like
     bar to advance.
@@ -542,8 +601,11 @@ def run(
                     pooled_t = l2_normalize(pooled_t)
                 pooled_np = pooled_t.float().cpu().numpy()
             tokens_np = tokens.cpu().numpy() if keep_tokens or not single.all() else None
-        with deliver_lock:  # windows of one text may finish on different devices
-            deliver(rows_idx, rows, single, pooled_np, tokens_np)
+        if courier is not None:
+            courier.send(rows_idx, rows, single, pooled_np, tokens_np)
+        else:
+            with deliver_lock:  # windows of one text may finish on different devices
+                deliver(rows_idx, rows, single, pooled_np, tokens_np)
 
     def deliver(rows_idx, rows, single, pooled_np, tokens_np) -> None:
         done_idx, done_val = [], []
@@ -589,19 +651,25 @@ def run(
             process_with_backoff(rows_idx[:half], m)
             process_with_backoff(rows_idx[half:], m)
 
-    if len(models) > 1:
-        try:
-            _on_devices(plan.batches, len(models), process_with_backoff)
-        finally:
-            if own_bar:
-                bar.close()
-        return results if keep else []  # type: ignore[return-value]
-
+    overlap = OVERLAP_DELIVERY == "always" or (
+        OVERLAP_DELIVERY == "cuda" and any(m.device.startswith("cuda") for m in models)
+    )
+    courier = _Courier(deliver) if overlap else None
     try:
-        for k, batch in enumerate(plan.batches, 1):
-            process_with_backoff(batch)
-            if k % _TRIM_EVERY == 0:
-                release_free_memory()
+        if len(models) > 1:
+            _on_devices(plan.batches, len(models), process_with_backoff)
+        else:
+            for k, batch in enumerate(plan.batches, 1):
+                process_with_backoff(batch)
+                if k % _TRIM_EVERY == 0:
+                    release_free_memory()
+    except BaseException:
+        if courier is not None:
+            courier.close(raise_error=False)  # what was computed is still delivered
+        raise
+    else:
+        if courier is not None:
+            courier.close()
     finally:
         if own_bar:
             bar.close()
