@@ -284,3 +284,26 @@ def test_everything_computed_is_delivered_when_the_computation_fails(
     finally:
         hook.remove()
     assert len(delivered) == 4  # the four finished batches, none lost
+
+
+@pytest.mark.parametrize("mode", ["never", "always"])
+def test_a_memory_error_while_delivering_is_not_a_device_out_of_memory(
+    tiny_model_dir, monkeypatch, mode
+):
+    """Only the device's computation is halved and retried on out-of-memory errors."""
+    monkeypatch.setattr(_forward, "OVERLAP_DELIVERY", mode)
+    loaded, enc = _tiny(tiny_model_dir)
+    sizes = []
+    hook = loaded.model.register_forward_pre_hook(
+        lambda mod, args, kwargs: sizes.append(len(kwargs["input_ids"])), with_kwargs=True
+    )
+
+    def on_done(idx, vals):
+        raise MemoryError("out of memory growing the output")  # reads like a device OOM
+
+    try:
+        with pytest.raises(MemoryError, match="growing the output"):
+            _forward.run(loaded, enc, _forward.EncodeOptions(batch_size=8), on_done=on_done)
+    finally:
+        hook.remove()
+    assert set(sizes) == {8}  # full batches only: nothing was halved and recomputed

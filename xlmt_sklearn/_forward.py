@@ -583,7 +583,7 @@ def run(
 
     packers = [_PackedEncoder.of(m.model) if m.device == "cpu" else None for m in models]
 
-    def process(rows_idx: np.ndarray, m: int) -> None:
+    def compute(rows_idx: np.ndarray, m: int) -> tuple:
         rows = [encoded.rows[r] for r in rows_idx]
         loaded, packed = models[m], packers[m]
         with loaded.lock, torch.inference_mode():
@@ -601,11 +601,7 @@ def run(
                     pooled_t = l2_normalize(pooled_t)
                 pooled_np = pooled_t.float().cpu().numpy()
             tokens_np = tokens.cpu().numpy() if keep_tokens or not single.all() else None
-        if courier is not None:
-            courier.send(rows_idx, rows, single, pooled_np, tokens_np)
-        else:
-            with deliver_lock:  # windows of one text may finish on different devices
-                deliver(rows_idx, rows, single, pooled_np, tokens_np)
+        return rows_idx, rows, single, pooled_np, tokens_np
 
     def deliver(rows_idx, rows, single, pooled_np, tokens_np) -> None:
         done_idx, done_val = [], []
@@ -640,7 +636,7 @@ def run(
 
     def process_with_backoff(rows_idx: np.ndarray, m: int = 0) -> None:
         try:
-            process(rows_idx, m)
+            done = compute(rows_idx, m)
         except (RuntimeError, MemoryError) as exc:
             if not _is_oom(exc) or len(rows_idx) == 1:
                 raise
@@ -650,6 +646,14 @@ def run(
             half = len(rows_idx) // 2
             process_with_backoff(rows_idx[:half], m)
             process_with_backoff(rows_idx[half:], m)
+            return
+        # Outside the try: a delivery error (the cache, the output) is never taken for an
+        # out-of-memory error of the device, whose batch would be halved and recomputed.
+        if courier is not None:
+            courier.send(*done)
+        else:
+            with deliver_lock:  # windows of one text may finish on different devices
+                deliver(*done)
 
     overlap = OVERLAP_DELIVERY == "always" or (
         OVERLAP_DELIVERY == "cuda" and any(m.device.startswith("cuda") for m in models)

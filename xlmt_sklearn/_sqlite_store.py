@@ -442,13 +442,13 @@ def _read_directed(
 
     Must run inside a read transaction. ``ids`` are the row ids of the requested
     keys and ``key_of`` maps each to its key. Returns ``(found, served)``: key ->
-    (array, meta), and the row ids served. Every served entry
-    passed its CRC-32, computed with the *requested* key, so an item naming
-    another key (a collision of row ids) or damaged bytes is never served;
-    the caller looks up the ids not served through their index rows, which
-    sorts out misses, collisions and damage. Only blocks whose every entry is
-    live and was used since ``stale_before`` are read here, so no hit needs
-    its ``last_used`` refreshed.
+    (array, meta), and the row ids served. Every served entry passed its CRC-32,
+    computed with the *requested* key, so an item naming another key (a
+    collision of row ids) or damaged bytes is never served; the caller looks up
+    the ids not served through their index rows, which sorts out misses,
+    collisions and damage. Only blocks whose every entry is live and was used
+    since ``stale_before`` are read here, so no hit needs its ``last_used``
+    refreshed.
     """
     found: dict[bytes, tuple[np.ndarray, int]] = {}
     served: set[int] = set()
