@@ -104,14 +104,23 @@ def test_a_device_list_survives_clone_and_pickle(tiny_model_dir):
 
 
 @pytest.mark.parametrize("kind", ["pooled", "tokens"])
-def test_a_device_list_gives_the_single_device_result(tiny_model_dir, tmp_path, kind):
-    """Batches spread over two replicas; windows of one text may finish on either."""
+@pytest.mark.parametrize(
+    ("devices", "delivery"),
+    [(["cpu", "cpu:0"], "cuda"), (["cpu"], "always"), (["cpu", "cpu:0"], "always")],
+    ids=["two", "one-courier", "two-courier"],
+)
+def test_device_lists_and_the_courier_give_the_single_device_result(
+    tiny_model_dir, tmp_path, monkeypatch, kind, devices, delivery
+):
+    """Batches spread over replicas (windows of one text may finish on either) or delivered
+    by the courier thread: the same vectors, and a cache that then serves all of them."""
     cls = XLMTVectorizer if kind == "pooled" else XLMTTokenVectorizer
     opts = dict(batch_size=2, max_length=16, truncation="window", stride=4)
     one = cls(str(tiny_model_dir), device="cpu", **opts).fit().transform(TEXTS)
     cache = EmbeddingCache(tmp_path / "c.sqlite")
-    two = cls(str(tiny_model_dir), device=["cpu", "cpu:0"], cache=cache, **opts).fit()
-    first, again = two.transform(TEXTS), two.transform(TEXTS)
+    monkeypatch.setattr(_forward, "OVERLAP_DELIVERY", delivery)
+    vec = cls(str(tiny_model_dir), device=devices, cache=cache, **opts).fit()
+    first, again = vec.transform(TEXTS), vec.transform(TEXTS)  # again: all from the cache
     for got in (first, again):
         if kind == "pooled":
             np.testing.assert_allclose(got, one, atol=1e-6)
@@ -193,27 +202,6 @@ def _tiny(tiny_model_dir, **kw):
         suffix_ids=loaded.special_suffix, max_length=32,
     )  # fmt: skip
     return loaded, enc
-
-
-@pytest.mark.parametrize("kind", ["pooled", "tokens"])
-@pytest.mark.parametrize("devices", [["cpu"], ["cpu", "cpu:0"]], ids=["one", "two"])
-def test_overlapped_delivery_gives_the_same_result(tiny_model_dir, tmp_path, kind, devices):
-    cls = XLMTVectorizer if kind == "pooled" else XLMTTokenVectorizer
-    opts = dict(batch_size=2, max_length=16, truncation="window", stride=4)
-    plain = cls(str(tiny_model_dir), device="cpu", **opts).fit().transform(TEXTS)
-    cache = EmbeddingCache(tmp_path / "c.sqlite")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(_forward, "OVERLAP_DELIVERY", "always")
-        vec = cls(str(tiny_model_dir), device=devices, cache=cache, **opts).fit()
-        first = vec.transform(TEXTS)
-    again = vec.transform(TEXTS)  # all from the cache the courier wrote
-    for got in (first, again):
-        if kind == "pooled":
-            np.testing.assert_allclose(got, plain, atol=1e-6)
-        else:
-            for a, b in zip(got, plain, strict=True):
-                np.testing.assert_allclose(a, b, atol=1e-6)
-    assert cache.stats.entries == len(set(TEXTS))
 
 
 @pytest.mark.parametrize("mode", ["always", "never"])

@@ -444,14 +444,14 @@ def _on_devices(
     Each thread takes the next batch when it is free. The first error stops the
     other threads after their current batch and is raised here.
     """
-    queue = iter(batches)
+    todo = iter(batches)
     take = threading.Lock()
     errors: list[BaseException] = []
 
     def worker(m: int) -> None:
         while not errors:
             with take:
-                batch = next(queue, None)
+                batch = next(todo, None)
             if batch is None:
                 return
             try:
@@ -538,10 +538,9 @@ def run(
     own while the next batch computes, see :data:`OVERLAP_DELIVERY`), so a
     cache can store finished work before a crash or an out-of-memory error
     later in the run; everything computed is delivered before ``run`` returns
-    or raises. ``keep=False``
-    returns an empty list and holds no finished result (``on_done`` is then the
-    only consumer). ``progress`` is a bool (a bar of its own) or a tqdm-like
-    bar to advance.
+    or raises. ``keep=False`` returns an empty list and holds no finished
+    result (``on_done`` is then the only consumer). ``progress`` is a bool (a
+    bar of its own) or a tqdm-like bar to advance.
     """
     models = list(loaded) if isinstance(loaded, (list, tuple)) else [loaded]
     n_texts = len(encoded.n_windows)

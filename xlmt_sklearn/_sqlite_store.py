@@ -410,13 +410,8 @@ def _read_slices(conn: sqlite3.Connection, rows: list[tuple]) -> list[object]:
     # that once per call so that the common loop below only compares numbers.
     typed = {type(r[2]) for r in rows} | {type(r[3]) for r in rows} == {int}
     for block, members in by_block.items():
-        if type(block) is not int:
-            continue
-        try:
-            blob = conn.blobopen("blocks", "data", block, readonly=True)
-        except sqlite3.OperationalError as exc:
-            if classify_error(exc) != "fatal":
-                raise
+        blob = _open_block(conn, block) if type(block) is int else None
+        if blob is None:
             continue  # no such block: its entries are invalid
         with blob:
             size = len(blob)
@@ -531,16 +526,23 @@ def _block_slices(
         if min(starts) < 0 or max(starts) + size > len(view):
             return None
         return [bytes(view[s : s + size]) for s in starts]
-    try:
-        blob = conn.blobopen("blocks", "data", block, readonly=True)
-    except sqlite3.OperationalError as exc:
-        if classify_error(exc) != "fatal":
-            raise
+    blob = _open_block(conn, block)
+    if blob is None:
         return None
     with blob:
         if min(starts) < 0 or max(starts) + size > len(blob):
             return None
         return list(map(blob.__getitem__, map(slice, starts, map(size.__add__, starts))))
+
+
+def _open_block(conn: sqlite3.Connection, block: int) -> sqlite3.Blob | None:
+    # A read-only handle on a block's bytes, or None if there is no such block.
+    try:
+        return conn.blobopen("blocks", "data", block, readonly=True)
+    except sqlite3.OperationalError as exc:
+        if classify_error(exc) != "fatal":
+            raise
+        return None
 
 
 def _span(row: tuple, size: int) -> tuple[int, int] | None:

@@ -92,9 +92,8 @@ def _positive_int(value: str) -> int:
 
 
 def _tokens_cap(value: str) -> int | str | None:
-    if value.lower() in ("auto", "none"):
-        return None if value.lower() == "none" else "auto"
-    return _positive_int(value)
+    named = {"auto": "auto", "none": None}
+    return named[value.lower()] if value.lower() in named else _positive_int(value)
 
 
 def _non_negative_int(value: str) -> int:
