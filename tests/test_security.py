@@ -3,6 +3,8 @@
 * A cache file is data, never code: hostile rows and hostile schema objects
   cannot make a transform run anything, and never change its result.
 * Cache directories are created 0o700 and cache files 0o600, whatever the umask.
+* A symbolic link at the cache file (or its SQLite siblings) is refused, never
+  followed: its target is not created, written, renamed or replaced.
 * ``trust_remote_code`` is off by default everywhere; a model folder that
   ships Python code (``auto_map``) is loaded without running it, or refused.
 * Auth tokens (``HF_TOKEN``) never end up in pickles, fingerprints, logs,
@@ -356,3 +358,107 @@ def test_hub_like_name_that_is_a_local_folder_is_the_folder(tiny_model_dir, tmp_
     monkeypatch.chdir(tmp_path)
     est = XLMTVectorizer("cardiffnlp/twitter-xlm-roberta-base", device="cpu").fit()
     assert est.model_identity_.local and no_hub == []
+
+
+# ------------------------------------------------------------- symbolic links
+# Only inside tmp_path: the "victim" is a file of ours standing in for one the user can write.
+
+VICTIM = b"root:x:0:0:root:/root:/bin/bash\n" * 40
+
+
+def _victim(tmp_path: Path) -> Path:
+    victim = tmp_path / "elsewhere" / "victim.conf"
+    victim.parent.mkdir()
+    victim.write_bytes(VICTIM)
+    return victim
+
+
+def _nothing_moved_aside(tmp_path: Path) -> bool:
+    return not [p for p in tmp_path.rglob("*") if ".corrupt-" in p.name]
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="needs symbolic links")
+@pytest.mark.parametrize("kind", ["pooled", "tokens"])
+@pytest.mark.parametrize("dangling", [False, True])
+def test_symlinked_cache_file_is_refused_and_its_target_untouched(
+    tiny_model_dir, tmp_path, fresh, kind, dangling
+):
+    victim = _victim(tmp_path)
+    target = tmp_path / "elsewhere" / "not-yet.conf" if dangling else victim
+    link = tmp_path / "shared" / "cache.sqlite"
+    link.parent.mkdir()
+    link.symlink_to(target)
+    with pytest.warns(CacheWarning, match="symbolic link"):
+        got = _est(kind, tiny_model_dir, cache=str(link)).transform(TEXTS)
+    _same(kind, got, fresh[kind])
+    assert victim.read_bytes() == VICTIM
+    assert not (tmp_path / "elsewhere" / "not-yet.conf").exists()
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert sorted(p.name for p in link.parent.iterdir()) == ["cache.sqlite"]
+    assert _nothing_moved_aside(tmp_path)
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="needs symbolic links")
+@pytest.mark.parametrize("suffix", ["-wal", "-shm", "-journal"])
+def test_symlinked_sqlite_sibling_is_refused_and_its_target_untouched(
+    tiny_model_dir, tmp_path, fresh, suffix
+):
+    victim = _victim(tmp_path)
+    path = tmp_path / "c.sqlite"
+    Path(f"{path}{suffix}").symlink_to(victim)
+    with pytest.warns(CacheWarning, match="symbolic link"):
+        got = _est("pooled", tiny_model_dir, cache=str(path)).transform(TEXTS)
+    _same("pooled", got, fresh["pooled"])
+    assert victim.read_bytes() == VICTIM
+    assert _nothing_moved_aside(tmp_path)
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="needs symbolic links")
+def test_link_swapped_in_while_opening_is_refused(tmp_path, monkeypatch):
+    """A link planted between the file's creation and SQLite's open is caught after it."""
+    victim = _victim(tmp_path)
+    path = tmp_path / "c.sqlite"
+    real_connect = sqlite3.connect
+
+    def swap_then_connect(name, *args, **kwargs):
+        os.remove(name)
+        os.symlink(victim, name)
+        return real_connect(name, *args, **kwargs)
+
+    monkeypatch.setattr(_sqlite_store.sqlite3, "connect", swap_then_connect)
+    cache = EmbeddingCache(path)
+    with pytest.warns(CacheWarning, match="symbolic link"):
+        assert cache.get_many(make_keys("fp", ["a"])) == [None]
+    monkeypatch.undo()
+    assert victim.read_bytes() == VICTIM
+    assert _nothing_moved_aside(tmp_path)
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="needs symbolic links")
+def test_symlinked_directory_above_the_cache_is_followed(tiny_model_dir, tmp_path, fresh):
+    real = tmp_path / "disk2" / "cache"
+    real.mkdir(parents=True)
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "cache").symlink_to(real, target_is_directory=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CacheWarning)
+        got = _est("pooled", tiny_model_dir, cache=str(tmp_path / "home" / "cache")).transform(
+            TEXTS
+        )
+    _same("pooled", got, fresh["pooled"])
+    assert (real / DEFAULT_FILENAME).is_file() and not (real / DEFAULT_FILENAME).is_symlink()
+    assert len(EmbeddingCache(tmp_path / "home" / "cache")) == len(TEXTS)
+    _sqlite_store.close_store(real / DEFAULT_FILENAME)
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="needs symbolic links")
+@pytest.mark.parametrize("command", ["info", "clear"])
+def test_cli_cache_commands_refuse_a_symlinked_file(tmp_path, capsys, command):
+    from xlmt_sklearn.cli import main
+
+    victim = _victim(tmp_path)
+    link = tmp_path / "c.sqlite"
+    link.symlink_to(victim)
+    assert main(["cache", command, str(link)]) == 2
+    assert "symbolic link" in capsys.readouterr().err
+    assert victim.read_bytes() == VICTIM

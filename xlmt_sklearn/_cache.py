@@ -123,7 +123,11 @@ def _resolve_path(path: str | os.PathLike) -> Path:
     seps = (os.sep, os.altsep) if os.altsep else (os.sep,)
     if raw.endswith(seps) or os.path.isdir(raw):
         raw = os.path.join(raw, DEFAULT_FILENAME)
-    return Path(raw).resolve()
+    # The directories are resolved (a ~/.cache linked to another disk is common); the
+    # file name is kept as given, never followed: the store refuses a symbolic link
+    # there instead of creating, opening or moving aside whatever it points to.
+    p = Path(raw)
+    return p.parent.resolve() / p.name
 
 
 def make_keys(fingerprint: str, texts: Sequence[str]) -> list[bytes]:
@@ -312,7 +316,8 @@ class EmbeddingCache:
     Attributes
     ----------
     path : pathlib.Path
-        The resolved database file path.
+        The absolute database file path: its directories resolved, the file name
+        as given (never followed, see Notes).
     max_size : int, str or None
         As given.
     timeout : float
@@ -332,6 +337,14 @@ class EmbeddingCache:
     read-only file disables writes only. SQLite needs working file locks, so do
     not put the cache on a network file system, and never copy another file over
     a cache that is in use (delete it, or call :meth:`clear`, instead).
+
+    A symbolic link is never followed for the database file or its ``-wal``,
+    ``-shm`` and ``-journal`` siblings (directories on the way are): such a
+    cache is refused with one :class:`~xlmt_sklearn._errors.CacheWarning` and
+    results are computed without it. Nothing the link points to is created,
+    opened, renamed or replaced, so a link planted in a shared folder cannot
+    make a process overwrite another file. Point ``path`` at the real file or
+    at its directory instead.
 
     Examples
     --------

@@ -708,10 +708,42 @@ def _is_corruption(exc: BaseException) -> bool:
 
 def _identity(path: Path) -> tuple[int, int] | None:
     try:
-        st = os.stat(path)
+        st = os.lstat(path)  # a link put in the file's place is not the file
     except OSError:
         return None
     return st.st_dev, st.st_ino
+
+
+_SIBLINGS = ("-wal", "-shm", "-journal")
+
+
+def refuse_links(path: Path) -> None:
+    """Raise if the database file or one of its SQLite siblings is a symbolic link.
+
+    SQLite opens (and creates) these files by name and follows links, so a link
+    planted there would make it write, or :func:`move_aside` rename, whatever the
+    link points to. Directories above the file are not checked: they are resolved
+    when the path is (see :func:`xlmt_sklearn._cache._resolve_path`).
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The database file.
+
+    Raises
+    ------
+    OSError
+        ``errno.ELOOP``, naming the link, when any of them is a symbolic link
+        (dangling or not).
+    """
+    for name in (str(path), *(f"{path}{s}" for s in _SIBLINGS)):
+        if os.path.islink(name):
+            raise OSError(
+                errno.ELOOP,
+                "the cache file is a symbolic link, which xlmt_sklearn never follows "
+                "(point the cache at the real file or its directory)",
+                name,
+            )
 
 
 def _make_dirs(directory: Path) -> None:
@@ -756,7 +788,7 @@ def move_aside(path: Path) -> Path | None:
         os.rename(path, target)
     except FileNotFoundError:
         return None
-    for suffix in ("-wal", "-shm", "-journal"):
+    for suffix in _SIBLINGS:
         with contextlib.suppress(FileNotFoundError):
             os.rename(f"{path}{suffix}", f"{target}{suffix}")
     return target
@@ -1015,6 +1047,7 @@ class SQLiteStore:
         self.pid = os.getpid()
         self.lock = threading.RLock()
         self.closed = False
+        refuse_links(path)
         if path.is_dir():
             raise IsADirectoryError(
                 errno.EISDIR, "a directory exists where the cache database should be", str(path)
@@ -1022,12 +1055,25 @@ class SQLiteStore:
         _make_dirs(path.parent)
         with contextlib.suppress(FileExistsError):
             # Create it ourselves so it is private (0o600); SQLite gives the -wal and
-            # -shm files the same mode.
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            # -shm files the same mode. O_EXCL never creates through a link.
+            nofollow = getattr(os, "O_NOFOLLOW", 0)
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | nofollow, 0o600))
         self.identity = _identity(path)
         conn = sqlite3.connect(
             str(path), timeout=timeout, isolation_level=None, check_same_thread=False
         )
+        try:
+            # A link swapped in between the checks and the open: SQLite followed it.
+            # Leave that connection open (see _abandon): closing it could checkpoint
+            # into, or delete the WAL of, whatever the link points to.
+            refuse_links(path)
+            if _identity(path) != self.identity:
+                # Replaced in between (by a link and back, or by another process moving
+                # a damaged file aside): the caller opens it again.
+                raise StoreClosedError(f"{path} was replaced while being opened")
+        except (OSError, StoreClosedError):
+            _abandon(conn)
+            raise
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
             # Reading pages through a memory map instead of read() calls more than doubles

@@ -547,11 +547,16 @@ def _open_existing_cache(path: str):
     from ._sqlite_store import MAGIC
 
     file = _cache_file(path)
+    if file.is_symlink():
+        raise CLIError(
+            f"{str(file)!r} is a symbolic link; xlmt_sklearn never follows one for its cache "
+            "file: pass the real file or its directory"
+        )
     if not file.is_file():
         where = f"in directory {path!r}" if Path(path).expanduser().is_dir() else f"at {path!r}"
         raise CLIError(f"no xlmt_sklearn cache {where} (looked for {str(file)!r})")
     try:
-        conn = sqlite3.connect(f"{file.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+        conn = sqlite3.connect(f"{file.absolute().as_uri()}?mode=ro", uri=True, timeout=30)
         try:
             row = conn.execute("SELECT value FROM info WHERE name = 'magic'").fetchone()
         finally:
