@@ -44,8 +44,8 @@ def bench_store(tmp: Path, n: int, dim: int, rounds: int, chunk: int, batch: int
     import zlib
 
     from xlmt_sklearn import _sqlite_store as S
-    from xlmt_sklearn._base import LOOKUP_BATCH, STREAM_CHUNK
     from xlmt_sklearn._cache import EmbeddingCache, make_keys
+    from xlmt_sklearn._pipeline import LOOKUP_BATCH, STREAM_CHUNK
     from xlmt_sklearn._sqlite_store import INDEX_COLUMNS, MMAP_SIZE, key_id
 
     assert chunk == LOOKUP_BATCH, "time the calls a transform makes"

@@ -119,13 +119,13 @@ def build_contenders(
     def make_xlmt(quantize: str | None) -> Contender:
         vec = XLMTVectorizer(str(model_dir), device="cpu", progress=False, quantize=quantize)
         vec.fit()
-        from xlmt_sklearn._forward import _PackedEncoder, resolve_max_tokens
-        from xlmt_sklearn._model import get_model
+        from xlmt_sklearn._encoders import EncodeOptions
+        from xlmt_sklearn._packed import PackedForward
 
-        loaded = get_model(vec._runtime()[0][0])
-        cap = resolve_max_tokens(vec.max_tokens, loaded, (-1,), int(max(lengths)))
+        encoder = vec._encoders()[0]
+        cap = encoder.token_cap(EncodeOptions(max_tokens=vec.max_tokens), int(max(lengths)))
         plan = plan_batches(lengths, vec.batch_size, cap)
-        packed = _PackedEncoder.of(loaded.model) is not None
+        packed = PackedForward.of(encoder.loaded().model) is not None
         note = (f"batch_size={vec.batch_size}, max_tokens={vec.max_tokens!r} (here: {cap}), "
                 "sorted by tokens")  # fmt: skip
         if packed:

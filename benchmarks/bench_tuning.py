@@ -1,7 +1,7 @@
 """The measurements behind xlmt_sklearn's CPU defaults (issue #5).
 
 Each experiment times variants of the *real* code path
-(:func:`xlmt_sklearn._forward.run` on the XLM-R-base-shaped model with the real
+(:func:`xlmt_sklearn._pipeline.encode` on the XLM-R-base-shaped model with the real
 tokenizer) in interleaved rounds on the same tweets, and reports medians:
 
 * ``batching``: one text per batch, fixed batches in input order, sorted batches
@@ -83,16 +83,29 @@ class Env:
         return AutoModel.from_pretrained(str(self.model_dir), **kw).eval()
 
     def run(self, loaded=None, batch_size: int = 32, max_tokens: int | None = None):
-        from xlmt_sklearn._forward import EncodeOptions, run
+        from xlmt_sklearn._encoders import EncodeOptions
 
         opts = EncodeOptions(batch_size=batch_size, max_tokens=max_tokens)
-        return np.stack(run(loaded or self.loaded, self.enc, opts))
+        return np.stack(encode_all(loaded or self.loaded, self.enc, opts))
+
+
+def encode_all(loaded: object, enc: object, opts: object) -> list[np.ndarray]:
+    """Every text of ``enc`` through xlmt_sklearn's encode loop on ``loaded``, in order."""
+    from xlmt_sklearn._encoders import TorchEncoder
+    from xlmt_sklearn._pipeline import encode
+
+    out: list[np.ndarray] = [None] * len(enc.n_windows)  # type: ignore[attr-defined,list-item]
+    encoder = TorchEncoder(loaded, loaded=loaded)  # device and dtype read from it
+    for idx, arrays in encode([encoder], enc, opts):  # type: ignore[arg-type]
+        for i, a in zip(idx.tolist(), arrays, strict=True):
+            out[i] = a
+    return out
 
 
 @contextlib.contextmanager
 def input_order_plan() -> Iterator[None]:
-    """Temporarily make ``_forward`` cut batches in input order (no sorting)."""
-    import xlmt_sklearn._forward as fw
+    """Temporarily make the encode loop cut batches in input order (no sorting)."""
+    import xlmt_sklearn._batching as fw
     from xlmt_sklearn._batching import BatchPlan
 
     orig = fw.plan_batches
@@ -113,17 +126,14 @@ def input_order_plan() -> Iterator[None]:
 @contextlib.contextmanager
 def padded_path() -> Iterator[None]:
     """Temporarily disable the packed CPU path: the model's own forward on padded batches."""
-    import xlmt_sklearn._forward as fw
+    import xlmt_sklearn._packed as fw
 
-    if not hasattr(fw, "_PackedEncoder"):
-        yield
-        return
-    orig = fw._PackedEncoder.of
-    fw._PackedEncoder.of = classmethod(lambda cls, model: None)  # type: ignore[assignment]
+    orig = fw.PackedForward.of
+    fw.PackedForward.of = classmethod(lambda cls, model: None)  # type: ignore[assignment]
     try:
         yield
     finally:
-        fw._PackedEncoder.of = orig  # type: ignore[method-assign]
+        fw.PackedForward.of = orig  # type: ignore[method-assign]
 
 
 @contextlib.contextmanager
@@ -205,10 +215,10 @@ def exp_batching(env: Env, rounds: int) -> str:
     }
     return (
         "### Batch shapes and the packed path\n\n"
-        f"{len(env.texts)} tweets; xlmt_sklearn's forward loop (`_forward.run`) with each batch "
+        f"{len(env.texts)} tweets; xlmt_sklearn's encode loop (`_pipeline.encode`) with each batch "
         "plan; sorting is by token count, longest first. *padded*: the model's own forward on "
         "padded batches (the path before the packed one, still used off-CPU); *packed*: "
-        "`_PackedEncoder`, no padding in any matmul (*padding* column: share of matmul rows "
+        "`PackedForward`, no padding in any matmul (*padding* column: share of matmul rows "
         "that are padding). Outputs of every variant equal the default's within 1e-4 "
         "(checked). The matmul yardstick "
         f"({mm_g:.1f} GFLOP/s, rounds {' / '.join(f'{t:.1f}' for t in mm.times)} s) ran in "
@@ -448,7 +458,7 @@ def _subset_run(env: Env, loaded: object, n: int) -> tuple[np.ndarray, float]:
     """Encode the first ``n`` texts only (a throwaway Encoded); returns (rows, seconds)."""
     from dataclasses import replace
 
-    from xlmt_sklearn._forward import EncodeOptions, run
+    from xlmt_sklearn._encoders import EncodeOptions
 
     sub = replace(
         env.enc, rows=env.enc.rows[:n], row_text=env.enc.row_text[:n],
@@ -456,7 +466,7 @@ def _subset_run(env: Env, loaded: object, n: int) -> tuple[np.ndarray, float]:
         n_windows=env.enc.n_windows[:n],
     )  # fmt: skip
     t0 = time.perf_counter()
-    out = np.stack(run(loaded or env.loaded, sub, EncodeOptions()))
+    out = np.stack(encode_all(loaded or env.loaded, sub, EncodeOptions()))
     return out, time.perf_counter() - t0
 
 
@@ -504,7 +514,8 @@ def exp_profile(env: Env, rounds: int) -> str:
 
     vec = XLMTVectorizer(str(env.model_dir), device="cpu", progress=False).fit()
     vec.transform(env.texts[:4])
-    import xlmt_sklearn._forward as fw
+    import xlmt_sklearn._encoders as fw
+    import xlmt_sklearn._packed as packed
 
     fwd: list[float] = []
 
@@ -520,9 +531,9 @@ def exp_profile(env: Env, rounds: int) -> str:
 
     # Time the encoder call of whichever path runs (a forward hook would itself
     # switch the packed path off, so wrap the two entry points instead).
-    orig_packed, orig_hidden = fw._PackedEncoder.__call__, fw._hidden
-    fw._PackedEncoder.__call__ = timed(orig_packed)  # type: ignore[method-assign]
-    fw._hidden = timed(orig_hidden)
+    orig_packed, orig_hidden = packed.PackedForward.__call__, fw._padded_hidden
+    packed.PackedForward.__call__ = timed(orig_packed)  # type: ignore[method-assign]
+    fw._padded_hidden = timed(orig_hidden)
     walls, inside = [], []
     try:
         for _ in range(rounds):
@@ -536,8 +547,8 @@ def exp_profile(env: Env, rounds: int) -> str:
         vec.transform(env.texts)
         prof.disable()
     finally:
-        fw._PackedEncoder.__call__ = orig_packed  # type: ignore[method-assign]
-        fw._hidden = orig_hidden
+        packed.PackedForward.__call__ = orig_packed  # type: ignore[method-assign]
+        fw._padded_hidden = orig_hidden
     n_batches = len(plan_batches(env.lengths, 32).batches)
     wall, ins = float(np.median(walls)), float(np.median(inside))
     st = pstats.Stats(prof)

@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import tempfile
 
-    from xlmt_sklearn import EmbeddingCache, XLMTVectorizer, _forward
+    from xlmt_sklearn import EmbeddingCache, XLMTVectorizer, _scheduler
     from xlmt_sklearn._model import clear_model_registry
     from xlmt_sklearn._preprocess import normalize_tweet
 
@@ -147,10 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     # 2. throughput ---------------------------------------------------------------
     sh = C.model_shape(model_dir)
     tok = vec(device="cpu")  # tokenizer only, for token counts
-    from xlmt_sklearn._model import get_tokenizer
-
-    specs, _ = tok._runtime()
-    lengths = np.array([len(x) + 2 for x in get_tokenizer(specs[0])(bench, add_special_tokens=False)
+    tokenizer = tok._encoders()[0].tokenizer()
+    lengths = np.array([len(x) + 2 for x in tokenizer(bench, add_special_tokens=False)
                         ["input_ids"]])  # fmt: skip
     flops = C.encoder_flops(np.minimum(lengths, 128), sh["hidden"], sh["layers"], sh["ff"])
     rows: list[list[str]] = []
@@ -163,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         plans.append((f"all {len(every)} cards, card-sized budget (batch_size=1024)",
                       {"batch_size": 1024, "device": every}))  # fmt: skip
     # A cold cache (float16 only): every batch is written as it finishes. By default the
-    # write of one batch overlaps the computation of the next (_forward.OVERLAP_DELIVERY).
+    # write of one batch overlaps the computation of the next (_scheduler.OVERLAP_DELIVERY).
     overlapped = "always" if sim else "cuda"
     plans += [("batch_size=1024 + cold cache, writes overlapped (default)",
                {"batch_size": 1024, "_cache": overlapped}),
@@ -180,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             if "_cache" in kw:
                 if dtype != "float16":
                     continue
-                _forward.OVERLAP_DELIVERY = kw["_cache"]
+                _scheduler.OVERLAP_DELIVERY = kw["_cache"]
                 opts["cache"] = EmbeddingCache(Path(tmp.name) / f"cache-{len(rows)}.sqlite")
             try:
                 v = vec(**{"device": dev, "dtype": dtype, **opts})
@@ -191,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
                 sync()
                 dt = time.perf_counter() - t0
             finally:
-                _forward.OVERLAP_DELIVERY = "cuda"
+                _scheduler.OVERLAP_DELIVERY = "cuda"
             tf = flops / dt / 1e12
             rows.append([dtype, plan_name, f"{len(bench) / dt:,.0f}", f"{tf:.2f}",
                          f"{100 * tf / yard:.0f}%", f"{yard:.1f}"])  # fmt: skip

@@ -366,8 +366,8 @@ def test_generators_and_numpy_str_scalars(vec):
 @pytest.mark.skipif(not HAS_FORK, reason="needs os.fork")
 def test_window_merge_of_a_long_text_does_not_hang():
     """50k tokens in 532 windows (a ~100k-character text): linear work is ~10 ms."""
-    from xlmt_sklearn._forward import merge_windows
     from xlmt_sklearn._tokenize import window_starts
+    from xlmt_sklearn._tokens import merge_windows
 
     n, capacity, stride = 50_000, 126, 32
     starts = window_starts(n, capacity, stride)

@@ -7,7 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from xlmt_sklearn._batching import plan_batches
-from xlmt_sklearn._dedupe import scatter, unique_texts
+from xlmt_sklearn._dedupe import unique_texts
+from xlmt_sklearn._output import Scatter
 
 
 @given(
@@ -46,10 +47,16 @@ def test_unique_and_scatter_round_trip(texts):
     assert len(set(uniq)) == len(uniq)
     assert [uniq[i] for i in inverse] == texts
     vecs = np.arange(len(uniq) * 2, dtype=np.float32).reshape(-1, 2)
-    out = scatter(vecs, inverse) if texts else np.zeros((0, 2))
-    assert out.shape == (len(texts), 2)
+    out = np.zeros((len(texts), 2), np.float32)
+    Scatter(inverse, np.arange(len(texts))).into(out, range(len(uniq)), list(vecs))
+    np.testing.assert_array_equal(out, vecs[inverse] if texts else out)
 
 
-def test_scatter_zero_rows():
-    out = scatter(np.ones((1, 3), np.float32), np.array([0, 0, 0]), zero_rows=[1])
-    assert out[1].sum() == 0 and out[0].sum() == 3
+def test_scatter_leaves_rows_without_a_text_alone():
+    """Missing rows (``missing="zeros"``) are not in ``rows``: they stay zero."""
+    scatter = Scatter(np.array([0, 0]), np.array([0, 2]))
+    out = np.zeros((3, 3), np.float32)
+    scatter.into(out, [0], [np.ones(3, np.float32)])
+    assert out.sum(axis=1).tolist() == [3, 0, 3]
+    assert scatter.positions(np.array([0])).tolist() == [0, 2]
+    assert scatter.gather(["a"], 3, "-") == ["a", "-", "a"]

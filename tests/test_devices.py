@@ -1,8 +1,10 @@
 """Device lists (one model replica per device) and the card-sized token budget.
 
 No GPU is needed: the scheduling across devices is the same code for CPUs
-(``["cpu", "cpu:0"]`` are two registry entries, two replicas), and the CUDA
-budget is computed from ``torch.cuda.mem_get_info``, replaced here by a fake.
+(``["cpu", "cpu:0"]`` are two registry entries, two replicas), the overlap of
+computation and delivery can be forced on the CPU
+(``_scheduler.OVERLAP_DELIVERY = "always"``), and the CUDA budget is computed
+from ``torch.cuda.mem_get_info``, replaced here by a fake.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ import numpy as np
 import pytest
 import torch
 
-from xlmt_sklearn import EmbeddingCache, XLMTTokenVectorizer, XLMTVectorizer, _forward
+from xlmt_sklearn import EmbeddingCache, XLMTTokenVectorizer, XLMTVectorizer, _scheduler
 from xlmt_sklearn._batching import MAX_AUTO_TOKENS, token_budget
+from xlmt_sklearn._encoders import EncodeOptions, TorchEncoder, cuda_token_budget
 from xlmt_sklearn._params import resolve_devices
+from xlmt_sklearn._pipeline import encode
 
 TEXTS = [("word " * (1 + (i * 7) % 19)) + f"text {i}" for i in range(30)]
 
@@ -42,10 +46,16 @@ def _fake_loaded(device: str, dtype: str = "float16") -> SimpleNamespace:
     return SimpleNamespace(device=device, dtype=dtype, model=SimpleNamespace(config=config))
 
 
+def _token_cap(loaded, max_tokens, layers=(-1,), longest=40):
+    encoder = TorchEncoder(SimpleNamespace(device=loaded.device, dtype=loaded.dtype))
+    encoder.loaded = lambda: loaded
+    return encoder.token_cap(EncodeOptions(layers=layers, max_tokens=max_tokens), longest)
+
+
 def test_auto_budget_is_no_cap_on_cpu_and_sized_from_free_memory_on_cuda(monkeypatch):
-    assert _forward.resolve_max_tokens("auto", _fake_loaded("cpu", "float32"), (-1,), 40) is None
-    assert _forward.resolve_max_tokens(512, _fake_loaded("cuda:0"), (-1,), 40) == 512
-    assert _forward.resolve_max_tokens(None, _fake_loaded("cuda:0"), (-1,), 40) is None
+    assert _token_cap(_fake_loaded("cpu", "float32"), "auto") is None
+    assert _token_cap(_fake_loaded("cuda:0"), 512) == 512
+    assert _token_cap(_fake_loaded("cuda:0"), None) is None
     asked = []
 
     def mem_get_info(device):
@@ -53,12 +63,12 @@ def test_auto_budget_is_no_cap_on_cpu_and_sized_from_free_memory_on_cuda(monkeyp
         return (4 << 30, 80 << 30)
 
     monkeypatch.setattr(torch.cuda, "mem_get_info", mem_get_info)
-    got = _forward.resolve_max_tokens("auto", _fake_loaded("cuda:1"), (-1,), 40)
+    got = _token_cap(_fake_loaded("cuda:1"), "auto")
     assert asked == [torch.device("cuda:1")]
     assert got == token_budget(4 << 30, 2, 768, 3072, 12, 1, 40)
-    all_layers = _forward.resolve_max_tokens("auto", _fake_loaded("cuda:1"), (-1, -2), 40)
+    all_layers = _token_cap(_fake_loaded("cuda:1"), "auto", (-1, -2))
     assert all_layers == token_budget(4 << 30, 2, 768, 3072, 12, 13, 40) < got
-    fp32 = _forward.resolve_max_tokens("auto", _fake_loaded("cuda:1", "float32"), (-1,), 40)
+    fp32 = cuda_token_budget(_fake_loaded("cuda:1", "float32"), (-1,), 40)
     assert fp32 == token_budget(4 << 30, 4, 768, 3072, 12, 1, 40)
 
 
@@ -118,7 +128,7 @@ def test_device_lists_and_the_courier_give_the_single_device_result(
     opts = dict(batch_size=2, max_length=16, truncation="window", stride=4)
     one = cls(str(tiny_model_dir), device="cpu", **opts).fit().transform(TEXTS)
     cache = EmbeddingCache(tmp_path / "c.sqlite")
-    monkeypatch.setattr(_forward, "OVERLAP_DELIVERY", delivery)
+    monkeypatch.setattr(_scheduler, "OVERLAP_DELIVERY", delivery)
     vec = cls(str(tiny_model_dir), device=devices, cache=cache, **opts).fit()
     first, again = vec.transform(TEXTS), vec.transform(TEXTS)  # again: all from the cache
     for got in (first, again):
@@ -136,11 +146,11 @@ def test_every_device_takes_batches_and_callbacks_never_overlap(
 ):
     from xlmt_sklearn._model import get_model
 
-    monkeypatch.setattr(_forward, "OVERLAP_DELIVERY", delivery)
+    monkeypatch.setattr(_scheduler, "OVERLAP_DELIVERY", delivery)
 
     vec = XLMTVectorizer(str(tiny_model_dir), device=["cpu", "cpu:0"], batch_size=1).fit()
-    specs, _ = vec._runtime()
-    models = [get_model(s) for s in specs]
+    encoders = vec._encoders()
+    models = [get_model(e.spec) for e in encoders]
     assert models[0] is not models[1] and models[1].device == "cpu:0"
     used, active, overlaps = set(), [0], []
     guard = threading.Lock()
@@ -161,24 +171,31 @@ def test_every_device_takes_batches_and_callbacks_never_overlap(
         models[0].tokenizer, TEXTS * 2, prefix_ids=models[0].special_prefix,
         suffix_ids=models[0].special_suffix, max_length=32,
     )  # fmt: skip
-    out = _forward.run(models, enc, _forward.EncodeOptions(batch_size=1), on_done=on_done)
-    assert len(out) == 60 and all(o is not None for o in out)
+    out = _deliver(encoders, enc, EncodeOptions(batch_size=1), on_done)
+    assert sorted(out) == list(range(60))
     assert used == {"cpu", "cpu:0"} and len(overlaps) == 60 and not any(overlaps)
 
 
 def test_an_error_on_one_device_stops_the_run_and_is_raised():
     done, lock = [], threading.Lock()
 
-    def work(batch, m):
+    def work(batch, device):
         if int(batch[0]) == 3:
             raise RuntimeError("device 1 broke")
         with lock:
             done.append(int(batch[0]))
+        return int(batch[0])
 
+    devices = [
+        SimpleNamespace(device=f"cpu:{m}", is_out_of_memory=lambda exc: False) for m in range(2)
+    ]
     batches = [np.array([i]) for i in range(50)]
+    got = []
     with pytest.raises(RuntimeError, match="device 1 broke"):
-        _forward._on_devices(batches, 2, work)
+        for result in _scheduler.computed(devices, batches, work):
+            got.append(result)
     assert 3 not in done and len(done) < 50
+    assert sorted(got) == sorted(done)  # everything computed reached the caller
 
 
 # ----------------------------------------------------------------------- overlapped delivery
@@ -186,28 +203,36 @@ def test_an_error_on_one_device_stops_the_run_and_is_raised():
 
 @pytest.fixture
 def overlap(monkeypatch):
-    """Deliver from the courier thread on the CPU too (the default does so on CUDA only)."""
-    monkeypatch.setattr(_forward, "OVERLAP_DELIVERY", "always")
+    """Compute on a producer thread on the CPU too (the default does so on CUDA only)."""
+    monkeypatch.setattr(_scheduler, "OVERLAP_DELIVERY", "always")
 
 
 def _tiny(tiny_model_dir, **kw):
-    from xlmt_sklearn._model import get_model
     from xlmt_sklearn._tokenize import tokenize
 
     vec = XLMTVectorizer(str(tiny_model_dir), device="cpu", **kw).fit()
-    (spec,), _ = vec._runtime()
-    loaded = get_model(spec)
+    (encoder,) = vec._encoders()
+    loaded = encoder.loaded()
     enc = tokenize(
         loaded.tokenizer, TEXTS, prefix_ids=loaded.special_prefix,
         suffix_ids=loaded.special_suffix, max_length=32,
     )  # fmt: skip
-    return loaded, enc
+    return [encoder], loaded, enc
+
+
+def _deliver(encoders, enc, options, on_done):
+    """Consume the encode stream as the pipeline does, handing each batch to ``on_done``."""
+    out = {}
+    for idx, vals in encode(encoders, enc, options):
+        on_done(idx, vals)
+        out.update(zip(idx.tolist(), vals, strict=True))
+    return out
 
 
 @pytest.mark.parametrize("mode", ["always", "never"])
 def test_the_next_batch_computes_while_one_is_delivered(tiny_model_dir, monkeypatch, mode):
-    monkeypatch.setattr(_forward, "OVERLAP_DELIVERY", mode)
-    loaded, enc = _tiny(tiny_model_dir)
+    monkeypatch.setattr(_scheduler, "OVERLAP_DELIVERY", mode)
+    encoders, loaded, enc = _tiny(tiny_model_dir)
     started = [0]
     second_started = threading.Event()
 
@@ -224,14 +249,14 @@ def test_the_next_batch_computes_while_one_is_delivered(tiny_model_dir, monkeypa
             waited.append(second_started.wait(10 if mode == "always" else 0.5))
 
     try:
-        _forward.run(loaded, enc, _forward.EncodeOptions(batch_size=4), on_done=on_done)
+        _deliver(encoders, enc, EncodeOptions(batch_size=4), on_done)
     finally:
         hook.remove()
     assert waited == [mode == "always"]
 
 
 def test_a_delivery_error_stops_the_computation_and_is_raised(tiny_model_dir, overlap):
-    loaded, enc = _tiny(tiny_model_dir)
+    encoders, loaded, enc = _tiny(tiny_model_dir)
     computed = []
     hook = loaded.model.register_forward_pre_hook(lambda mod, args: computed.append(1))
 
@@ -240,18 +265,18 @@ def test_a_delivery_error_stops_the_computation_and_is_raised(tiny_model_dir, ov
 
     try:
         with pytest.raises(ValueError, match="the sink broke"):
-            _forward.run(loaded, enc, _forward.EncodeOptions(batch_size=1), on_done=on_done)
+            _deliver(encoders, enc, EncodeOptions(batch_size=1), on_done)
     finally:
         hook.remove()
     # The batch being delivered, those queued and the one computing: not all 30.
-    assert len(computed) <= 1 + _forward.DELIVERY_DEPTH + 2 < len(TEXTS)
+    assert len(computed) <= 1 + _scheduler.DELIVERY_DEPTH + 2 < len(TEXTS)
 
 
 @pytest.mark.parametrize("error", [RuntimeError("boom"), KeyboardInterrupt()])
 def test_everything_computed_is_delivered_when_the_computation_fails(
     tiny_model_dir, overlap, error
 ):
-    loaded, enc = _tiny(tiny_model_dir)
+    encoders, loaded, enc = _tiny(tiny_model_dir)
     calls = [0]
 
     def fail_fifth(module, args):
@@ -268,7 +293,7 @@ def test_everything_computed_is_delivered_when_the_computation_fails(
 
     try:
         with pytest.raises(type(error)):
-            _forward.run(loaded, enc, _forward.EncodeOptions(batch_size=1), on_done=on_done)
+            _deliver(encoders, enc, EncodeOptions(batch_size=1), on_done)
     finally:
         hook.remove()
     assert len(delivered) == 4  # the four finished batches, none lost
@@ -279,8 +304,8 @@ def test_a_memory_error_while_delivering_is_not_a_device_out_of_memory(
     tiny_model_dir, monkeypatch, mode
 ):
     """Only the device's computation is halved and retried on out-of-memory errors."""
-    monkeypatch.setattr(_forward, "OVERLAP_DELIVERY", mode)
-    loaded, enc = _tiny(tiny_model_dir)
+    monkeypatch.setattr(_scheduler, "OVERLAP_DELIVERY", mode)
+    encoders, loaded, enc = _tiny(tiny_model_dir)
     sizes = []
     hook = loaded.model.register_forward_pre_hook(
         lambda mod, args, kwargs: sizes.append(len(kwargs["input_ids"])), with_kwargs=True
@@ -291,7 +316,8 @@ def test_a_memory_error_while_delivering_is_not_a_device_out_of_memory(
 
     try:
         with pytest.raises(MemoryError, match="growing the output"):
-            _forward.run(loaded, enc, _forward.EncodeOptions(batch_size=8), on_done=on_done)
+            _deliver(encoders, enc, EncodeOptions(batch_size=8), on_done)
     finally:
         hook.remove()
-    assert set(sizes) == {8}  # full batches only: nothing was halved and recomputed
+    # Planned batches of 8 (and the last, of 6) only: nothing was halved and recomputed.
+    assert sizes and sizes[0] == 8 and set(sizes) <= {8, 6}

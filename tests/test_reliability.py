@@ -42,8 +42,7 @@ from xlmt_sklearn import (
     _sqlite_store,
 )
 from xlmt_sklearn import _model as model_mod
-from xlmt_sklearn._cache import DEFAULT_FILENAME, EmbeddingCache, make_keys
-from xlmt_sklearn._fingerprint import fingerprint
+from xlmt_sklearn._cache import DEFAULT_FILENAME, EmbeddingCache
 
 TOL = 1e-5
 needs_fork = pytest.mark.skipif(not HAS_FORK, reason="needs os.fork (POSIX)")
@@ -69,11 +68,7 @@ def fresh(tiny_model_dir):
 def cache_keys(est, texts) -> list[bytes]:
     """The cache keys ``est`` uses for ``texts`` (pooled vectors)."""
     _, model_inputs = est._texts(texts)
-    fp = fingerprint(
-        est.model_identity_, "pooled", dtype="float32", store_dtype="float32",
-        **est._fingerprint_options(),
-    )  # fmt: skip
-    return make_keys(fp, model_inputs)
+    return est._cache_keys(model_inputs, est._encoders())
 
 
 def assert_close(got, expected) -> float:

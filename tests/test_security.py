@@ -74,12 +74,9 @@ def _keys(est, kind):
     """The cache keys ``est`` looks up for TEXTS."""
     if kind == "pooled":
         _, inputs = est._texts(TEXTS)
-        options, store = est._fingerprint_options(), "float32"
     else:
         inputs = [est._doc(t, False).key for t in TEXTS]
-        options, store = est._vector_options(), est.cache_dtype
-    fp = fingerprint(est.model_identity_, kind, dtype="float32", store_dtype=store, **options)
-    return make_keys(fp, inputs)
+    return est._cache_keys(inputs, est._encoders())
 
 
 # ------------------------------------------------------------ hostile cache files
@@ -208,7 +205,7 @@ def test_trust_remote_code_is_off_by_default_everywhere(tiny_model_dir, capsys):
     for cls in (XLMTVectorizer, XLMTTokenVectorizer):
         assert cls().trust_remote_code is False
         est = cls(str(tiny_model_dir), device="cpu").fit()
-        assert est._runtime()[0][0].trust_remote_code is False
+        assert est._encoders()[0].spec.trust_remote_code is False
     assert main(["embed", "--help"]) == 0
     assert "remote" not in capsys.readouterr().out.lower()  # the CLI cannot turn it on
     spark = pytest.importorskip("xlmt_sklearn.spark")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from xlmt_sklearn import XLMTTokenVectorizer, XLMTVectorizer, _base, _forward
+from xlmt_sklearn import XLMTTokenVectorizer, XLMTVectorizer, _pipeline
 
 _DISTINCT = [f"tweet number {i} with words {'x ' * (i % 9)}" for i in range(17)]
 TEXTS = [_DISTINCT[i % 17] for i in range(53)]
@@ -14,16 +14,15 @@ TEXTS = [_DISTINCT[i % 17] for i in range(53)]
 @pytest.fixture
 def tiny_chunks(monkeypatch):
     """Chunks of 4 distinct texts; records how many texts each forward run gets."""
-    monkeypatch.setattr(_base, "STREAM_CHUNK", 4)
+    monkeypatch.setattr(_pipeline, "STREAM_CHUNK", 4)
     sizes: list[int] = []
-    real_run = _forward.run
+    real_encode = _pipeline.encode
 
-    def spy(loaded, encoded, options, **kw):
+    def spy(encoders, encoded, options):
         sizes.append(len(encoded.n_windows))
-        assert kw.get("keep") is False  # the pooled path keeps no result list
-        return real_run(loaded, encoded, options, **kw)
+        return real_encode(encoders, encoded, options)
 
-    monkeypatch.setattr(_forward, "run", spy)
+    monkeypatch.setattr(_pipeline, "encode", spy)
     return sizes
 
 
@@ -49,7 +48,7 @@ def test_chunked_transform_equals_one_chunk(tiny_model_dir, tiny_chunks, kw):
 
 def test_chunked_matches_unchunked(tiny_model_dir, monkeypatch):
     want = _reference(tiny_model_dir)
-    monkeypatch.setattr(_base, "STREAM_CHUNK", 5)
+    monkeypatch.setattr(_pipeline, "STREAM_CHUNK", 5)
     got = _reference(tiny_model_dir)
     assert np.abs(got - want).max() < 1e-5  # other batch compositions: float noise only
 
@@ -68,8 +67,8 @@ def test_chunks_mix_hits_and_misses(tiny_model_dir, tiny_chunks, tmp_path):
 
 def test_lookups_in_small_batches_inside_chunks(tiny_model_dir, monkeypatch, tmp_path):
     """Each chunk is looked up LOOKUP_BATCH keys at a time; hits and misses still line up."""
-    monkeypatch.setattr(_base, "STREAM_CHUNK", 7)
-    monkeypatch.setattr(_base, "LOOKUP_BATCH", 3)
+    monkeypatch.setattr(_pipeline, "STREAM_CHUNK", 7)
+    monkeypatch.setattr(_pipeline, "LOOKUP_BATCH", 3)
     from xlmt_sklearn._cache import EmbeddingCache
 
     calls: list[int] = []
@@ -110,7 +109,7 @@ def test_token_vectorizer_chunks(tiny_model_dir, monkeypatch, tmp_path):
     vec = XLMTTokenVectorizer(str(tiny_model_dir), cache=tmp_path / "t.sqlite",
                               cache_dtype="float16").fit()  # fmt: skip
     want = vec.transform(TEXTS[:20])
-    monkeypatch.setattr(_base, "STREAM_CHUNK", 3)
+    monkeypatch.setattr(_pipeline, "STREAM_CHUNK", 3)
     vec.cache = tmp_path / "other.sqlite"
     got = vec.transform(TEXTS[:20])
     assert len(got) == 20

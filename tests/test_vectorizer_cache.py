@@ -18,7 +18,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 
 from tests._models import build_tiny_model
-from xlmt_sklearn import CacheWarning, XLMTVectorizer, normalize_tweet
+from xlmt_sklearn import CacheWarning, XLMTTokenVectorizer, XLMTVectorizer, normalize_tweet
 from xlmt_sklearn import _model as model_mod
 from xlmt_sklearn._cache import EmbeddingCache
 
@@ -185,16 +185,10 @@ def test_garbage_cache_file_warns_and_stays_correct(tiny_model_dir, tmp_path):
 
 def test_wrong_shape_in_cache_is_a_miss(tiny_model_dir, tmp_path):
     """A cached value of the wrong width (impossible by key, but defended) is recomputed."""
-    from xlmt_sklearn._cache import make_keys
-    from xlmt_sklearn._fingerprint import fingerprint
-
     path = tmp_path / "c.sqlite"
     vec = XLMTVectorizer(str(tiny_model_dir), cache=str(path), preprocess=None).fit()
-    fp = fingerprint(
-        vec.model_identity_, "pooled", dtype="float32", store_dtype="float32",
-        **vec._fingerprint_options(),
-    )  # fmt: skip
-    EmbeddingCache(path).put_many(make_keys(fp, ["hello"]), [np.ones(5, np.float32)], [0])
+    keys = vec._cache_keys(["hello"], vec._encoders())
+    EmbeddingCache(path).put_many(keys, [np.ones(5, np.float32)], [0])
     fresh = XLMTVectorizer(str(tiny_model_dir), preprocess=None).fit().transform(["hello"])
     np.testing.assert_allclose(vec.transform(["hello"]), fresh, atol=1e-6)
 
@@ -204,21 +198,15 @@ def test_new_entries_are_laid_out_in_input_order(tiny_model_dir, tmp_path, monke
     """Batches are written in length order; a slow encoder's are regrouped in input order."""
     import sqlite3
 
-    from xlmt_sklearn import _base
-    from xlmt_sklearn._cache import make_keys
-    from xlmt_sklearn._fingerprint import fingerprint
+    from xlmt_sklearn import _pipeline
 
-    monkeypatch.setattr(_base, "REGROUP_BELOW_TEXTS_PER_S", float("inf") if slow else 0.0)
+    monkeypatch.setattr(_pipeline, "REGROUP_BELOW_TEXTS_PER_S", float("inf") if slow else 0.0)
     texts = [("word " * (1 + (i * 7) % 13)) + str(i) for i in range(40)]  # mixed lengths
     path = tmp_path / "c.sqlite"
     vec = XLMTVectorizer(str(tiny_model_dir), device="cpu", cache=str(path), batch_size=4).fit()
     cold = vec.transform(texts)
     _, model_inputs = vec._texts(texts)
-    fp = fingerprint(
-        vec.model_identity_, "pooled", dtype="float32", store_dtype="float32",
-        **vec._fingerprint_options(),
-    )  # fmt: skip
-    keys = make_keys(fp, model_inputs)
+    keys = vec._cache_keys(model_inputs, vec._encoders())
     EmbeddingCache(path).close()
     with sqlite3.connect(path) as conn:
         where = {k: (b, p) for k, b, p in conn.execute("SELECT key, block, pos FROM entries")}
@@ -232,3 +220,21 @@ def test_new_entries_are_laid_out_in_input_order(tiny_model_dir, tmp_path, monke
     np.testing.assert_allclose(
         cold, XLMTVectorizer(str(tiny_model_dir), device="cpu").fit().transform(texts), atol=1e-6
     )
+
+
+@pytest.mark.parametrize("quantize", [None, "int8"])
+@pytest.mark.parametrize("cls", [XLMTVectorizer, XLMTTokenVectorizer])
+def test_cache_keys_keep_their_format(tiny_model_dir, cls, quantize):
+    """Keys are computed as before the encoder interface (caches written then still hit):
+    the encoder's dtype and quantization scheme, the storage dtype and the options."""
+    from xlmt_sklearn._cache import make_keys
+    from xlmt_sklearn._fingerprint import fingerprint
+    from xlmt_sklearn._quantize import INT8_SCHEME
+
+    est = cls(str(tiny_model_dir), device="cpu", quantize=quantize).fit()
+    fp = fingerprint(
+        est.model_identity_, "pooled" if cls is XLMTVectorizer else "tokens", dtype="float32",
+        store_dtype="float32", quantize=INT8_SCHEME if quantize else None,
+        **est._fingerprint_options(),
+    )  # fmt: skip
+    assert est._cache_keys(["a", "b"], est._encoders()) == make_keys(fp, ["a", "b"])

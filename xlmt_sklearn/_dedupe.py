@@ -1,4 +1,4 @@
-"""Step 3 -- dedupe: unique texts and the inverse index that scatters them back."""
+"""Step 3 -- dedupe: unique texts and the inverse index (scattered back by :mod:`._output`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["scatter", "unique_texts"]
+__all__ = ["unique_texts"]
 
 
 def unique_texts(texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
@@ -28,11 +28,3 @@ def unique_texts(texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
             j = seen[t] = len(seen)
         inverse[i] = j
     return list(seen), inverse
-
-
-def scatter(vectors: np.ndarray, inverse: np.ndarray, zero_rows: Sequence[int] = ()) -> np.ndarray:
-    """Expand per-unique rows back to input order; ``zero_rows`` become zeros."""
-    out = vectors[inverse] if len(inverse) else np.zeros((0, vectors.shape[1]), vectors.dtype)
-    if len(zero_rows):
-        out[np.asarray(zero_rows, dtype=np.intp)] = 0.0
-    return out

@@ -1,10 +1,12 @@
 """Step 1 -- inputs: coerce whatever the user passes into a list of texts.
 
-``as_texts(X, missing=...) -> TextBatch``. Accepted: list/tuple of str, a 1-D
+``as_texts(X, missing=..., words=...) -> TextBatch``, the one input path of
+every estimator. Accepted: list/tuple of str, a 1-D
 numpy array, a pandas Series (any index, any dtype holding strings), a
 one-column DataFrame or (n, 1) array (what ``ColumnTransformer`` passes for
 ``["text"]``). A bare ``str`` is rejected because iterating it would embed one
-character per row.
+character per row. With ``words=True`` (token features) rows may instead be
+lists of words, pre-split as Spark NLP's ``token`` column holds them.
 
 Lone surrogates (code points U+D800-U+DFFF, which a Python ``str`` can hold
 but no encoder or tokenizer accepts; they come from ``json.loads`` of a tweet
@@ -48,13 +50,17 @@ class TextBatch:
     extra : dict
         ``"surrogates"``: the rows whose lone surrogates were replaced by
         U+FFFD (only present when there were any).
+    words : bool
+        True when every row is a list of words (pre-split input): ``texts``
+        then holds lists of str (``[]`` for a missing row).
     """
 
-    texts: list[str]
+    texts: list[Any]
     missing_positions: tuple[int, ...] = ()
     index: Any = None
     name: str | None = None
     extra: dict = field(default_factory=dict)
+    words: bool = False
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -119,17 +125,20 @@ def _columns(X: Any) -> tuple[list[Any], Any, str | None]:
     return list(X), None, None
 
 
-def as_texts(X: Any, *, missing: str = "error") -> TextBatch:
+def as_texts(X: Any, *, missing: str = "error", words: bool = False) -> TextBatch:
     """Validate and coerce ``X`` into a :class:`TextBatch`.
 
     Parameters
     ----------
     X : list, tuple, ndarray, Series or one-column DataFrame of str
-        The texts.
+        The texts. A generator or iterator is consumed once.
     missing : {"error", "empty", "zeros"}, default="error"
         What to do with None/NaN/pd.NA: raise a ``ValueError`` naming their
         positions, or record them in ``missing_positions`` (their text is
         ``""``; the estimator embeds it or writes a zero row).
+    words : bool, default=False
+        Also accept rows that are lists of words (decided by the first
+        non-missing row; all rows must then be lists of str).
 
     Raises
     ------
@@ -148,6 +157,10 @@ def as_texts(X: Any, *, missing: str = "error") -> TextBatch:
     combining characters are passed on as they are.
     """
     values, index, name = _columns(X)
+    if words and isinstance(
+        next((v for v in values if not is_missing(v)), None), (list, tuple, np.ndarray)
+    ):
+        return _word_rows(values, index, name, missing)
     texts: list[str] = []
     missing_pos: list[int] = []
     bad: list[tuple[int, str]] = []
@@ -178,13 +191,41 @@ def as_texts(X: Any, *, missing: str = "error") -> TextBatch:
             f"Texts must be str; got non-string values at positions {shown}{more}.{hint}"
         )
     if missing_pos and missing == "error":
-        shown = ", ".join(map(str, missing_pos[:10]))
-        more = f" and {len(missing_pos) - 10} more" if len(missing_pos) > 10 else ""
-        raise ValueError(
-            f"Missing values (None/NaN/NA) at positions {shown}{more}. Drop them, or set "
-            "missing='empty' to embed them as an empty text or missing='zeros' for zero rows."
-        )
+        _refuse_missing(missing_pos)
     extra = {"surrogates": tuple(fixed)} if fixed else {}
     return TextBatch(
         texts=texts, missing_positions=tuple(missing_pos), index=index, name=name, extra=extra
     )
+
+
+def _refuse_missing(positions: list[int]) -> None:
+    shown = ", ".join(map(str, positions[:10]))
+    more = f" and {len(positions) - 10} more" if len(positions) > 10 else ""
+    raise ValueError(
+        f"Missing values (None/NaN/NA) at positions {shown}{more}. Drop them, or set "
+        "missing='empty' to embed them as an empty text or missing='zeros' for zero rows."
+    )
+
+
+def _word_rows(values: list[Any], index: Any, name: str | None, missing: str) -> TextBatch:
+    """Pre-split rows: every non-missing row a list of str."""
+    missing_pos = []
+    for i, v in enumerate(values):
+        if is_missing(v):
+            missing_pos.append(i)
+            continue
+        if not isinstance(v, (list, tuple, np.ndarray)):
+            raise TypeError(
+                f"Mixed input: row 0 is a list of words but row {i} is a "
+                f"{type(v).__name__}. Pass all texts or all word lists."
+            )
+        for w in v:
+            if not isinstance(w, str):
+                raise TypeError(
+                    f"Pre-split input must hold lists of str; row {i} holds a {type(w).__name__}."
+                )
+    if missing_pos and missing == "error":
+        _refuse_missing(missing_pos)
+    gone = set(missing_pos)
+    rows = [[] if i in gone else list(map(str, v)) for i, v in enumerate(values)]
+    return TextBatch(rows, tuple(missing_pos), index, name, words=True)

@@ -2,7 +2,10 @@
 
 ``resolve_preprocess(spec) -> callable(str) -> str``. The XLM-T rule is the
 one its authors used for pre-training and fine-tuning: user handles become
-``@user`` and links become ``http``.
+``@user`` and links become ``http``. :func:`apply_preprocess` and
+:func:`apply_prefix` (pooled vectors) and :func:`preprocess_with_offsets`
+(token features) apply them with the same checks and messages;
+:func:`check_prefix` refuses, at ``fit``, a prefix an estimator cannot apply.
 """
 
 from __future__ import annotations
@@ -10,9 +13,13 @@ from __future__ import annotations
 import hashlib
 import inspect
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 __all__ = [
+    "apply_prefix",
+    "apply_preprocess",
+    "check_prefix",
     "normalize_tweet",
     "preprocess_identity",
     "preprocess_with_offsets",
@@ -79,15 +86,50 @@ def resolve_preprocess(spec: str | Callable[[str], str] | None) -> Callable[[str
         ) from None
 
 
-def apply_preprocess(fn: Callable[[str], str], texts: list[str]) -> list[str]:
-    """Apply ``fn`` to every text, checking that it returns str."""
+def _checked(result: Any, position: int) -> str:
+    if not isinstance(result, str):
+        raise TypeError(
+            f"preprocess must return str; it returned {type(result).__name__} "
+            f"for position {position}."
+        )
+    return result
+
+
+def apply_preprocess(
+    fn: Callable[[str], str], texts: list[str], positions: Sequence[int] | None = None
+) -> list[str]:
+    """Apply ``fn`` to every text, checking that it returns str.
+
+    ``positions`` are the input rows of ``texts`` for the error message
+    (default: their indices).
+    """
     out = [fn(t) for t in texts]
     for i, t in enumerate(out):
-        if not isinstance(t, str):
-            raise TypeError(
-                f"preprocess must return str; it returned {type(t).__name__} for position {i}."
-            )
+        _checked(t, i if positions is None else positions[i])
     return out
+
+
+def check_prefix(prefix: str | None, owner: str, *, template: bool = True) -> None:
+    """Refuse a prefix the estimator ``owner`` cannot apply (called by ``fit``).
+
+    A ``{text}`` template is accepted only where ``template`` is True (pooled
+    vectors); token features need a plain prefix, whose tokens they drop.
+    """
+    if prefix and "{text}" in prefix and not template:
+        raise ValueError(
+            f"The 'prefix' parameter of {owner} must be a plain prefix such as 'query: ', "
+            f"not a '{{text}}' template; got {prefix!r}. Token offsets need the text to "
+            "start right after the prefix."
+        )
+
+
+def apply_prefix(prefix: str | None, texts: list[str]) -> list[str]:
+    """Prepend ``prefix`` to every text, or fill a ``"... {text} ..."`` template."""
+    if not prefix:
+        return texts
+    if "{text}" in prefix:
+        return [prefix.replace("{text}", t) for t in texts]
+    return [prefix + t for t in texts]
 
 
 def preprocess_identity_key(spec: str | Callable[[str], str] | None) -> str:
@@ -114,7 +156,7 @@ def preprocess_identity_key(spec: str | Callable[[str], str] | None) -> str:
 
 
 def preprocess_with_offsets(
-    spec: str | Callable[[str], str] | None, text: str
+    spec: str | Callable[[str], str] | None, text: str, position: int = 0
 ) -> tuple[str, list[int], list[int]]:
     """Preprocess ``text`` and map character positions back to it.
 
@@ -148,6 +190,6 @@ def preprocess_with_offsets(
         # Index k of end_map answers "a span that ends at k": k=0 has no char before it.
         end_map.insert(0, start_map[0] if new_text else 0)
         return new_text, start_map, end_map
-    new_text = resolve_preprocess(spec)(text)
+    new_text = _checked(resolve_preprocess(spec)(text), position)
     ident = list(range(len(new_text) + 1))
     return new_text, ident, ident

@@ -8,13 +8,28 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from sklearn.utils.validation import check_is_fitted
 
-from ._base import ModelFeaturizerMixin, input_positions
+from ._base import ModelFeaturizerMixin
 from ._dedupe import unique_texts
-from ._inputs import as_texts, is_missing
+from ._encoders import EncodeOptions
+from ._inputs import as_texts
+from ._output import Scatter, token_width
 from ._params import MODEL_PARAMETER_CONSTRAINTS, StrOptions, _fit_context
-from ._preprocess import preprocess_with_offsets, resolve_preprocess
-from ._tokens import assign_words, pad_ragged, word_spans, word_vectors
+from ._pipeline import stream
+from ._preprocess import (
+    apply_preprocess,
+    check_prefix,
+    preprocess_with_offsets,
+    resolve_preprocess,
+)
+from ._tokens import (
+    TokenFeatures,
+    assign_words,
+    token_output,
+    word_spans,
+    word_vectors,
+)
 from ._vectorizer import DEFAULT_MODEL
 
 __all__ = ["XLMTTokenVectorizer"]
@@ -222,13 +237,13 @@ class XLMTTokenVectorizer(ModelFeaturizerMixin):
         -------
         self : XLMTTokenVectorizer
         """
-        if X is not None:
-            self._rows(X)
+        self._check_fit_input(X)
         self._warn_unused()
         self._pin_model()
         ident = self.model_identity_
-        concat = self.layer_aggregation == "concat" and len(self.layers_) > 1
-        self.n_features_out_ = ident.hidden_size * (len(self.layers_) if concat else 1)
+        self.n_features_out_ = token_width(
+            ident.hidden_size, len(self.layers_), self.layer_aggregation
+        )
         return self
 
     def transform(self, X: Any):
@@ -245,37 +260,43 @@ class XLMTTokenVectorizer(ModelFeaturizerMixin):
         ndarray of objects, PaddedTokens or pandas.DataFrame
             Per ``output``.
         """
-        from sklearn.utils.validation import check_is_fitted
-
         check_is_fitted(self)
-        values, index, missing_rows, presplit = self._rows(X)  # 1: inputs
-        rows = np.setdiff1d(np.arange(len(values)), missing_rows)
-        if self.missing == "empty":
-            rows = np.arange(len(values))
-        docs_all = [self._doc(values[i], presplit) for i in rows]  # 2: preprocess
+        batch = as_texts(X, missing=self.missing, words=True)  # 1: inputs
+        rows = np.arange(len(batch))
+        if self.missing != "empty":
+            rows = np.setdiff1d(rows, batch.missing_positions)
+        docs_all = [self._doc(batch.texts[r], batch.words, r) for r in rows]  # 2: preprocess
         uniq_keys, inverse = unique_texts([d.key for d in docs_all])  # 3: dedupe
-        first = {k: j for j, k in reversed(list(enumerate(inverse)))}
-        docs = [docs_all[first[u]] for u in range(len(uniq_keys))]
-        enc = self._tokenize(docs, presplit)
-        mats, _ = self._encode_unique(  # 4-9: cache, forward (token matrices)
-            uniq_keys,
-            kind="tokens",
-            options=self._vector_options(),
-            encode_options=self._encode_options(),
-            positions=input_positions(inverse, rows),
-            n_total=len(values),
+        scatter = Scatter(inverse, rows)
+        docs = [docs_all[j] for j in np.unique(inverse, return_index=True)[1]]
+        tokenizer = self._encoders()[0].tokenizer()
+        enc = self._tokenize(tokenizer, docs, batch.words)
+        request = self._request(
+            uniq_keys, self._encode_options(), positions=scatter.positions, n_total=len(batch),
             expected_shape=lambda i, a: a.shape == (self._n_rows(enc, i), self.n_features_out_),
             encoded=enc,
-            store_dtype=self.cache_dtype,
-        )
-        per_doc = [self._features(enc, i, docs[i], mats[i], presplit) for i in range(len(docs))]
-        empty = self._features_empty()
-        feats = [empty] * len(values)  # 10: scatter
-        for j, r in enumerate(rows):
-            feats[r] = per_doc[inverse[j]]
-        return self._to_output(feats, index)
+        )  # fmt: skip
+        mats: list[np.ndarray] = [np.empty(0)] * len(docs)
+        for idx, arrays in stream(request):  # 4-9: cache, encode (token matrices), store
+            for u, a in zip(idx.tolist(), arrays, strict=True):
+                mats[u] = a
+        feats = [
+            self._features(tokenizer, enc, i, docs[i], mats[i], batch.words)
+            for i in range(len(docs))
+        ]
+        empty = TokenFeatures.empty(self.n_features_out_)
+        return token_output(  # 10: scatter, output
+            scatter.gather(feats, len(batch), empty), batch.index, self.output,
+            self.n_features_out_, words=self.granularity == "word",
+        )  # fmt: skip
 
     # ---------------------------------------------------------------- private
+    _kind = "tokens"
+    _prefix_template = False
+
+    def _store_dtype(self) -> str:
+        return self.cache_dtype
+
     def _warn_unused(self) -> None:
         if self.granularity == "subword" and (
             self.word_vector != "first" or self.word_splitter is not None
@@ -292,54 +313,12 @@ class XLMTTokenVectorizer(ModelFeaturizerMixin):
                 stacklevel=3,
             )
 
-    def _rows(self, X: Any) -> tuple[list[Any], Any, np.ndarray, bool]:
-        """Inputs: texts, or lists of words (detected from the first non-missing row)."""
-        seq = X
-        index = getattr(X, "index", None) if type(X).__module__.startswith("pandas") else None
-        if type(X).__module__.startswith("pandas") and hasattr(X, "columns"):
-            if X.shape[1] != 1:
-                return self._text_rows(X)
-            seq = X.iloc[:, 0]
-        if isinstance(seq, (str, bytes)) or not hasattr(seq, "__iter__"):
-            return self._text_rows(X)
-        if isinstance(seq, np.ndarray) and seq.ndim != 1:
-            return self._text_rows(X)  # (n, 1) is a text column, as for XLMTVectorizer
-        values = list(seq.tolist() if hasattr(seq, "tolist") else seq)
-        probe = next((v for v in values if not is_missing(v)), None)
-        if not isinstance(probe, (list, tuple, np.ndarray)):
-            return self._text_rows(X)
-        missing_rows = []
-        for i, v in enumerate(values):
-            if is_missing(v):
-                missing_rows.append(i)
-                continue
-            if not isinstance(v, (list, tuple, np.ndarray)):
-                raise TypeError(
-                    f"Mixed input: row 0 is a list of words but row {i} is a "
-                    f"{type(v).__name__}. Pass all texts or all word lists."
-                )
-            for w in v:
-                if not isinstance(w, str):
-                    raise TypeError(
-                        f"Pre-split input must hold lists of str; row {i} holds a "
-                        f"{type(w).__name__}."
-                    )
-        gone = set(missing_rows)
-        if gone and self.missing == "error":
-            as_texts([None if i in gone else "" for i in range(len(values))])  # raises
-        values = [[] if i in gone else list(map(str, v)) for i, v in enumerate(values)]
-        return values, index, np.asarray(missing_rows, dtype=np.int64), True
-
-    def _text_rows(self, X: Any) -> tuple[list[Any], Any, np.ndarray, bool]:
-        batch = as_texts(X, missing=self.missing)
-        missing = np.asarray(batch.missing_positions, dtype=np.int64)
-        return batch.texts, batch.index, missing, False
-
-    def _doc(self, value: Any, presplit: bool) -> _Doc:
+    def _doc(self, value: Any, presplit: bool, position: int = 0) -> _Doc:
+        """One input made ready for the model; ``position`` names its row in messages."""
         prefix = self.prefix or ""
         if presplit:
             fn = resolve_preprocess(self.preprocess)
-            words = [fn(w) for w in value]
+            words = apply_preprocess(fn, list(value), [position] * len(value))
             reference = " ".join(value)
             spans, pos = [], 0
             for w in value:
@@ -349,23 +328,19 @@ class XLMTTokenVectorizer(ModelFeaturizerMixin):
             key = _SPLIT_MARK + "\x1f".join(model_words)
             changed = [a != b for a, b in zip(words, value, strict=True)]
             return _Doc(key, model_words, reference, None, None, spans, changed)
-        text, smap, emap = preprocess_with_offsets(self.preprocess, value)
+        check_prefix(self.prefix, type(self).__name__, template=False)  # set after fit?
+        text, smap, emap = preprocess_with_offsets(self.preprocess, value, position)
         reference = value if (self.preprocess in ("xlmt", None)) else text
-        if prefix and "{text}" in prefix:
-            raise ValueError("XLMTTokenVectorizer needs a plain prefix, not a '{text}' template.")
         spans = word_spans(reference, self.word_splitter)
         return _Doc(prefix + text, prefix + text, reference, smap, emap, spans, None)
 
-    def _tokenize(self, docs: list[_Doc], presplit: bool):
-        from ._model import _special_tokens as specials
-        from ._model import get_tokenizer
+    def _tokenize(self, tokenizer: Any, docs: list[_Doc], presplit: bool):
+        from ._model import _special_tokens
         from ._tokenize import tokenize
 
-        specs, _ = self._runtime()
-        tok = get_tokenizer(specs[0])
-        pre, suf = specials(tok)
+        pre, suf = _special_tokens(tokenizer)
         return tokenize(
-            tok, [d.model_input for d in docs], prefix_ids=pre, suffix_ids=suf,
+            tokenizer, [d.model_input for d in docs], prefix_ids=pre, suffix_ids=suf,
             max_length=int(self.max_length), windows=self.truncation == "window",
             stride=self._stride(), offsets=True, split_into_words=presplit,
         )  # fmt: skip
@@ -375,23 +350,16 @@ class XLMTTokenVectorizer(ModelFeaturizerMixin):
         kept = enc.n_content[i] if enc.n_windows[i] > 1 else min(enc.n_content[i], enc.capacity)
         return int(enc.n_prefix + kept + enc.n_suffix)
 
-    def _encode_options(self):
-        from ._forward import EncodeOptions
-
+    def _encode_options(self) -> EncodeOptions:
         return EncodeOptions(
             layers=self.layers_, layer_aggregation=self.layer_aggregation, pooling=None,
             batch_size=int(self.batch_size), max_tokens=self.max_tokens,
         )  # fmt: skip
 
-    def _features_empty(self) -> dict[str, Any]:
-        d = self.n_features_out_
-        e = np.zeros(0, dtype=np.int64)
-        return {"vectors": np.zeros((0, d), np.float32), "tokens": [], "begin": e, "end": e, "n": e}
-
-    def _features(self, enc, i: int, doc: _Doc, mat: np.ndarray, presplit: bool) -> dict:
+    def _features(
+        self, tok: Any, enc: Any, i: int, doc: _Doc, mat: np.ndarray, presplit: bool
+    ) -> TokenFeatures:
         """Cut one text's token matrix into the requested units, with offsets."""
-        from ._model import get_tokenizer
-
         n_pre, n_suf = enc.n_prefix, enc.n_suffix
         content = mat[n_pre : len(mat) - n_suf]
         kept = len(content)
@@ -427,9 +395,7 @@ class XLMTTokenVectorizer(ModelFeaturizerMixin):
             words = [doc.reference[b:e] for b, e in doc.spans]
             b = np.asarray([s for s, _ in doc.spans], np.int64).reshape(-1)
             e = np.asarray([t for _, t in doc.spans], np.int64).reshape(-1)
-            return {"vectors": vecs, "tokens": words, "begin": b, "end": e, "n": counts}
-        specs, _ = self._runtime()
-        tok = get_tokenizer(specs[0])
+            return TokenFeatures(vecs, words, b, e, counts)
         pieces = tok.convert_ids_to_tokens(list(ids))
         if self.special_tokens:
             head = tok.convert_ids_to_tokens(self._special_ids(enc, i, front=True))
@@ -438,52 +404,14 @@ class XLMTTokenVectorizer(ModelFeaturizerMixin):
             minus = np.full(n_pre, -1, np.int64)
             begin = np.concatenate([minus, begin, np.full(n_suf, -1, np.int64)])
             end = np.concatenate([minus, end, np.full(n_suf, -1, np.int64)])
-            return {"vectors": mat, "tokens": tokens, "begin": begin, "end": end, "n": None}
+            return TokenFeatures(mat, tokens, begin, end)
         keep = ~is_prefix
-        return {
-            "vectors": content[keep],
-            "tokens": [p for p, k in zip(pieces, keep, strict=True) if k],
-            "begin": begin[keep],
-            "end": end[keep],
-            "n": None,
-        }
+        return TokenFeatures(
+            content[keep], [p for p, k in zip(pieces, keep, strict=True) if k], begin[keep],
+            end[keep],
+        )  # fmt: skip
 
     @staticmethod
     def _special_ids(enc, i: int, front: bool) -> list[int]:
         row = enc.rows[int(np.flatnonzero(enc.row_text == i)[0 if front else -1])]
         return row[: enc.n_prefix] if front else row[len(row) - enc.n_suffix :]
-
-    def _to_output(self, feats: list[dict], index: Any):
-        if self.output == "ragged":
-            out = np.empty(len(feats), dtype=object)
-            for i, f in enumerate(feats):
-                out[i] = f["vectors"]
-            return out
-        if self.output == "padded":
-            return pad_ragged([f["vectors"] for f in feats], self.n_features_out_)
-        import pandas as pd
-
-        idx_values = list(index) if index is not None else list(range(len(feats)))
-        lengths = [len(f["vectors"]) for f in feats]
-        rep = np.repeat(np.arange(len(feats)), lengths)
-        embedding = np.empty(int(sum(lengths)), dtype=object)
-        k = 0
-        for f in feats:
-            for v in f["vectors"]:
-                embedding[k] = v
-                k += 1
-        frame = pd.DataFrame(
-            {
-                "position": np.concatenate([np.arange(n) for n in lengths]).astype(np.int64)
-                if lengths
-                else np.zeros(0, np.int64),
-                "token": [t for f in feats for t in f["tokens"]],
-                "begin": np.concatenate([f["begin"] for f in feats]) if feats else [],
-                "end": np.concatenate([f["end"] for f in feats]) if feats else [],
-            },
-            index=pd.Index([idx_values[r] for r in rep], name=getattr(index, "name", None)),
-        )
-        if self.granularity == "word":
-            frame["n_subwords"] = np.concatenate([f["n"] for f in feats]) if feats else []
-        frame["embedding"] = embedding
-        return frame

@@ -6,20 +6,20 @@ import os
 from typing import Any
 
 import numpy as np
+from sklearn.utils.validation import check_is_fitted
 
-from ._base import ModelFeaturizerMixin, input_positions
+from ._base import ModelFeaturizerMixin
 from ._dedupe import unique_texts
+from ._encoders import EncodeOptions
+from ._inputs import TextBatch, as_texts
+from ._output import Scatter, pooled_width
 from ._params import MODEL_PARAMETER_CONSTRAINTS, POOLING_MODES, StrOptions, _fit_context
+from ._pipeline import stream
+from ._preprocess import apply_prefix, apply_preprocess, resolve_preprocess
 
-__all__ = ["DEFAULT_MODEL", "XLMTVectorizer", "pooled_dim"]
+__all__ = ["DEFAULT_MODEL", "XLMTVectorizer"]
 
 DEFAULT_MODEL = "cardiffnlp/twitter-xlm-roberta-base"
-
-
-def pooled_dim(hidden: int, n_layers: int, layer_aggregation: str, pooling: str) -> int:
-    """Width of one pooled row for a model of width ``hidden``."""
-    width = hidden * (n_layers if layer_aggregation == "concat" and n_layers > 1 else 1)
-    return width * (2 if pooling == "mean_max" else 1)
 
 
 class XLMTVectorizer(ModelFeaturizerMixin):
@@ -195,7 +195,8 @@ class XLMTVectorizer(ModelFeaturizerMixin):
         Parameters
         ----------
         X : iterable of str, optional
-            Ignored (checked for type when given): the featurizer is pretrained.
+            Ignored (checked for type when given; an iterator is left unread):
+            the featurizer is pretrained.
         y : None
             Ignored.
 
@@ -203,13 +204,10 @@ class XLMTVectorizer(ModelFeaturizerMixin):
         -------
         self : XLMTVectorizer
         """
-        if X is not None:
-            from ._inputs import as_texts
-
-            as_texts(X, missing=self.missing)
+        self._check_fit_input(X)
         self._pin_model()
         ident = self.model_identity_
-        self.n_features_out_ = pooled_dim(
+        self.n_features_out_ = pooled_width(
             ident.hidden_size, len(self.layers_), self.layer_aggregation, self.pooling
         )
         return self
@@ -226,34 +224,19 @@ class XLMTVectorizer(ModelFeaturizerMixin):
         -------
         ndarray of shape (n_texts, n_features_out_), float32
         """
-        batch, texts = self._texts(X)  # 1-2: inputs, preprocess
+        batch, texts = self._texts(X)  # 1-2: inputs, preprocess, prefix
         rows = np.arange(len(texts))
         if self.missing == "zeros" and batch.missing_positions:
             rows = np.setdiff1d(rows, batch.missing_positions)
         uniq, inverse = unique_texts([texts[i] for i in rows])  # 3: dedupe
-        out = np.zeros((len(texts), self.n_features_out_), dtype=np.float32)
-        # Rows of each distinct text, grouped: results are scattered into the
-        # output batch by batch (10), so no second output-sized array exists.
-        order = np.argsort(inverse, kind="stable")
-        counts = np.bincount(inverse, minlength=len(uniq))
-        starts = np.cumsum(counts) - counts
-
-        def scatter(idx: np.ndarray, arrays: list[np.ndarray]) -> None:
-            # Row by row: no batch-sized temporaries on the heap between batches.
-            for u, a in zip(idx.tolist(), arrays, strict=True):
-                dest = rows[order[starts[u] : starts[u] + counts[u]]]
-                out[dest] = a
-
-        self._encode_unique(  # 4-9: cache, tokenize, forward, pool
-            uniq,
-            kind="pooled",
-            options=self._fingerprint_options(),
-            encode_options=self._encode_options(),
-            positions=input_positions(inverse, rows),
-            n_total=len(texts),
+        scatter = Scatter(inverse, rows)
+        request = self._request(
+            uniq, self._encode_options(), positions=scatter.positions, n_total=len(texts),
             expected_shape=lambda _, a: a.shape == (self.n_features_out_,),
-            sink=scatter,
-        )
+        )  # fmt: skip
+        out = np.zeros((len(texts), self.n_features_out_), dtype=np.float32)
+        for idx, arrays in stream(request):  # 4-9: cache, tokenize, encode, pool, store
+            scatter.into(out, idx, arrays)  # 10: scatter
         return out
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
@@ -267,13 +250,18 @@ class XLMTVectorizer(ModelFeaturizerMixin):
         -------
         ndarray of str objects
         """
-        from sklearn.utils.validation import check_is_fitted
-
         check_is_fitted(self)
         prefix = type(self).__name__.lower()
         return np.asarray([f"{prefix}{i}" for i in range(self.n_features_out_)], dtype=object)
 
     # ---------------------------------------------------------------- private
+    def _texts(self, X: Any) -> tuple[TextBatch, list[str]]:
+        """Steps 1-2: coerce, then preprocess and apply the prefix/template."""
+        check_is_fitted(self)
+        batch = as_texts(X, missing=self.missing)
+        texts = apply_preprocess(resolve_preprocess(self.preprocess), batch.texts)
+        return batch, apply_prefix(self.prefix, texts)
+
     def _fingerprint_options(self) -> dict[str, Any]:
         return {
             **self._vector_options(),
@@ -281,9 +269,7 @@ class XLMTVectorizer(ModelFeaturizerMixin):
             "normalize": bool(self.normalize),
         }
 
-    def _encode_options(self):
-        from ._forward import EncodeOptions
-
+    def _encode_options(self) -> EncodeOptions:
         return EncodeOptions(
             layers=self.layers_,
             layer_aggregation=self.layer_aggregation,

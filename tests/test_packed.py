@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import AutoModel
 
-from xlmt_sklearn._forward import _fuse_int8_qkv, _PackedEncoder
+from xlmt_sklearn._packed import PackedForward, fuse_int8_qkv
 from xlmt_sklearn._quantize import quantize_int8
 
 
@@ -36,7 +36,7 @@ def _padded_forward(model, rows, pad_id):
 @pytest.mark.parametrize("kind", ["xlmr", "bert"])
 def test_packed_equals_model_forward(kind, tiny_model_dir, tiny_bert_dir):
     model = _model(tiny_model_dir if kind == "xlmr" else tiny_bert_dir)
-    packed = _PackedEncoder.of(model)
+    packed = PackedForward.of(model)
     assert packed is not None
     rows = _rows(model.config.vocab_size)
     n = model.config.num_hidden_layers
@@ -53,7 +53,7 @@ def test_packed_equals_model_forward(kind, tiny_model_dir, tiny_bert_dir):
 
 def test_packed_only_computes_requested_layers(tiny_model_dir):
     model = _model(tiny_model_dir)
-    packed = _PackedEncoder.of(model)
+    packed = PackedForward.of(model)
     with torch.inference_mode():
         hs, _ = packed(_rows(model.config.vocab_size), (-1,))
     assert [h is not None for h in hs] == [False, False, True]
@@ -62,23 +62,23 @@ def test_packed_only_computes_requested_layers(tiny_model_dir):
 def test_hooks_training_and_compiled_models_take_the_model_forward(tiny_model_dir):
     model = _model(tiny_model_dir)
     handle = model.register_forward_hook(lambda *a: None)
-    assert _PackedEncoder.of(model) is None  # the user's hook must keep firing
+    assert PackedForward.of(model) is None  # the user's hook must keep firing
     handle.remove()
-    assert _PackedEncoder.of(model) is not None
+    assert PackedForward.of(model) is not None
     model.train()
-    assert _PackedEncoder.of(model) is None
+    assert PackedForward.of(model) is None
     model.eval()
     model._orig_mod = model  # what torch.compile's wrapper looks like
-    assert _PackedEncoder.of(model) is None
+    assert PackedForward.of(model) is None
 
 
 def test_packed_copy_follows_weight_changes(tiny_model_dir):
     model = _model(tiny_model_dir)
     rows = _rows(model.config.vocab_size)
-    first = _PackedEncoder.of(model)
+    first = PackedForward.of(model)
     with torch.no_grad():
         model.encoder.layer[0].attention.self.query.weight.mul_(2.0)  # in place
-    again = _PackedEncoder.of(model)
+    again = PackedForward.of(model)
     assert again is not first  # the fused q/k/v copy was rebuilt
     with torch.inference_mode():
         hs, mask = again(rows, (-1,))
@@ -103,7 +103,7 @@ def test_fused_int8_qkv_equals_three_modules(tiny_model_dir):
     model = quantize_int8(_model(tiny_model_dir))
     sa = model.encoder.layer[0].attention.self
     mods = (sa.query, sa.key, sa.value)
-    fused = _fuse_int8_qkv(mods)
+    fused = fuse_int8_qkv(mods)
     assert fused is not None
     x = torch.randn(9, model.config.hidden_size)
     with torch.inference_mode():
@@ -111,13 +111,13 @@ def test_fused_int8_qkv_equals_three_modules(tiny_model_dir):
         want = torch.cat([m(x) for m in mods], dim=1)
     assert got.shape == want.shape
     assert (got - want).abs().max() < 1e-5
-    assert _fuse_int8_qkv((sa.query, sa.key, torch.nn.Linear(4, 4))) is None
+    assert fuse_int8_qkv((sa.query, sa.key, torch.nn.Linear(4, 4))) is None
 
 
 def test_packed_int8_close_to_padded_int8(tiny_model_dir):
     """Same quantized modules; activation scales differ (padding rows), so only close."""
     model = quantize_int8(_model(tiny_model_dir))
-    packed = _PackedEncoder.of(model)
+    packed = PackedForward.of(model)
     assert packed is not None and all(f is not None for f in packed.fused)
     rows = _rows(model.config.vocab_size)
     with torch.inference_mode():

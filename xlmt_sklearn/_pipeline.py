@@ -1,0 +1,375 @@
+"""Steps 4-9 -- the one-way encode stream: cache lookup, encode misses, write through.
+
+``stream(request) -> iterator of (unique_indices, arrays)``. The estimators
+hand it a frozen :class:`Request` (distinct model inputs, their cache keys,
+the encoders, the options) and write what it yields into their output, on
+their own thread. Read top to bottom, per chunk of :data:`STREAM_CHUNK`
+distinct texts:
+
+1. look the chunk up in the cache, :data:`LOOKUP_BATCH` keys at a time, and
+   yield the hits;
+2. tokenize the misses (unless the request brings their tokenization);
+3. :func:`encode` them: plan length-sorted batches, compute them on the
+   encoders (:func:`~xlmt_sklearn._scheduler.computed`), merge the windows of
+   long texts, pool what still needs pooling;
+4. write each finished batch to the cache, then yield it;
+5. lay the chunk's new entries out in input order when that is cheap.
+
+Every yielded array is float32 and already rounded to the cache's storage
+precision, so a value served from the cache later equals the one returned
+now. Nothing here calls back into the estimators.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ._encoders import EncodeOptions, Encoder
+from ._errors import TruncationWarning
+from ._tokenize import Encoded
+
+__all__ = ["LOOKUP_BATCH", "STREAM_CHUNK", "Request", "encode", "stream"]
+
+logger = logging.getLogger("xlmt_sklearn")
+
+#: Distinct texts looked up, tokenized and encoded per step of a transform: bounds the
+#: memory a huge call needs beyond its output (cache answers, token ids, pending rows).
+STREAM_CHUNK = 8192
+
+#: Keys per cache lookup call: hits are yielded as each call returns, so at most this
+#: many cached arrays are alive at once; measured faster per key than one lookup of a
+#: whole chunk (the arrays stay in the CPU's caches; docs/benchmarks.md).
+LOOKUP_BATCH = 1000
+
+#: A chunk of new texts is regrouped in input order (``regroup``) only when it was
+#: encoded slower than this. Regrouping puts a lookup batch's keys into a few blocks,
+#: which block directories serve without an index row per key (~2x faster input-order
+#: lookups, docs/benchmarks.md "Cache"), but makes writes ~45% slower: under 1% of a
+#: CPU transform's time, but on a GPU the cache's write rate is already the bottleneck.
+REGROUP_BELOW_TEXTS_PER_S = 1000.0
+
+_PROGRESS_MIN_TEXTS = 256
+
+Results = tuple[np.ndarray, list[np.ndarray]]
+
+
+@dataclass(frozen=True)
+class Request:
+    """One cache-or-encode job over distinct model inputs.
+
+    Attributes
+    ----------
+    keys : list of bytes
+        Cache key of each distinct input.
+    texts : list of str
+        The distinct model inputs (tokenized on a miss); unused when
+        ``encoded`` is given.
+    encoded : Encoded or None
+        The tokenization of all inputs when the caller needed it anyway
+        (token features); otherwise only the misses are tokenized, and an
+        all-hit call loads neither tokenizer nor model.
+    encoders : list of Encoder
+        One per device (see :mod:`xlmt_sklearn._encoders`).
+    cache : cache object
+        ``get_many``/``put_many``/``regroup`` (see :mod:`xlmt_sklearn._cache`).
+    options : EncodeOptions
+        Layers, pooling, batch sizes.
+    expected_shape : callable (index, array) -> bool
+        Validates a cached value; a value of the wrong shape is a miss.
+    max_length, stride : int
+        Tokenization limits (``stride`` for windows).
+    truncation : {"warn", "error", "window"}
+        What a text longer than ``max_length`` gets.
+    positions : callable (unique indices) -> input rows
+        For messages: where the distinct texts were in the input.
+    n_total : int
+        Rows in the input (for messages).
+    store_dtype : {"float32", "float16"}
+        Precision of cached values; every result is rounded to it.
+    progress : bool or "auto"
+        A progress bar (``"auto"``: long runs in a terminal or notebook).
+    label : str
+        The estimator's name, for log records.
+    """
+
+    keys: Sequence[bytes]
+    texts: Sequence[str]
+    encoded: Encoded | None
+    encoders: Sequence[Encoder]
+    cache: Any
+    options: EncodeOptions
+    expected_shape: Callable[[int, np.ndarray], bool]
+    max_length: int
+    stride: int
+    truncation: str
+    positions: Callable[[np.ndarray], np.ndarray]
+    n_total: int
+    store_dtype: str = "float32"
+    progress: bool | str = False
+    label: str = "xlmt_sklearn"
+
+
+def stream(req: Request) -> Iterator[Results]:
+    """Yield ``(unique_indices, arrays)`` for every distinct input of ``req``.
+
+    Hits come first within each chunk, then finished batches in completion
+    order; every index is yielded exactly once. ``truncation="error"`` takes
+    one chunk, so that it refuses before encoding anything; ``"warn"`` warns
+    once at the end (:class:`~xlmt_sklearn.TruncationWarning`).
+    """
+    n = len(req.keys)
+    long_ = np.zeros(n, dtype=bool)
+    if req.encoded is not None:
+        long_ = np.asarray(req.encoded.truncated, dtype=bool).copy()
+    step = max(n, 1) if req.truncation == "error" else STREAM_CHUNK
+    n_miss = n_windowed = n_windows = 0
+    bar = None
+    try:
+        for a in range(0, n, step):
+            idx = np.arange(a, min(a + step, n))
+            hits: list[int] = []
+            for got, arrays, metas in _lookup(req, idx):  # 1
+                if req.encoded is None:
+                    long_[got] = metas
+                hits += got.tolist()
+                yield got, arrays
+            miss = np.setdiff1d(idx, hits, assume_unique=True)
+            _refuse_long(req, long_)
+            if a == 0:
+                bar = _progress_bar(req.progress, n, n - len(hits))
+            if bar is not None:
+                bar.update(len(hits))
+            if not len(miss):
+                continue
+            for encoder in req.encoders:  # a broken model fails before any work
+                encoder.load()
+            enc = _tokenize_misses(req, miss)  # 2
+            long_[miss] = enc.truncated
+            _refuse_long(req, long_)
+            started = time.perf_counter()
+            for local, arrays in encode(req.encoders, enc, req.options):  # 3
+                done = miss[local]
+                _write(req, done, arrays, enc.truncated[local])  # 4
+                yield done, arrays
+                if bar is not None:
+                    bar.update(len(done))
+            rate = len(miss) / max(time.perf_counter() - started, 1e-9)
+            if rate < REGROUP_BELOW_TEXTS_PER_S:  # 5
+                req.cache.regroup([req.keys[i] for i in miss])
+            if n > step:  # a huge call: return the chunk's free heap
+                from ._scheduler import release_free_memory
+
+                release_free_memory()
+            n_miss += len(miss)
+            n_windowed += int(enc.truncated.sum()) if req.truncation == "window" else 0
+            n_windows += (
+                int(enc.n_windows[enc.truncated].sum()) if req.truncation == "window" else 0
+            )
+            del enc
+    finally:
+        if bar is not None:
+            bar.close()
+    _report(req, long_, n_miss, n_windowed, n_windows)
+
+
+def encode(
+    encoders: Sequence[Encoder], enc: Encoded, options: EncodeOptions
+) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
+    """Encode every text of ``enc``; yield ``(text_indices, arrays)`` per finished batch.
+
+    Pooled options give (dim,) float32 rows; ``pooling=None`` gives
+    (n_tokens, dim) matrices, special tokens included. A text cut into windows
+    is yielded once all its windows are done, merged
+    (:func:`~xlmt_sklearn._tokens.merge_windows`) and then pooled.
+    """
+    from ._batching import plan_batches
+    from ._scheduler import computed
+
+    if len(enc.n_windows) == 0:
+        return
+    longest = int(np.max(enc.lengths))
+    caps = [c for c in (e.token_cap(options, longest) for e in encoders) if c is not None]
+    plan = plan_batches(enc.lengths, options.batch_size, min(caps) if caps else None)
+
+    def compute(rows_idx: np.ndarray, encoder: Encoder):
+        rows = [enc.rows[r] for r in rows_idx]
+        single = enc.n_windows[enc.row_text[rows_idx]] == 1
+        return rows_idx, rows, single, encoder.encode(rows, options, single)
+
+    pending: dict[int, dict[int, np.ndarray]] = {}  # windows waiting for their siblings
+    for rows_idx, rows, single, out in computed(encoders, plan.batches, compute):
+        texts, arrays = [], []
+        for k, r in enumerate(rows_idx):
+            text = int(enc.row_text[r])
+            if single[k] and out.pooled is not None and options.pooling is not None:
+                value = out.pooled[k]
+            elif single[k]:
+                value = out.tokens[k, : len(rows[k])]
+            else:
+                value = _merge_when_complete(
+                    enc, pending, text, int(r), out.tokens[k, : len(rows[k])]
+                )
+                if value is None:
+                    continue
+                value = _pool_merged(value, options)
+            texts.append(text)
+            arrays.append(np.ascontiguousarray(value, dtype=np.float32))
+        if texts:
+            yield np.asarray(texts, dtype=np.int64), arrays
+
+
+# ----------------------------------------------------------------------------- steps
+
+
+def _lookup(
+    req: Request, idx: np.ndarray
+) -> Iterator[tuple[np.ndarray, list[np.ndarray], list[bool]]]:
+    """Cache hits of the chunk ``idx``, one lookup call at a time."""
+    for b in range(int(idx[0]), int(idx[-1]) + 1, LOOKUP_BATCH):
+        part = range(b, min(b + LOOKUP_BATCH, int(idx[-1]) + 1))
+        got, arrays, metas = [], [], []
+        for i, hit in zip(part, req.cache.get_many(req.keys[part.start : part.stop]), strict=True):
+            if hit is not None and req.expected_shape(i, hit[0]):
+                got.append(i)
+                arrays.append(np.asarray(hit[0], dtype=np.float32))
+                metas.append(bool(hit[1]))
+        if got:
+            yield np.asarray(got, dtype=np.int64), arrays, metas
+
+
+def _tokenize_misses(req: Request, miss: np.ndarray) -> Encoded:
+    from ._tokenize import subset, tokenize
+
+    if req.encoded is not None:
+        return subset(req.encoded, miss)
+    prefix, suffix = req.encoders[0].special_tokens()
+    return tokenize(
+        req.encoders[0].tokenizer(), [req.texts[i] for i in miss],
+        prefix_ids=prefix, suffix_ids=suffix, max_length=req.max_length,
+        windows=req.truncation == "window", stride=req.stride,
+    )  # fmt: skip
+
+
+def _write(req: Request, done: np.ndarray, arrays: list[np.ndarray], long_: np.ndarray) -> None:
+    """Round to the storage precision (in place: a later hit returns exactly this), store."""
+    if req.store_dtype != "float32":
+        for v in arrays:
+            v[...] = v.astype(req.store_dtype)
+    req.cache.put_many(
+        [req.keys[i] for i in done],
+        [v.astype(req.store_dtype, copy=False) for v in arrays],
+        [int(x) for x in long_],
+    )
+
+
+def _merge_when_complete(
+    enc: Encoded, pending: dict[int, dict[int, np.ndarray]], text: int, row: int, mat: np.ndarray
+) -> np.ndarray | None:
+    from ._tokens import merge_windows
+
+    got = pending.setdefault(text, {})
+    got[row] = mat.copy()
+    if len(got) < enc.n_windows[text]:
+        return None
+    order = sorted(got)
+    del pending[text]
+    return merge_windows(
+        [got[o] for o in order], [int(enc.row_start[o]) for o in order], enc.n_prefix, enc.n_suffix
+    )
+
+
+def _pool_merged(tokens: np.ndarray, options: EncodeOptions) -> np.ndarray:
+    """Pool one merged (windowed) text, as the encoders pool a whole one."""
+    if options.pooling is None:
+        return tokens
+    import torch
+
+    from ._pooling import l2_normalize, pool
+
+    t = torch.from_numpy(tokens)[None]
+    pooled = pool(t, torch.ones(t.shape[:2]), options.pooling)
+    if options.normalize:
+        pooled = l2_normalize(pooled)
+    return pooled[0].numpy()
+
+
+def _refuse_long(req: Request, long_: np.ndarray) -> None:
+    if req.truncation != "error" or not long_.any():
+        return
+    rows = req.positions(np.flatnonzero(long_))
+    shown = ", ".join(map(str, rows[:10].tolist()))
+    more = f" and {len(rows) - 10} more" if len(rows) > 10 else ""
+    raise ValueError(
+        f"{len(rows)} texts are longer than max_length={req.max_length} tokens "
+        f"(positions {shown}{more}) and truncation='error'. Raise max_length, or use "
+        "truncation='warn' (truncate) or 'window' (encode overlapping windows)."
+    )
+
+
+def _report(req: Request, long_: np.ndarray, n_miss: int, n_windowed: int, n_windows: int) -> None:
+    if n_windowed:
+        logger.info(
+            "truncation='window': %d of %d texts exceeded max_length=%d and were "
+            "encoded in %d overlapping windows",
+            n_windowed, n_miss, req.max_length, n_windows,
+        )  # fmt: skip
+    logger.debug(
+        "%s: %d distinct texts, %d from the cache, %d encoded",
+        req.label, len(req.keys), len(req.keys) - n_miss, n_miss,
+    )  # fmt: skip
+    if req.truncation == "warn" and long_.any():
+        warnings.warn(
+            TruncationWarning(req.positions(np.flatnonzero(long_)), req.max_length, req.n_total),
+            stacklevel=user_stacklevel(),
+        )
+
+
+# ----------------------------------------------------------------------------- progress
+
+
+def _in_notebook() -> bool:
+    ipy = sys.modules.get("IPython")
+    shell = getattr(ipy, "get_ipython", lambda: None)() if ipy else None
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+
+
+def resolve_progress(progress: bool | str, n_texts: int) -> bool:
+    """``"auto"``: a bar for long runs in a terminal or a notebook only."""
+    if progress != "auto":
+        return bool(progress)
+    if n_texts < _PROGRESS_MIN_TEXTS:
+        return False
+    return _in_notebook() or bool(getattr(sys.stderr, "isatty", lambda: False)())
+
+
+def _progress_bar(progress: bool | str, n: int, n_to_encode: int):
+    if not resolve_progress(progress, n_to_encode):
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=n, unit="text", desc="xlmt_sklearn", smoothing=0.1)
+
+
+def user_stacklevel() -> int:
+    """Stack level of the first caller outside xlmt_sklearn and scikit-learn.
+
+    Warnings then point at the user's line, whether transform was called
+    directly, through set_output's wrapper or inside a Pipeline.
+    """
+    frame = sys._getframe(1)
+    level = 1
+    while frame is not None:
+        mod = frame.f_globals.get("__name__", "")
+        if not (mod.startswith(("xlmt_sklearn", "sklearn"))):
+            return level
+        frame = frame.f_back
+        level += 1
+    return 1
