@@ -635,3 +635,21 @@ def test_spark_nulls_and_non_strings_are_clear_errors(spark_session, tiny_model_
     numbers = spark_session.createDataFrame([(1, 5)], "id long, text long")
     with pytest.raises(TypeError, match="needs a string column; 'text' has type bigint"):
         embed_column(numbers, "text", est)
+
+
+@pytest.mark.parametrize("kind", ["pooled", "tokens"])
+@pytest.mark.parametrize("make", [iter, lambda xs: (x for x in xs), lambda xs: map(str, xs)],
+                         ids=["iter", "generator", "map"])  # fmt: skip
+def test_fit_transform_reads_an_iterator_once_and_loses_no_row(tiny_model_dir, kind, make):
+    """fit checks what it can without consuming an iterator: fit_transform returns every row."""
+    from xlmt_sklearn import XLMTTokenVectorizer, XLMTVectorizer
+
+    texts = ["one text", "another one", "one text"]
+    cls = XLMTVectorizer if kind == "pooled" else XLMTTokenVectorizer
+    est = cls(str(tiny_model_dir), device="cpu", progress=False)
+    got = est.fit_transform(make(texts))
+    want = est.transform(texts)
+    assert len(got) == len(want) == 3
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert len(est.fit(make(texts)).transform(make(texts))) == 3

@@ -288,3 +288,22 @@ def test_float16_cache_halves_disk_within_bound(tiny_model_dir, tmp_path):
     s16 = EmbeddingCache(tmp_path / "c16").stats.bytes
     s32 = EmbeddingCache(tmp_path / "c32").stats.bytes
     assert s16 * 2 == pytest.approx(s32, rel=0.01)
+
+
+# ------------------------------------------------- one input path with XLMTVectorizer (#15)
+
+
+def test_a_prefix_template_is_refused_at_fit(tiny_model_dir):
+    vec = XLMTTokenVectorizer(str(tiny_model_dir), prefix="query: {text}")
+    with pytest.raises(ValueError, match=r"'prefix' parameter of XLMTTokenVectorizer.*template"):
+        vec.fit()
+
+
+@pytest.mark.parametrize("presplit", [False, True], ids=["texts", "words"])
+def test_a_preprocess_returning_no_str_names_the_position(tiny_model_dir, presplit):
+    X = [["ok", "fine"], ["a", "b"]] if presplit else ["ok fine", "a b"]
+    vec = XLMTTokenVectorizer(str(tiny_model_dir), preprocess=lambda s: None).fit()
+    with pytest.raises(
+        TypeError, match="preprocess must return str; it returned NoneType for position 0"
+    ):
+        vec.transform(X)
