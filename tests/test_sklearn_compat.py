@@ -1,8 +1,10 @@
 """scikit-learn citizenship: params, clone, pickle, tags, pipelines, set_output.
 
-``parametrize_with_checks`` runs only the clone check on string-input
-estimators, so the checks that don't depend on input type are called
-directly and text-input versions of the others are written here.
+``check_estimator`` runs only the clone check on estimators whose tags say
+they take no 2-D array (all three of ours: two take texts, ``TokenPooler``
+takes token features), so the checks that don't depend on input type are
+called directly on all three, and input-specific versions of the others are
+written here.
 """
 
 from __future__ import annotations
@@ -22,14 +24,19 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import (
+    check_estimator,
+    check_get_feature_names_out_error,
     check_get_params_invariance,
     check_no_attributes_set_in_init,
+    check_param_validation,
     check_parameters_default_constructible,
     check_set_params,
 )
 
-from xlmt_sklearn import XLMTVectorizer
+from xlmt_sklearn import TokenPooler, XLMTTokenVectorizer, XLMTVectorizer
 from xlmt_sklearn import _model as model_mod
+
+ESTIMATORS = [XLMTVectorizer, XLMTTokenVectorizer, TokenPooler]
 
 TEXTS = ["good day", "bad day", "great stuff", "awful stuff", "nice", "terrible"] * 4
 LABELS = [1, 0, 1, 0, 1, 0] * 4
@@ -42,20 +49,43 @@ LABELS = [1, 0, 1, 0, 1, 0] * 4
         check_parameters_default_constructible,
         check_get_params_invariance,
         check_set_params,
+        check_param_validation,
+        check_get_feature_names_out_error,
     ],
 )
-def test_sklearn_generic_checks(check):
-    check(XLMTVectorizer.__name__, XLMTVectorizer())
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_sklearn_generic_checks(check, cls):
+    check(cls.__name__, cls())
 
 
-def test_constraints_cover_init_params():
-    params = set(inspect.signature(XLMTVectorizer.__init__).parameters) - {"self"}
-    assert set(XLMTVectorizer._parameter_constraints) == params
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.SkipTestWarning")
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_check_estimator_passes_with_the_declared_tags(cls):
+    results = check_estimator(cls(), on_fail=None)
+    assert results and all(r["status"] == "passed" for r in results), results
 
 
-def test_docstring_documents_every_param_with_its_default():
-    doc = XLMTVectorizer.__doc__
-    for name, p in inspect.signature(XLMTVectorizer.__init__).parameters.items():
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_constraints_cover_init_params(cls):
+    params = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    assert set(cls._parameter_constraints) == params
+
+
+def test_tags_declare_what_each_estimator_takes_and_returns():
+    for cls in (XLMTVectorizer, XLMTTokenVectorizer):
+        tags = cls().__sklearn_tags__()
+        assert tags.input_tags.string and not tags.input_tags.two_d_array
+        assert tags.transformer_tags.preserves_dtype == []  # texts in, float32 out
+    tags = TokenPooler().__sklearn_tags__()  # ragged or 3-D token features, never 2-D
+    assert not tags.input_tags.two_d_array and tags.input_tags.three_d_array
+    assert not tags.input_tags.string and tags.transformer_tags.preserves_dtype == ["float32"]
+    assert TokenPooler().fit_transform(np.ones((2, 3, 4), np.float64)).dtype == np.float32
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_docstring_documents_every_param_with_its_default(cls):
+    doc = cls.__doc__
+    for name, p in inspect.signature(cls.__init__).parameters.items():
         if name == "self":
             continue
         m = re.search(rf"^    {name} : .*default=(.+)$", doc, re.M)
@@ -126,11 +156,6 @@ def test_pickled_estimator_refuses_changed_local_model(tmp_path):
         pickle.loads(blob).transform(["x"])
 
 
-def test_tags_declare_string_input():
-    tags = XLMTVectorizer().__sklearn_tags__()
-    assert tags.input_tags.string and not tags.input_tags.two_d_array
-
-
 def test_feature_names(vectorizer):
     names = vectorizer.set_params(pooling="mean_max").fit().get_feature_names_out()
     assert names.dtype == object and len(names) == 64
@@ -185,3 +210,57 @@ def test_clones_share_one_loaded_model(vectorizer):
     b.transform(["y"])
     assert model_mod.load_count()["model"] - 0 >= 1
     assert len(model_mod._REGISTRY) == 1
+
+
+# ---------------------------------------------------------- set_params after fit (#18)
+
+
+@pytest.mark.parametrize(
+    ("cls", "param", "value"),
+    [
+        (XLMTVectorizer, "pooling", "mean_max"),
+        (XLMTVectorizer, "layers", [0, -1]),
+        (XLMTVectorizer, "model", "./elsewhere"),
+        (XLMTTokenVectorizer, "layer_aggregation", "concat"),
+        (XLMTTokenVectorizer, "model", "./elsewhere"),
+    ],
+)
+def test_changing_a_fitted_parameter_asks_for_fit_again(tiny_model_dir, cls, param, value):
+    est = cls(str(tiny_model_dir), device="cpu", layers=[-2, -1]).fit()
+    est.set_params(**{param: value})
+    with pytest.raises(ValueError, match=rf"'{param}' parameter\(s\) of {cls.__name__} "
+                       r"changed after fit .*call fit again"):  # fmt: skip
+        est.transform(TEXTS[:2])
+    if param != "model":
+        assert len(est.fit().transform(TEXTS[:2])) == 2  # refitted: fine
+
+
+def test_parameters_fit_does_not_use_change_freely(tiny_model_dir, tmp_path):
+    vec = XLMTVectorizer(str(tiny_model_dir), device="cpu").fit()
+    want = vec.transform(TEXTS[:3])
+    vec.set_params(batch_size=1, cache=str(tmp_path / "c.sqlite"), progress=False)
+    np.testing.assert_allclose(vec.transform(TEXTS[:3]), want, atol=1e-6)
+
+
+# ------------------------------------------- token features -> TokenPooler in a Pipeline (#18)
+
+
+def test_token_pipeline_has_feature_names_and_pandas_output(tiny_model_dir):
+    pipe = make_pipeline(
+        XLMTTokenVectorizer(str(tiny_model_dir), device="cpu", special_tokens=True), TokenPooler()
+    )
+    s = pd.Series(TEXTS[:4], index=[7, 3, 9, 1], name="text")
+    plain = pipe.fit(s).transform(s)
+    assert list(pipe.get_feature_names_out()[:2]) == ["tokenpooler0", "tokenpooler1"]
+    names = pipe[0].get_feature_names_out()
+    assert len(names) == 32 and names[0] == "xlmttokenvectorizer0"
+    pipe.set_output(transform="pandas")
+    frame = pipe.transform(s)
+    assert isinstance(frame, pd.DataFrame) and list(frame.index) == [7, 3, 9, 1]
+    assert list(frame.columns[:2]) == ["tokenpooler0", "tokenpooler1"]
+    np.testing.assert_array_equal(frame.to_numpy(), plain)
+    tokens = pipe[0].transform(s)  # a Series of (n_tokens, dim) arrays, indexed like s
+    assert isinstance(tokens, pd.Series) and list(tokens.index) == [7, 3, 9, 1]
+    # Mean over all tokens (special tokens included) is XLMTVectorizer's mean pooling.
+    pooled = XLMTVectorizer(str(tiny_model_dir), device="cpu").fit().transform(s)
+    np.testing.assert_allclose(frame.to_numpy(), pooled, atol=1e-5)

@@ -9,12 +9,14 @@ cache keys and the :class:`~xlmt_sklearn._pipeline.Request` they stream.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator, Sequence
 from numbers import Integral
 from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
 
 from ._encoders import EncodeOptions, Encoder
 from ._pipeline import Request
@@ -54,6 +56,12 @@ class ModelFeaturizerMixin(TransformerMixin, BaseEstimator):
 
     _kind = "pooled"
     _prefix_template = True
+    #: Parameters whose fitted state (model identity, layers, widths) ``transform`` relies
+    #: on: changing one after ``fit`` (``set_params``) requires fitting again.
+    _fit_params: tuple[str, ...] = (
+        "model", "revision", "layers", "layer_aggregation", "max_length", "dtype", "quantize",
+        "trust_remote_code",
+    )  # fmt: skip
 
     # ----------------------------------------------------------------- public
     def __sklearn_is_fitted__(self) -> bool:
@@ -65,6 +73,8 @@ class ModelFeaturizerMixin(TransformerMixin, BaseEstimator):
         tags.input_tags.string = True
         tags.input_tags.two_d_array = False
         tags.requires_fit = True
+        if tags.transformer_tags is not None:
+            tags.transformer_tags.preserves_dtype = []  # text in, float32 out
         return tags
 
     # ---------------------------------------------------------------- private
@@ -95,6 +105,19 @@ class ModelFeaturizerMixin(TransformerMixin, BaseEstimator):
                 f"got dtype={self.dtype!r}."
             )
         self.model_identity_ = ident
+        self._fitted_params_ = {k: copy.deepcopy(getattr(self, k)) for k in self._fit_params}
+
+    def _check_fitted(self) -> None:
+        """Fitted, and with the parameters it was fitted with (see :attr:`_fit_params`)."""
+        check_is_fitted(self)
+        fitted = getattr(self, "_fitted_params_", None)  # absent in pickles of older versions
+        changed = [k for k in fitted or () if fitted[k] != getattr(self, k)]
+        if changed:
+            what = ", ".join(f"{k}={fitted[k]!r} -> {getattr(self, k)!r}" for k in changed)
+            raise ValueError(
+                f"The {', '.join(repr(k) for k in changed)} parameter(s) of "
+                f"{type(self).__name__} changed after fit ({what}); call fit again."
+            )
 
     def _encoders(self) -> list[Encoder]:
         """One encoder per device for this call (devices resolved now; nothing loaded)."""

@@ -78,6 +78,15 @@ class TokenPooler(TransformerMixin, BaseEstimator):
         self.pooling = pooling
         self.normalize = normalize
 
+    def __sklearn_tags__(self):
+        # The input is token features: ragged (n_tokens, dim) arrays per text, a
+        # PaddedTokens or a 3-D array, never a 2-D feature matrix; the output is float32.
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.three_d_array = True
+        tags.transformer_tags.preserves_dtype = ["float32"]
+        return tags
+
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any, y: Any = None) -> TokenPooler:
         """Record the token width.

@@ -50,7 +50,7 @@ class _Doc:
     word_changed: list[bool] | None  # pre-split: was the word rewritten by preprocess
 
 
-class XLMTTokenVectorizer(ModelFeaturizerMixin):
+class XLMTTokenVectorizer(ModelFeaturizerMixin, auto_wrap_output_keys=None):
     """Embed texts token by token: one vector per subword or per word.
 
     The token-level twin of :class:`XLMTVectorizer`, after Spark NLP's
@@ -82,7 +82,9 @@ class XLMTTokenVectorizer(ModelFeaturizerMixin):
         ``mask``); ``"frame"``: a long pandas DataFrame, one row per token,
         indexed like the input, with ``position``, ``token``, ``begin``,
         ``end`` (character offsets into the input, end exclusive) and
-        ``embedding`` columns (plus ``n_subwords`` for words).
+        ``embedding`` columns (plus ``n_subwords`` for words). After
+        ``set_output(transform="pandas")`` (e.g. by a Pipeline's), ragged
+        output is a pandas Series of those arrays, indexed like the input.
     layers : int or sequence of int, default=-1
         Which ``hidden_states`` to use (0 = embeddings, -1 = last layer).
     layer_aggregation : {"mean", "concat"}, default="mean"
@@ -260,7 +262,7 @@ class XLMTTokenVectorizer(ModelFeaturizerMixin):
         ndarray of objects, PaddedTokens or pandas.DataFrame
             Per ``output``.
         """
-        check_is_fitted(self)
+        self._check_fitted()
         batch = as_texts(X, missing=self.missing, words=True)  # 1: inputs
         rows = np.arange(len(batch))
         if self.missing != "empty":
@@ -288,11 +290,57 @@ class XLMTTokenVectorizer(ModelFeaturizerMixin):
         return token_output(  # 10: scatter, output
             scatter.gather(feats, len(batch), empty), batch.index, self.output,
             self.n_features_out_, words=self.granularity == "word",
+            series=self._pandas_output(),
         )  # fmt: skip
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        """Names of the columns of one token vector: ``xlmttokenvectorizer0``, ...
+
+        Parameters
+        ----------
+        input_features : ignored
+
+        Returns
+        -------
+        ndarray of str objects
+        """
+        check_is_fitted(self)
+        prefix = type(self).__name__.lower()
+        return np.asarray([f"{prefix}{i}" for i in range(self.n_features_out_)], dtype=object)
+
+    def set_output(self, *, transform: str | None = None) -> XLMTTokenVectorizer:
+        """Set the output container, as a Pipeline's ``set_output`` does for every step.
+
+        Token features are not a 2-D table, so ``output`` keeps deciding their
+        container; ``transform="pandas"`` turns ``output="ragged"`` into a
+        pandas Series of the per-text arrays indexed like the input (so a
+        following :class:`TokenPooler` keeps the index too). Other values
+        leave the output as it is.
+
+        Parameters
+        ----------
+        transform : {"default", "pandas", "polars"} or None
+            ``None`` leaves the configuration unchanged.
+
+        Returns
+        -------
+        self : XLMTTokenVectorizer
+        """
+        if transform is not None:
+            self._sklearn_output_config = {"transform": transform}
+        return self
 
     # ---------------------------------------------------------------- private
     _kind = "tokens"
     _prefix_template = False
+
+    def _pandas_output(self) -> bool:
+        from sklearn import get_config
+
+        config = getattr(self, "_sklearn_output_config", {}).get("transform", "default")
+        if config == "default":
+            config = get_config().get("transform_output", "default")
+        return config == "pandas" and self.output == "ragged"
 
     def _store_dtype(self) -> str:
         return self.cache_dtype

@@ -227,7 +227,12 @@ class TokenFeatures:
 
 
 def token_output(
-    feats: Sequence[TokenFeatures], index: Any, output: str, dim: int, words: bool = False
+    feats: Sequence[TokenFeatures],
+    index: Any,
+    output: str,
+    dim: int,
+    words: bool = False,
+    series: bool = False,
 ) -> Any:
     """Assemble per-row features as ``output``: "ragged", "padded" or "frame".
 
@@ -235,11 +240,16 @@ def token_output(
     :class:`PaddedTokens`; ``"frame"``: a pandas DataFrame with one row per
     unit (``position``, ``token``, ``begin``, ``end``, ``n_subwords`` when
     ``words``, ``embedding``), indexed by ``index`` (or the row number).
+    ``series`` makes ragged output a pandas Series indexed by ``index``.
     """
     if output == "ragged":
         out = np.empty(len(feats), dtype=object)
         for i, f in enumerate(feats):
             out[i] = f.vectors
+        if series:
+            import pandas as pd
+
+            return pd.Series(out, index=index, dtype=object)
         return out
     if output == "padded":
         return pad_ragged([f.vectors for f in feats], dim)

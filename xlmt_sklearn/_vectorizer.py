@@ -135,6 +135,8 @@ class XLMTVectorizer(ModelFeaturizerMixin):
     >>> clf.fit(["I love it", "I hate it"], [1, 0])  # doctest: +SKIP
     """
 
+    _fit_params = (*ModelFeaturizerMixin._fit_params, "pooling")
+
     _parameter_constraints: dict = {
         **MODEL_PARAMETER_CONSTRAINTS,
         "pooling": [StrOptions(set(POOLING_MODES))],
@@ -257,7 +259,7 @@ class XLMTVectorizer(ModelFeaturizerMixin):
     # ---------------------------------------------------------------- private
     def _texts(self, X: Any) -> tuple[TextBatch, list[str]]:
         """Steps 1-2: coerce, then preprocess and apply the prefix/template."""
-        check_is_fitted(self)
+        self._check_fitted()
         batch = as_texts(X, missing=self.missing)
         texts = apply_preprocess(resolve_preprocess(self.preprocess), batch.texts)
         return batch, apply_prefix(self.prefix, texts)
