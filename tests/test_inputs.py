@@ -99,3 +99,22 @@ def test_dict_rejected():
 def test_non_iterable_rejected():
     with pytest.raises(TypeError, match="Iterable of texts expected, got int"):
         as_texts(5)
+
+
+def test_polars_frame_and_series_are_one_text_column():
+    pl = pytest.importorskip("polars")
+    batch = as_texts(pl.DataFrame({"tweet": ["a", None, "b"]}), missing="empty")
+    assert batch.texts == ["a", "", "b"] and batch.missing_positions == (1,)
+    assert batch.name == "tweet"
+    assert as_texts(pl.Series("t", ["x", "y"])).texts == ["x", "y"]
+    with pytest.raises(ValueError, match=r"single text column, got a DataFrame with 2 columns"):
+        as_texts(pl.DataFrame({"a": ["x"], "b": ["y"]}))
+    words = as_texts(pl.Series("w", [["a", "b"], ["c"]]), words=True)
+    assert words.words and words.texts == [["a", "b"], ["c"]]
+
+
+def test_polars_frame_through_the_vectorizer(vectorizer):
+    pl = pytest.importorskip("polars")
+    texts = ["hello world", "hola"]
+    got = vectorizer.fit().transform(pl.DataFrame({"text": texts}))
+    np.testing.assert_array_equal(got, vectorizer.transform(texts))

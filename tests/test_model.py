@@ -152,3 +152,135 @@ def test_content_hash_changes_with_weights(tmp_path):
 
 def test_trust_remote_code_off_by_default():
     assert XLMTVectorizer().trust_remote_code is False
+
+
+# ---------------------------------------------------------------- hardening (#18)
+
+
+@pytest.mark.parametrize("value", ["-1", "0", "abc", "1.5"])
+def test_max_models_variable_is_validated_before_any_load(tiny_model_dir, monkeypatch, value):
+    from xlmt_sklearn import _model
+
+    _model.clear_model_registry()
+    monkeypatch.setenv("XLMT_SKLEARN_MAX_MODELS", value)
+    vec = XLMTVectorizer(str(tiny_model_dir), device="cpu").fit()
+    with pytest.raises(ValueError, match=r"XLMT_SKLEARN_MAX_MODELS must be an integer >= 1"):
+        vec.transform(["hello"])
+    assert _model.load_count()["model"] == 0 or not _model._REGISTRY
+    monkeypatch.setenv("XLMT_SKLEARN_MAX_MODELS", "1")
+    assert vec.transform(["hello"]).shape == (1, 32)
+
+
+def test_malloc_tuning_variable_is_validated_before_any_batch(tiny_model_dir, monkeypatch):
+    from xlmt_sklearn import _scheduler
+
+    _scheduler._glibc.cache_clear()
+    monkeypatch.setenv("XLMT_SKLEARN_MALLOC_TUNING", "maybe")
+    vec = XLMTVectorizer(str(tiny_model_dir), device="cpu").fit()
+    try:
+        with pytest.raises(ValueError, match=r"XLMT_SKLEARN_MALLOC_TUNING must be 1 or 0"):
+            vec.transform(["hello"])
+    finally:
+        monkeypatch.delenv("XLMT_SKLEARN_MALLOC_TUNING")
+        _scheduler._glibc.cache_clear()
+
+
+def test_a_mistyped_local_folder_is_not_sent_to_the_hub(tiny_model_dir, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    (tmp_path / "models").mkdir()
+    shutil.copytree(tiny_model_dir, tmp_path / "models" / "e5-small")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", _never_called)
+    with pytest.raises(ModelNotFoundError, match=r"'models/e5-smal' does not exist.*'models' is a "
+                       r"local folder.*Close matches in 'models': e5-small"):  # fmt: skip
+        XLMTVectorizer("models/e5-smal").fit()
+    assert XLMTVectorizer("models/e5-small").fit().model_identity_.local
+
+
+def _never_called(*args, **kwargs):
+    raise AssertionError("the hub was asked")
+
+
+def test_an_unreachable_hub_reads_the_local_cache_only(tmp_path, monkeypatch):
+    """No route to the hub: one look in the local cache, no ~25 s of retries."""
+    import huggingface_hub
+
+    from xlmt_sklearn import _model
+
+    calls = []
+
+    def download(*args, **kwargs):
+        calls.append(kwargs)
+        raise huggingface_hub.errors.LocalEntryNotFoundError("not in the cache")
+
+    monkeypatch.setattr(_model, "_hub_reachable", lambda: False)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    with pytest.raises(ModelNotFoundError, match="the hub cannot be reached and it is not in"):
+        XLMTVectorizer("someorg/somemodel").fit()
+    assert [c["local_files_only"] for c in calls] == [True]
+
+
+def test_hub_probe_opens_no_connection_when_offline(monkeypatch):
+    import socket
+
+    from huggingface_hub import constants
+
+    from xlmt_sklearn._model import _hub_reachable
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(socket, "create_connection", _never_called)
+    assert _hub_reachable() is False
+
+
+def _save_without(tiny_model_dir, dst, drop):
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(tiny_model_dir, dst)
+    weights = load_file(dst / "model.safetensors")
+    save_file(
+        {k: v for k, v in weights.items() if not k.startswith(drop)}, dst / "model.safetensors"
+    )
+    return dst
+
+
+def test_a_missing_pooler_loads_quietly(tiny_model_dir, tmp_path, capfd, caplog):
+    import warnings
+
+    folder = _save_without(tiny_model_dir, tmp_path / "nopool", "pooler.")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        XLMTVectorizer(str(folder), device="cpu").fit().transform(["hello"])
+    out, err = capfd.readouterr()
+    assert "LOAD REPORT" not in out + err + caplog.text
+
+
+def test_missing_encoder_weights_are_a_warning(tiny_model_dir, tmp_path):
+    folder = _save_without(tiny_model_dir, tmp_path / "broken", "encoder.layer.1.output")
+    with pytest.warns(UserWarning, match=r"missing 4 weights.*encoder\.layer\.1\.output"):
+        XLMTVectorizer(str(folder), device="cpu").fit().transform(["hello"])
+
+
+def test_weights_swapped_in_place_with_the_same_size_and_mtime_are_noticed(tmp_path):
+    """ctime and inode are part of the folder-hash memo: size+mtime alone can be faked."""
+    from xlmt_sklearn import _model
+
+    folder = build_tiny_model(tmp_path / "m", seed=3)
+    other = build_tiny_model(tmp_path / "o", seed=4)
+    vec = XLMTVectorizer(str(folder), device="cpu").fit()
+    vec.transform(["hello"])
+    weights = folder / "model.safetensors"
+    st = weights.stat()
+    assert (other / "model.safetensors").stat().st_size == st.st_size
+    for mode in ("in place", "renamed over"):
+        if mode == "in place":
+            weights.write_bytes((other / "model.safetensors").read_bytes())
+        else:
+            shutil.copy(other / "model.safetensors", tmp_path / "x")
+            os.replace(tmp_path / "x", weights)
+        os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))
+        assert weights.stat().st_size == st.st_size and weights.stat().st_mtime_ns == st.st_mtime_ns
+        _model.clear_model_registry()
+        with pytest.raises(ModelLoadError, match="changed since the estimator was fitted"):
+            vec.transform(["hello"])
+        assert XLMTVectorizer(str(folder)).fit().model_identity_ != vec.model_identity_

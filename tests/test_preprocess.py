@@ -48,3 +48,28 @@ def test_identity_key_tracks_function_source():
     assert preprocess_identity_key("xlmt") == "builtin:xlmt"
     assert preprocess_identity_key(f) != preprocess_identity_key(g)
     assert preprocess_identity_key(f) == preprocess_identity_key(f)
+
+
+def _xlmt_reference(text):
+    """The XLM-T authors' preprocess, verbatim in behaviour (splits on " " only)."""
+    new_text = []
+    for t in text.split(" "):
+        t = "@user" if t.startswith("@") and len(t) > 1 else t
+        t = "http" if t.startswith("http") else t
+        new_text.append(t)
+    return " ".join(new_text)
+
+
+@pytest.mark.parametrize(
+    "text", ["@maria look https://t.co/x @ home", "a @b httpx HTTP://y", "plain", "@ @@ @x"]
+)
+def test_normalize_tweet_equals_the_reference_on_space_separated_text(text):
+    assert normalize_tweet(text) == _xlmt_reference(text)
+
+
+@pytest.mark.parametrize("sep", ["\xa0", "\t", "\n", "\u2003"])
+def test_normalize_tweet_splits_on_any_whitespace_as_documented(sep):
+    text = f"hi{sep}@maria{sep}https://x.co"
+    assert normalize_tweet(text) == "hi @user http"
+    assert _xlmt_reference(text) == text  # the reference leaves them: the documented difference
+    assert "splits on ``\" \"`` only" in normalize_tweet.__doc__

@@ -2,8 +2,8 @@
 
 ``as_texts(X, missing=..., words=...) -> TextBatch``, the one input path of
 every estimator. Accepted: list/tuple of str, a 1-D
-numpy array, a pandas Series (any index, any dtype holding strings), a
-one-column DataFrame or (n, 1) array (what ``ColumnTransformer`` passes for
+numpy array, a pandas or polars Series (any index, any dtype holding strings), a
+one-column pandas or polars DataFrame or (n, 1) array (what ``ColumnTransformer`` passes for
 ``["text"]``). A bare ``str`` is rejected because iterating it would embed one
 character per row. With ``words=True`` (token features) rows may instead be
 lists of words, pre-split as Spark NLP's ``token`` column holds them.
@@ -110,6 +110,16 @@ def _columns(X: Any) -> tuple[list[Any], Any, str | None]:
         if isinstance(X, pd.Series):
             name = None if X.name is None else str(X.name)
             return X.astype(object).tolist(), X.index, name
+    if mod.startswith("polars") and hasattr(X, "columns") and hasattr(X, "to_series"):
+        if len(X.columns) != 1:
+            raise ValueError(
+                "Expected a single text column, got a DataFrame with "
+                f"{len(X.columns)} columns: {list(X.columns)[:20]}. Select one column "
+                "(df['text']) or use a ColumnTransformer."
+            )
+        return X.to_series(0).to_list(), None, str(X.columns[0])
+    if mod.startswith("polars") and hasattr(X, "to_list"):  # a polars Series
+        return X.to_list(), None, (X.name or None)
     if isinstance(X, np.ndarray):
         if X.ndim == 2 and X.shape[1] == 1:
             X = X[:, 0]

@@ -14,15 +14,20 @@ The only module that imports ``transformers`` (and ``huggingface_hub``).
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
+import logging
 import os
+import socket
 import threading
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._env import env_int
 from ._errors import ModelLoadError, ModelNotFoundError
 
 __all__ = [
@@ -38,7 +43,11 @@ __all__ = [
 
 # Files whose content decides what the model computes (weights, config, tokenizer).
 _CONTENT_SUFFIXES = (".safetensors", ".bin", ".json", ".model", ".txt", ".pt")
-_MAX_MODELS = int(os.environ.get("XLMT_SKLEARN_MAX_MODELS", "2"))
+
+
+def max_models() -> int:
+    """Models kept loaded per process: ``XLMT_SKLEARN_MAX_MODELS`` (default 2, at least 1)."""
+    return env_int("XLMT_SKLEARN_MAX_MODELS", 2, minimum=1)
 
 
 def _offline_hint(model: str) -> str:
@@ -63,6 +72,42 @@ def looks_like_path(model: str | os.PathLike) -> bool:
     if s.startswith(("/", ".", "~", "\\")) or (len(s) > 1 and s[1] == ":"):
         return True
     return os.path.isdir(s)
+
+
+def _refuse_local_typo(name: str) -> None:
+    """``models/e5-smal`` when ``models/`` is a local folder: a mistyped path, not a hub id."""
+    head, sep, _ = name.partition("/")
+    if not sep or not head or not os.path.isdir(head):
+        return
+    parent = Path(name).parent
+    near = (
+        difflib.get_close_matches(Path(name).name, os.listdir(parent), n=3)
+        if (parent.is_dir())
+        else []
+    )
+    hint = f" Close matches in {str(parent)!r}: {', '.join(near)}." if near else ""
+    raise ModelNotFoundError(
+        f"Model folder {name!r} does not exist, but {head!r} is a local folder, so this "
+        f"looks like a mistyped path rather than a Hugging Face hub id.{hint} To use the "
+        f"hub id anyway, run from a directory without a {head!r} folder."
+    )
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers a TCP connection (False when ``HF_HUB_OFFLINE``)."""
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlsplit(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -99,11 +144,17 @@ _HASH_MEMO: dict[tuple, str] = {}
 
 
 def _folder_hash(folder: Path) -> str:
-    """SHA-256 over the content files of ``folder`` (memoized by size+mtime)."""
+    """SHA-256 over the content files of ``folder``.
+
+    Memoized per process by each file's inode, size, mtime and ctime: a file
+    replaced (new inode) or rewritten in place (ctime, which no user call can
+    set back, changes even when size and mtime are restored) is hashed again.
+    """
     files = sorted(
         p for p in folder.iterdir() if p.is_file() and p.name.endswith(_CONTENT_SUFFIXES)
     )
-    stamp = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    stats = [(p.name, p.stat()) for p in files]
+    stamp = tuple((n, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) for n, st in stats)
     key = (str(folder.resolve()), stamp)
     if key not in _HASH_MEMO:
         h = hashlib.sha256()
@@ -195,14 +246,21 @@ def resolve_identity(
         )  # fmt: skip
         return ident, str(folder)
 
+    _refuse_local_typo(name)
     from huggingface_hub import hf_hub_download
 
+    # No route to the hub: read the local Hugging Face cache only, at once, instead of
+    # retrying for ~25 s before the same answer.
+    offline = not _hub_reachable()
     try:
-        cfg_path = Path(hf_hub_download(name, "config.json", revision=revision))
+        cfg_path = Path(
+            hf_hub_download(name, "config.json", revision=revision, local_files_only=offline)
+        )
     except Exception as exc:  # the hub raises many types (offline, 404, auth, HTTP)
         rev = "" if revision is None else f" at revision {revision!r}"
+        why = "the hub cannot be reached and it is not in the local cache; " if offline else ""
         raise ModelNotFoundError(
-            f"Cannot find model {name!r}{rev} ({type(exc).__name__}: {str(exc)[:300]}). "
+            f"Cannot find model {name!r}{rev} ({why}{type(exc).__name__}: {str(exc)[:300]}). "
             + _offline_hint(name)
         ) from exc
     commit = cfg_path.parent.name  # .../snapshots/<commit>/config.json
@@ -348,6 +406,7 @@ def _torch_dtype(name: str):
 
 def get_model(spec: ModelSpec) -> LoadedModel:
     """Return the loaded model for ``spec``, loading it on first use."""
+    limit = max_models()  # a bad XLMT_SKLEARN_MAX_MODELS fails before any load
     with _REGISTRY_LOCK:
         loaded = _REGISTRY.get(spec)
         if loaded is not None:
@@ -359,10 +418,43 @@ def get_model(spec: ModelSpec) -> LoadedModel:
         prefix, suffix = _special_tokens(tokenizer)
         loaded = LoadedModel(model, tokenizer, spec.device, spec.dtype, prefix, suffix)
         _REGISTRY[spec] = loaded
-        while len(_REGISTRY) > _MAX_MODELS:
+        while len(_REGISTRY) > limit:
             _REGISTRY.popitem(last=False)
         _LOADS["model"] += 1
         return loaded
+
+
+#: Loggers through which transformers prints its "LOAD REPORT" of missing/unexpected weights.
+_REPORT_LOGGERS = ("transformers.modeling_utils", "transformers.utils.loading_report")
+
+
+class _DropLoadReport(logging.Filter):
+    """Hides transformers' LOAD REPORT: :func:`_warn_missing_weights` says what matters."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "LOAD REPORT" not in record.getMessage()
+
+
+def _warn_missing_weights(name: str, info: dict[str, Any]) -> None:
+    """Warn when weights other than the (unused) pooler were missing from the files.
+
+    Encoders saved without their pooler (``add_pooling_layer=False``, most
+    sentence-embedding models) load with a freshly initialised pooler that no
+    output of this package uses: that is not worth a warning. Any other
+    missing weight is random, and so are the vectors.
+    """
+    missing = sorted(k for k in info.get("missing_keys", ()) if not k.startswith("pooler."))
+    if missing:
+        shown = ", ".join(missing[:5]) + (
+            f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        )
+        warnings.warn(
+            f"Model {name!r} is missing {len(missing)} weights in its files ({shown}); they "
+            "were randomly initialised, so its vectors are not meaningful. Is this the "
+            "encoder it claims to be?",
+            UserWarning,
+            stacklevel=2,
+        )
 
 
 def _load_model(spec: ModelSpec):
@@ -377,17 +469,25 @@ def _load_model(spec: ModelSpec):
 
     bar = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # a per-load bar is noise inside a transform
+    quiet = _DropLoadReport()
+    loggers = [logging.getLogger(n) for n in _REPORT_LOGGERS]
+    for lg in loggers:
+        lg.addFilter(quiet)
     try:
-        model = AutoModel.from_pretrained(
-            src, dtype=_torch_dtype(spec.dtype), trust_remote_code=spec.trust_remote_code, **kw
-        )
+        model, info = AutoModel.from_pretrained(
+            src, dtype=_torch_dtype(spec.dtype), trust_remote_code=spec.trust_remote_code,
+            output_loading_info=True, **kw,
+        )  # fmt: skip
     except Exception as exc:
         raise ModelLoadError(
             f"Cannot load model {spec.name!r}: {type(exc).__name__}: {str(exc)[:500]}"
         ) from exc
     finally:
+        for lg in loggers:
+            lg.removeFilter(quiet)
         if bar:
             hf_logging.enable_progress_bar()
+    _warn_missing_weights(spec.name, info)
     if getattr(model.config, "is_decoder", False) and not getattr(
         model.config, "add_cross_attention", False
     ):

@@ -24,7 +24,6 @@ its own, ``KeyboardInterrupt``) stops the producers after their current batch.
 from __future__ import annotations
 
 import functools
-import os
 import queue
 import sys
 import threading
@@ -32,6 +31,8 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
+
+from ._env import env_flag
 
 __all__ = [
     "DELIVERY_DEPTH",
@@ -57,7 +58,7 @@ _TRIM_EVERY = 8
 
 @functools.lru_cache(maxsize=1)
 def _glibc():
-    if sys.platform != "linux" or os.environ.get("XLMT_SKLEARN_MALLOC_TUNING", "1") == "0":
+    if sys.platform != "linux" or not env_flag("XLMT_SKLEARN_MALLOC_TUNING", True):
         return None
     try:
         import ctypes
@@ -129,6 +130,7 @@ def computed(
     result
         One per batch (more when a batch was halved), in completion order.
     """
+    _glibc()  # validates XLMT_SKLEARN_MALLOC_TUNING before any work
     if len(devices) == 1 and not wants_overlap([d.device for d in devices]):
         for k, batch in enumerate(batches, 1):
             yield from _with_backoff(compute, batch, devices[0])
