@@ -65,6 +65,14 @@ class TextBatch:
     def __len__(self) -> int:
         return len(self.texts)
 
+    def encoded_rows(self, missing: str) -> np.ndarray:
+        """The rows that are encoded: all of them, but missing ones under ``missing="zeros"``
+        (they get a zero row, or no tokens)."""
+        rows = np.arange(len(self.texts))
+        if missing == "empty" or not self.missing_positions:
+            return rows
+        return np.setdiff1d(rows, self.missing_positions)
+
 
 def is_missing(value: Any) -> bool:
     """True for None, float NaN (incl. numpy), ``pd.NA`` and ``pd.NaT``."""

@@ -74,6 +74,12 @@ class Scatter:
         for u, a in zip(unique, arrays, strict=True):
             out[self.rows_of(int(u))] = a
 
+    @staticmethod
+    def assign(values: list, unique: np.ndarray, arrays: Sequence[object]) -> None:
+        """``values[u] = array`` for each distinct text (results kept per distinct text)."""
+        for u, a in zip(unique.tolist(), arrays, strict=True):
+            values[u] = a
+
     def gather(self, values: Sequence[object], n_rows: int, fill: object) -> list[object]:
         """A list of ``n_rows`` items: each row's distinct value, ``fill`` elsewhere."""
         out = [fill] * n_rows

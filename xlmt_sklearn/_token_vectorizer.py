@@ -264,9 +264,7 @@ class XLMTTokenVectorizer(ModelFeaturizerMixin, auto_wrap_output_keys=None):
         """
         self._check_fitted()
         batch = as_texts(X, missing=self.missing, words=True)  # 1: inputs
-        rows = np.arange(len(batch))
-        if self.missing != "empty":
-            rows = np.setdiff1d(rows, batch.missing_positions)
+        rows = batch.encoded_rows(self.missing)
         docs_all = [self._doc(batch.texts[r], batch.words, r) for r in rows]  # 2: preprocess
         uniq_keys, inverse = unique_texts([d.key for d in docs_all])  # 3: dedupe
         scatter = Scatter(inverse, rows)
@@ -280,16 +278,13 @@ class XLMTTokenVectorizer(ModelFeaturizerMixin, auto_wrap_output_keys=None):
         )  # fmt: skip
         mats: list[np.ndarray] = [np.empty(0)] * len(docs)
         for idx, arrays in stream(request):  # 4-9: cache, encode (token matrices), store
-            for u, a in zip(idx.tolist(), arrays, strict=True):
-                mats[u] = a
+            scatter.assign(mats, idx, arrays)
         feats = [
-            self._features(tokenizer, enc, i, docs[i], mats[i], batch.words)
-            for i in range(len(docs))
+            self._features(tokenizer, enc, i, d, mats[i], batch.words) for i, d in enumerate(docs)
         ]
-        empty = TokenFeatures.empty(self.n_features_out_)
         return token_output(  # 10: scatter, output
-            scatter.gather(feats, len(batch), empty), batch.index, self.output,
-            self.n_features_out_, words=self.granularity == "word",
+            scatter.gather(feats, len(batch), TokenFeatures.empty(self.n_features_out_)),
+            batch.index, self.output, self.n_features_out_, words=self.granularity == "word",
             series=self._pandas_output(),
         )  # fmt: skip
 

@@ -227,9 +227,7 @@ class XLMTVectorizer(ModelFeaturizerMixin):
         ndarray of shape (n_texts, n_features_out_), float32
         """
         batch, texts = self._texts(X)  # 1-2: inputs, preprocess, prefix
-        rows = np.arange(len(texts))
-        if self.missing == "zeros" and batch.missing_positions:
-            rows = np.setdiff1d(rows, batch.missing_positions)
+        rows = batch.encoded_rows(self.missing)
         uniq, inverse = unique_texts([texts[i] for i in rows])  # 3: dedupe
         scatter = Scatter(inverse, rows)
         request = self._request(
