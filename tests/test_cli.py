@@ -14,7 +14,7 @@ import pytest
 
 from xlmt_sklearn import XLMTTokenVectorizer, XLMTVectorizer
 from xlmt_sklearn._cache import DEFAULT_FILENAME, EmbeddingCache
-from xlmt_sklearn.cli import main
+from xlmt_sklearn.cli import build_parser, main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -421,3 +421,233 @@ def test_python_dash_m_help_is_cheap():
     assert "usage: xlmt-sklearn embed" in res.stdout and "--cache-dir" in res.stdout
     imported = {line.rsplit("|", 1)[-1].strip() for line in res.stderr.splitlines()}
     assert not {"torch", "transformers"} & imported  # the model stack loads lazily
+
+
+# ----------------------------------------------------------------------------- options
+def _embed_actions() -> dict[str, object]:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    return {a.dest: a for a in sub.choices["embed"]._actions}
+
+
+def _str_options(constraints: list) -> set[str]:
+    from xlmt_sklearn._params import StrOptions
+
+    return set().union(*(c.options for c in constraints if isinstance(c, StrOptions)))
+
+
+@pytest.mark.parametrize(
+    ("dest", "constant", "estimator"),
+    [
+        ("pooling", "POOLING_MODES", XLMTVectorizer),
+        ("layer_aggregation", "LAYER_AGGREGATIONS", XLMTVectorizer),
+        ("truncation", "TRUNCATION_MODES", XLMTVectorizer),
+        ("missing", "MISSING_POLICIES", XLMTVectorizer),
+        ("dtype", "DTYPES", XLMTVectorizer),
+        ("quantize", "QUANTIZE_MODES", XLMTVectorizer),
+        ("granularity", "GRANULARITIES", XLMTTokenVectorizer),
+        ("word_vector", "WORD_VECTORS", XLMTTokenVectorizer),
+    ],
+)
+def test_option_choices_are_the_package_constants(dest, constant, estimator):
+    """Choices come from _params (the very tuple), which equals the estimator's constraint."""
+    from xlmt_sklearn import _params
+
+    choices = _embed_actions()[dest].choices
+    assert choices is getattr(_params, constant)
+    assert set(choices) == _str_options(estimator._parameter_constraints[dest])
+
+
+def test_preprocess_choices_and_defaults_follow_the_estimator():
+    import inspect
+
+    actions = _embed_actions()
+    xlmt = _str_options(XLMTVectorizer._parameter_constraints["preprocess"])
+    assert set(actions["preprocess"].choices) == xlmt | {"none"}
+    signature = inspect.signature(XLMTVectorizer).parameters
+    for dest, action in actions.items():
+        if dest in signature and dest not in ("preprocess", "progress", "layers"):
+            assert action.default == signature[dest].default, dest
+    assert actions["layers"].default == [signature["layers"].default]
+
+
+# ----------------------------------------------------------------------------- fail fast
+def test_bad_arguments_exit_2_before_torch_is_imported(tmp_path, tiny_model_dir):
+    """#18 item 14: every check that needs no model runs before torch/transformers load."""
+    (tmp_path / "in.txt").write_text("hello\n", encoding="utf-8")
+    (tmp_path / "holes.csv").write_text("id,text\n1,hello\n2,\n", encoding="utf-8")
+    ok = str(tmp_path / "in.txt")
+    cases = [
+        [ok, "-o", "out.xyz"],  # unknown output format
+        [ok, "-o", str(tmp_path / "in.txt" / "x.npy")],  # unwritable output
+        [ok, "-o", "o.npy", "--max-length", "2"],  # the estimator's own constraint
+        [ok, "-o", "o.npy", "--pooling", "sum"],  # argparse
+        [str(tmp_path / "missing.txt"), "-o", "o.npy"],  # no input file
+        [str(tmp_path / "holes.csv"), "-o", "o.npy"],  # missing values
+    ]
+    code = (
+        "import json, sys\n"
+        "from xlmt_sklearn.cli import main\n"
+        f"model = {str(tiny_model_dir)!r}\n"
+        f"codes = [main(['embed', *a, '--model', model]) for a in {cases!r}]\n"
+        "heavy = [m for m in ('torch', 'transformers') if m in sys.modules]\n"
+        "print(json.dumps([codes, heavy]))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env,
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    codes, heavy = __import__("json").loads(res.stdout.strip().splitlines()[-1])
+    assert codes == [2] * len(cases), res.stderr
+    assert heavy == []
+    assert res.stderr.count("xlmt-sklearn: error:") == len(cases)
+    assert "'max_length' parameter" in res.stderr
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Make any model load (fit) fail the test: the checks must come before it."""
+
+    def fit(self, X=None, y=None):
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(XLMTVectorizer, "fit", fit)
+    monkeypatch.setattr(XLMTTokenVectorizer, "fit", fit)
+
+
+def test_unwritable_output_is_refused_before_the_model(tmp_path, tiny_model_dir, capsys, no_model):
+    """#18 item 9: -o in a folder that can't be written fails at once, not after encoding."""
+    src = tmp_path / "in.txt"
+    src.write_text("hello\nworld\n", encoding="utf-8")
+    (tmp_path / "a-dir.npy").mkdir()
+    bad = [str(src / "x.npy"), str(src / "sub" / "x.parquet"), str(tmp_path / "a-dir.npy")]
+    if Path("/proc/self").is_dir():  # Linux: nothing can be created in /proc, not even by root
+        bad.append("/proc/nope/x.parquet")
+    for out in bad:
+        assert embed(tiny_model_dir, str(src), "-o", out) == 2
+        err = error_of(capsys)
+        assert f"cannot write {out!r}" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-dir.npy", "in.txt"]
+
+
+def test_invalid_parameter_is_refused_before_the_model(tmp_path, tiny_model_dir, capsys, no_model):
+    """The estimators' own constraints (max_length >= 3) are checked before the model loads."""
+    src = tmp_path / "in.txt"
+    src.write_text("hello\n", encoding="utf-8")
+    for out, extra in [("o.npy", []), ("o.parquet", ["--tokens"])]:
+        rc = embed(tiny_model_dir, str(src), "-o", str(tmp_path / out), "--max-length", "2", *extra)
+        err = error_of(capsys)
+        assert rc == 2 and "'max_length' parameter" in err and "Got 2" in err
+
+
+def test_output_in_a_new_folder_is_created_only_when_written(tmp_path, tiny_model_dir, capsys):
+    src = tmp_path / "in.txt"
+    src.write_text("hello\n", encoding="utf-8")
+    out = tmp_path / "new" / "deeper" / "o.npy"
+    assert embed(tiny_model_dir, str(src), "-o", str(out), "--max-length", "2") == 2
+    assert not (tmp_path / "new").exists()  # a failed run leaves no empty folders
+    capsys.readouterr()
+    assert embed(tiny_model_dir, str(src), "-o", str(out)) == 0
+    assert np.load(out).shape[0] == 1
+
+
+# ----------------------------------------------------------------------------- leftovers
+def test_a_killed_write_leaves_a_temp_file_that_the_next_run_removes(tmp_path, tiny_model_dir):
+    """#18 item 8: SIGKILL while writing OUTPUT; the next run for OUTPUT cleans up."""
+    if not hasattr(os, "kill") or os.name != "posix":
+        pytest.skip("POSIX signals")
+    src = tmp_path / "in.txt"
+    src.write_text("hello\nworld\n", encoding="utf-8")
+    out = tmp_path / "out.npy"
+    code = (
+        "import os, signal, sys\n"
+        "import numpy as np\n"
+        "from xlmt_sklearn.cli import main\n"
+        "np.save = lambda f, a: os.kill(os.getpid(), signal.SIGKILL)\n"
+        f"main(['embed', {str(src)!r}, '-o', {str(out)!r}, '--model', {str(tiny_model_dir)!r},"
+        " '--device', 'cpu', '--no-progress'])\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=300, env=env)
+    assert res.returncode == -9, res.stderr[-2000:]
+    left = [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert len(left) == 1 and left[0].name.startswith(".out.npy.") and not out.exists()
+    # Not ours to remove: a live writer's file (this process), another output's file.
+    live = tmp_path / f".out.npy.{os.getpid()}-0123abcd.tmp"
+    other = tmp_path / left[0].name.replace(".out.npy.", ".other.npy.")
+    for keep in (live, other):
+        keep.write_bytes(b"")
+
+    assert embed(tiny_model_dir, str(src), "-o", str(out)) == 0
+    assert np.load(out).shape[0] == 2
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")) == sorted(
+        [live.name, other.name]
+    )
+
+
+# ----------------------------------------------------------------------------- text edge cases
+@pytest.mark.parametrize("ext", [".txt", ".csv", ".jsonl"])
+def test_a_utf8_byte_order_mark_is_accepted_and_dropped(ext, tmp_path, frame, tiny_model_dir,
+                                                         reference):  # fmt: skip
+    """#18 item 8: a BOM (Windows tools write one) never reaches the first text."""
+    plain = write_input(frame[["text"]], tmp_path / f"plain{ext}")
+    bom = tmp_path / f"bom{ext}"
+    bom.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    out = tmp_path / "out.parquet"
+    assert embed(tiny_model_dir, str(bom), "-o", str(out), "--keep-columns") == 0
+    got = pd.read_parquet(out)
+    assert list(got.columns) == ["text", "embedding"]
+    assert got["text"].tolist() == TEXTS
+    np.testing.assert_allclose(np.stack(got["embedding"]), reference, atol=1e-5)
+
+
+def test_empty_texts_are_embedded_missing_values_follow_missing(tmp_path, tiny_model_dir, capsys):
+    """#18 item 12: "" is a text (as in the estimators); only missing values need --missing."""
+    texts = ["hello", "", "world", ""]
+    expected = XLMTVectorizer(str(tiny_model_dir), device="cpu").fit_transform(texts)
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text("".join(f'{{"text": "{t}"}}\n' for t in texts), encoding="utf-8")
+    for inp in (src, jsonl):
+        out = tmp_path / f"{inp.suffix[1:]}.npy"
+        assert embed(tiny_model_dir, str(inp), "-o", str(out)) == 0  # default --missing error
+        np.testing.assert_allclose(np.load(out), expected, atol=1e-5)
+    holes = tmp_path / "holes.jsonl"
+    holes.write_text('{"text": "hello"}\n{"text": null}\n', encoding="utf-8")
+    assert embed(tiny_model_dir, str(holes), "-o", str(tmp_path / "h.npy")) == 2
+    assert "--missing empty" in error_of(capsys)
+
+    assert main(["embed", "--help"]) == 0
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "empty/missing texts: fail" not in help_text
+    assert "An empty text" in help_text and "is a text and is always embedded" in help_text
+
+
+# ----------------------------------------------------------------------------- docs
+def test_docs_option_table_states_the_real_defaults():
+    """docs/cli.md's option table agrees with the parser (#18 item 12: --max-tokens)."""
+    rows = {}
+    for line in (REPO / "docs" / "cli.md").read_text(encoding="utf-8").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0].startswith("`-"):
+            for name, default in zip(
+                re.findall(r"(--[a-z-]+)", cells[0]), cells[1].split(", "), strict=False
+            ):
+                rows[name] = default
+    checked = 0
+    for action in _embed_actions().values():
+        long = next((s for s in action.option_strings if s.startswith("--")), None)
+        if long not in rows:
+            continue
+        documented, default = rows[long], action.default
+        if isinstance(default, list):
+            default = ",".join(map(str, default))
+        if default is False or default is None:
+            assert "`" not in documented or long == "--stride", (long, documented)
+        else:
+            assert documented in (f"`{default}`", str(default)), (long, documented, default)
+        checked += 1
+    assert checked >= 20 and rows["--max-tokens"] == "`auto`"

@@ -35,6 +35,13 @@ __all__ = [
 
 POOLING_MODES = ("mean", "cls", "max", "mean_max")
 LAYER_AGGREGATIONS = ("mean", "concat")
+TRUNCATION_MODES = ("warn", "error", "window")
+MISSING_POLICIES = ("error", "empty", "zeros")
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+QUANTIZE_MODES = ("int8",)
+PREPROCESSORS = ("xlmt",)
+GRANULARITIES = ("subword", "word")
+WORD_VECTORS = ("first", "mean")
 
 #: Constraints shared by every estimator that runs the model.
 MODEL_PARAMETER_CONSTRAINTS: dict = {

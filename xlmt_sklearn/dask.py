@@ -7,21 +7,21 @@ package's process-wide registry (:mod:`xlmt_sklearn._model`), whatever the
 number of partitions it runs.
 
 ``dask`` is imported inside the functions only: ``import xlmt_sklearn.dask``
-works without it and says how to install it on first use.
+works without it and says how to install it on first use. The helpers it
+shares with Spark live in :mod:`xlmt_sklearn._distributed`.
 """
 
 from __future__ import annotations
 
-from numbers import Integral
 from typing import Any
 
 import numpy as np
 
-from .spark import (
+from ._distributed import (
+    check_no_nulls,
+    check_num_threads,
     fitted_payload,
     is_token_vectorizer,
-    missing_rows,
-    null_error,
     rebuild,
     set_torch_threads,
 )
@@ -110,28 +110,14 @@ def embed_partitions(
     dd = _require_dask()
     if output not in _OUTPUTS:
         raise ValueError(f"output must be one of {_OUTPUTS}; got {output!r}.")
-    if num_threads is not None and (
-        not isinstance(num_threads, Integral) or isinstance(num_threads, bool) or num_threads < 1
-    ):
-        raise ValueError(f"num_threads must be a positive int or None; got {num_threads!r}.")
+    num_threads = check_num_threads(num_threads)
     series = _text_series(dd, data, column)
-    est = rebuild(*fitted_payload(vectorizer))
-    if is_token_vectorizer(type(est)):
-        raise TypeError(
-            "embed_partitions gives one row of features per text; XLMTTokenVectorizer gives "
-            "one per token. Use XLMTVectorizer, or xlmt_sklearn.spark.embed_column for "
-            "token features at scale."
-        )
+    est = _pooled_estimator(vectorizer)
     names = [str(n) for n in est.get_feature_names_out()]
-    import pandas as pd
-
-    meta = pd.DataFrame(
-        np.zeros((0, len(names)), dtype=np.float32), columns=names, index=series._meta.index
-    )
     name = column if column is not None else series.name
     frame = series.map_partitions(
         _embed_partition, est, names, None if name is None else str(name), num_threads,
-        meta=meta, align_dataframes=False,
+        meta=_empty_frame(names, series._meta.index), align_dataframes=False,
     )  # fmt: skip
     if output == "array":
         return frame.to_dask_array()
@@ -148,6 +134,25 @@ def _require_dask() -> Any:
             f"xlmt_sklearn.dask needs dask with its dataframe extra: {_INSTALL_HINT}"
         ) from exc
     return dd
+
+
+def _pooled_estimator(vectorizer: Any) -> Any:
+    """The fitted estimator rebuilt as the workers will (token vectorizers refused)."""
+    est = rebuild(*fitted_payload(vectorizer))
+    if is_token_vectorizer(type(est)):
+        raise TypeError(
+            "embed_partitions gives one row of features per text; XLMTTokenVectorizer gives "
+            "one per token. Use XLMTVectorizer, or xlmt_sklearn.spark.embed_column for "
+            "token features at scale."
+        )
+    return est
+
+
+def _empty_frame(names: list[str], index: Any) -> Any:
+    """A 0-row float32 frame with the output columns (the ``meta`` of the result)."""
+    import pandas as pd
+
+    return pd.DataFrame(np.zeros((0, len(names)), dtype=np.float32), columns=names, index=index)
 
 
 def _text_series(dd: Any, data: Any, column: str | None) -> Any:
@@ -187,18 +192,11 @@ def _embed_partition(
     if num_threads is not None:
         set_torch_threads(num_threads)
     if len(part) == 0:
-        return pd.DataFrame(
-            np.zeros((0, len(names)), dtype=np.float32), columns=names, index=part.index
-        )
+        return _empty_frame(names, part.index)
     values = part.astype(object).tolist()
-    if getattr(est, "missing", "error") == "error":
-        bad = missing_rows(values)
-        if bad:
-            where = "in this partition"
-            if partition_info is not None:
-                where = f"in partition {partition_info['number']}"
-            raise null_error(
-                column, len(bad), len(values), where=where, drop_hint="ddf.dropna(subset=[...])"
-            )
+    where = "in this partition"
+    if partition_info is not None:
+        where = f"in partition {partition_info['number']}"
+    check_no_nulls(est, values, column, where=where, drop_hint="ddf.dropna(subset=[...])")
     out = np.asarray(est.transform(values), dtype=np.float32)
     return pd.DataFrame(out, columns=names, index=part.index)

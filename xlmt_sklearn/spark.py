@@ -11,6 +11,9 @@ works without it and says how to install it on first use.
 
 Public functions: :func:`embed_column` (DataFrame in, DataFrame out) and
 :func:`embedding_udf` (a column function for ``select``/``withColumn``).
+Shipping and rebuilding the estimator, the null-row check and the torch
+thread setting are shared with :mod:`xlmt_sklearn.dask` through
+:mod:`xlmt_sklearn._distributed`.
 """
 
 from __future__ import annotations
@@ -21,6 +24,15 @@ from numbers import Integral
 from typing import Any
 
 import numpy as np
+
+from ._distributed import (
+    check_no_nulls,
+    check_num_threads,
+    fitted_payload,
+    is_token_vectorizer,
+    rebuild,
+    set_torch_threads,
+)
 
 __all__ = ["embed_column", "embedding_udf"]
 
@@ -122,15 +134,7 @@ def embed_column(
     >>> out.select("text", "embedding").show(3)  # doctest: +SKIP
     """
     F, _ = _require_pyspark()
-    dtype = _column_type(df, input_col)
-    from pyspark.sql.types import StringType
-
-    if not isinstance(dtype, StringType):
-        raise TypeError(
-            f"embed_column needs a string column; {input_col!r} has type "
-            f"{dtype.simpleString()}. Cast it first: df.withColumn({input_col!r}, "
-            f"F.col({input_col!r}).cast('string'))."
-        )
+    _check_string_column(df, input_col)
     udf = embedding_udf(
         vectorizer, as_vector=as_vector, batch_size=batch_size, num_threads=num_threads,
         input_name=input_col,
@@ -220,56 +224,28 @@ def _require_pyspark() -> tuple[Any, Any]:
     return F, pyspark
 
 
-def _column_type(df: Any, input_col: str) -> Any:
-    """The Spark type of ``input_col`` (analysis only, runs no job)."""
+def _check_string_column(df: Any, input_col: str) -> None:
+    """Refuse a missing or non-string ``input_col`` (analysis only, runs no job)."""
+    from pyspark.sql.types import StringType
+
     try:
-        return df.select(input_col).schema.fields[0].dataType
+        dtype = df.select(input_col).schema.fields[0].dataType
     except Exception as exc:  # AnalysisException and friends
         raise ValueError(
             f"Column {input_col!r} not found; the frame has columns {df.columns}."
         ) from exc
+    if not isinstance(dtype, StringType):
+        raise TypeError(
+            f"embed_column needs a string column; {input_col!r} has type "
+            f"{dtype.simpleString()}. Cast it first: df.withColumn({input_col!r}, "
+            f"F.col({input_col!r}).cast('string'))."
+        )
 
 
 def _check_batch_size(batch_size: Any) -> int:
     if not isinstance(batch_size, Integral) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int; got {batch_size!r}.")
     return int(batch_size)
-
-
-def fitted_payload(vectorizer: Any) -> tuple[type, dict[str, Any], dict[str, Any]]:
-    """What a worker needs to rebuild ``vectorizer``: class, params, fitted state.
-
-    An unfitted estimator is cloned and fitted first (``fit`` reads the
-    model's config only). The fitted state is every ``__dict__`` entry whose
-    name ends in ``_`` (the pinned model identity, validated layers, width);
-    ``progress`` is switched off for the workers.
-    """
-    from sklearn.base import clone
-    from sklearn.exceptions import NotFittedError
-    from sklearn.utils.validation import check_is_fitted
-
-    if not (hasattr(vectorizer, "get_params") and hasattr(vectorizer, "transform")):
-        raise TypeError(
-            "Expected a scikit-learn transformer such as XLMTVectorizer; got "
-            f"{type(vectorizer).__name__}."
-        )
-    try:
-        check_is_fitted(vectorizer)
-        fitted = vectorizer
-    except NotFittedError:
-        fitted = clone(vectorizer).fit()
-    params = fitted.get_params(deep=False)
-    if "progress" in params:
-        params["progress"] = False
-    state = {k: v for k, v in vars(fitted).items() if k.endswith("_") and not k.startswith("_")}
-    return type(fitted), params, state
-
-
-def rebuild(cls: type, params: dict[str, Any], state: dict[str, Any]) -> Any:
-    """Inverse of :func:`fitted_payload`: a fitted estimator, no ``fit`` call."""
-    est = cls(**params)
-    est.__dict__.update(state)
-    return est
 
 
 def task_cpus() -> int | None:
@@ -285,59 +261,6 @@ def task_cpus() -> int | None:
         return int(ctx.cpus())
     except Exception:  # pragma: no cover - defensive: an odd resource profile
         return None
-
-
-def set_torch_threads(num_threads: int | None) -> int:
-    """Set torch's intra-op threads and return the number set.
-
-    ``num_threads`` when given; otherwise the CPUs of the running Spark task
-    (``spark.task.cpus``); otherwise ``OMP_NUM_THREADS``; otherwise 1.
-    """
-    # Not OMP_NUM_THREADS first: Spark sets it to the *executor's* cores for
-    # every Python worker (SPARK-28843), which oversubscribes an executor that
-    # runs several tasks at once. torch is a core dependency; importing it
-    # here keeps this integration self-contained.
-    import torch
-
-    if num_threads is None:
-        num_threads = task_cpus()
-    if num_threads is None:
-        try:
-            num_threads = int(os.environ.get("OMP_NUM_THREADS") or 1)
-        except ValueError:
-            num_threads = 1
-    n = max(1, int(num_threads))
-    if torch.get_num_threads() != n:
-        torch.set_num_threads(n)
-    return n
-
-
-def missing_rows(values: list[Any]) -> list[int]:
-    """Positions of None/NaN/NA in ``values``."""
-    from ._inputs import is_missing
-
-    return [i for i, v in enumerate(values) if is_missing(v)]
-
-
-def null_error(
-    input_name: str | None, n_null: int, n_rows: int, *, where: str, drop_hint: str
-) -> ValueError:
-    """The error for null inputs under ``missing="error"`` (Spark and Dask)."""
-    col = "The input column" if input_name is None else f"Column {input_name!r}"
-    return ValueError(
-        f"{col} has null values ({n_null} of {n_rows} rows {where}) and the vectorizer "
-        f"has missing='error'. Drop them first ({drop_hint}), or set missing='zeros' "
-        "(zero vectors) or missing='empty' (embed them as the empty text)."
-    )
-
-
-def is_token_vectorizer(cls: type) -> bool:
-    """True for :class:`XLMTTokenVectorizer` (one vector per token or word) and subclasses."""
-    try:
-        from ._token_vectorizer import XLMTTokenVectorizer
-    except ImportError:  # pragma: no cover - older package layouts
-        return False
-    return isinstance(cls, type) and issubclass(cls, XLMTTokenVectorizer)
 
 
 def token_records(frame: Any, n_rows: int) -> list[dict[str, Any]]:
@@ -412,20 +335,20 @@ class _PredictFactory:
     def __call__(self):
         import pickle
 
-        set_torch_threads(self.num_threads)
+        # Not OMP_NUM_THREADS first: Spark sets it to the *executor's* cores for
+        # every Python worker (SPARK-28843), which oversubscribes an executor that
+        # runs several tasks at once.
+        threads = self.num_threads if self.num_threads is not None else task_cpus()
+        set_torch_threads(threads)
         est = rebuild(*pickle.loads(self.payload))
-        refuse_missing = getattr(est, "missing", "error") == "error"
         input_name, probe, tokens = self.input_name, self.probe, self.tokens
 
         def predict(texts: np.ndarray) -> Any:
             values = texts.tolist()
-            if refuse_missing:
-                bad = missing_rows(values)
-                if bad:
-                    raise null_error(
-                        input_name, len(bad), len(values), where="in this batch",
-                        drop_hint="df.na.drop(subset=[...])",
-                    )  # fmt: skip
+            check_no_nulls(
+                est, values, input_name, where="in this batch",
+                drop_hint="df.na.drop(subset=[...])",
+            )  # fmt: skip
             if tokens:
                 return token_records(est.transform(values), len(values))
             out = np.asarray(est.transform(values), dtype=np.float32)
@@ -471,8 +394,7 @@ def _build_udf(
     from pyspark.sql.types import ArrayType, FloatType, LongType, StructField, StructType
 
     batch_size = _check_batch_size(batch_size)
-    if num_threads is not None and (not isinstance(num_threads, Integral) or num_threads < 1):
-        raise ValueError(f"num_threads must be a positive int or None; got {num_threads!r}.")
+    num_threads = check_num_threads(num_threads)
     cls, params, state = fitted_payload(vectorizer)
     tokens = is_token_vectorizer(cls)
     if tokens:

@@ -1,0 +1,324 @@
+"""The commands of ``xlmt-sklearn``: ``embed`` and ``cache info``/``cache clear``.
+
+Each command takes the parsed :class:`argparse.Namespace` of
+:func:`xlmt_sklearn.cli.build_parser` and returns an exit status; a user
+error raises :class:`CLIError` (or :class:`~xlmt_sklearn._table_io.TableIOError`),
+which :func:`xlmt_sklearn.cli.main` prints as one line.
+
+``embed`` runs in this order, so that a mistake costs no model load: the
+option combinations, formats and output location (:func:`_check_files`), the
+estimator's own parameter constraints (:func:`_make_vectorizer`), the input
+table and its texts (:func:`_read_input`); only then the model (torch and
+transformers are imported here, in :func:`_encode`), and last the atomic
+write of the output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import re
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ._table_io import (
+    EMBEDDING_COLUMN,
+    INPUT_FORMATS,
+    OUTPUT_FORMATS,
+    WIDE_PREFIX,
+    check_output_location,
+    format_of,
+    need_pyarrow,
+    read_table,
+    token_table,
+    write_output,
+    write_tokens,
+)
+
+__all__ = ["CLIError", "cmd_cache_clear", "cmd_cache_info", "cmd_embed", "say"]
+
+PROG = "xlmt-sklearn"
+#: ``--preprocess`` value that turns preprocessing off (``preprocess=None``).
+NO_PREPROCESS = "none"
+#: Columns of the ``--tokens`` table besides the kept input columns.
+TOKEN_COLUMNS = ("row", "position", "token", "begin", "end", EMBEDDING_COLUMN)
+
+
+class CLIError(Exception):
+    """A user error: printed as one line, exit status 2, no traceback."""
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def _reported_warnings() -> Iterator[None]:
+    """Print warnings as one ``xlmt-sklearn: warning: ...`` line each."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        try:
+            yield
+        finally:  # also when the run fails or is interrupted
+            seen: set[str] = set()
+            for w in caught:
+                text = f"{w.category.__name__}: {w.message}"
+                if text not in seen:
+                    seen.add(text)
+                    say(f"{PROG}: warning: {text}")
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Silence transformers' warning logs (e.g. unused pooler weights) for one command."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
+# --------------------------------------------------------------------------- cache
+def _cache_file(path: str) -> Path:
+    from ._cache import DEFAULT_FILENAME
+
+    p = Path(path).expanduser()
+    return p / DEFAULT_FILENAME if p.is_dir() else p
+
+
+def _open_existing_cache(path: str) -> Any:
+    """An :class:`EmbeddingCache` for an existing cache file, or a CLIError.
+
+    A file that is not an xlmt_sklearn cache is refused here (read-only
+    check) rather than handed to EmbeddingCache, which would move a foreign
+    file aside to start a fresh cache.
+    """
+    import sqlite3
+
+    from ._cache import EmbeddingCache
+    from ._sqlite_store import MAGIC
+
+    file = _cache_file(path)
+    if file.is_symlink():
+        raise CLIError(
+            f"{str(file)!r} is a symbolic link; xlmt_sklearn never follows one for its cache "
+            "file: pass the real file or its directory"
+        )
+    if not file.is_file():
+        where = f"in directory {path!r}" if Path(path).expanduser().is_dir() else f"at {path!r}"
+        raise CLIError(f"no xlmt_sklearn cache {where} (looked for {str(file)!r})")
+    try:
+        conn = sqlite3.connect(f"{file.absolute().as_uri()}?mode=ro", uri=True, timeout=30)
+        try:
+            row = conn.execute("SELECT value FROM info WHERE name = 'magic'").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        row = None
+    if row is None or row[0] != MAGIC:
+        raise CLIError(f"{str(file)!r} is not an xlmt_sklearn cache file")
+    return EmbeddingCache(file)
+
+
+def cmd_cache_info(args: argparse.Namespace) -> int:
+    stats = _open_existing_cache(args.path).stats
+    print(f"path:    {stats.path}")
+    print(f"entries: {stats.entries}")
+    print(f"bytes:   {stats.bytes} ({_human_bytes(stats.bytes)} of vectors)")
+    return 0
+
+
+def cmd_cache_clear(args: argparse.Namespace) -> int:
+    cache = _open_existing_cache(args.path)
+    before = cache.stats.entries
+    cache.clear()
+    after = cache.stats.entries
+    print(f"cleared {before - after} entries from {cache.path}")
+    return 0
+
+
+# --------------------------------------------------------------------------- embed
+def _check_files(args: argparse.Namespace) -> tuple[Path, str, Path, str]:
+    """Formats, option combinations and the output location; reads nothing, loads nothing."""
+    in_path, out_path = Path(args.input).expanduser(), Path(args.output).expanduser()
+    in_fmt = format_of(in_path, INPUT_FORMATS, "input")
+    out_fmt = format_of(out_path, OUTPUT_FORMATS, "output")
+    if out_fmt == "npy" and (args.keep_columns or args.tokens):
+        flag = "--keep-columns" if args.keep_columns else "--tokens"
+        raise CLIError(f"{flag} needs a table output (.parquet or .csv), not .npy")
+    if args.wide and out_fmt != "parquet":
+        raise CLIError("--wide applies to .parquet output only (.csv is always wide)")
+    if args.tokens and (args.pooling != "mean" or args.normalize):
+        raise CLIError("--pooling and --normalize apply to pooled vectors, not to --tokens")
+    if out_fmt == "parquet":
+        need_pyarrow("writing parquet")
+    if in_path.resolve() == out_path.resolve():
+        raise CLIError("OUTPUT must not be the INPUT file")
+    if args.cache_dir is not None:
+        cache_dir = Path(args.cache_dir).expanduser()
+        if cache_dir.exists() and not cache_dir.is_dir():
+            raise CLIError(f"--cache-dir {args.cache_dir!r} exists and is not a directory")
+    check_output_location(out_path)  # before the model: #18 item 9
+    return in_path, in_fmt, out_path, out_fmt
+
+
+def _make_vectorizer(args: argparse.Namespace, cache: Any, progress: bool) -> Any:
+    options = dict(
+        revision=args.revision, layers=args.layers, layer_aggregation=args.layer_aggregation,
+        preprocess=None if args.preprocess == NO_PREPROCESS else args.preprocess,
+        prefix=args.prefix, max_length=args.max_length, truncation=args.truncation,
+        stride=args.stride, missing=args.missing, batch_size=args.batch_size,
+        max_tokens=args.max_tokens, device=args.device, dtype=args.dtype,
+        quantize=args.quantize, cache=cache, progress=progress,
+    )  # fmt: skip
+    if args.tokens:
+        from ._token_vectorizer import XLMTTokenVectorizer
+
+        vectorizer: Any = XLMTTokenVectorizer(
+            args.model, output="frame", granularity=args.granularity,
+            word_vector=args.word_vector, **options,
+        )  # fmt: skip
+    else:
+        from ._vectorizer import XLMTVectorizer
+
+        vectorizer = XLMTVectorizer(
+            args.model, pooling=args.pooling, normalize=args.normalize, **options
+        )
+    try:  # the estimator's own parameter constraints, checked without the model
+        vectorizer._validate_params()
+    except (TypeError, ValueError) as exc:
+        raise CLIError(str(exc)) from None
+    return vectorizer
+
+
+def _read_input(args: argparse.Namespace, in_path: Path, in_fmt: str, out_fmt: str) -> Any:
+    """The input table, with its column names and texts checked against the options."""
+    df = read_table(in_path, in_fmt, args.text_column)
+    columns = [str(c) for c in df.columns]
+    if args.keep_columns and args.tokens:
+        ours = set(TOKEN_COLUMNS) | ({"n_subwords"} if args.granularity == "word" else set())
+        clash = sorted(set(columns) & ours)
+        if clash:
+            raise CLIError(
+                f"--keep-columns: the input already has column(s) {clash} that the token "
+                "table uses; rename them first"
+            )
+    elif args.keep_columns:
+        ours = re.compile(
+            rf"{WIDE_PREFIX}[0-9]+" if out_fmt == "csv" or args.wide else EMBEDDING_COLUMN
+        )
+        clash = sorted(c for c in columns if ours.fullmatch(c))
+        if clash:
+            raise CLIError(
+                f"--keep-columns: the input already has column(s) {clash[:5]} that the output "
+                "uses for the embedding; rename them first"
+            )
+    from ._inputs import as_texts
+
+    try:  # cheap check of missing/non-string values before any model is loaded
+        as_texts(df[args.text_column], missing=args.missing)
+    except (TypeError, ValueError) as exc:
+        hint = " (CLI: --missing empty or --missing zeros)" if "missing=" in str(exc) else ""
+        raise CLIError(f"column {args.text_column!r} of {str(in_path)!r}: {exc}{hint}") from None
+    return df
+
+
+def _model_error(exc: BaseException, model: str) -> CLIError:
+    from ._model import looks_like_path
+
+    if looks_like_path(model):
+        hint = (
+            "--model must be a folder written by save_pretrained (config.json, weights and "
+            "the tokenizer files)."
+        )
+    else:
+        hint = (
+            "offline, pass a local folder: --model path/to/folder (any folder written by "
+            "save_pretrained: model and tokenizer), or set HF_HUB_OFFLINE=1 with "
+            f"{model!r} already in the Hugging Face cache (HF_HUB_CACHE)."
+        )
+    return CLIError(f"{exc}\n{PROG}: hint: {hint}")
+
+
+def _encode(vectorizer: Any, texts: Any, model: str, cache: Any) -> Any | None:
+    """``vectorizer.fit().transform(texts)``; None when interrupted (after saying so)."""
+    from ._errors import ModelLoadError
+
+    try:
+        with _quiet_transformers():
+            try:
+                vectorizer.fit()
+            except (TypeError, ValueError) as exc:  # parameter validation against the model
+                raise CLIError(str(exc)) from None
+            with _reported_warnings():
+                return vectorizer.transform(texts)
+    except ModelLoadError as exc:
+        raise _model_error(exc, model) from None
+    except ValueError as exc:  # e.g. --truncation error with a long text
+        raise CLIError(str(exc)) from None
+    except KeyboardInterrupt:
+        if cache is None:
+            say(f"{PROG}: interrupted; nothing was written (use --cache-dir to resume)")
+        else:
+            say(
+                f"{PROG}: interrupted; nothing was written, {cache.stats.entries} vectors are "
+                "in the cache: run the same command again to encode only the rest"
+            )
+        return None
+
+
+def _write_result(
+    args: argparse.Namespace, result: Any, df: Any, out_path: Path, out_fmt: str, dim: int
+) -> str:
+    """Write the output file; returns its shape, in words."""
+    try:
+        if args.tokens:
+            table = token_table(result, df, args.keep_columns)
+            write_tokens(out_path, out_fmt, table, dim, wide=args.wide)
+            return f"{len(table)} token rows x {dim}"
+        kept = df if args.keep_columns else None
+        write_output(out_path, out_fmt, result, kept=kept, wide=args.wide)
+        return f"{result.shape[0]} x {result.shape[1]}"
+    except OSError as exc:
+        raise CLIError(f"cannot write {str(out_path)!r}: {exc}") from None
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    in_path, in_fmt, out_path, out_fmt = _check_files(args)
+    cache = None
+    if args.cache_dir is not None:
+        from ._cache import DEFAULT_FILENAME, EmbeddingCache
+
+        # EmbeddingCache creates missing folders itself, private (0o700), on first use.
+        cache = EmbeddingCache(Path(args.cache_dir).expanduser() / DEFAULT_FILENAME)
+    progress = args.progress if args.progress is not None else sys.stderr.isatty()
+    vectorizer = _make_vectorizer(args, cache, progress)
+    df = _read_input(args, in_path, in_fmt, out_fmt)
+
+    start = time.perf_counter()
+    result = _encode(vectorizer, df[args.text_column], args.model, cache)
+    if result is None:
+        return 130
+    elapsed = time.perf_counter() - start
+    shape = _write_result(args, result, df, out_path, out_fmt, vectorizer.n_features_out_)
+    cached = ""
+    if cache is not None:
+        st = cache.stats
+        cached = f", {st.hits} distinct texts from the cache, {st.misses} encoded"
+    say(f"{PROG}: wrote {out_path} ({shape}) in {elapsed:.1f} s{cached}")
+    return 0
