@@ -9,6 +9,7 @@ from ``torch.cuda.mem_get_info``, replaced here by a fake.
 
 from __future__ import annotations
 
+import re
 import threading
 from types import SimpleNamespace
 
@@ -292,7 +293,7 @@ def test_everything_computed_is_delivered_when_the_computation_fails(
         delivered.extend(idx)
 
     try:
-        with pytest.raises(type(error)):
+        with pytest.raises(type(error), match=f"^{re.escape(str(error))}$"):
             _deliver(encoders, enc, EncodeOptions(batch_size=1), on_done)
     finally:
         hook.remove()

@@ -555,7 +555,10 @@ def test_same_vectors_whatever_batch_order_and_duplicates(
     DETERMINISM["max_abs_diff"] = max(DETERMINISM["max_abs_diff"], diff)
 
 
-def test_zz_report_determinism():
+@pytest.fixture(scope="module", autouse=True)
+def _report_determinism():
+    """After this module: the determinism trials' counts (see benchmarks/reliability_report.py)."""
+    yield
     report("reliability.determinism", **DETERMINISM)
 
 
