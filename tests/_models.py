@@ -88,3 +88,13 @@ def umsab_texts(per_language: int = 6, split: str = "test") -> list[str] | None:
         lines = (root / lang / f"{split}_text.txt").read_text(encoding="utf-8").splitlines()
         out.extend(lines[:per_language])
     return out
+
+
+def tweet_like_texts(n: int) -> list[str]:
+    """Tweet-like texts of varied lengths, with duplicates, handles and links."""
+    out = []
+    for i in range(n):
+        base = CORPUS[i % len(CORPUS)]
+        extra = " ".join(CORPUS[(i * 7 + k) % len(CORPUS)] for k in range(i % 4))
+        out.append(f"@someone{i % 13} {base} {i % 37} http://t.co/{i % 5} {extra}".strip())
+    return out

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 
 # Tests must never touch the network: set before transformers/huggingface_hub import.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -21,6 +23,8 @@ from tests._models import (
     real_tokenizer_dir,
     umsab_texts,
 )
+
+_REPO = Path(__file__).resolve().parents[1]
 
 
 def pytest_configure(config):
@@ -70,3 +74,33 @@ def umsab_sample():
 def real_tok_model_dir(real_tok_dir, tmp_path_factory) -> Path:
     """Random tiny weights behind the real 250k-token XLM-R tokenizer."""
     return build_tiny_model(tmp_path_factory.mktemp("real-tok"), seed=5, tokenizer_dir=real_tok_dir)
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One local[2] SparkSession for every Spark test (skips without PySpark/Java)."""
+    pytest.importorskip("pyspark", reason="PySpark not installed: pip install xlmt-sklearn[spark]")
+    java_home = os.environ.get("JAVA_HOME")
+    if shutil.which("java") is None and not (java_home and Path(java_home, "bin", "java").exists()):
+        pytest.skip("Java not found (install a JRE 17+, e.g. openjdk-17-jre-headless)")
+    from pyspark.sql import SparkSession
+
+    # Workers must run this interpreter (the venv), and find this checkout
+    # even when the package is not installed.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    pythonpath = os.pathsep.join(p for p in (str(_REPO), os.environ.get("PYTHONPATH")) if p)
+    session = (
+        SparkSession.builder.master("local[2]")
+        .appName("xlmt_sklearn-tests")
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", "2")
+        .config("spark.driver.extraJavaOptions", "-XX:+UseSerialGC -XX:TieredStopAtLevel=1")
+        .config("spark.python.worker.reuse", "true")
+        .config("spark.executorEnv.PYTHONPATH", pythonpath)
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()

@@ -578,42 +578,14 @@ def test_cli_jsonl_lone_surrogate_is_a_replacement_character(capsys, tiny_model_
 # ------------------------------------------------------------------------- Spark
 
 
-@pytest.fixture(scope="module")
-def spark_session():
-    pytest.importorskip("pyspark")
-    import os
-    import shutil
-    import sys
-    from pathlib import Path
-
-    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
-        pytest.skip("Java not found")
-    from pyspark.sql import SparkSession
-
-    repo = str(Path(__file__).resolve().parents[1])
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    session = (
-        SparkSession.builder.master("local[2]")
-        .appName("xlmt_sklearn-bad-inputs")
-        .config("spark.driver.host", "127.0.0.1")
-        .config("spark.driver.bindAddress", "127.0.0.1")
-        .config("spark.ui.enabled", "false")
-        .config("spark.executorEnv.PYTHONPATH", repo)
-        .getOrCreate()
-    )
-    session.sparkContext.setLogLevel("ERROR")
-    yield session
-    session.stop()  # tests/test_spark.py starts its own, with its own settings
-
-
 @pytest.mark.spark
 @pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas:FutureWarning")
-def test_spark_odd_texts_equal_in_process(spark_session, tiny_model_dir):
+def test_spark_odd_texts_equal_in_process(spark, tiny_model_dir):
     from xlmt_sklearn.spark import embed_column
 
     est = XLMTVectorizer(str(tiny_model_dir), device="cpu", missing="zeros").fit()
     texts = [ODD_TEXTS[k] for k in ODD_TEXTS if "surrogate" not in k] + [None]
-    df = spark_session.createDataFrame(
+    df = spark.createDataFrame(
         [(i, t) for i, t in enumerate(texts)], "id long, text string"
     )
     with warnings.catch_warnings():
@@ -628,14 +600,14 @@ def test_spark_odd_texts_equal_in_process(spark_session, tiny_model_dir):
 
 @pytest.mark.spark
 @pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas:FutureWarning")
-def test_spark_nulls_and_non_strings_are_clear_errors(spark_session, tiny_model_dir):
+def test_spark_nulls_and_non_strings_are_clear_errors(spark, tiny_model_dir):
     from xlmt_sklearn.spark import embed_column
 
     est = XLMTVectorizer(str(tiny_model_dir), device="cpu").fit()
-    df = spark_session.createDataFrame([(1, "a"), (2, None)], "id long, text string")
+    df = spark.createDataFrame([(1, "a"), (2, None)], "id long, text string")
     with pytest.raises(Exception, match=r"Column 'text' has null values \(1 of"):
         embed_column(df, "text", est).collect()
-    numbers = spark_session.createDataFrame([(1, 5)], "id long, text long")
+    numbers = spark.createDataFrame([(1, 5)], "id long, text long")
     with pytest.raises(TypeError, match="needs a string column; 'text' has type bigint"):
         embed_column(numbers, "text", est)
 

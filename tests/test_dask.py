@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from sklearn.base import clone
 
-from tests.test_spark import make_texts
+from tests._models import tweet_like_texts as make_texts
 from xlmt_sklearn import XLMTVectorizer
 
 dask = pytest.importorskip("dask", reason="Dask not installed: pip install xlmt-sklearn[dask]")

@@ -12,7 +12,6 @@ this interpreter and this checkout, or the workers fail to import sklearn.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -23,7 +22,7 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 
-from tests._models import CORPUS
+from tests._models import tweet_like_texts as make_texts
 from xlmt_sklearn import XLMTVectorizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,46 +32,6 @@ pytestmark = pytest.mark.filterwarnings(
 )
 N_ROWS = 2000
 N_PARTITIONS = 8
-
-
-def make_texts(n: int) -> list[str]:
-    """Tweet-like texts of varied lengths, with duplicates, handles and links."""
-    out = []
-    for i in range(n):
-        base = CORPUS[i % len(CORPUS)]
-        extra = " ".join(CORPUS[(i * 7 + k) % len(CORPUS)] for k in range(i % 4))
-        out.append(f"@someone{i % 13} {base} {i % 37} http://t.co/{i % 5} {extra}".strip())
-    return out
-
-
-@pytest.fixture(scope="session")
-def spark():
-    """One local[2] SparkSession for every Spark test (skips without PySpark/Java)."""
-    pytest.importorskip("pyspark", reason="PySpark not installed: pip install xlmt-sklearn[spark]")
-    java_home = os.environ.get("JAVA_HOME")
-    if shutil.which("java") is None and not (java_home and Path(java_home, "bin", "java").exists()):
-        pytest.skip("Java not found (install a JRE 17+, e.g. openjdk-17-jre-headless)")
-    from pyspark.sql import SparkSession
-
-    # Workers must run this interpreter (the venv), and find this checkout
-    # even when the package is not installed.
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    pythonpath = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
-    session = (
-        SparkSession.builder.master("local[2]")
-        .appName("xlmt_sklearn-tests")
-        .config("spark.driver.host", "127.0.0.1")
-        .config("spark.driver.bindAddress", "127.0.0.1")
-        .config("spark.ui.enabled", "false")
-        .config("spark.sql.shuffle.partitions", "2")
-        .config("spark.driver.extraJavaOptions", "-XX:+UseSerialGC -XX:TieredStopAtLevel=1")
-        .config("spark.python.worker.reuse", "true")
-        .config("spark.executorEnv.PYTHONPATH", pythonpath)
-        .getOrCreate()
-    )
-    session.sparkContext.setLogLevel("ERROR")
-    yield session
-    session.stop()
 
 
 @pytest.fixture(scope="module")
