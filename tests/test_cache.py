@@ -372,6 +372,112 @@ def test_null_cache():
 
 
 # --------------------------------------------------------------------------------------
+# The cache interface: CacheBase, and user objects with get_many/put_many
+# --------------------------------------------------------------------------------------
+
+
+class DictCache:
+    """A user's cache: a dict behind get_many/put_many, no base class, no optional methods."""
+
+    def __init__(self):
+        self.data: dict[bytes, tuple[np.ndarray, int]] = {}
+        self.hits = 0
+
+    def get_many(self, keys):
+        found = [self.data.get(k) for k in keys]
+        self.hits += sum(v is not None for v in found)
+        return [None if v is None else (v[0].copy(), v[1]) for v in found]
+
+    def put_many(self, keys, arrays, metas=None):
+        metas = [0] * len(keys) if metas is None else metas
+        for key, array, meta in zip(keys, arrays, metas, strict=True):
+            self.data[key] = (np.array(array), int(meta))
+
+
+class RegroupingDictCache(DictCache):
+    def __init__(self):
+        super().__init__()
+        self.regrouped: list[list[bytes]] = []
+
+    def regroup(self, keys):
+        self.regrouped.append(list(keys))
+
+
+@pytest.mark.parametrize("kind", ["pooled", "tokens"])
+@pytest.mark.parametrize("user_cache", [DictCache, RegroupingDictCache])
+def test_a_user_object_with_get_many_and_put_many_is_a_cache(
+    tiny_model_dir, monkeypatch, kind, user_cache
+):
+    """#15: the cache parameter accepted such an object at fit and refused it at transform."""
+    from xlmt_sklearn import XLMTTokenVectorizer, XLMTVectorizer, _pipeline
+
+    monkeypatch.setattr(_pipeline, "REGROUP_BELOW_TEXTS_PER_S", float("inf"))  # always regroup
+    est = XLMTVectorizer if kind == "pooled" else XLMTTokenVectorizer
+    texts = ["a user cache", "works end to end", "a user cache", "with hits the second time"]
+    fresh = est(str(tiny_model_dir), device="cpu").fit().transform(texts)
+    store = user_cache()
+    vec = est(str(tiny_model_dir), device="cpu", cache=store).fit(texts)
+    first = vec.transform(texts)
+    assert len(store.data) == 3 and store.hits == 0  # the distinct texts, written through
+    second = vec.transform(texts)
+    assert store.hits == 3
+    if user_cache is RegroupingDictCache:
+        assert [sorted(k) for k in store.regrouped] == [sorted(store.data)]
+    for got in (first, second):
+        assert len(got) == len(fresh)
+        for a, b in zip(got, fresh, strict=True):
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+
+
+def test_as_cache_accepts_cache_objects_and_wraps_duck_typed_ones(tmp_path):
+    class Mine(_cache.CacheBase):
+        def get_many(self, keys):
+            return [None] * len(keys)
+
+        def put_many(self, keys, arrays, metas=None):
+            pass
+
+    mine = Mine()
+    assert as_cache(mine) is mine  # a subclass is used as it is
+    assert mine.regroup(_keys(2)) is None and mine.close() is None
+    assert mine.stats == CacheStats(0, 0, 0, 0, None)
+    with pytest.raises(NotImplementedError, match="Mine does not support clear"):
+        mine.clear()
+    for cache in (EmbeddingCache(tmp_path / "e.sqlite"), NullCache()):
+        assert isinstance(cache, _cache.CacheBase) and as_cache(cache) is cache
+
+    duck = DictCache()
+    wrapped = as_cache(duck)
+    assert isinstance(wrapped, _cache.CacheBase) and wrapped is not duck
+    assert repr(wrapped) == f"_DuckCache({duck!r})"
+    wrapped.put_many(_keys(2), _vectors(2), [5, 6])
+    hits = wrapped.get_many(_keys(3))
+    assert [h is None for h in hits] == [False, False, True] and hits[1][1] == 6
+    wrapped.regroup(_keys(2))  # the defaults stand in for what the object lacks
+    wrapped.close()
+    assert wrapped.stats == CacheStats(0, 0, 0, 0, None)
+    with pytest.raises(NotImplementedError, match="DictCache does not support clear"):
+        wrapped.clear()
+
+    regrouping = RegroupingDictCache()
+    as_cache(regrouping).regroup(_keys(2))  # ... and the object's own methods are used
+    assert regrouping.regrouped == [_keys(2)]
+
+
+def test_as_cache_refuses_what_is_not_a_cache():
+    class Short(DictCache):
+        def get_many(self, keys):
+            return []
+
+    with pytest.raises(ValueError, match=r"Short\.get_many returned 0 values for 2 keys"):
+        as_cache(Short()).get_many(_keys(2))
+    with pytest.raises(TypeError, match="not the class DictCache"):
+        as_cache(DictCache)
+    with pytest.raises(TypeError, match="or an object with get_many and put_many"):
+        as_cache(object())
+
+
+# --------------------------------------------------------------------------------------
 # Damaged, foreign and hostile files
 # --------------------------------------------------------------------------------------
 

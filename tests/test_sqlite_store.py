@@ -850,6 +850,53 @@ def test_directories_follow_regroup_compaction_eviction_and_clear(
     assert store._conn.execute("SELECT COUNT(*) FROM block_dirs").fetchone() == (0,)
 
 
+def test_the_index_row_path_answers_alone(store, directories, clock, monkeypatch):
+    """The directory path is only a faster route: without it every answer is the same."""
+    monkeypatch.setattr(S, "BLOCK_BYTES", 10 * 32)
+    keys = _keys(40)
+    for i in range(0, 40, 4):
+        store.put_many(_rows(keys[i : i + 4]))
+    store.regroup(keys)
+    store.touch_and_purge([], _ids(keys[30:32]))  # two blocks some entries left
+    request = keys + keys[:3] + _keys(3, start=500)
+    answers, by_index_rows = [], []
+    for fast_reads in (S.FAST_READS, ()):
+        monkeypatch.setattr(S, "FAST_READS", fast_reads)
+        statements = _traced(store)
+        result = store.get_many(request, 0.0)
+        answers.append([None if v is None else (v[0].tobytes(), v[1]) for v in result.values])
+        assert result.invalid == []
+        assert any("block_dirs" in s for s in statements) == bool(fast_reads)
+        (lookup,) = _index_row_lookups(statements)
+        by_index_rows.append(lookup[lookup.index(" IN (") :].count(",") + 1)
+    assert answers[0] == answers[1]
+    assert sum(a is not None for a in answers[0]) == 38 + 3
+    assert by_index_rows[1] == 43 > by_index_rows[0]  # all distinct keys / what was left
+
+
+def test_only_the_store_imports_the_directory_path():
+    """Deleting _directory.py means editing _store.FAST_READS (and the re-exports)."""
+    import ast
+
+    for path in Path(S.__file__).parent.glob("_*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        if path.stem not in ("_store", "__init__"):
+            assert "_directory" not in imported, path.name
+
+
+def test_setting_a_tunable_on_the_package_reaches_the_module_that_uses_it(monkeypatch):
+    """Tests and benchmarks patch S.BLOCK_BYTES etc.: that must never be silently ignored."""
+    monkeypatch.setattr(S, "BLOCK_BYTES", 64)
+    monkeypatch.setattr(S, "PROBE_STRIDE", 3)
+    monkeypatch.setattr(S, "_HAS_BLOBOPEN", False)
+    assert S._write.BLOCK_BYTES == 64 and S._directory.PROBE_STRIDE == 3
+    assert S._sql._HAS_BLOBOPEN is S._read._HAS_BLOBOPEN is S._directory._HAS_BLOBOPEN is False
+    monkeypatch.undo()
+    assert S._write.BLOCK_BYTES == S.BLOCK_BYTES == 1 << 20
+    assert S._directory.PROBE_STRIDE == S.PROBE_STRIDE == 64
+
+
 # --------------------------------------------------------------------------------------
 # CRC-32 implementations
 # --------------------------------------------------------------------------------------
@@ -881,10 +928,11 @@ def test_the_store_works_without_zlib_ng(tmp_path):
     code = (
         "import sys; sys.modules['zlib_ng'] = None\n"
         "import numpy as np\n"
+        "from pathlib import Path\n"
         "from xlmt_sklearn import _sqlite_store as S\n"
         "assert S.CRC32_IMPLEMENTATION == 'zlib', S.CRC32_IMPLEMENTATION\n"
         "S.PROBE_STRIDE = 2\n"
-        f"store = S.SQLiteStore(S.Path({str(tmp_path / 'c.sqlite')!r}), timeout=5)\n"
+        f"store = S.SQLiteStore(Path({str(tmp_path / 'c.sqlite')!r}), timeout=5)\n"
         "keys = [bytes([i]) * 32 for i in range(10)]\n"
         "store.put_many(S.encode_rows(keys, [np.full(4, i, np.float32) for i in range(10)]))\n"
         "values = store.get_many(keys, 0.0).values\n"

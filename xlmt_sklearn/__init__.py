@@ -3,7 +3,7 @@
 Importing the package is cheap: torch and transformers load on first use.
 """
 
-from ._cache import CacheStats, EmbeddingCache, NullCache
+from ._cache import CacheBase, CacheStats, EmbeddingCache, NullCache
 from ._errors import CacheWarning, ModelLoadError, ModelNotFoundError, TruncationWarning
 from ._preprocess import normalize_tweet
 from ._token_pooler import TokenPooler
@@ -13,6 +13,7 @@ from ._vectorizer import XLMTVectorizer
 from ._version import __version__
 
 __all__ = [
+    "CacheBase",
     "CacheStats",
     "CacheWarning",
     "EmbeddingCache",

@@ -8,7 +8,12 @@ file that any number of threads and processes may share (see
 A cache can only ever make things faster: every I/O or database problem is
 reported as a :class:`~xlmt_sklearn._errors.CacheWarning` and turned into
 misses or dropped writes, never into an exception or a wrong vector.
-:class:`NullCache` is the do-nothing stand-in used for ``cache=None``.
+
+The interface the vectorizers call, :class:`CacheBase`, and the do-nothing
+:class:`NullCache` used for ``cache=None`` live in :mod:`._cache_base` and are
+re-exported here; :func:`as_cache` turns every accepted ``cache=`` value (None,
+a path, a cache object, any object with ``get_many`` and ``put_many``) into a
+:class:`CacheBase`.
 """
 
 from __future__ import annotations
@@ -20,17 +25,18 @@ import re
 import threading
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 
 from . import _sqlite_store as store_mod
+from ._cache_base import CacheBase, CacheStats, NullCache, _DuckCache
 from ._errors import CacheWarning
 
 __all__ = [
     "DEFAULT_FILENAME",
+    "CacheBase",
     "CacheStats",
     "EmbeddingCache",
     "NullCache",
@@ -186,114 +192,7 @@ def _check_keys(keys: Sequence[bytes]) -> list[bytes]:
     return keys
 
 
-@dataclass(frozen=True)
-class CacheStats:
-    """Counters of a cache.
-
-    Attributes
-    ----------
-    hits : int
-        Keys found by this object's ``get_many`` calls in this process.
-    misses : int
-        Keys not found (including all keys looked up while the cache was
-        unusable) by this object in this process.
-    entries : int
-        Entries in the database (all processes).
-    bytes : int
-        Summed array bytes of those entries (what ``max_size`` limits).
-    path : str or None
-        The database file, or ``None`` for :class:`NullCache`.
-    """
-
-    hits: int
-    misses: int
-    entries: int
-    bytes: int
-    path: str | None
-
-    @property
-    def hit_rate(self) -> float:
-        """Fraction of lookups that were hits (0.0 before any lookup)."""
-        total = self.hits + self.misses
-        return self.hits / total if total else 0.0
-
-
-class NullCache:
-    """A cache that stores nothing: the null object used for ``cache=None``.
-
-    Same API as :class:`EmbeddingCache`; ``get_many`` always misses, writes are
-    dropped and every counter stays zero.
-    """
-
-    path = None
-    max_size = None
-
-    def get_many(self, keys: Sequence[bytes]) -> list[tuple[np.ndarray, int] | None]:
-        """Return ``None`` for every key.
-
-        Parameters
-        ----------
-        keys : sequence of bytes
-            Keys to look up.
-
-        Returns
-        -------
-        list of None
-        """
-        return [None] * len(keys)
-
-    def put_many(
-        self,
-        keys: Sequence[bytes],
-        arrays: Sequence[np.ndarray],
-        metas: Sequence[int] | None = None,
-    ) -> None:
-        """Drop the entries.
-
-        Parameters
-        ----------
-        keys : sequence of bytes
-            Ignored.
-        arrays : sequence of numpy.ndarray
-            Ignored.
-        metas : sequence of int or None, default=None
-            Ignored.
-        """
-
-    def regroup(self, keys: Sequence[bytes]) -> None:
-        """Do nothing.
-
-        Parameters
-        ----------
-        keys : sequence of bytes
-            Ignored.
-        """
-
-    def clear(self) -> None:
-        """Do nothing."""
-
-    def close(self) -> None:
-        """Do nothing."""
-
-    @property
-    def stats(self) -> CacheStats:
-        """All-zero :class:`CacheStats` with ``path=None``."""
-        return CacheStats(hits=0, misses=0, entries=0, bytes=0, path=None)
-
-    def __len__(self) -> int:
-        return 0
-
-    def __repr__(self) -> str:
-        return "NullCache()"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, NullCache)
-
-    def __hash__(self) -> int:
-        return hash(NullCache)
-
-
-class EmbeddingCache:
+class EmbeddingCache(CacheBase):
     """A persistent, process-safe cache of embedding arrays in one SQLite file.
 
     Parameters
@@ -602,31 +501,32 @@ _MEMO: dict[tuple[str, int], EmbeddingCache] = {}
 _MEMO_LOCK = threading.Lock()
 
 
-def as_cache(
-    cache: str | os.PathLike | EmbeddingCache | NullCache | None,
-) -> EmbeddingCache | NullCache:
-    """Turn a ``cache=`` argument into a cache object.
+def as_cache(cache: object) -> CacheBase:
+    """Turn a ``cache=`` argument into a :class:`CacheBase`.
 
     Parameters
     ----------
-    cache : None, str, os.PathLike, EmbeddingCache or NullCache
+    cache : None, str, os.PathLike, CacheBase or object with get_many/put_many
         ``None`` gives a :class:`NullCache`; a path gives an unlimited
         :class:`EmbeddingCache`, the same object for the same resolved path
         within a process (so repeated transforms share its connection and
-        counters); a cache object is returned unchanged.
+        counters); a :class:`CacheBase` (an :class:`EmbeddingCache`, a
+        :class:`NullCache` or a user subclass) is returned unchanged; any other
+        object with ``get_many`` and ``put_many`` methods is wrapped so that the
+        methods of :class:`CacheBase` it lacks take their defaults.
 
     Returns
     -------
-    EmbeddingCache or NullCache
+    CacheBase
 
     Raises
     ------
     TypeError
-        For any other type.
+        For any other value, and for a class where an instance is expected.
     """
     if cache is None:
         return NullCache()
-    if isinstance(cache, (EmbeddingCache, NullCache)):
+    if isinstance(cache, CacheBase):
         return cache
     if isinstance(cache, (str, os.PathLike)):
         path = _resolve_path(cache)
@@ -636,7 +536,12 @@ def as_cache(
             if found is None:
                 found = _MEMO[key] = EmbeddingCache(path)
         return found
+    if isinstance(cache, type):
+        raise TypeError(f"cache must be a cache object, not the class {cache.__name__}; call it")
+    if callable(getattr(cache, "get_many", None)) and callable(getattr(cache, "put_many", None)):
+        return _DuckCache(cache)
     raise TypeError(
         "cache must be None, a path (str or os.PathLike) to a cache file or directory, "
-        f"an EmbeddingCache or a NullCache; got {type(cache).__name__}"
+        "an EmbeddingCache, a NullCache, or an object with get_many and put_many methods "
+        f"(see CacheBase); got {type(cache).__name__}"
     )

@@ -1,0 +1,138 @@
+"""SQLite storage primitives for the embedding cache.
+
+This package only knows how to store and load arrays; the policy (warnings,
+degrading to no cache, memoisation) lives in :mod:`xlmt_sklearn._cache`.
+
+Layout of a cache file (schema 5, :mod:`._schema`)::
+
+    blocks(id INTEGER PRIMARY KEY, data BLOB)          -- immutable once written
+    block_use(id INTEGER PRIMARY KEY, size INTEGER, live INTEGER, live_bytes INTEGER)
+    block_dirs(id INTEGER PRIMARY KEY, dtype TEXT, shape TEXT, items BLOB)  -- immutable
+    entries(id INTEGER PRIMARY KEY, key BLOB, block INTEGER, pos INTEGER,
+            nbytes INTEGER, dtype TEXT, shape TEXT, meta INTEGER, last_used REAL,
+            crc INTEGER)
+    info(name TEXT PRIMARY KEY, value TEXT)
+
+The arrays of one write are packed back to back into blocks of up to
+:data:`BLOCK_BYTES`; ``entries`` holds a small index row per key saying where
+its bytes are. The row id is the key's first 8 bytes (:func:`key_id`): an
+integer primary key is much cheaper to look up than a 32-byte BLOB, and the
+full key is stored and compared, so a collision is a miss, never a wrong
+vector. Reads select the index rows and then slice the blocks through SQLite's
+incremental BLOB I/O, which costs less than fetching one multi-kilobyte BLOB
+row per key; a block whose arrays share a dtype and shape also has a
+directory, which lets a lookup batch lying in a few blocks skip the index
+rows. Arrays are stored as raw little-endian bytes plus a dtype name and a
+shape string; nothing is ever unpickled or evaluated, and every entry is
+validated (lengths, then a CRC-32 over its key, header and bytes) before it
+is returned.
+
+Modules, each importing only those above it:
+
+========================  ==============================================================
+``_codec``                array <-> bytes, :class:`Row`, key -> row id, CRC-32, directory items
+``_failures``             the store's exceptions and :func:`classify_error`
+``_sql``                  batched ``IN (...)`` queries, index rows, block handles
+``_files``                symbolic links refused, private directories, :func:`move_aside`
+``_schema``               tables, triggers, magic value and version, journal pragmas
+``_read``                 the index-row read path (answers every lookup on its own)
+``_directory``            the block-directory read path (optional, only ever faster)
+``_write``                put, evict, regroup, compaction, purge, clear
+``_store``                :class:`SQLiteStore`: one connection, one transaction per operation
+``_pool``                 :func:`acquire` / :func:`close_store`: per-process pool, fork handling
+========================  ==============================================================
+
+The tunables (:data:`BLOCK_BYTES`, :data:`PROBE_STRIDE`, :data:`READ_BATCH`, the
+clock ``_now``, the CRC function ``_crc32``...) are defined in the module that uses
+them and re-exported here. Assigning one on this package (``monkeypatch.setattr``
+in tests, the A/B switches of ``benchmarks/bench_cache.py``) also assigns it in
+every submodule that holds that name, so such a switch is never silently ignored.
+"""
+
+from __future__ import annotations
+
+# ``os`` and ``sqlite3`` stay reachable as attributes: tests replace their functions
+# (``_sqlite_store.sqlite3.connect``, ``_sqlite_store.os.open``) through this package.
+import os  # noqa: F401
+import sqlite3  # noqa: F401
+import sys
+import types
+
+# Private names imported ``as`` themselves (``_now as _now``) are re-exported on purpose:
+# tests and benchmarks use or replace them.
+from . import _codec, _directory, _failures, _files, _pool, _read, _schema, _sql, _store, _write
+from ._codec import (
+    CRC32_IMPLEMENTATION,
+    DIR_ITEM,
+    DTYPES,
+    Row,
+    decode_array,
+    encode_array,
+    encode_rows,
+    key_id,
+    row_crc,
+)
+from ._codec import _column_crcs as _column_crcs
+from ._codec import _crc32 as _crc32
+from ._codec import _key_ids as _key_ids
+from ._directory import PROBE_STRIDE
+from ._failures import CorruptStoreError, IncompatibleStoreError, StoreClosedError, classify_error
+from ._files import _ABANDONED as _ABANDONED
+from ._files import move_aside, refuse_links
+from ._pool import acquire, close_store
+from ._schema import JOURNAL_SIZE_LIMIT, MAGIC, SCHEMA_VERSION
+from ._schema import _retry_busy as _retry_busy
+from ._sql import _HAS_BLOBOPEN as _HAS_BLOBOPEN
+from ._sql import INDEX_COLUMNS, MAX_VARIABLES
+from ._store import FAST_READS, MMAP_SIZE, READ_BATCH, TOUCH_INTERVAL, ReadResult, SQLiteStore
+from ._store import _now as _now
+from ._write import BLOCK_BYTES
+
+__all__ = [
+    "BLOCK_BYTES",
+    "CRC32_IMPLEMENTATION",
+    "DIR_ITEM",
+    "DTYPES",
+    "FAST_READS",
+    "INDEX_COLUMNS",
+    "JOURNAL_SIZE_LIMIT",
+    "MAGIC",
+    "MAX_VARIABLES",
+    "MMAP_SIZE",
+    "PROBE_STRIDE",
+    "READ_BATCH",
+    "SCHEMA_VERSION",
+    "TOUCH_INTERVAL",
+    "CorruptStoreError",
+    "IncompatibleStoreError",
+    "ReadResult",
+    "Row",
+    "SQLiteStore",
+    "StoreClosedError",
+    "acquire",
+    "classify_error",
+    "close_store",
+    "decode_array",
+    "encode_array",
+    "encode_rows",
+    "key_id",
+    "move_aside",
+    "refuse_links",
+    "row_crc",
+]
+
+_SUBMODULES = (_codec, _failures, _sql, _files, _schema, _read, _directory, _write, _store, _pool)
+
+
+class _Package(types.ModuleType):
+    """This package's module type: assigning a name assigns it where it is used too."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        super().__setattr__(name, value)
+        if not isinstance(value, types.ModuleType):
+            for module in _SUBMODULES:
+                if name in vars(module):
+                    setattr(module, name, value)
+
+
+sys.modules[__name__].__class__ = _Package
