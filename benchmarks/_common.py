@@ -349,7 +349,8 @@ def machine_info() -> dict[str, str]:
         pass
     try:
         flags = Path("/proc/cpuinfo").read_text()
-        isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile") if f in flags]
+        names = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile")
+        isa = [f for f in names if f in flags.split()]
         info["ISA flags"] = ", ".join(isa) or "-"
     except OSError:
         pass
