@@ -11,6 +11,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# backend="auto" may pick OpenVINO where it is installed: the suite's exactness tests are
+# about torch; tests/test_backends.py covers the runtimes and the "auto" rule explicitly.
+os.environ.setdefault("XLMT_SKLEARN_AUTO_BACKEND", "torch")
 
 from pathlib import Path
 

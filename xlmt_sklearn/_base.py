@@ -19,10 +19,15 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from ._encoders import EncodeOptions, Encoder
+from ._encoders_runtime import BACKENDS
+from ._params import StrOptions
 from ._pipeline import Request
 from ._preprocess import check_prefix, preprocess_identity_key
 
-__all__ = ["ModelFeaturizerMixin", "validate_layers"]
+__all__ = ["BACKEND_CONSTRAINTS", "ModelFeaturizerMixin", "validate_layers"]
+
+#: Constraint of the vectorizers' ``backend`` parameter.
+BACKEND_CONSTRAINTS: dict = {"backend": [StrOptions(set(BACKENDS))]}
 
 
 def validate_layers(layers: Any, num_hidden_layers: int, cls_name: str) -> tuple[int, ...]:
@@ -104,8 +109,19 @@ class ModelFeaturizerMixin(TransformerMixin, BaseEstimator):
                 f"quantize='int8' of {name} computes in float32 on the CPU; "
                 f"got dtype={self.dtype!r}."
             )
+        self._check_backend()
         self.model_identity_ = ident
         self._fitted_params_ = {k: copy.deepcopy(getattr(self, k)) for k in self._fit_params}
+
+    def _check_backend(self) -> None:
+        """A runtime backend: installed, on the CPU, in a precision it computes (at fit)."""
+        from ._encoders_runtime import resolve_backend, runtime_encoder_class
+
+        backend = getattr(self, "backend", "auto")
+        if backend in ("auto", "torch"):
+            return
+        resolve_backend(backend, self.device, quantize=self.quantize, compile=self.compile)
+        runtime_encoder_class(backend).resolve_precision(self.dtype)
 
     def _check_fitted(self) -> None:
         """Fitted, and with the parameters it was fitted with (see :attr:`_fit_params`)."""
@@ -126,6 +142,7 @@ class ModelFeaturizerMixin(TransformerMixin, BaseEstimator):
         return make_encoders(
             self.model_identity_, device=self.device, dtype=self.dtype, quantize=self.quantize,
             compile=self.compile, trust_remote_code=self.trust_remote_code,
+            backend=getattr(self, "backend", "auto"),  # absent in pickles of older versions
         )  # fmt: skip
 
     def _vector_options(self) -> dict[str, Any]:

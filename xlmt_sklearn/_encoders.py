@@ -26,6 +26,8 @@ padding-free :class:`~xlmt_sklearn._packed.PackedForward` when the
 architecture allows, otherwise (GPUs, other architectures, compiled models,
 models with forward hooks) through the model itself on padded batches;
 ``quantize="int8"`` is a torch.ao dynamically quantized copy of it.
+OpenVINO and ONNX Runtime encoders live in :mod:`xlmt_sklearn._encoders_runtime`
+and reuse :func:`finish_batch`, so pooling is the same code on every backend.
 """
 
 from __future__ import annotations
@@ -36,7 +38,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BatchOutput", "EncodeOptions", "Encoder", "TorchEncoder", "make_encoders"]
+__all__ = [
+    "BatchOutput", "EncodeOptions", "Encoder", "TorchEncoder", "finish_batch", "make_encoders",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -199,25 +203,38 @@ class TorchEncoder(Encoder):
         import torch
 
         from ._packed import PackedForward
-        from ._pooling import aggregate_layers, l2_normalize, pool
 
         loaded = self.loaded()
         packed = PackedForward.of(loaded.model) if self.device == "cpu" else None
-        keep_tokens = options.pooling is None
         with loaded.lock, torch.inference_mode():
             if packed is not None:
                 hs, t_mask = packed(rows, options.layers)
             else:
                 hs, t_mask = _padded_hidden(loaded, rows, options.layers)
-            tokens = aggregate_layers(hs, options.layers, options.layer_aggregation)
-            pooled = None
-            if not keep_tokens and pool_rows.any():
-                pooled_t = pool(tokens, t_mask, options.pooling)
-                if options.normalize:
-                    pooled_t = l2_normalize(pooled_t)
-                pooled = pooled_t.float().cpu().numpy()
-            tokens_np = tokens.cpu().numpy() if keep_tokens or not pool_rows.all() else None
-        return BatchOutput(pooled, tokens_np)
+            return finish_batch(hs, options.layers, t_mask, options, pool_rows)
+
+
+def finish_batch(
+    hidden_states: Any, layers: tuple[int, ...], mask: Any, options: EncodeOptions,
+    pool_rows: np.ndarray,
+) -> BatchOutput:  # fmt: skip
+    """Aggregate ``hidden_states[layers]``, then pool and normalise what needs it.
+
+    Shared by every backend, so that pooling is the same code whatever computed
+    the hidden states (torch tensors; ``mask`` is the (batch, seq) 0/1 mask).
+    """
+    from ._pooling import aggregate_layers, l2_normalize, pool
+
+    keep_tokens = options.pooling is None
+    tokens = aggregate_layers(hidden_states, layers, options.layer_aggregation)
+    pooled = None
+    if not keep_tokens and pool_rows.any():
+        pooled_t = pool(tokens, mask, options.pooling)
+        if options.normalize:
+            pooled_t = l2_normalize(pooled_t)
+        pooled = pooled_t.float().cpu().numpy()
+    tokens_np = tokens.cpu().numpy() if keep_tokens or not pool_rows.all() else None
+    return BatchOutput(pooled, tokens_np)
 
 
 def _padded_hidden(loaded: Any, rows: list[list[int]], layers: tuple[int, ...]):
@@ -273,30 +290,39 @@ def make_encoders(
     quantize: str | None,
     compile: bool,
     trust_remote_code: bool,
+    backend: str = "auto",
 ) -> list[Encoder]:
     """One encoder per device for a pinned model; loads nothing.
 
     Parameters
     ----------
     identity : ModelIdentity
-        The model pinned by ``fit``.
+        The pinned model.
     device : str or list of str
         As the estimators' ``device`` (resolved now: ``"auto"`` is the best
         device present).
     dtype : str
-        As the estimators' ``dtype`` (``"auto"`` resolved for the first device).
+        As the estimators' ``dtype`` (``"auto"`` resolved for the first device
+        and the backend).
     quantize : {None, "int8"}
         ``"int8"`` runs on one CPU in float32.
     compile, trust_remote_code : bool
         As the estimators' parameters.
+    backend : {"auto", "torch", "openvino", "onnxruntime"}, default="auto"
+        Resolved by :func:`~xlmt_sklearn._encoders_runtime.resolve_backend`;
+        OpenVINO and ONNX Runtime run on one CPU.
 
     Returns
     -------
     list of Encoder
     """
+    from ._encoders_runtime import resolve_backend, runtime_encoder
     from ._model import ModelSpec
     from ._params import resolve_devices, resolve_dtype
 
+    backend = resolve_backend(backend, device, quantize=quantize, compile=compile)
+    if backend != "torch":
+        return [runtime_encoder(backend, identity, dtype, trust_remote_code)]
     devices = ["cpu"] if quantize == "int8" else resolve_devices(device)
     dtype = "float32" if quantize == "int8" else resolve_dtype(dtype, devices[0])
     common = dict(

@@ -10,14 +10,22 @@ Variable                                Default     Meaning
 ``XLMT_SKLEARN_MAX_MODELS``             ``2``       Models kept loaded per process (>= 1).
 ``XLMT_SKLEARN_MALLOC_TUNING``          ``1``       ``0`` turns off returning free heap to
                                                     the OS between batches (glibc only).
+``XLMT_SKLEARN_CONVERTED_DIR``          see right   Folder of models converted for OpenVINO
+                                                    and ONNX Runtime (absolute path); default
+                                                    ``~/.cache/xlmt_sklearn/converted``.
+``XLMT_SKLEARN_AUTO_BACKEND``           unset       What ``backend="auto"`` means on a CPU:
+                                                    ``torch``, ``openvino`` or
+                                                    ``onnxruntime`` (unset: the measured rule
+                                                    of docs/backends.md).
 ======================================  ==========  ==========================================
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
-__all__ = ["env_flag", "env_int"]
+__all__ = ["env_choice", "env_dir", "env_flag", "env_int"]
 
 
 def env_int(name: str, default: int, minimum: int) -> int:
@@ -67,3 +75,53 @@ def env_flag(name: str, default: bool) -> bool:
         f"Environment variable {name} must be 1 or 0 (true/false, on/off); got "
         f"{os.environ[name]!r}. Unset it for the default ({int(default)})."
     )
+
+
+def env_dir(name: str) -> Path | None:
+    """The folder named by environment variable ``name`` (None when unset or empty).
+
+    Raises
+    ------
+    ValueError
+        When the value (after ``~`` expansion) is not an absolute path, or names
+        something that exists and is not a folder.
+
+    Examples
+    --------
+    >>> env_dir("XLMT_SKLEARN_NOT_SET") is None
+    True
+    """
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    path = Path(os.path.expanduser(raw))
+    if not path.is_absolute() or (path.exists() and not path.is_dir()):
+        raise ValueError(
+            f"Environment variable {name} must be an absolute path to a folder (created if "
+            f"missing); got {raw!r}. Unset it for the default."
+        )
+    return path
+
+
+def env_choice(name: str, choices: tuple[str, ...]) -> str | None:
+    """The value of environment variable ``name`` if it is one of ``choices`` (None: unset).
+
+    Raises
+    ------
+    ValueError
+        For any other value.
+
+    Examples
+    --------
+    >>> env_choice("XLMT_SKLEARN_NOT_SET", ("a", "b")) is None
+    True
+    """
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return None
+    if raw not in choices:
+        raise ValueError(
+            f"Environment variable {name} must be one of {', '.join(choices)}; got "
+            f"{os.environ[name]!r}. Unset it for the default."
+        )
+    return raw

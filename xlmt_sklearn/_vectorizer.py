@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import ModelFeaturizerMixin
+from ._base import BACKEND_CONSTRAINTS, ModelFeaturizerMixin
 from ._dedupe import unique_texts
 from ._encoders import EncodeOptions
 from ._inputs import TextBatch, as_texts
@@ -84,9 +84,17 @@ class XLMTVectorizer(ModelFeaturizerMixin):
         ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``,
         ``"mps"``; or a list of devices of one kind, e.g. ``["cuda:0", "cuda:1"]``:
         each runs a replica of the model and takes the next batch when free.
+    backend : {"auto", "torch", "openvino", "onnxruntime"}, default="auto"
+        What computes the model. ``"openvino"`` and ``"onnxruntime"`` run a
+        copy converted once and kept on disk (docs/backends.md) on the CPU;
+        they need the ``[openvino]``/``[onnxruntime]`` extra. ``"auto"``: torch
+        on a GPU and with ``quantize`` or ``compile``; on a CPU, OpenVINO when
+        it is installed and the CPU has AVX-512 (where it was measured faster),
+        else torch. Vectors of each backend and precision are cached apart.
     dtype : {"auto", "float32", "float16", "bfloat16"}, default="auto"
-        Compute dtype; ``"auto"`` is float32 on CPU and bfloat16/float16 on GPU.
-        Output is always float32.
+        Compute dtype; ``"auto"`` is float32 on CPU and bfloat16/float16 on GPU;
+        with ``backend="openvino"``, bfloat16 on CPUs that run it natively
+        (AVX-512 BF16, AMX). Output is always float32.
     quantize : {"int8"} or None, default=None
         ``"int8"``: dynamic int8 quantization of the linear layers (CPU only;
         faster, cosine >= 0.99 to float32, see docs/benchmarks.md).
@@ -139,6 +147,7 @@ class XLMTVectorizer(ModelFeaturizerMixin):
 
     _parameter_constraints: dict = {
         **MODEL_PARAMETER_CONSTRAINTS,
+        **BACKEND_CONSTRAINTS,
         "pooling": [StrOptions(set(POOLING_MODES))],
         "normalize": ["boolean"],
     }
@@ -161,6 +170,7 @@ class XLMTVectorizer(ModelFeaturizerMixin):
         batch_size: int = 32,
         max_tokens: int | str | None = "auto",
         device: str | list[str] = "auto",
+        backend: str = "auto",
         dtype: str = "auto",
         quantize: str | None = None,
         compile: bool = False,
@@ -183,6 +193,7 @@ class XLMTVectorizer(ModelFeaturizerMixin):
         self.batch_size = batch_size
         self.max_tokens = max_tokens
         self.device = device
+        self.backend = backend
         self.dtype = dtype
         self.quantize = quantize
         self.compile = compile

@@ -1,0 +1,277 @@
+"""OpenVINO and ONNX Runtime backends against torch, conversion storage, the "auto" rule.
+
+Tolerances (measured on the tiny fixtures): float32 runtimes differ from torch by
+< 1e-6 (max abs), asserted at 1e-4; OpenVINO bf16 by ~1e-4, asserted as cosine
+>= 0.999 per row. Converted models go to one session folder
+(``XLMT_SKLEARN_CONVERTED_DIR``), so each (model, layers, runtime) converts once.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import sys
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+
+from tests import _convert_worker
+from xlmt_sklearn import XLMTTokenVectorizer, XLMTVectorizer
+from xlmt_sklearn import _encoders_runtime as rt
+from xlmt_sklearn._convert import CONVERTED_ENV, converted_root, ensure_converted, is_complete
+
+RUNTIMES = ["openvino", "onnxruntime"]
+TEXTS = [
+    "hello world this is a tweet about the weather",
+    "hola",
+    "@user bonjour le monde 😀 #hashtag!!! ciao mondo, tutto bene? 🙂🙂",
+    "hello world this is a tweet about the weather",
+]
+LONG = " ".join(["guten Tag liebe Welt, wie geht's?"] * 12)
+ATOL = 1e-4
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _converted_dir(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(CONVERTED_ENV, str(tmp_path_factory.mktemp("converted")))
+        yield
+
+
+@pytest.fixture(params=RUNTIMES)
+def runtime(request) -> str:
+    pytest.importorskip(request.param)
+    return request.param
+
+
+def _pair(cls, model_dir, backend, **kw):
+    common = dict(device="cpu", progress=False, **kw)
+    return cls(str(model_dir), backend="torch", **common), cls(
+        str(model_dir), backend=backend, dtype="float32", **common
+    )
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls", "max", "mean_max"])
+def test_pooled_matches_torch(tiny_model_dir, runtime, pooling):
+    ref, other = _pair(XLMTVectorizer, tiny_model_dir, runtime, pooling=pooling, normalize=True)
+    got = other.fit_transform(TEXTS)
+    np.testing.assert_allclose(got, ref.fit_transform(TEXTS), atol=ATOL)
+    assert got.dtype == np.float32 and got.shape == (len(TEXTS), other.n_features_out_)
+
+
+@pytest.mark.slow  # two more conversions per runtime
+@pytest.mark.parametrize(("layers", "how"), [([0, -1], "mean"), ([1, 2], "concat")])
+def test_layers_match_torch(tiny_model_dir, runtime, layers, how):
+    ref, other = _pair(
+        XLMTVectorizer, tiny_model_dir, runtime, layers=layers, layer_aggregation=how,
+        pooling="mean_max",
+    )  # fmt: skip
+    np.testing.assert_allclose(other.fit_transform(TEXTS), ref.fit_transform(TEXTS), atol=ATOL)
+
+
+def test_windows_and_missing_match_torch(tiny_model_dir, runtime):
+    ref, other = _pair(
+        XLMTVectorizer, tiny_model_dir, runtime, max_length=16, truncation="window",
+        missing="zeros",
+    )  # fmt: skip
+    texts = [*TEXTS, LONG, None]
+    got = other.fit_transform(texts)
+    np.testing.assert_allclose(got, ref.fit_transform(texts), atol=ATOL)
+    assert not got[-1].any() and got[-2].any()
+
+
+@pytest.mark.parametrize(
+    "model", ["tiny_model_dir", pytest.param("real_tok_model_dir", marks=pytest.mark.slow)]
+)
+@pytest.mark.parametrize("granularity", ["subword", "word"])
+def test_tokens_match_torch(request, model, runtime, granularity):
+    ref, other = _pair(
+        XLMTTokenVectorizer, request.getfixturevalue(model), runtime, granularity=granularity,
+        max_length=24, truncation="window",
+    )  # fmt: skip
+    texts = [*TEXTS, LONG]
+    got, want = other.fit_transform(texts), ref.fit_transform(texts)
+    assert [g.shape for g in got] == [w.shape for w in want]
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, atol=ATOL)
+
+
+def test_openvino_bf16_close_to_float32(tiny_model_dir):
+    pytest.importorskip("openvino")
+    if not rt.openvino_has_bf16():
+        pytest.skip("this CPU has no native bf16 (AVX-512 BF16 / AMX)")
+    vec = XLMTVectorizer(str(tiny_model_dir), backend="openvino", device="cpu", progress=False)
+    ref = clone(vec).set_params(backend="torch").fit_transform(TEXTS)
+    assert vec.fit()._encoders()[0].dtype == "bfloat16"  # "auto" on this CPU
+    assert _cosines(vec.transform(TEXTS), ref).min() >= 0.999
+
+
+def _keys(est) -> list[bytes]:
+    est.fit()
+    return est._cache_keys(["hello"], est._encoders())
+
+
+def test_cache_keys_differ_by_backend_and_precision(tiny_model_dir):
+    pytest.importorskip("openvino")
+    pytest.importorskip("onnxruntime")
+    base = XLMTVectorizer(str(tiny_model_dir), device="cpu", progress=False)
+    variants = [
+        dict(backend="torch"),
+        dict(backend="openvino", dtype="float32"),
+        dict(backend="onnxruntime"),
+        dict(backend="torch", dtype="bfloat16"),
+    ]
+    if rt.openvino_has_bf16():
+        variants.append(dict(backend="openvino", dtype="bfloat16"))
+    keys = [_keys(clone(base).set_params(**v))[0] for v in variants]
+    assert len(set(keys)) == len(keys)
+    # The torch encoder's fingerprint is what it was before backends existed: old caches hit.
+    assert clone(base).set_params(backend="torch").fit()._encoders()[0].fingerprint == {
+        "dtype": "float32", "quantize": None,
+    }  # fmt: skip
+
+
+def test_runtime_vectors_are_cached_apart(tiny_model_dir, runtime, tmp_path):
+    cache = str(tmp_path / "c.sqlite")
+    ref, other = _pair(XLMTVectorizer, tiny_model_dir, runtime, cache=cache)
+    ref.fit_transform(TEXTS)
+    other.fit()
+    keys = other._cache_keys(["hola"], other._encoders())
+    from xlmt_sklearn._cache import as_cache
+
+    assert as_cache(cache).get_many(keys)[0] is None  # torch's entry is not served
+    np.testing.assert_allclose(other.transform(TEXTS), ref.transform(TEXTS), atol=ATOL)
+
+
+# ------------------------------------------------------------- converted storage
+def _fake_build(payload: bytes):
+    def build(folder):
+        (folder / "model.bin").write_bytes(payload)
+
+    return build
+
+
+def test_half_written_or_corrupt_copy_is_rebuilt(tmp_path):
+    final = ensure_converted("a" * 32, {}, _fake_build(b"good" * 100), root=tmp_path)
+    assert is_complete(final) and (final / "model.bin").read_bytes() == b"good" * 100
+    (final / "model.bin").write_bytes(b"bad!" * 100)  # same size, other content
+    assert not is_complete(final)
+    again = ensure_converted("a" * 32, {}, _fake_build(b"good" * 100), root=tmp_path)
+    assert again == final and (final / "model.bin").read_bytes() == b"good" * 100
+    (final / "manifest.json").unlink()  # a folder without its manifest: half-written
+    assert not is_complete(final)
+    ensure_converted("a" * 32, {}, _fake_build(b"new!" * 100), root=tmp_path)
+    assert (final / "model.bin").read_bytes() == b"new!" * 100 and is_complete(final)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [final.name]  # no temp left
+
+
+def test_corrupt_runtime_model_is_rebuilt_end_to_end(tiny_model_dir, runtime):
+    ref, other = _pair(XLMTVectorizer, tiny_model_dir, runtime, pooling="cls")
+    want = ref.fit_transform(TEXTS)
+    other.fit_transform(TEXTS)
+    used = {"runtime": runtime, "model": str(tiny_model_dir), "layers": [-1]}
+    manifests = [
+        p for p in converted_root().glob("*/manifest.json")
+        if used.items() <= json.loads(p.read_text())["model"].items()
+    ]  # fmt: skip
+    assert len(manifests) == 1
+    for m in manifests:
+        for name in json.loads(m.read_text())["files"]:
+            path = m.parent / name
+            path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # truncated
+    rt._COMPILED.clear()  # a new process: nothing compiled yet
+    np.testing.assert_allclose(other.transform(TEXTS), want, atol=ATOL)
+    assert all(is_complete(m.parent) for m in manifests)
+
+
+def test_two_processes_converting_at_once_keep_one_good_copy(tmp_path):
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(2), ctx.Queue()
+    procs = [
+        ctx.Process(target=_convert_worker.convert, args=(str(tmp_path), barrier, results))
+        for _ in range(2)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    finals = {results.get(timeout=5), results.get(timeout=5)}
+    assert len(finals) == 1
+    (final,) = finals
+    assert is_complete(tmp_path / (final.rsplit("/", 1)[-1]))
+    assert (tmp_path / ("k" * 32) / "model.bin").read_bytes() == _convert_worker.PAYLOAD
+    assert [p.name for p in tmp_path.iterdir()] == ["k" * 32]  # the loser's copy is gone
+
+
+def test_converted_dir_env_is_validated(monkeypatch, tmp_path):
+    monkeypatch.setenv(CONVERTED_ENV, "relative/folder")
+    with pytest.raises(ValueError, match=f"{CONVERTED_ENV} must be an absolute path"):
+        converted_root()
+    monkeypatch.setenv(CONVERTED_ENV, str(tmp_path / "x"))
+    assert converted_root() == tmp_path / "x"
+    monkeypatch.delenv(CONVERTED_ENV)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert converted_root() == tmp_path / "xlmt_sklearn" / "converted"
+
+
+# ------------------------------------------------------------------ choosing one
+def test_missing_runtime_names_the_extra(tiny_model_dir, monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    vec = XLMTVectorizer(str(tiny_model_dir), backend="openvino", device="cpu")
+    with pytest.raises(ImportError, match=r'pip install "xlmt-sklearn\[openvino\]"'):
+        vec.fit()
+
+
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [
+        (dict(backend="onnxruntime", dtype="bfloat16"), "computes in float32"),
+        (dict(backend="openvino", dtype="float16"), "got dtype='float16'"),
+        (dict(backend="openvino", quantize="int8"), "runs on backend='torch' only"),
+        (dict(backend="onnxruntime", compile=True), "runs on backend='torch' only"),
+        (dict(backend="openvino", device="cuda:0"), "runs on the CPU"),
+    ],
+)
+def test_runtime_refuses_what_it_cannot_do(tiny_model_dir, params, match):
+    pytest.importorskip(params["backend"])
+    with pytest.raises(ValueError, match=match):
+        XLMTVectorizer(str(tiny_model_dir), **params).fit()
+
+
+def test_auto_rule(monkeypatch):
+    monkeypatch.delenv(rt.AUTO_BACKEND_ENV)
+    monkeypatch.setattr(rt, "runtime_installed", lambda b: True)
+    monkeypatch.setattr(rt, "cpu_capability", lambda: "AVX512")
+    resolve = rt.resolve_backend
+    assert resolve("auto", "cpu", quantize=None, compile=False) == "openvino"
+    assert resolve("auto", "cpu", quantize="int8", compile=False) == "torch"
+    assert resolve("auto", "cpu", quantize=None, compile=True) == "torch"
+    monkeypatch.setattr(rt, "_wants_cpu", lambda device: False)  # a GPU
+    assert resolve("auto", "auto", quantize=None, compile=False) == "torch"
+    monkeypatch.setattr(rt, "_wants_cpu", lambda device: True)
+    monkeypatch.setattr(rt, "cpu_capability", lambda: "AVX2")  # not measured faster there
+    assert resolve("auto", "cpu", quantize=None, compile=False) == "torch"
+    monkeypatch.setattr(rt, "runtime_installed", lambda b: b == "torch")
+    monkeypatch.setattr(rt, "cpu_capability", lambda: "AVX512")
+    assert resolve("auto", "cpu", quantize=None, compile=False) == "torch"
+    monkeypatch.setenv(rt.AUTO_BACKEND_ENV, "torch")
+    assert resolve("auto", "cpu", quantize=None, compile=False) == "torch"
+    monkeypatch.setenv(rt.AUTO_BACKEND_ENV, "tensorflow")
+    with pytest.raises(ValueError, match=f"{rt.AUTO_BACKEND_ENV} must be one of"):
+        resolve("auto", "cpu", quantize=None, compile=False)
+
+
+def test_auto_uses_openvino_where_the_rule_says(tiny_model_dir, monkeypatch):
+    pytest.importorskip("openvino")
+    monkeypatch.setenv(rt.AUTO_BACKEND_ENV, "openvino")
+    vec = XLMTVectorizer(str(tiny_model_dir), device="cpu", progress=False).fit()
+    (encoder,) = vec._encoders()
+    assert isinstance(encoder, rt.OpenVINOEncoder)
+    ref = clone(vec).set_params(backend="torch").fit_transform(TEXTS)
+    assert _cosines(vec.transform(TEXTS), ref).min() >= 0.999

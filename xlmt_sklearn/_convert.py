@@ -1,0 +1,266 @@
+"""Models converted for OpenVINO and ONNX Runtime: built once, stored, reused.
+
+A converted model is a folder ``<root>/<key>/``. ``key`` hashes everything
+that decides the exported graph: the model's pinned identity (hub id and
+commit, or a local folder's content hash), the runtime, the hidden states the
+graph outputs (the estimator's ``layers``) and the precision of the stored
+weights (float32: the runtime's own precision hint picks bf16 at compile
+time). ``root`` is ``$XLMT_SKLEARN_CONVERTED_DIR`` when set, else
+``~/.cache/xlmt_sklearn/converted`` (``$XDG_CACHE_HOME`` is honoured).
+
+Safe with concurrent processes: each builds in its own ``.tmp-*`` folder
+next to the final one, writes ``manifest.json`` last (the size and SHA-256 of
+every file) and renames the folder into place in one step. The first rename
+wins; a later process finds a complete copy and discards its own. A folder
+whose manifest is missing or does not match its files (half-written, edited,
+truncated) is never used: it is moved aside and rebuilt.
+
+The exported graph takes ``input_ids`` and ``attention_mask`` (int64,
+dynamic batch and sequence axes) and returns one float32 array of shape
+``(len(layers), batch, seq, hidden)``: the chosen ``hidden_states``, stacked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+import uuid
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "CONVERTED_ENV",
+    "conversion_key",
+    "converted_root",
+    "ensure_converted",
+    "export_onnx",
+    "export_openvino",
+    "is_complete",
+]
+
+logger = logging.getLogger("xlmt_sklearn")
+
+#: Environment variable naming the folder of converted models.
+CONVERTED_ENV = "XLMT_SKLEARN_CONVERTED_DIR"
+#: Bumped when the exported graph's contract changes (old folders are then ignored).
+CONVERT_FORMAT = 1
+_MANIFEST = "manifest.json"
+_STALE_TMP_S = 24 * 3600.0
+
+
+def converted_root() -> Path:
+    """The folder holding converted models (see the module docstring)."""
+    from ._env import env_dir
+
+    root = env_dir(CONVERTED_ENV)
+    if root is not None:
+        return root
+    base = os.environ.get("XDG_CACHE_HOME", "").strip() or os.path.join("~", ".cache")
+    return Path(os.path.expanduser(base)) / "xlmt_sklearn" / "converted"
+
+
+def conversion_key(**fields: Any) -> str:
+    """Folder name of a converted model: a hash of what decides its graph.
+
+    Examples
+    --------
+    >>> conversion_key(runtime="openvino", layers=[-1]) == conversion_key(
+    ...     layers=[-1], runtime="openvino")
+    True
+    """
+    blob = json.dumps({"format": CONVERT_FORMAT, **fields}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def is_complete(folder: Path) -> bool:
+    """Whether ``folder`` holds a whole converted model: its manifest matches every file."""
+    try:
+        manifest = json.loads((folder / _MANIFEST).read_text(encoding="utf-8"))
+        files = manifest["files"]
+        if manifest.get("format") != CONVERT_FORMAT or not files:
+            return False
+        for name, meta in files.items():
+            path = folder / name
+            if path.stat().st_size != meta["size"] or _sha256(path) != meta["sha256"]:
+                return False
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+    return True
+
+
+def _write_manifest(folder: Path, describe: dict[str, Any]) -> None:
+    files = {
+        p.name: {"size": p.stat().st_size, "sha256": _sha256(p)}
+        for p in sorted(folder.iterdir())
+        if p.is_file()
+    }
+    manifest = {"format": CONVERT_FORMAT, "model": describe, "files": files}
+    tmp = folder / (_MANIFEST + ".part")
+    tmp.write_text(json.dumps(manifest, indent=1, default=str), encoding="utf-8")
+    os.replace(tmp, folder / _MANIFEST)
+
+
+def _remove_stale(root: Path) -> None:
+    """Drop temporary folders that crashed processes left (a day old or more)."""
+    now = time.time()
+    for p in root.glob(".*-*"):
+        try:
+            if now - p.stat().st_mtime > _STALE_TMP_S:
+                shutil.rmtree(p, ignore_errors=True)
+        except OSError:
+            pass
+
+
+def ensure_converted(
+    key: str, describe: dict[str, Any], build: Callable[[Path], None], root: Path | None = None
+) -> Path:
+    """The folder of converted model ``key``, built by ``build(tmp_folder)`` if needed.
+
+    Parameters
+    ----------
+    key : str
+        From :func:`conversion_key`.
+    describe : dict
+        What the model is (written into its manifest, for people).
+    build : callable (folder) -> None
+        Writes the converted model's files into an empty folder.
+    root : Path, optional
+        Default: :func:`converted_root`.
+
+    Returns
+    -------
+    Path
+        A folder that :func:`is_complete` accepted.
+    """
+    root = converted_root() if root is None else root
+    final = root / key
+    if is_complete(final):
+        return final
+    root.mkdir(parents=True, exist_ok=True)
+    _remove_stale(root)
+    tmp = root / f".tmp-{key[:8]}-{uuid.uuid4().hex}"
+    tmp.mkdir()
+    try:
+        what = describe.get("model", key)
+        sys.stderr.write(
+            f"xlmt_sklearn: converting {what} for {describe.get('runtime')} (once; kept in "
+            f"{final})...\n"
+        )
+        start = time.perf_counter()
+        build(tmp)
+        _write_manifest(tmp, describe)
+        sys.stderr.write(f"xlmt_sklearn: converted in {time.perf_counter() - start:.1f} s\n")
+        return _install(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _install(tmp: Path, final: Path) -> Path:
+    """Rename ``tmp`` into place, unless a complete copy got there first."""
+    for _ in range(5):
+        try:
+            os.rename(tmp, final)
+            return final
+        except OSError:
+            if is_complete(final):  # another process won the race: use its copy
+                return final
+            # A broken copy (half-written, corrupt): move it aside, then retry.
+            trash = final.parent / f".trash-{uuid.uuid4().hex}"
+            try:
+                os.rename(final, trash)
+            except OSError:
+                continue  # someone else moved it meanwhile
+            logger.warning("Rebuilt the incomplete converted model in %s", final)
+            shutil.rmtree(trash, ignore_errors=True)
+    raise OSError(f"Could not install the converted model in {final}.")
+
+
+# ------------------------------------------------------------------------- export
+def _hidden_states_module(model: Any, layers: tuple[int, ...]) -> Any:
+    """``model`` wrapped to return the stacked ``hidden_states[layers]``."""
+    import torch
+
+    class HiddenStates(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            if tuple(layers) == (-1,):
+                out = self.model(input_ids=input_ids, attention_mask=attention_mask)
+                return out.last_hidden_state.unsqueeze(0)
+            out = self.model(
+                input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True
+            )
+            return torch.stack([out.hidden_states[i] for i in layers])
+
+    return HiddenStates().eval()
+
+
+def _example_inputs(model: Any) -> tuple[Any, Any]:
+    """A padded batch of two rows: tracing sees a real mask, not an all-ones one."""
+    import torch
+
+    config = model.config
+    pad = int(getattr(config, "pad_token_id", None) or 0)
+    ids = torch.tensor([[0, 5, 6, 7, 8, 2], [0, 9, 2, pad, pad, pad]], dtype=torch.int64)
+    ids = ids.clamp(max=int(config.vocab_size) - 1)
+    mask = torch.tensor([[1] * 6, [1, 1, 1, 0, 0, 0]], dtype=torch.int64)
+    return ids, mask
+
+
+def _eager(model: Any) -> Any:
+    """The plain attention path (SDPA/flex masks do not trace to every runtime)."""
+    setter = getattr(model, "set_attn_implementation", None)
+    if callable(setter):
+        setter("eager")
+    else:  # older transformers
+        model.config._attn_implementation = "eager"
+    return model
+
+
+def export_openvino(model: Any, layers: tuple[int, ...], folder: Path) -> None:
+    """Write ``model`` (float32 torch) as OpenVINO IR ``model.xml``/``model.bin``."""
+    import openvino as ov
+    import torch
+
+    wrapped = _hidden_states_module(_eager(model), layers)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer chatter, not the user's concern
+        ov_model = ov.convert_model(wrapped, example_input=_example_inputs(model))
+    for inp, name in zip(ov_model.inputs, ("input_ids", "attention_mask"), strict=True):
+        inp.get_tensor().set_names({name})
+    ov.save_model(ov_model, str(folder / "model.xml"), compress_to_fp16=False)
+
+
+def export_onnx(model: Any, layers: tuple[int, ...], folder: Path) -> None:
+    """Write ``model`` (float32 torch) as ONNX ``model.onnx`` (TorchScript exporter)."""
+    import torch
+
+    wrapped = _hidden_states_module(_eager(model), layers)
+    axes = {0: "batch", 1: "sequence"}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            wrapped, _example_inputs(model), str(folder / "model.onnx"),
+            input_names=["input_ids", "attention_mask"], output_names=["hidden_states"],
+            dynamic_axes={"input_ids": axes, "attention_mask": axes,
+                          "hidden_states": {1: "batch", 2: "sequence"}},
+            opset_version=17, dynamo=False,
+        )  # fmt: skip

@@ -1,0 +1,340 @@
+"""Encoders on CPU inference runtimes: OpenVINO and ONNX Runtime.
+
+Same contract as :class:`~xlmt_sklearn._encoders.TorchEncoder` (see
+:mod:`xlmt_sklearn._encoders`): token id rows in, float32 arrays out. The
+model is converted once per identity and ``layers`` (:mod:`xlmt_sklearn._convert`),
+compiled once per process and precision (the runtime's own compiled-model
+cache on for OpenVINO), and run on padded batches; the graph returns the
+chosen hidden states, which :func:`~xlmt_sklearn._encoders.finish_batch`
+aggregates and pools with the same torch code as the torch backend.
+
+Both runtimes use as many threads as torch (``torch.set_num_threads``).
+
+``backend="auto"`` (:func:`resolve_backend`) is torch on CUDA/MPS, with
+``quantize`` or ``compile``; on a CPU it is OpenVINO where it is installed
+and the CPU has AVX-512 (measured faster there, docs/backends.md), else torch.
+``XLMT_SKLEARN_AUTO_BACKEND`` overrides the CPU choice.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import threading
+from abc import abstractmethod
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+
+from ._encoders import BatchOutput, EncodeOptions, Encoder, finish_batch
+
+__all__ = [
+    "BACKENDS",
+    "OnnxRuntimeEncoder",
+    "OpenVINOEncoder",
+    "require_runtime",
+    "resolve_backend",
+    "runtime_encoder",
+    "runtime_encoder_class",
+]
+
+BACKENDS = ("auto", "torch", "openvino", "onnxruntime")
+#: Import name of each runtime (also the name of the package's extra).
+_MODULES = {"openvino": "openvino", "onnxruntime": "onnxruntime"}
+AUTO_BACKEND_ENV = "XLMT_SKLEARN_AUTO_BACKEND"
+
+_COMPILED: OrderedDict[tuple, Any] = OrderedDict()
+_COMPILED_LOCK = threading.RLock()
+
+
+def runtime_installed(backend: str) -> bool:
+    """Whether ``backend``'s runtime can be imported (without importing it)."""
+    if backend == "torch":
+        return True
+    name = _MODULES[backend]
+    if name in sys.modules:  # imported already, or blocked with sys.modules[name] = None
+        return sys.modules[name] is not None
+    return importlib.util.find_spec(name) is not None
+
+
+def require_runtime(backend: str) -> None:
+    """Raise an ``ImportError`` naming the ``pip install`` when the runtime is missing."""
+    if not runtime_installed(backend):
+        raise ImportError(
+            f"backend={backend!r} needs the {_MODULES[backend]} package, which is not "
+            f'installed: pip install "xlmt-sklearn[{backend}]" (or backend="torch").'
+        )
+
+
+def cpu_capability() -> str:
+    """The widest vector ISA torch detected ("AVX512", "AVX2", "DEFAULT", ...)."""
+    import torch
+
+    return str(torch.backends.cpu.get_cpu_capability())
+
+
+def _wants_cpu(device: Any) -> bool:
+    """Whether ``device`` (the estimator's parameter) means this process's CPU."""
+    if device in (None, "auto"):
+        from ._params import resolve_device
+
+        return resolve_device(device) == "cpu"
+    return device == "cpu" or (isinstance(device, (list, tuple)) and list(device) == ["cpu"])
+
+
+def resolve_backend(backend: str, device: Any, *, quantize: str | None, compile: bool) -> str:
+    """The concrete backend for an estimator's ``backend``/``device``/``quantize``/``compile``.
+
+    Raises
+    ------
+    ValueError
+        A runtime backend with a non-CPU device, ``quantize`` or ``compile``.
+    ImportError
+        The runtime is not installed (the message names the ``pip install``).
+    """
+    from ._env import env_choice
+
+    if backend == "auto":
+        if quantize is not None or compile or not _wants_cpu(device):
+            return "torch"
+        forced = env_choice(AUTO_BACKEND_ENV, BACKENDS[1:])
+        if forced is not None:
+            require_runtime(forced)
+            return forced
+        if runtime_installed("openvino") and cpu_capability().startswith("AVX512"):
+            return "openvino"
+        return "torch"
+    if backend == "torch":
+        return backend
+    if device not in (None, "auto") and not _wants_cpu(device):
+        raise ValueError(f"backend={backend!r} runs on the CPU; got device={device!r}.")
+    if quantize is not None or compile:
+        what = f"quantize={quantize!r}" if quantize is not None else "compile=True"
+        raise ValueError(f"{what} runs on backend='torch' only; got backend={backend!r}.")
+    require_runtime(backend)
+    return backend
+
+
+def runtime_encoder(backend: str, identity: Any, dtype: str, trust_remote_code: bool) -> Encoder:
+    """The :class:`RuntimeEncoder` of ``backend`` for a pinned model (loads nothing)."""
+    from ._model import ModelSpec
+
+    spec = ModelSpec(
+        name=identity.name, revision=identity.revision, content_hash=identity.content_hash,
+        device="cpu", dtype="float32", trust_remote_code=bool(trust_remote_code),
+    )  # fmt: skip
+    cls = runtime_encoder_class(backend)
+    return cls(spec, cls.resolve_precision(dtype))
+
+
+def runtime_encoder_class(backend: str) -> type[RuntimeEncoder]:
+    """The encoder class of runtime ``backend`` ("openvino" or "onnxruntime")."""
+    return OpenVINOEncoder if backend == "openvino" else OnnxRuntimeEncoder
+
+
+class RuntimeEncoder(Encoder):
+    """A converted model run by a CPU runtime (see the module docstring).
+
+    Parameters
+    ----------
+    spec : ModelSpec
+        The torch model it is converted from (CPU, float32).
+    precision : {"float32", "bfloat16"}
+        The compute precision (already resolved).
+    """
+
+    name = "runtime"
+    precisions: tuple[str, ...] = ("float32",)
+
+    def __init__(self, spec: Any, precision: str):
+        self.spec = spec
+        self.device = "cpu"
+        self.dtype = precision
+
+    @classmethod
+    def resolve_precision(cls, dtype: str) -> str:
+        """``"auto"`` -> float32; anything not in :attr:`precisions` is refused."""
+        if dtype == "auto":
+            return "float32"
+        if dtype not in cls.precisions:
+            raise ValueError(
+                f"backend={cls.name!r} computes in {' or '.join(cls.precisions)} on this CPU; "
+                f"got dtype={dtype!r}."
+            )
+        return dtype
+
+    @property
+    def fingerprint(self) -> dict[str, Any]:
+        # A runtime's float32 vector is close to torch's but not bit-equal: its own key.
+        return {"dtype": self.dtype, "quantize": None, "backend": self.name}
+
+    def tokenizer(self) -> Any:
+        from ._model import get_tokenizer
+
+        return get_tokenizer(self.spec)
+
+    def special_tokens(self) -> tuple[list[int], list[int]]:
+        from ._model import _special_tokens
+
+        return _special_tokens(self.tokenizer())
+
+    def load(self) -> None:
+        require_runtime(self.name)
+        self.tokenizer()
+
+    def converted(self, layers: tuple[int, ...]) -> Any:
+        """The converted model's folder for ``layers`` (converts it on first use)."""
+        from ._convert import conversion_key, ensure_converted
+
+        spec = self.spec
+        fields = dict(
+            runtime=self.name, model=spec.name, revision=spec.revision,
+            content=spec.content_hash, layers=list(layers), weights="float32",
+        )  # fmt: skip
+
+        def build(folder: Any) -> None:
+            from ._model import _load_model
+
+            self._export(_load_model(spec), layers, folder)
+
+        return ensure_converted(conversion_key(**fields), fields, build)
+
+    def session(self, layers: tuple[int, ...]) -> Any:
+        """The compiled model for ``layers`` (once per process, precision and threads)."""
+        import torch
+
+        from ._model import max_models
+
+        threads = torch.get_num_threads()
+        key = (self.name, self.spec, tuple(layers), self.dtype, threads)
+        with _COMPILED_LOCK:
+            compiled = _COMPILED.get(key)
+            if compiled is None:
+                folder = self.converted(layers)
+                compiled = (self._compile(folder, threads), threading.Lock())
+                _COMPILED[key] = compiled
+                while len(_COMPILED) > max_models():
+                    _COMPILED.popitem(last=False)
+            _COMPILED.move_to_end(key)
+            return compiled
+
+    def encode(
+        self, rows: list[list[int]], options: EncodeOptions, pool_rows: np.ndarray
+    ) -> BatchOutput:
+        import torch
+
+        runner, lock = self.session(tuple(options.layers))
+        pad_id = self.tokenizer().pad_token_id
+        ids, mask = _padded(rows, 0 if pad_id is None else int(pad_id))
+        with lock:
+            stacked = self._run(runner, ids, mask)
+        hs = torch.from_numpy(np.ascontiguousarray(stacked, dtype=np.float32))
+        with torch.inference_mode():
+            return finish_batch(
+                list(hs), tuple(range(hs.shape[0])), torch.from_numpy(mask), options, pool_rows
+            )
+
+    # ----------------------------------------------------- runtime-specific
+    @abstractmethod
+    def _export(self, model: Any, layers: tuple[int, ...], folder: Any) -> None:
+        """Write the converted files of ``model`` (float32 torch) into ``folder``."""
+
+    @abstractmethod
+    def _compile(self, folder: Any, threads: int) -> Any:
+        """The runtime's ready-to-run model from a converted ``folder``."""
+
+    @abstractmethod
+    def _run(self, runner: Any, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """The stacked hidden states, (n_layers, batch, seq, hidden) float32."""
+
+
+def _padded(rows: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """``input_ids`` and ``attention_mask`` (int64) of rows padded to the longest."""
+    width = max(len(r) for r in rows)
+    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for k, r in enumerate(rows):
+        ids[k, : len(r)] = r
+        mask[k, : len(r)] = 1
+    return ids, mask
+
+
+def openvino_has_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin runs bf16 natively here (AVX-512 BF16 or AMX)."""
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+class OpenVINOEncoder(RuntimeEncoder):
+    """The model as OpenVINO IR on the CPU plugin.
+
+    ``dtype="auto"`` is bfloat16 where the CPU executes it natively (AVX-512
+    BF16, AMX: OpenVINO's ``INFERENCE_PRECISION_HINT``), float32 elsewhere;
+    ``"float32"`` is exact float32 (no bf16 hint).
+    """
+
+    name = "openvino"
+    precisions = ("float32", "bfloat16")
+
+    @classmethod
+    def resolve_precision(cls, dtype: str) -> str:
+        require_runtime(cls.name)
+        if dtype == "auto":
+            return "bfloat16" if openvino_has_bf16() else "float32"
+        if dtype == "bfloat16" and not openvino_has_bf16():
+            raise ValueError(
+                "dtype='bfloat16' with backend='openvino' needs a CPU with native bf16 "
+                "(AVX-512 BF16 or AMX); this one has none: use dtype='auto' or 'float32'."
+            )
+        return super().resolve_precision(dtype)
+
+    def _export(self, model: Any, layers: tuple[int, ...], folder: Any) -> None:
+        from ._convert import export_openvino
+
+        export_openvino(model, layers, folder)
+
+    def _compile(self, folder: Any, threads: int) -> Any:
+        import openvino as ov
+
+        from ._convert import converted_root
+
+        core = ov.Core()
+        cache_dir = converted_root() / "openvino-cache"
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        core.set_property({"CACHE_DIR": str(cache_dir)})
+        config = {
+            "INFERENCE_PRECISION_HINT": "bf16" if self.dtype == "bfloat16" else "f32",
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_NUM_THREADS": int(threads),
+        }
+        return core.compile_model(str(folder / "model.xml"), "CPU", config)
+
+    def _run(self, runner: Any, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return runner({"input_ids": ids, "attention_mask": mask})[0]
+
+
+class OnnxRuntimeEncoder(RuntimeEncoder):
+    """The model as ONNX (TorchScript exporter) on ONNX Runtime's CPU provider, float32."""
+
+    name = "onnxruntime"
+
+    def _export(self, model: Any, layers: tuple[int, ...], folder: Any) -> None:
+        from ._convert import export_onnx
+
+        export_onnx(model, layers, folder)
+
+    def _compile(self, folder: Any, threads: int) -> Any:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(threads)
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        return ort.InferenceSession(
+            str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"]
+        )
+
+    def _run(self, runner: Any, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return runner.run(None, {"input_ids": ids, "attention_mask": mask})[0]
