@@ -30,6 +30,17 @@ from tests._models import (
 _REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def _process_state(request):
+    """Every test starts without this process's cache objects, connections and memos
+    (``xlmt_sklearn.reset_process_state``); loaded models are kept (reloading them is the slow
+    part) unless the test is marked ``fresh_models``."""
+    from xlmt_sklearn import reset_process_state
+
+    reset_process_state(models=request.node.get_closest_marker("fresh_models") is not None)
+    yield
+
+
 def pytest_configure(config):
     import torch
 

@@ -651,3 +651,24 @@ def test_docs_option_table_states_the_real_defaults():
             assert documented in (f"`{default}`", str(default)), (long, documented, default)
         checked += 1
     assert checked >= 20 and rows["--max-tokens"] == "`auto`"
+
+
+def test_argument_errors_import_no_estimator_stack(tmp_path):
+    """A mistyped option or an unknown output format is reported before scikit-learn loads."""
+    (tmp_path / "in.txt").write_text("hello\n", encoding="utf-8")
+    code = (
+        "import json, sys\n"
+        "from xlmt_sklearn.cli import main\n"
+        "codes = [main(['embed', 'in.txt', '-o', 'o.npy', '--pooling', 'sum']),\n"
+        "         main(['embed', 'in.txt', '-o', 'out.xyz'])]\n"
+        "heavy = [m for m in ('sklearn', 'torch', 'transformers') if m in sys.modules]\n"
+        "print(json.dumps([codes, heavy]))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env,
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    codes, heavy = __import__("json").loads(res.stdout.strip().splitlines()[-1])
+    assert codes == [2, 2] and heavy == [], res.stderr

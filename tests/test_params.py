@@ -49,7 +49,8 @@ def test_progress_auto_is_off_for_small_or_non_tty():
 def test_import_is_light():
     code = (
         "import sys, xlmt_sklearn; "
-        "heavy = [m for m in ('torch', 'transformers', 'pyspark', 'dask') if m in sys.modules]; "
+        "heavy = [m for m in ('torch', 'transformers', 'pyspark', 'dask', 'sklearn') "
+        "if m in sys.modules]; "
         "assert not heavy, heavy; print(xlmt_sklearn.__version__)"
     )
     res = subprocess.run(
@@ -66,3 +67,13 @@ def test_public_api():
 
     for name in xlmt_sklearn.__all__:
         assert hasattr(xlmt_sklearn, name), name
+
+
+def test_public_names_load_on_first_use():
+    import xlmt_sklearn
+
+    assert set(xlmt_sklearn.__all__) <= set(dir(xlmt_sklearn))
+    for name in xlmt_sklearn.__all__:
+        assert getattr(xlmt_sklearn, name) is not None
+    with pytest.raises(AttributeError, match="has no attribute 'Nope'"):
+        xlmt_sklearn.Nope  # noqa: B018

@@ -33,7 +33,7 @@ from sklearn.utils.estimator_checks import (
     check_set_params,
 )
 
-from xlmt_sklearn import TokenPooler, XLMTTokenVectorizer, XLMTVectorizer
+from xlmt_sklearn import TokenPooler, XLMTTokenVectorizer, XLMTVectorizer, reset_process_state
 from xlmt_sklearn import _model as model_mod
 
 ESTIMATORS = [XLMTVectorizer, XLMTTokenVectorizer, TokenPooler]
@@ -112,8 +112,8 @@ def test_param_validation_messages(tiny_model_dir, param, value, match):
         vec.fit()
 
 
+@pytest.mark.fresh_models
 def test_no_model_load_in_init_get_params_clone_or_fitted_check(tiny_model_dir):
-    model_mod.clear_model_registry()
     before = model_mod.load_count()
     vec = XLMTVectorizer(str(tiny_model_dir))
     clone(vec).get_params()
@@ -138,7 +138,7 @@ def test_pickle_round_trip_without_weights(vectorizer):
     out = vec.transform(TEXTS[:4])
     blob = pickle.dumps(vec)
     assert len(blob) < 5_000, len(blob)  # parameters only: the tiny model alone is ~100 kB
-    model_mod.clear_model_registry()
+    reset_process_state()  # as in a new process
     again = pickle.loads(blob)
     np.testing.assert_array_equal(again.transform(TEXTS[:4]), out)
 
@@ -151,7 +151,7 @@ def test_pickled_estimator_refuses_changed_local_model(tmp_path):
     vec = XLMTVectorizer(str(folder), device="cpu").fit()
     blob = pickle.dumps(vec)
     build_tiny_model(folder, seed=4)  # same path, other weights
-    model_mod.clear_model_registry()
+    reset_process_state()
     with pytest.raises(ModelLoadError, match="changed since the estimator was fitted"):
         pickle.loads(blob).transform(["x"])
 
@@ -202,8 +202,8 @@ def test_grid_search(vectorizer, n_jobs):
     assert np.isfinite(grid.cv_results_["mean_test_score"]).all()
 
 
+@pytest.mark.fresh_models
 def test_clones_share_one_loaded_model(vectorizer):
-    model_mod.clear_model_registry()
     a = clone(vectorizer).fit()
     b = clone(vectorizer).set_params(pooling="max").fit()
     a.transform(["x"])

@@ -1,16 +1,43 @@
 """xlmt_sklearn: transformer text features (XLM-T by default) for scikit-learn.
 
-Importing the package is cheap: torch and transformers load on first use.
+Importing the package is cheap: the public names load on first use (PEP 562),
+so ``import xlmt_sklearn`` (and the command line's argument checks) import
+neither scikit-learn nor torch nor transformers.
 """
 
-from ._cache import CacheBase, CacheStats, EmbeddingCache, NullCache
-from ._errors import CacheWarning, ModelLoadError, ModelNotFoundError, TruncationWarning
-from ._preprocess import normalize_tweet
-from ._token_pooler import TokenPooler
-from ._token_vectorizer import XLMTTokenVectorizer
-from ._tokens import PaddedTokens
-from ._vectorizer import XLMTVectorizer
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__
+
+if TYPE_CHECKING:  # what the lazy names are, for type checkers and documentation tools
+    from ._cache import CacheBase, CacheStats, EmbeddingCache, NullCache
+    from ._errors import CacheWarning, ModelLoadError, ModelNotFoundError, TruncationWarning
+    from ._preprocess import normalize_tweet
+    from ._state import reset_process_state
+    from ._token_pooler import TokenPooler
+    from ._token_vectorizer import XLMTTokenVectorizer
+    from ._tokens import PaddedTokens
+    from ._vectorizer import XLMTVectorizer
+
+_WHERE = {
+    "CacheBase": "._cache",
+    "CacheStats": "._cache",
+    "EmbeddingCache": "._cache",
+    "NullCache": "._cache",
+    "CacheWarning": "._errors",
+    "ModelLoadError": "._errors",
+    "ModelNotFoundError": "._errors",
+    "TruncationWarning": "._errors",
+    "normalize_tweet": "._preprocess",
+    "reset_process_state": "._state",
+    "TokenPooler": "._token_pooler",
+    "XLMTTokenVectorizer": "._token_vectorizer",
+    "PaddedTokens": "._tokens",
+    "XLMTVectorizer": "._vectorizer",
+}
 
 __all__ = [
     "CacheBase",
@@ -27,4 +54,17 @@ __all__ = [
     "XLMTVectorizer",
     "__version__",
     "normalize_tweet",
+    "reset_process_state",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        value = getattr(importlib.import_module(_WHERE[name], __name__), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -21,7 +21,16 @@ from sklearn.utils._param_validation import (
 )
 
 __all__ = [
+    "DTYPES",
+    "GRANULARITIES",
+    "LAYER_AGGREGATIONS",
+    "MISSING_POLICIES",
     "MODEL_PARAMETER_CONSTRAINTS",
+    "POOLING_MODES",
+    "PREPROCESSORS",
+    "QUANTIZE_MODES",
+    "TRUNCATION_MODES",
+    "WORD_VECTORS",
     "HasMethods",
     "Interval",
     "Options",
@@ -33,15 +42,17 @@ __all__ = [
     "validate_params",
 ]
 
-POOLING_MODES = ("mean", "cls", "max", "mean_max")
-LAYER_AGGREGATIONS = ("mean", "concat")
-TRUNCATION_MODES = ("warn", "error", "window")
-MISSING_POLICIES = ("error", "empty", "zeros")
-DTYPES = ("auto", "float32", "float16", "bfloat16")
-QUANTIZE_MODES = ("int8",)
-PREPROCESSORS = ("xlmt",)
-GRANULARITIES = ("subword", "word")
-WORD_VECTORS = ("first", "mean")
+from ._options import (
+    DTYPES,
+    GRANULARITIES,
+    LAYER_AGGREGATIONS,
+    MISSING_POLICIES,
+    POOLING_MODES,
+    PREPROCESSORS,
+    QUANTIZE_MODES,
+    TRUNCATION_MODES,
+    WORD_VECTORS,
+)
 
 #: Constraints shared by every estimator that runs the model.
 MODEL_PARAMETER_CONSTRAINTS: dict = {
@@ -49,17 +60,17 @@ MODEL_PARAMETER_CONSTRAINTS: dict = {
     "revision": [str, None],
     "layers": [Integral, "array-like"],
     "layer_aggregation": [StrOptions(set(LAYER_AGGREGATIONS))],
-    "preprocess": [StrOptions({"xlmt"}), callable, None],
+    "preprocess": [StrOptions(set(PREPROCESSORS)), callable, None],
     "prefix": [str, None],
     "max_length": [Interval(Integral, 3, None, closed="left")],
-    "truncation": [StrOptions({"warn", "error", "window"})],
+    "truncation": [StrOptions(set(TRUNCATION_MODES))],
     "stride": [Interval(Integral, 0, None, closed="left"), None],
-    "missing": [StrOptions({"error", "empty", "zeros"})],
+    "missing": [StrOptions(set(MISSING_POLICIES))],
     "batch_size": [Interval(Integral, 1, None, closed="left")],
     "max_tokens": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"}), None],
     "device": [str, list, tuple, None],
-    "dtype": [StrOptions({"auto", "float32", "float16", "bfloat16"})],
-    "quantize": [StrOptions({"int8"}), None],
+    "dtype": [StrOptions(set(DTYPES))],
+    "quantize": [StrOptions(set(QUANTIZE_MODES)), None],
     "compile": ["boolean"],
     "cache": [str, os.PathLike, HasMethods(["get_many", "put_many"]), None],
     "progress": [StrOptions({"auto"}), "boolean"],

@@ -46,7 +46,7 @@ from ._cli_commands import (
     cmd_embed,
     say,
 )
-from ._params import (
+from ._options import (
     DTYPES,
     GRANULARITIES,
     LAYER_AGGREGATIONS,

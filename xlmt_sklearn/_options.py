@@ -1,0 +1,31 @@
+"""The values each string option of the estimators accepts, in one place.
+
+Plain tuples without imports, so that the command line can build its parser
+(and refuse a bad argument) without importing scikit-learn, torch or
+transformers; :mod:`xlmt_sklearn._params` builds the estimators' constraints
+from the same tuples.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DTYPES",
+    "GRANULARITIES",
+    "LAYER_AGGREGATIONS",
+    "MISSING_POLICIES",
+    "POOLING_MODES",
+    "PREPROCESSORS",
+    "QUANTIZE_MODES",
+    "TRUNCATION_MODES",
+    "WORD_VECTORS",
+]
+
+POOLING_MODES = ("mean", "cls", "max", "mean_max")
+LAYER_AGGREGATIONS = ("mean", "concat")
+TRUNCATION_MODES = ("warn", "error", "window")
+MISSING_POLICIES = ("error", "empty", "zeros")
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+QUANTIZE_MODES = ("int8",)
+PREPROCESSORS = ("xlmt",)
+GRANULARITIES = ("subword", "word")
+WORD_VECTORS = ("first", "mean")
