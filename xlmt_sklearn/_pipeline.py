@@ -28,10 +28,10 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
+from ._cache_base import CacheBase
 from ._encoders import EncodeOptions, Encoder
 from ._errors import TruncationWarning
 from ._tokenize import Encoded
@@ -78,8 +78,9 @@ class Request:
         all-hit call loads neither tokenizer nor model.
     encoders : list of Encoder
         One per device (see :mod:`xlmt_sklearn._encoders`).
-    cache : cache object
-        ``get_many``/``put_many``/``regroup`` (see :mod:`xlmt_sklearn._cache`).
+    cache : CacheBase
+        From :func:`~xlmt_sklearn._cache.as_cache`: an ``EmbeddingCache``, a
+        ``NullCache`` or a user object behind the :class:`CacheBase` interface.
     options : EncodeOptions
         Layers, pooling, batch sizes.
     expected_shape : callable (index, array) -> bool
@@ -104,7 +105,7 @@ class Request:
     texts: Sequence[str]
     encoded: Encoded | None
     encoders: Sequence[Encoder]
-    cache: Any
+    cache: CacheBase
     options: EncodeOptions
     expected_shape: Callable[[int, np.ndarray], bool]
     max_length: int
