@@ -275,7 +275,7 @@ def test_auth_token_never_stored_logged_or_cached(tiny_model_dir, tmp_path, monk
                      repr(est.get_params()), repr(vars(est))]  # fmt: skip
             seen.append(repr(est.model_identity_))
             seen.append(fingerprint(est.model_identity_, "pooled", **est._vector_options()))
-        with pytest.raises(ModelNotFoundError) as missing:
+        with pytest.raises(ModelNotFoundError, match="nowhere") as missing:
             XLMTVectorizer(str(tmp_path / "nowhere")).fit()
         seen.append(str(missing.value))
     from xlmt_sklearn.cli import main
