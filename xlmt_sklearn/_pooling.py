@@ -12,15 +12,25 @@ sentence-transformers' ``models/Pooling.py`` semantics:
 Layers are aggregated *per token* first (mean or concatenation of the chosen
 ``hidden_states``), then pooled, and the L2 normalisation, when asked, is
 applied last to the whole output row.
+
+Two twins, side by side: :func:`pool` and :func:`l2_normalize` work on padded
+torch batches inside the encoders; :func:`pool_matrix` and :func:`l2_normalize_rows`
+work on one text's numpy token matrix (no padding) for :class:`TokenPooler`,
+which also offers ``first_last``. torch is imported by the torch twins only,
+so the numpy ones cost no torch import.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import torch
+import numpy as np
 
-__all__ = ["aggregate_layers", "l2_normalize", "pool"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["aggregate_layers", "l2_normalize", "l2_normalize_rows", "pool", "pool_matrix"]
 
 
 def aggregate_layers(
@@ -39,6 +49,8 @@ def aggregate_layers(
         Average the layers (width ``hidden``) or concatenate them along the
         feature axis (width ``hidden * len(layers)``).
     """
+    import torch
+
     chosen = [hidden_states[i].float() for i in layers]
     if len(chosen) == 1:
         return chosen[0]
@@ -59,6 +71,8 @@ def pool(tokens: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
         1 for real tokens (special tokens included), 0 for padding.
     mode : {"mean", "cls", "max", "mean_max"}
     """
+    import torch
+
     if mode == "cls":
         return tokens[:, 0]
     m = mask.unsqueeze(-1).to(tokens.dtype)
@@ -78,3 +92,36 @@ def pool(tokens: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
 def l2_normalize(x: torch.Tensor) -> torch.Tensor:
     """Divide each row by its L2 norm (a zero row stays zero)."""
     return x / x.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+
+
+def pool_matrix(mat: np.ndarray, mode: str) -> np.ndarray:
+    """Pool one text's (n_tokens, dim) token matrix (no padding): the numpy twin of :func:`pool`.
+
+    ``mode`` is one of ``mean``, ``cls``, ``max``, ``mean_max`` (as :func:`pool`) or
+    ``first_last`` (the first and the last token concatenated). The caller handles
+    a matrix without tokens.
+
+    Examples
+    --------
+    >>> pool_matrix(np.array([[1.0, 2.0], [3.0, 0.0]]), "mean_max").tolist()
+    [2.0, 1.0, 3.0, 2.0]
+    """
+    if mode == "mean":
+        return mat.mean(axis=0)
+    if mode == "max":
+        return mat.max(axis=0)
+    if mode == "cls":
+        return mat[0]
+    if mode == "mean_max":
+        return np.concatenate([mat.mean(axis=0), mat.max(axis=0)])
+    if mode == "first_last":
+        return np.concatenate([mat[0], mat[-1]])
+    raise ValueError(
+        f"Unknown pooling {mode!r}; expected one of mean, cls, max, mean_max, first_last."
+    )
+
+
+def l2_normalize_rows(x: np.ndarray) -> np.ndarray:
+    """Divide each row by its L2 norm (a zero row stays zero): the numpy twin of
+    :func:`l2_normalize`."""
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)

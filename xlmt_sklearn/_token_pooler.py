@@ -9,6 +9,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from ._params import StrOptions, _fit_context
+from ._pooling import l2_normalize_rows, pool_matrix
 from ._tokens import PaddedTokens
 
 __all__ = ["TokenPooler"]
@@ -133,22 +134,9 @@ class TokenPooler(TransformerMixin, BaseEstimator):
                 raise ValueError(
                     f"TokenPooler was fitted on {d}-wide tokens; row {i} has width {m.shape[1]}."
                 )
-            if len(m) == 0:
-                continue
-            if self.pooling == "mean":
-                out[i] = m.mean(axis=0)
-            elif self.pooling == "max":
-                out[i] = m.max(axis=0)
-            elif self.pooling == "cls":
-                out[i] = m[0]
-            elif self.pooling == "mean_max":
-                out[i] = np.concatenate([m.mean(axis=0), m.max(axis=0)])
-            else:
-                out[i] = np.concatenate([m[0], m[-1]])
-        if self.normalize:
-            norms = np.linalg.norm(out, axis=1, keepdims=True)
-            out = out / np.maximum(norms, 1e-12)
-        return out
+            if len(m):
+                out[i] = pool_matrix(m, self.pooling)
+        return l2_normalize_rows(out) if self.normalize else out
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         """``tokenpooler0``, ``tokenpooler1``, ...
