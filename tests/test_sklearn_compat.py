@@ -33,10 +33,16 @@ from sklearn.utils.estimator_checks import (
     check_set_params,
 )
 
-from xlmt_sklearn import TokenPooler, XLMTTokenVectorizer, XLMTVectorizer, reset_process_state
+from xlmt_sklearn import (
+    LayerSelector,
+    TokenPooler,
+    XLMTTokenVectorizer,
+    XLMTVectorizer,
+    reset_process_state,
+)
 from xlmt_sklearn import _model as model_mod
 
-ESTIMATORS = [XLMTVectorizer, XLMTTokenVectorizer, TokenPooler]
+ESTIMATORS = [XLMTVectorizer, XLMTTokenVectorizer, TokenPooler, LayerSelector]
 
 TEXTS = ["good day", "bad day", "great stuff", "awful stuff", "nice", "terrible"] * 4
 LABELS = [1, 0, 1, 0, 1, 0] * 4

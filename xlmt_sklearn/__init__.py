@@ -15,6 +15,7 @@ from ._version import __version__
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and documentation tools
     from ._cache import CacheBase, CacheStats, EmbeddingCache, NullCache
     from ._errors import CacheWarning, ModelLoadError, ModelNotFoundError, TruncationWarning
+    from ._layer_selector import LayerSelector
     from ._preprocess import normalize_tweet
     from ._state import reset_process_state
     from ._token_pooler import TokenPooler
@@ -31,6 +32,7 @@ _WHERE = {
     "ModelLoadError": "._errors",
     "ModelNotFoundError": "._errors",
     "TruncationWarning": "._errors",
+    "LayerSelector": "._layer_selector",
     "normalize_tweet": "._preprocess",
     "reset_process_state": "._state",
     "TokenPooler": "._token_pooler",
@@ -44,6 +46,7 @@ __all__ = [
     "CacheStats",
     "CacheWarning",
     "EmbeddingCache",
+    "LayerSelector",
     "ModelLoadError",
     "ModelNotFoundError",
     "NullCache",

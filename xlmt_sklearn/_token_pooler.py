@@ -15,14 +15,15 @@ from ._tokens import PaddedTokens
 __all__ = ["TokenPooler"]
 
 
-def _as_ragged(X: Any) -> list[np.ndarray]:
+def _as_ragged(X: Any, owner: str = "TokenPooler") -> list[np.ndarray]:
+    """Token features in any accepted container -> one float32 (n_tokens, dim) array per text."""
     if isinstance(X, PaddedTokens):
         return [v[m] for v, m in zip(X.values, X.mask, strict=True)]
     if isinstance(X, np.ndarray) and X.ndim == 3:
         return list(X)
     if isinstance(X, (str, bytes)) or not hasattr(X, "__len__"):
         raise TypeError(
-            f"TokenPooler expects token features (a list/object array of 2-D arrays, a "
+            f"{owner} expects token features (a list/object array of 2-D arrays, a "
             f"PaddedTokens or a 3-D array); got {type(X).__name__}."
         )
     out = []
@@ -30,8 +31,7 @@ def _as_ragged(X: Any) -> list[np.ndarray]:
         a = np.asarray(m, dtype=np.float32)
         if a.ndim != 2:
             raise ValueError(
-                "TokenPooler expects a (n_tokens, dim) array per text; "
-                f"row {i} has shape {a.shape}."
+                f"{owner} expects a (n_tokens, dim) array per text; row {i} has shape {a.shape}."
             )
         out.append(a)
     return out
