@@ -244,3 +244,79 @@ def test_cache_keys_keep_their_format(tiny_model_dir, cls, quantize):
         **est._fingerprint_options(),
     )  # fmt: skip
     assert est._cache_keys(["a", "b"], est._encoders()) == make_keys(fp, ["a", "b"])
+
+
+# ------------------------------------------- cache_layers: one encode for a whole search (#17)
+
+LAYER_GRID = [
+    {"xlmtvectorizer__pooling": ["mean", "cls", "max"], "xlmtvectorizer__layers": [-1],
+     "xlmtvectorizer__normalize": [False, True], "logisticregression__C": [0.1, 10.0]},
+    {"xlmtvectorizer__pooling": ["mean", "cls"], "xlmtvectorizer__layers": [[-3, -2, -1]],
+     "xlmtvectorizer__layer_aggregation": ["mean", "concat"],
+     "xlmtvectorizer__normalize": [False, True], "logisticregression__C": [0.1, 10.0]},
+    {"xlmtvectorizer__pooling": ["max", "mean_max"], "xlmtvectorizer__layers": [[-3, -2, -1]],
+     "xlmtvectorizer__layer_aggregation": ["concat"], "logisticregression__C": [0.1, 10.0]},
+]  # fmt: skip
+
+
+def _vectorizer_params(params):
+    return {k.split("__", 1)[1]: v for k, v in params.items() if k.startswith("xlmtvectorizer__")}
+
+
+def test_grid_over_pooling_and_layers_encodes_each_text_once(tiny_model_dir, tmp_path):
+    """cache_layers="all": pooling x layers x aggregation x normalize x C, cv=3, from one
+    encode per distinct text (the tiny model has 3 hidden states: -3..-1), and every
+    candidate's features equal a fresh uncached run of that candidate."""
+    vec = XLMTVectorizer(str(tiny_model_dir), device="cpu", cache=str(tmp_path / "c.sqlite"),
+                         cache_layers="all")  # fmt: skip
+    counter = ForwardCounter(vec)
+    search = GridSearchCV(make_pipeline(vec, LogisticRegression(max_iter=300)), LAYER_GRID, cv=3)
+    search.fit(TEXTS, LABELS)
+    n_distinct = len({normalize_tweet(t) for t in TEXTS})
+    candidates = [_vectorizer_params(p) for p in search.cv_results_["params"]]
+    assert len(candidates) == 12 + 16 + 4 and counter.rows == n_distinct
+    cached = [clone(vec).set_params(**c).fit().transform(TEXTS) for c in candidates]
+    assert counter.rows == n_distinct  # every candidate again: still from the cache
+    assert EmbeddingCache(tmp_path / "c.sqlite").stats.entries == n_distinct + 1  # + the warm-up
+    for c, got in zip(candidates, cached, strict=True):
+        fresh = XLMTVectorizer(str(tiny_model_dir), device="cpu", **c).fit().transform(TEXTS)
+        np.testing.assert_allclose(got, fresh, atol=1e-5, err_msg=str(c))
+
+
+@pytest.mark.parametrize("pooling", ["max", "mean_max"])
+def test_max_of_a_mean_over_layers_is_encoded_as_without_cache_layers(
+    tiny_model_dir, tmp_path, pooling
+):
+    """Not derivable from per-layer statistics: encoded and cached as a pooled vector."""
+    params = dict(layers=[-2, -1], layer_aggregation="mean", pooling=pooling)
+    vec = XLMTVectorizer(str(tiny_model_dir), device="cpu", cache=str(tmp_path / "c.sqlite"),
+                         cache_layers="all", **params).fit()  # fmt: skip
+    got = vec.transform(TEXTS)
+    fresh = XLMTVectorizer(str(tiny_model_dir), device="cpu", **params).fit().transform(TEXTS)
+    np.testing.assert_array_equal(got, fresh)
+    np.testing.assert_array_equal(vec.transform(TEXTS), got)  # now a hit
+
+
+def test_cache_layers_subset_and_validation(tiny_model_dir, tmp_path):
+    vec = XLMTVectorizer(str(tiny_model_dir), device="cpu", cache=str(tmp_path / "c.sqlite"),
+                         cache_layers=[-1, 0], pooling="cls").fit()  # fmt: skip
+    assert vec.cache_layers_ == (0, 2)
+    fresh = XLMTVectorizer(str(tiny_model_dir), device="cpu", pooling="cls").fit()
+    np.testing.assert_allclose(vec.transform(TEXTS), fresh.transform(TEXTS), atol=1e-5)
+    outside = clone(vec).set_params(layers=-2).fit()  # layer 1 is not cached: encoded as usual
+    want = clone(fresh).set_params(layers=-2).fit().transform(TEXTS)
+    np.testing.assert_array_equal(outside.transform(TEXTS), want)
+    with pytest.raises(ValueError, match=r"'layers' parameter of XLMTVectorizer indexes"):
+        clone(vec).set_params(cache_layers=[5]).fit()
+    with pytest.raises(ValueError, match=r"'cache_layers' parameter of XLMTVectorizer"):
+        clone(vec).set_params(cache_layers="some").fit()
+
+
+def test_windows_and_normalize_are_derived_from_merged_tokens(tiny_model_dir, tmp_path):
+    params = dict(truncation="window", max_length=8, stride=2, normalize=True, pooling="mean_max")
+    texts = ["a much longer text than eight tokens goes here " * 3, "short", *TEXTS[:5]]
+    vec = XLMTVectorizer(str(tiny_model_dir), device="cpu", cache=str(tmp_path / "c.sqlite"),
+                         cache_layers="all", **params).fit()  # fmt: skip
+    fresh = XLMTVectorizer(str(tiny_model_dir), device="cpu", **params).fit().transform(texts)
+    np.testing.assert_allclose(vec.transform(texts), fresh, atol=1e-5)
+    np.testing.assert_allclose(vec.transform(texts), fresh, atol=1e-5)  # from the cache

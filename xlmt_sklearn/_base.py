@@ -166,15 +166,23 @@ class ModelFeaturizerMixin(TransformerMixin, BaseEstimator):
     def _stride(self) -> int:
         return self.max_length // 4 if self.stride is None else int(self.stride)
 
-    def _cache_keys(self, inputs: Sequence[str], encoders: Sequence[Encoder]) -> list[bytes]:
+    def _cache_keys(
+        self,
+        inputs: Sequence[str],
+        encoders: Sequence[Encoder],
+        kind: str | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> list[bytes]:
         """The cache key of each model input: the model, every vector-changing option,
-        what the encoder changes (dtype, quantization) and the storage precision."""
+        what the encoder changes (dtype, quantization) and the storage precision.
+        ``kind``/``options`` replace the estimator's own (another kind of entry)."""
         from ._cache import make_keys
         from ._fingerprint import fingerprint
 
         fp = fingerprint(
-            self.model_identity_, self._kind, store_dtype=self._store_dtype(),
-            **encoders[0].fingerprint, **self._fingerprint_options(),
+            self.model_identity_, kind or self._kind, store_dtype=self._store_dtype(),
+            **encoders[0].fingerprint,
+            **(self._fingerprint_options() if options is None else options),
         )  # fmt: skip
         return make_keys(fp, inputs)
 
@@ -187,13 +195,18 @@ class ModelFeaturizerMixin(TransformerMixin, BaseEstimator):
         n_total: int,
         expected_shape: Callable[[int, np.ndarray], bool],
         encoded: Any = None,
+        kind: str | None = None,
+        fingerprint_options: dict[str, Any] | None = None,
+        finish: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> Request:
-        """The :class:`~xlmt_sklearn._pipeline.Request` for distinct ``inputs``."""
+        """The :class:`~xlmt_sklearn._pipeline.Request` for distinct ``inputs`` (``kind``,
+        ``fingerprint_options`` and ``finish``: another kind of cache entry)."""
         from ._cache import as_cache
 
         encoders = self._encoders()
         return Request(
-            keys=self._cache_keys(inputs, encoders), texts=inputs, encoded=encoded,
+            keys=self._cache_keys(inputs, encoders, kind, fingerprint_options), texts=inputs,
+            encoded=encoded, finish=finish,
             encoders=encoders, cache=as_cache(self.cache), options=options,
             expected_shape=expected_shape, max_length=int(self.max_length),
             stride=self._stride(), truncation=self.truncation, positions=positions,

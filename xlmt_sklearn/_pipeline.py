@@ -99,6 +99,10 @@ class Request:
         A progress bar (``"auto"``: long runs in a terminal or notebook).
     label : str
         The estimator's name, for log records.
+    finish : callable (array) -> array, optional
+        Turns each encoded array into what is stored and yielded (e.g. token
+        matrices into per-layer statistics, :mod:`xlmt_sklearn._layer_stats`);
+        a cache hit is already in that form.
     """
 
     keys: Sequence[bytes]
@@ -116,6 +120,7 @@ class Request:
     store_dtype: str = "float32"
     progress: bool | str = False
     label: str = "xlmt_sklearn"
+    finish: Callable[[np.ndarray], np.ndarray] | None = None
 
 
 def stream(req: Request) -> Iterator[Results]:
@@ -157,6 +162,8 @@ def stream(req: Request) -> Iterator[Results]:
             _refuse_long(req, long_)
             started = time.perf_counter()
             for local, arrays in encode(req.encoders, enc, req.options):  # 3
+                if req.finish is not None:
+                    arrays = [req.finish(a) for a in arrays]
                 done = miss[local]
                 _write(req, done, arrays, enc.truncated[local])  # 4
                 yield done, arrays

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
+from functools import partial
 from typing import Any
 
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import BACKEND_CONSTRAINTS, ModelFeaturizerMixin
+from ._base import BACKEND_CONSTRAINTS, ModelFeaturizerMixin, validate_layers
 from ._dedupe import unique_texts
 from ._encoders import EncodeOptions
 from ._inputs import TextBatch, as_texts
+from ._layer_stats import derivable, derive, layer_stats, stats_shape
 from ._output import Scatter, pooled_width
 from ._params import MODEL_PARAMETER_CONSTRAINTS, POOLING_MODES, StrOptions, _fit_context
 from ._pipeline import stream
@@ -106,6 +108,17 @@ class XLMTVectorizer(ModelFeaturizerMixin):
         Per-text disk cache: a path (SQLite file) or an :class:`EmbeddingCache`.
         Keys cover the model's exact identity and every option that changes a
         vector; batch size, device and progress do not, so they still hit.
+    cache_layers : "all", list of int or None, default=None
+        What a cache miss stores. ``None``: the requested vector only. ``"all"``
+        or a list of ``hidden_states`` indices: per-layer statistics of those
+        layers (mean, max and first token over the text's tokens), from which
+        every ``pooling`` / ``layers`` / ``layer_aggregation`` / ``normalize``
+        drawing on them is derived exactly (to float32 rounding), so a grid
+        search over them encodes each distinct text once. Not derivable:
+        ``pooling="max"`` or ``"mean_max"`` of a mean over several layers,
+        which is encoded as without this option. It never changes what a
+        call returns. Storage per text: ``3 * n_layers * hidden`` float32
+        (XLM-R base, all 13: 120 kB; see "Tuning the featurizer" in the docs).
     progress : bool or "auto", default="auto"
         tqdm progress bar; ``"auto"`` shows it for long runs in a terminal or
         notebook.
@@ -143,13 +156,14 @@ class XLMTVectorizer(ModelFeaturizerMixin):
     >>> clf.fit(["I love it", "I hate it"], [1, 0])  # doctest: +SKIP
     """
 
-    _fit_params = (*ModelFeaturizerMixin._fit_params, "pooling")
+    _fit_params = (*ModelFeaturizerMixin._fit_params, "pooling", "cache_layers")
 
     _parameter_constraints: dict = {
         **MODEL_PARAMETER_CONSTRAINTS,
         **BACKEND_CONSTRAINTS,
         "pooling": [StrOptions(set(POOLING_MODES))],
         "normalize": ["boolean"],
+        "cache_layers": [StrOptions({"all"}), "array-like", None],
     }
 
     def __init__(
@@ -175,6 +189,7 @@ class XLMTVectorizer(ModelFeaturizerMixin):
         quantize: str | None = None,
         compile: bool = False,
         cache: Any = None,
+        cache_layers: str | list[int] | None = None,
         progress: bool | str = "auto",
         trust_remote_code: bool = False,
     ):
@@ -198,6 +213,7 @@ class XLMTVectorizer(ModelFeaturizerMixin):
         self.quantize = quantize
         self.compile = compile
         self.cache = cache
+        self.cache_layers = cache_layers
         self.progress = progress
         self.trust_remote_code = trust_remote_code
 
@@ -223,6 +239,7 @@ class XLMTVectorizer(ModelFeaturizerMixin):
         self.n_features_out_ = pooled_width(
             ident.hidden_size, len(self.layers_), self.layer_aggregation, self.pooling
         )
+        self.cache_layers_ = self._resolve_cache_layers()
         return self
 
     def transform(self, X: Any) -> np.ndarray:
@@ -241,13 +258,10 @@ class XLMTVectorizer(ModelFeaturizerMixin):
         rows = batch.encoded_rows(self.missing)
         uniq, inverse = unique_texts([texts[i] for i in rows])  # 3: dedupe
         scatter = Scatter(inverse, rows)
-        request = self._request(
-            uniq, self._encode_options(), positions=scatter.positions, n_total=len(texts),
-            expected_shape=lambda _, a: a.shape == (self.n_features_out_,),
-        )  # fmt: skip
+        request, derive = self._pooled_request(uniq, scatter.positions, len(texts))
         out = np.zeros((len(texts), self.n_features_out_), dtype=np.float32)
         for idx, arrays in stream(request):  # 4-9: cache, tokenize, encode, pool, store
-            scatter.into(out, idx, arrays)  # 10: scatter
+            scatter.into(out, idx, arrays if derive is None else list(map(derive, arrays)))
         return out
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
@@ -272,6 +286,52 @@ class XLMTVectorizer(ModelFeaturizerMixin):
         batch = as_texts(X, missing=self.missing)
         texts = apply_preprocess(resolve_preprocess(self.preprocess), batch.texts)
         return batch, apply_prefix(self.prefix, texts)
+
+    def _resolve_cache_layers(self) -> tuple[int, ...] | None:
+        """``cache_layers`` as ``hidden_states`` indices >= 0 (validated against the model)."""
+        if self.cache_layers is None:
+            return None
+        n = self.model_identity_.num_hidden_layers + 1
+        if isinstance(self.cache_layers, str):  # "all" (the constraint allows no other str)
+            return tuple(range(n))
+        layers = validate_layers(self.cache_layers, n - 1, type(self).__name__)
+        return tuple(sorted({v % n for v in layers}))
+
+    def _pooled_request(self, uniq: list[str], positions: Any, n_total: int) -> tuple[Any, Any]:
+        """The stream request, and how to turn what it yields into output rows (None: as is).
+
+        With ``cache_layers`` covering the requested layers in a derivable setting,
+        the request asks for per-layer statistics (:mod:`._layer_stats`) and each
+        row is derived from them; otherwise it asks for the pooled vectors.
+        """
+        source = getattr(self, "cache_layers_", None)
+        n = self.model_identity_.num_hidden_layers + 1
+        wanted = [v % n for v in self.layers_]
+        if (
+            source is None
+            or not set(wanted) <= set(source)
+            or not derivable(wanted, self.layer_aggregation, self.pooling)
+        ):
+            return self._request(
+                uniq, self._encode_options(), positions=positions, n_total=n_total,
+                expected_shape=lambda _, a: a.shape == (self.n_features_out_,),
+            ), None  # fmt: skip
+        shape = stats_shape(len(source), self.model_identity_.hidden_size)
+        options = EncodeOptions(
+            layers=source, layer_aggregation="concat", pooling=None,
+            batch_size=int(self.batch_size), max_tokens=self.max_tokens,
+        )  # fmt: skip
+        fingerprint = {**self._vector_options(), "layers": list(source), "layer_aggregation": None}
+        request = self._request(
+            uniq, options, positions=positions, n_total=n_total,
+            expected_shape=lambda _, a: a.shape == shape, kind="layer_stats",
+            fingerprint_options=fingerprint, finish=partial(layer_stats, n_layers=len(source)),
+        )  # fmt: skip
+        return request, partial(
+            derive, positions=[source.index(v) for v in wanted],
+            layer_aggregation=self.layer_aggregation, pooling=self.pooling,
+            normalize=bool(self.normalize),
+        )  # fmt: skip
 
     def _fingerprint_options(self) -> dict[str, Any]:
         return {
