@@ -47,6 +47,8 @@ spec = json.loads(sys.argv[1])
 texts = json.load(open(spec["texts"]))
 cls = XLMTTokenVectorizer if spec["workload"] == "tokens" else XLMTVectorizer
 kw = dict(device="cpu", progress=False)
+if "backend" in cls().get_params():  # the torch path on both sides (auto may pick a runtime)
+    kw["backend"] = "torch"
 if spec["workload"] == "warm":
     kw["cache"] = spec["cache"]
 est = cls(spec["model"], **kw).fit()
