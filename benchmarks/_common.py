@@ -395,8 +395,8 @@ def _section(path: Path, title: str, missing: str) -> str:
 def assemble_docs() -> Path:
     """Write docs/benchmarks.md from the results files that exist.
 
-    Order: Throughput (CPU) + its notes, int8 quality, memory, tuning experiments, GPU, Cache,
-    Spark.
+    Order: Throughput (CPU) + its notes, int8 quality, memory, the latest A/B of two commits,
+    tuning experiments, GPU, Cache, Spark.
     Missing parts are named with the command that produces them.
     """
     parts = [_DOC_HEADER]
@@ -407,7 +407,7 @@ def assemble_docs() -> Path:
         parts.append(
             "## Throughput (CPU)\n\nNot run yet: `python benchmarks/bench_throughput.py`.\n"
         )
-    extras = ["throughput_notes.md", "int8-quality.md", "memory.md"]
+    extras = ["throughput_notes.md", "int8-quality.md", "memory.md", "ab.md"]
     # tuning.md (a full run) or the tuning-<experiments>.md of partial runs.
     extras += sorted(p.name for p in RESULTS.glob("tuning*.md"))
     for extra in extras:
