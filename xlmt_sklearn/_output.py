@@ -1,20 +1,25 @@
-"""Step 10 -- output: where each distinct text's result goes, and how wide it is.
+"""Step 10 -- output: where each distinct text's result goes, how wide it is, its container.
 
 :class:`Scatter` maps the distinct texts of a call back to the input rows
 they came from (duplicates included, missing rows left out), so that an
 estimator writes each result straight into its output as the encode stream
 yields it: no second output-sized array. The output widths are defined here
 once: :func:`token_width` for a token vector, :func:`pooled_width` for a
-pooled one.
+pooled one. Token features per text are a :class:`TokenFeatures`, assembled
+into the ragged, padded or long-frame output by :func:`token_output`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-__all__ = ["Scatter", "pooled_width", "token_width"]
+from ._tokens import pad_ragged
+
+__all__ = ["Scatter", "TokenFeatures", "pooled_width", "token_output", "token_width"]
 
 
 def token_width(hidden: int, n_layers: int, layer_aggregation: str) -> int:
@@ -86,3 +91,87 @@ class Scatter:
         for j, r in enumerate(self.rows.tolist()):
             out[r] = values[self.inverse[j]]
         return out
+
+
+@dataclass(frozen=True)
+class TokenFeatures:
+    """The token features of one text (what ``XLMTTokenVectorizer`` outputs per row).
+
+    Attributes
+    ----------
+    vectors : ndarray of shape (n_units, dim), float32
+        One vector per subword or word.
+    tokens : list of str
+        The subword pieces, or the words.
+    begin, end : ndarray of int
+        Character span of each unit in the input text (-1 for special tokens).
+    n_subwords : ndarray of int or None
+        Word granularity: the subwords each word pooled.
+    """
+
+    vectors: np.ndarray
+    tokens: list[str]
+    begin: np.ndarray
+    end: np.ndarray
+    n_subwords: np.ndarray | None = None
+
+    @classmethod
+    def empty(cls, dim: int) -> TokenFeatures:
+        """No units (an empty text, a missing row under ``missing="zeros"``)."""
+        e = np.zeros(0, dtype=np.int64)
+        return cls(np.zeros((0, dim), np.float32), [], e, e, e)
+
+
+def token_output(
+    feats: Sequence[TokenFeatures],
+    index: Any,
+    output: str,
+    dim: int,
+    words: bool = False,
+    series: bool = False,
+) -> Any:
+    """Assemble per-row features as ``output``: "ragged", "padded" or "frame".
+
+    ``"ragged"``: an object array of (n_units, dim) matrices; ``"padded"``: a
+    :class:`PaddedTokens`; ``"frame"``: a pandas DataFrame with one row per
+    unit (``position``, ``token``, ``begin``, ``end``, ``n_subwords`` when
+    ``words``, ``embedding``), indexed by ``index`` (or the row number).
+    ``series`` makes ragged output a pandas Series indexed by ``index``.
+    """
+    if output == "ragged":
+        out = np.empty(len(feats), dtype=object)
+        for i, f in enumerate(feats):
+            out[i] = f.vectors
+        if series:
+            import pandas as pd
+
+            return pd.Series(out, index=index, dtype=object)
+        return out
+    if output == "padded":
+        return pad_ragged([f.vectors for f in feats], dim)
+    import pandas as pd
+
+    idx_values = list(index) if index is not None else list(range(len(feats)))
+    lengths = [len(f.vectors) for f in feats]
+    rep = np.repeat(np.arange(len(feats)), lengths)
+    embedding = np.empty(int(sum(lengths)), dtype=object)
+    k = 0
+    for f in feats:
+        for v in f.vectors:
+            embedding[k] = v
+            k += 1
+    frame = pd.DataFrame(
+        {
+            "position": np.concatenate([np.arange(n) for n in lengths]).astype(np.int64)
+            if lengths
+            else np.zeros(0, np.int64),
+            "token": [t for f in feats for t in f.tokens],
+            "begin": np.concatenate([f.begin for f in feats]) if feats else [],
+            "end": np.concatenate([f.end for f in feats]) if feats else [],
+        },
+        index=pd.Index([idx_values[r] for r in rep], name=getattr(index, "name", None)),
+    )
+    if words:
+        frame["n_subwords"] = np.concatenate([f.n_subwords for f in feats]) if feats else []
+    frame["embedding"] = embedding
+    return frame

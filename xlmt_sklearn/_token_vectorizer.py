@@ -14,7 +14,7 @@ from ._base import BACKEND_CONSTRAINTS, ModelFeaturizerMixin
 from ._dedupe import unique_texts
 from ._encoders import EncodeOptions
 from ._inputs import as_texts
-from ._output import Scatter, token_width
+from ._output import Scatter, TokenFeatures, token_output, token_width
 from ._params import MODEL_PARAMETER_CONSTRAINTS, StrOptions, _fit_context
 from ._pipeline import stream
 from ._preprocess import (
@@ -24,9 +24,7 @@ from ._preprocess import (
     resolve_preprocess,
 )
 from ._tokens import (
-    TokenFeatures,
     assign_words,
-    token_output,
     word_spans,
     word_vectors,
 )

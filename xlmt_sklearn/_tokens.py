@@ -12,17 +12,14 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 __all__ = [
     "PaddedTokens",
-    "TokenFeatures",
     "assign_words",
     "merge_windows",
     "pad_ragged",
-    "token_output",
     "word_spans",
     "word_vectors",
 ]
@@ -195,87 +192,3 @@ def merge_windows(
     return np.concatenate(
         [mats[0][:n_prefix], stacked[rows], mats[-1][len(mats[-1]) - n_suffix :]], axis=0
     )
-
-
-@dataclass(frozen=True)
-class TokenFeatures:
-    """The token features of one text (what ``XLMTTokenVectorizer`` outputs per row).
-
-    Attributes
-    ----------
-    vectors : ndarray of shape (n_units, dim), float32
-        One vector per subword or word.
-    tokens : list of str
-        The subword pieces, or the words.
-    begin, end : ndarray of int
-        Character span of each unit in the input text (-1 for special tokens).
-    n_subwords : ndarray of int or None
-        Word granularity: the subwords each word pooled.
-    """
-
-    vectors: np.ndarray
-    tokens: list[str]
-    begin: np.ndarray
-    end: np.ndarray
-    n_subwords: np.ndarray | None = None
-
-    @classmethod
-    def empty(cls, dim: int) -> TokenFeatures:
-        """No units (an empty text, a missing row under ``missing="zeros"``)."""
-        e = np.zeros(0, dtype=np.int64)
-        return cls(np.zeros((0, dim), np.float32), [], e, e, e)
-
-
-def token_output(
-    feats: Sequence[TokenFeatures],
-    index: Any,
-    output: str,
-    dim: int,
-    words: bool = False,
-    series: bool = False,
-) -> Any:
-    """Assemble per-row features as ``output``: "ragged", "padded" or "frame".
-
-    ``"ragged"``: an object array of (n_units, dim) matrices; ``"padded"``: a
-    :class:`PaddedTokens`; ``"frame"``: a pandas DataFrame with one row per
-    unit (``position``, ``token``, ``begin``, ``end``, ``n_subwords`` when
-    ``words``, ``embedding``), indexed by ``index`` (or the row number).
-    ``series`` makes ragged output a pandas Series indexed by ``index``.
-    """
-    if output == "ragged":
-        out = np.empty(len(feats), dtype=object)
-        for i, f in enumerate(feats):
-            out[i] = f.vectors
-        if series:
-            import pandas as pd
-
-            return pd.Series(out, index=index, dtype=object)
-        return out
-    if output == "padded":
-        return pad_ragged([f.vectors for f in feats], dim)
-    import pandas as pd
-
-    idx_values = list(index) if index is not None else list(range(len(feats)))
-    lengths = [len(f.vectors) for f in feats]
-    rep = np.repeat(np.arange(len(feats)), lengths)
-    embedding = np.empty(int(sum(lengths)), dtype=object)
-    k = 0
-    for f in feats:
-        for v in f.vectors:
-            embedding[k] = v
-            k += 1
-    frame = pd.DataFrame(
-        {
-            "position": np.concatenate([np.arange(n) for n in lengths]).astype(np.int64)
-            if lengths
-            else np.zeros(0, np.int64),
-            "token": [t for f in feats for t in f.tokens],
-            "begin": np.concatenate([f.begin for f in feats]) if feats else [],
-            "end": np.concatenate([f.end for f in feats]) if feats else [],
-        },
-        index=pd.Index([idx_values[r] for r in rep], name=getattr(index, "name", None)),
-    )
-    if words:
-        frame["n_subwords"] = np.concatenate([f.n_subwords for f in feats]) if feats else []
-    frame["embedding"] = embedding
-    return frame
