@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
 
     gc.collect()
     base = rss_parts()  # Python + torch + transformers + the input texts
-    vec = XLMTVectorizer(str(model_dir), device="cpu", progress=False).fit()
+    vec = XLMTVectorizer(str(model_dir), device="cpu", backend="torch", progress=False).fit()
     vec.transform(texts[:64])  # load the model and tokenizer, warm up
     model_mb = sum(f.stat().st_size for f in Path(model_dir).glob("*.safetensors")) / 2**20
     gc.collect()

@@ -512,7 +512,7 @@ def exp_profile(env: Env, rounds: int) -> str:
     from xlmt_sklearn import XLMTVectorizer
     from xlmt_sklearn._batching import plan_batches
 
-    vec = XLMTVectorizer(str(env.model_dir), device="cpu", progress=False).fit()
+    vec = XLMTVectorizer(str(env.model_dir), device="cpu", backend="torch", progress=False).fit()
     vec.transform(env.texts[:4])
     import xlmt_sklearn._encoders as fw
     import xlmt_sklearn._packed as packed

@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             str(model_dir),
             prefix="query: ",
             quantize=q,
+            backend="torch",  # float32 means torch float32 (auto may pick OpenVINO bf16)
             cache=assets / f"int8_quality_{k}.sqlite",
             device="cpu",
             progress=False,

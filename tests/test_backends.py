@@ -246,25 +246,36 @@ def test_runtime_refuses_what_it_cannot_do(tiny_model_dir, params, match):
 
 def test_auto_rule(monkeypatch):
     monkeypatch.delenv(rt.AUTO_BACKEND_ENV)
+    monkeypatch.setattr(rt, "native_bf16", lambda: True)
     monkeypatch.setattr(rt, "runtime_installed", lambda b: True)
-    monkeypatch.setattr(rt, "cpu_capability", lambda: "AVX512")
-    resolve = rt.resolve_backend
-    assert resolve("auto", "cpu", quantize=None, compile=False) == "openvino"
-    assert resolve("auto", "cpu", quantize="int8", compile=False) == "torch"
-    assert resolve("auto", "cpu", quantize=None, compile=True) == "torch"
+
+    def resolve(device="cpu", quantize=None, compile=False, dtype="auto"):
+        return rt.resolve_backend("auto", device, quantize=quantize, compile=compile, dtype=dtype)
+
+    assert resolve() == "openvino"
+    assert resolve(dtype="bfloat16") == "openvino"
+    assert resolve(dtype="float32") == "torch"  # torch float32 is the reference
+    assert resolve(quantize="int8") == "torch"
+    assert resolve(compile=True) == "torch"
     monkeypatch.setattr(rt, "_wants_cpu", lambda device: False)  # a GPU
-    assert resolve("auto", "auto", quantize=None, compile=False) == "torch"
+    assert resolve(device="auto") == "torch"
     monkeypatch.setattr(rt, "_wants_cpu", lambda device: True)
-    monkeypatch.setattr(rt, "cpu_capability", lambda: "AVX2")  # not measured faster there
-    assert resolve("auto", "cpu", quantize=None, compile=False) == "torch"
-    monkeypatch.setattr(rt, "runtime_installed", lambda b: b == "torch")
-    monkeypatch.setattr(rt, "cpu_capability", lambda: "AVX512")
-    assert resolve("auto", "cpu", quantize=None, compile=False) == "torch"
-    monkeypatch.setenv(rt.AUTO_BACKEND_ENV, "torch")
-    assert resolve("auto", "cpu", quantize=None, compile=False) == "torch"
+    monkeypatch.setattr(rt, "native_bf16", lambda: False)  # AVX2-only, or no OpenVINO
+    assert resolve() == "torch"
+    monkeypatch.setenv(rt.AUTO_BACKEND_ENV, "onnxruntime")
+    assert resolve() == "onnxruntime"
     monkeypatch.setenv(rt.AUTO_BACKEND_ENV, "tensorflow")
     with pytest.raises(ValueError, match=f"{rt.AUTO_BACKEND_ENV} must be one of"):
-        resolve("auto", "cpu", quantize=None, compile=False)
+        resolve()
+
+
+def test_native_bf16_needs_openvino(monkeypatch):
+    rt.native_bf16.cache_clear()
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    try:
+        assert rt.native_bf16() is False
+    finally:
+        rt.native_bf16.cache_clear()
 
 
 def test_auto_uses_openvino_where_the_rule_says(tiny_model_dir, monkeypatch):

@@ -320,7 +320,7 @@ def make_encoders(
     from ._model import ModelSpec
     from ._params import resolve_devices, resolve_dtype
 
-    backend = resolve_backend(backend, device, quantize=quantize, compile=compile)
+    backend = resolve_backend(backend, device, quantize=quantize, compile=compile, dtype=dtype)
     if backend != "torch":
         return [runtime_encoder(backend, identity, dtype, trust_remote_code)]
     devices = ["cpu"] if quantize == "int8" else resolve_devices(device)

@@ -11,13 +11,17 @@ aggregates and pools with the same torch code as the torch backend.
 Both runtimes use as many threads as torch (``torch.set_num_threads``).
 
 ``backend="auto"`` (:func:`resolve_backend`) is torch on CUDA/MPS, with
-``quantize`` or ``compile``; on a CPU it is OpenVINO where it is installed
-and the CPU has AVX-512 (measured faster there, docs/backends.md), else torch.
+``quantize`` or ``compile`` and for an explicit ``dtype="float32"``/``"float16"``;
+on a CPU it is OpenVINO in bfloat16 where OpenVINO is installed and the CPU runs
+bf16 natively (AVX-512 BF16, AMX: measured 1.6x-3.4x torch float32 at cosine
+>= 0.9999, docs/backends.md), else torch. OpenVINO float32 and ONNX Runtime were
+not faster than torch on the XLM-R base shape, so "auto" never picks them.
 ``XLMT_SKLEARN_AUTO_BACKEND`` overrides the CPU choice.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import sys
 import threading
@@ -67,11 +71,10 @@ def require_runtime(backend: str) -> None:
         )
 
 
-def cpu_capability() -> str:
-    """The widest vector ISA torch detected ("AVX512", "AVX2", "DEFAULT", ...)."""
-    import torch
-
-    return str(torch.backends.cpu.get_cpu_capability())
+@functools.cache
+def native_bf16() -> bool:
+    """Whether OpenVINO is installed and its CPU plugin runs bf16 natively here."""
+    return runtime_installed("openvino") and openvino_has_bf16()
 
 
 def _wants_cpu(device: Any) -> bool:
@@ -83,8 +86,13 @@ def _wants_cpu(device: Any) -> bool:
     return device == "cpu" or (isinstance(device, (list, tuple)) and list(device) == ["cpu"])
 
 
-def resolve_backend(backend: str, device: Any, *, quantize: str | None, compile: bool) -> str:
+def resolve_backend(
+    backend: str, device: Any, *, quantize: str | None, compile: bool, dtype: str = "auto"
+) -> str:
     """The concrete backend for an estimator's ``backend``/``device``/``quantize``/``compile``.
+
+    ``"auto"``: see the module docstring (``dtype`` matters: an explicit float32
+    keeps torch, whose float32 is the reference).
 
     Raises
     ------
@@ -102,7 +110,7 @@ def resolve_backend(backend: str, device: Any, *, quantize: str | None, compile:
         if forced is not None:
             require_runtime(forced)
             return forced
-        if runtime_installed("openvino") and cpu_capability().startswith("AVX512"):
+        if dtype in ("auto", "bfloat16") and native_bf16():
             return "openvino"
         return "torch"
     if backend == "torch":

@@ -90,9 +90,10 @@ class XLMTVectorizer(ModelFeaturizerMixin):
         What computes the model. ``"openvino"`` and ``"onnxruntime"`` run a
         copy converted once and kept on disk (docs/backends.md) on the CPU;
         they need the ``[openvino]``/``[onnxruntime]`` extra. ``"auto"``: torch
-        on a GPU and with ``quantize`` or ``compile``; on a CPU, OpenVINO when
-        it is installed and the CPU has AVX-512 (where it was measured faster),
-        else torch. Vectors of each backend and precision are cached apart.
+        on a GPU, with ``quantize`` or ``compile`` and with ``dtype="float32"``;
+        on a CPU, OpenVINO in bfloat16 when it is installed and the CPU runs
+        bf16 natively (AVX-512 BF16, AMX: measured faster), else torch.
+        Vectors of each backend and precision are cached apart.
     dtype : {"auto", "float32", "float16", "bfloat16"}, default="auto"
         Compute dtype; ``"auto"`` is float32 on CPU and bfloat16/float16 on GPU;
         with ``backend="openvino"``, bfloat16 on CPUs that run it natively
