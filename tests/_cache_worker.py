@@ -5,6 +5,7 @@ Usage::
     python _cache_worker.py write  PATH FIRST STOP BATCH DIM   # waits for "go" on stdin
     python _cache_worker.py hammer PATH DIM BATCH SEED          # writes until killed
     python _cache_worker.py read   PATH N DIM SECONDS           # reads and verifies
+    python _cache_worker.py interrupt PATH TRIALS DIM SEED      # Ctrl-C mid-operation
 
 Values are a deterministic function of the key (:func:`value_for`), so writers
 with overlapping keys write identical values and any reader can check any hit.
@@ -14,7 +15,9 @@ cache problem or wrong value.
 
 from __future__ import annotations
 
+import _thread
 import sys
+import threading
 import time
 import types
 import warnings
@@ -94,6 +97,37 @@ def _read(path: str, n: int, dim: int, seconds: float) -> None:
     print("done", rounds, flush=True)
 
 
+def _interrupt(path: str, trials: int, dim: int, seed: int) -> None:
+    # KeyboardInterrupt (what Ctrl-C or a notebook's "interrupt kernel" raises) at a
+    # random moment of writes, regroups and reads, ``trials`` times; then, once the
+    # parent has checked that the write lock is free, the same cache must still work.
+    cache = EmbeddingCache(path)
+    rng = np.random.default_rng(seed)
+    cache.get_many(keys_for(range(1)))  # open the store before the first interrupt
+    landed = 0
+    for _ in range(trials):
+        timer = threading.Timer(float(rng.uniform(0.001, 0.03)), _thread.interrupt_main)
+        timer.start()
+        try:
+            while True:
+                idx = rng.choice(4000, size=1000, replace=False)
+                keys = keys_for(idx)
+                cache.put_many(keys, [value_for(k, dim) for k in keys], idx.tolist())
+                cache.regroup(keys_for(rng.permutation(4000)))
+                cache.get_many(keys)
+        except KeyboardInterrupt:
+            landed += 1
+        timer.join()
+    print("interrupted", landed, flush=True)
+    sys.stdin.readline()  # the parent writes to the file in between
+    keys = keys_for(range(5000, 5100))
+    cache.put_many(keys, [value_for(k, dim) for k in keys], list(range(5000, 5100)))
+    for key, hit in zip(keys, cache.get_many(keys), strict=True):
+        if hit is None or hit[0].tobytes() != value_for(key, dim).tobytes():
+            raise AssertionError("the cache stopped working after the interrupts")
+    print("done", flush=True)
+
+
 def main(argv: list[str]) -> None:
     warnings.simplefilter("error", CacheWarning)
     mode, path, *args = argv
@@ -103,6 +137,8 @@ def main(argv: list[str]) -> None:
         _hammer(path, *map(int, args))
     elif mode == "read":
         _read(path, int(args[0]), int(args[1]), float(args[2]))
+    elif mode == "interrupt":
+        _interrupt(path, *map(int, args))
     else:
         raise SystemExit(f"unknown mode {mode!r}")
 

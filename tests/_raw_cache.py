@@ -22,3 +22,12 @@ def insert_raw(conn: sqlite3.Connection, rows: list[tuple]) -> None:
             "VALUES (?, ?, ?, 0, ?, ?, ?, ?, 0, ?)",
             (key_id(key), key, block, n, dtype, shape, meta, crc),
         )
+
+
+def set_raw_text(conn: sqlite3.Connection, key: bytes, column: str, raw: bytes) -> None:
+    """Store ``raw`` as the TEXT value of ``column`` in ``key``'s index row, unchecked.
+
+    ``raw`` need not be UTF-8: SQLite keeps the bytes, and the ``sqlite3`` module
+    refuses to decode them when the row is read.
+    """
+    conn.execute(f"UPDATE entries SET {column} = CAST(? AS TEXT) WHERE id = ?", (raw, key_id(key)))

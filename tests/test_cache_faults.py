@@ -1,0 +1,181 @@
+"""Faults from outside the cache's own transactions (issue 18).
+
+Each test stages what a user or a broken program did to a working cache: Ctrl-C
+in the middle of a cached operation, truncating the file while another
+process reads it, a row with bytes that are not UTF-8 where text belongs, a
+cache directory the process may not write to. Processes that are interrupted
+or may crash run in subprocesses (``_cache_worker.py``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sqlite3
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+try:
+    import xlmt_sklearn  # noqa: F401
+except ImportError:  # not installed: test this checkout
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from xlmt_sklearn import _sqlite_store
+from xlmt_sklearn._cache import EmbeddingCache, make_keys
+from xlmt_sklearn._errors import CacheWarning
+
+WORKER = str(Path(__file__).with_name("_cache_worker.py"))
+
+
+def _load_worker_module():
+    spec = importlib.util.spec_from_file_location("_cache_worker", WORKER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_cache_worker = _load_worker_module()
+
+
+@pytest.fixture
+def no_warnings():
+    """Fail on any CacheWarning inside the test body."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CacheWarning)
+        yield
+
+
+def _spawn(*args: str, stdin=None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, WORKER, *args],
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Ctrl-C during a cached operation
+# --------------------------------------------------------------------------------------
+
+
+def _interrupt_trials(path: Path, trials: int, seed: int) -> None:
+    dim = 64
+    proc = _spawn("interrupt", str(path), str(trials), str(dim), str(seed), stdin=subprocess.PIPE)
+    try:
+        line = proc.stdout.readline()
+        assert line == f"interrupted {trials}\n".encode(), proc.stderr.read().decode()
+        # The interrupted process is alive and idle: its write lock must be free. A
+        # held lock makes this write wait the whole timeout and give up with a
+        # CacheWarning (an error here); 2 s is far more than a free lock needs.
+        other = EmbeddingCache(path, timeout=2.0)
+        keys = _cache_worker.keys_for(range(6000, 6050))
+        other.put_many(keys, [_cache_worker.value_for(k, dim) for k in keys])
+        assert all(h is not None for h in other.get_many(keys))
+        other.close()
+        proc.stdin.write(b"go\n")
+        proc.stdin.flush()
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    # The worker turns every CacheWarning into an error: its cache kept working.
+    assert proc.returncode == 0, err.decode()
+    assert out == b"done\n"
+
+
+def test_keyboard_interrupt_releases_the_lock_and_keeps_the_cache(tmp_path, no_warnings):
+    """Ctrl-C at random points of writes, regroups and reads rolls back every time."""
+    _interrupt_trials(tmp_path / "interrupted.sqlite", trials=8, seed=0)
+
+
+@pytest.mark.slow
+def test_keyboard_interrupt_many_trials(tmp_path, no_warnings):
+    for seed in range(1, 6):
+        _interrupt_trials(tmp_path / f"interrupted-{seed}.sqlite", trials=40, seed=seed)
+
+
+def test_interrupt_inside_a_transaction_rolls_back(tmp_path, no_warnings):
+    """The deterministic case: an exception that is not a database error, mid-write."""
+    c = EmbeddingCache(tmp_path / "emb.sqlite")
+    keys = make_keys("fp", ["a", "b"])
+    vecs = [np.ones(4, np.float32), np.zeros(4, np.float32)]
+    c.put_many(keys[:1], vecs[:1])
+    store = _sqlite_store.acquire(c.path)
+    with pytest.raises(KeyboardInterrupt), store._transaction("IMMEDIATE") as conn:
+        conn.execute("DELETE FROM entries")
+        raise KeyboardInterrupt
+    assert not store._conn.in_transaction
+    other = sqlite3.connect(c.path, timeout=0.5)  # the write lock is free
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("ROLLBACK")
+    other.close()
+    c.put_many(keys[1:], vecs[1:])
+    got = c.get_many(keys)
+    assert [g[0].tolist() for g in got] == [v.tolist() for v in vecs]
+    c.close()
+
+
+# --------------------------------------------------------------------------------------
+# A row whose text is not UTF-8
+# --------------------------------------------------------------------------------------
+
+
+def _bad_text_rows(path: Path) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        (n,) = conn.execute(
+            "SELECT count(*) FROM entries WHERE hex(dtype) LIKE 'FF%' OR hex(shape) LIKE 'FF%'"
+        ).fetchone()
+    finally:
+        conn.close()
+    return n
+
+
+@pytest.mark.parametrize("column", ["dtype", "shape"])
+def test_row_with_invalid_utf8_is_a_miss_and_purged(tmp_path, tiny_model_dir, column, no_warnings):
+    from tests._raw_cache import set_raw_text
+    from xlmt_sklearn import XLMTVectorizer
+
+    path = tmp_path / "emb.sqlite"
+    texts = ["one text", "another text", "a third", "and a fourth"]
+    cache = EmbeddingCache(path)
+    est = XLMTVectorizer(str(tiny_model_dir), device="cpu", cache=cache, progress=False).fit()
+    expected = est.transform(texts)
+    conn = sqlite3.connect(path)
+    (key,) = conn.execute("SELECT key FROM entries LIMIT 1").fetchone()
+    with conn:
+        set_raw_text(conn, key, column, b"\xff\xfe not UTF-8")
+    conn.close()
+    assert _bad_text_rows(path) == 1
+    np.testing.assert_array_equal(est.transform(texts), expected)  # one miss, recomputed
+    assert _bad_text_rows(path) == 0  # purged (and stored again, intact)
+    hits = cache.stats.hits
+    np.testing.assert_array_equal(est.transform(texts), expected)
+    assert cache.stats.hits == hits + len(texts)  # every text served from the cache again
+    cache.close()
+
+
+def test_directory_with_invalid_utf8_is_skipped(tmp_path, no_warnings):
+    """A block directory with undecodable text: its keys are served by their index rows."""
+    path = tmp_path / "emb.sqlite"
+    c = EmbeddingCache(path)
+    keys = make_keys("fp", [f"text {i}" for i in range(300)])
+    vecs = [np.full(8, i, np.float32) for i in range(300)]
+    c.put_many(keys, vecs)
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("UPDATE block_dirs SET dtype = CAST(? AS TEXT)", (b"\xfffloat32",))
+    conn.close()
+    for _ in range(2):
+        got = c.get_many(keys)
+        assert [g[0].tolist() for g in got] == [v.tolist() for v in vecs]
+    c.put_many(keys[:10], vecs[:10])  # writes (compaction reads index rows) work too
+    c.regroup(keys)
+    assert [g[0].tolist() for g in c.get_many(keys)] == [v.tolist() for v in vecs]
+    c.close()
