@@ -10,6 +10,7 @@ or may crash run in subprocesses (``_cache_worker.py``).
 from __future__ import annotations
 
 import importlib.util
+import os
 import sqlite3
 import subprocess
 import sys
@@ -179,3 +180,118 @@ def test_directory_with_invalid_utf8_is_skipped(tmp_path, no_warnings):
     c.regroup(keys)
     assert [g[0].tolist() for g in c.get_many(keys)] == [v.tolist() for v in vecs]
     c.close()
+
+
+# --------------------------------------------------------------------------------------
+# A cache the process may read but not write
+# --------------------------------------------------------------------------------------
+
+
+def _use_read_only(path: Path, keys: list[bytes], vecs: list[np.ndarray]) -> dict:
+    """Read ``keys`` and write twice; what was served and which CacheWarnings came."""
+    c = EmbeddingCache(path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = c.get_many(keys)
+        more = make_keys("fp", ["new 1", "new 2"])
+        c.put_many(more[:1], vecs[:1])
+        c.put_many(more[1:], vecs[1:2])
+        again = c.get_many(keys)
+    c.close()
+    right = [g is not None and g[0].tolist() == v.tolist() for g, v in zip(got, vecs, strict=True)]
+    return {
+        "served": sum(right),
+        "served_again": sum(g is not None for g in again),
+        "warnings": [str(w.message) for w in caught if issubclass(w.category, CacheWarning)],
+    }
+
+
+def _filled(path: Path, n: int = 100) -> tuple[list[bytes], list[np.ndarray]]:
+    keys = make_keys("fp", [f"text {i}" for i in range(n)])
+    vecs = [np.full(8, i, np.float32) for i in range(n)]
+    c = EmbeddingCache(path)
+    c.put_many(keys, vecs)
+    c.close()  # the last connection: SQLite checkpoints and deletes -wal and -shm
+    return keys, vecs
+
+
+@pytest.mark.parametrize(
+    "message", ["unable to open database file", "attempt to write a readonly database"]
+)
+def test_read_write_open_fails_reads_are_served(tmp_path, monkeypatch, message):
+    """Injected: the read-write open fails as in a read-only directory; reads still work."""
+    from xlmt_sklearn._sqlite_store import _store
+
+    path = tmp_path / "emb.sqlite"
+    keys, vecs = _filled(path)
+    real = _store._connect
+    tried = []
+
+    def connect(path, timeout, how):
+        tried.append(how)
+        if how == "rw":
+            raise sqlite3.OperationalError(message)
+        return real(path, timeout, how)
+
+    monkeypatch.setattr(_store, "_connect", connect)
+    got = _use_read_only(path, keys, vecs)
+    assert tried[:2] == ["rw", "ro"]
+    assert got["served"] == got["served_again"] == len(keys)
+    assert len(got["warnings"]) == 1  # the first write; the second is skipped quietly
+    assert "Cannot write" in got["warnings"][0]
+    monkeypatch.undo()
+    _sqlite_store.close_store(path)
+    c = EmbeddingCache(path)
+    assert len(c) == len(keys)  # nothing was written, nothing lost
+    c.close()
+
+
+def test_read_only_directory_serves_reads(tmp_path):
+    """Real: a valid cache in a directory this process cannot write (as 'nobody' under root)."""
+    import json
+    import shutil
+    import tempfile
+
+    # A folder outside tmp_path, whose parents are private to root.
+    folder = Path(tempfile.mkdtemp(prefix="xlmt-ro-", dir="/tmp"))
+    try:
+        path = folder / "emb.sqlite"
+        keys, vecs = _filled(path)
+        assert sorted(p.name for p in folder.iterdir()) == ["emb.sqlite"]
+        os.chmod(path, 0o644)
+        os.chmod(folder, 0o555)
+        if os.geteuid() != 0:
+            got = _use_read_only(path, keys, vecs)
+        else:  # root ignores permissions: drop to 'nobody' in a forked child
+            try:
+                import pwd
+
+                nobody = pwd.getpwnam("nobody")
+            except (ImportError, KeyError):
+                pytest.skip("running as root and there is no 'nobody' user to drop to")
+            read_end, write_end = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # the child: report through the pipe, never return to pytest
+                code = 1
+                try:
+                    os.close(read_end)
+                    os.setgid(nobody.pw_gid)
+                    os.setuid(nobody.pw_uid)
+                    result = _use_read_only(path, keys, vecs)
+                    os.write(write_end, json.dumps(result).encode())
+                    code = 0
+                finally:
+                    os._exit(code)
+            os.close(write_end)
+            with os.fdopen(read_end, "rb") as f:
+                out = f.read()
+            _, status = os.waitpid(pid, 0)
+            assert os.waitstatus_to_exitcode(status) == 0, "the child failed"
+            got = json.loads(out)
+        assert got["served"] == got["served_again"] == len(keys), got
+        assert len(got["warnings"]) == 1, got
+        assert "Cannot write" in got["warnings"][0], got
+        assert sorted(p.name for p in folder.iterdir()) == ["emb.sqlite"]
+    finally:
+        os.chmod(folder, 0o755)
+        shutil.rmtree(folder)

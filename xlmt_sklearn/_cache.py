@@ -232,8 +232,9 @@ class EmbeddingCache(CacheBase):
     Failures never raise: a corrupt or foreign file is moved aside to
     ``<path>.corrupt-<timestamp>`` and replaced by a fresh cache; a file that
     cannot be used at all (permissions, a directory in the way, ...) disables
-    this object for the rest of the process after one warning; a full disk or
-    read-only file disables writes only. SQLite needs working file locks, so do
+    this object for the rest of the process after one warning; a full disk, a
+    read-only file or a read-only directory (the file is then opened read-only)
+    disables writes only. SQLite needs working file locks, so do
     not put the cache on a network file system, and never copy another file over
     a cache that is in use (delete it, or call :meth:`clear`, instead).
 

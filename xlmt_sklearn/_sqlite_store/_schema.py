@@ -120,9 +120,10 @@ def _create_tables(conn: sqlite3.Connection) -> None:
         raise
 
 
-def _ensure_schema(conn: sqlite3.Connection) -> None:
+def _ensure_schema(conn: sqlite3.Connection, writable: bool = True) -> None:
     # Inspect before changing anything, so a foreign database is never switched to WAL.
-    if not _table_names(conn):
+    # A connection opened read-only (``writable=False``) only checks.
+    if writable and not _table_names(conn):
         _create_tables(conn)
     names = _table_names(conn)
     if not {"info", "entries"} <= names:
@@ -147,6 +148,8 @@ def _ensure_schema(conn: sqlite3.Connection) -> None:
         )
     if not {"blocks", "block_use", "block_dirs"} <= names:
         raise sqlite3.DatabaseError("file is not a database: cache tables missing")
+    if not writable:
+        return
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")  # in WAL mode: durable against process crashes
     # After a huge batch, shrink the WAL back instead of keeping its peak size on disk.

@@ -14,6 +14,7 @@ import os
 import sqlite3
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple, TypeVar
@@ -23,13 +24,21 @@ import numpy as np
 from . import _write
 from ._codec import Row, _key_ids
 from ._directory import read_directed
-from ._failures import CorruptStoreError, StoreClosedError, _is_corruption
+from ._failures import CorruptStoreError, StoreClosedError, _is_corruption, classify_error
 from ._files import _abandon, _create_private, _identity, _make_dirs, move_aside, refuse_links
 from ._read import read_index_rows
 from ._schema import _ensure_schema, _retry_busy
 from ._sql import _chunks
 
-__all__ = ["FAST_READS", "MMAP_SIZE", "READ_BATCH", "TOUCH_INTERVAL", "ReadResult", "SQLiteStore"]
+__all__ = [
+    "FAST_READS",
+    "MMAP_SIZE",
+    "OPEN_MODES",
+    "READ_BATCH",
+    "TOUCH_INTERVAL",
+    "ReadResult",
+    "SQLiteStore",
+]
 
 #: Keys read and decoded together by :meth:`SQLiteStore.get_many`.
 READ_BATCH = 1000
@@ -71,6 +80,47 @@ FastRead = Callable[
 FAST_READS: tuple[FastRead, ...] = (read_directed,)
 
 
+#: How a file is opened, in order: read-write; read-only (``?mode=ro``) when the
+#: read-write open fails because the file or its directory cannot be written (SQLite
+#: must create the ``-wal`` and ``-shm`` files next to a WAL database, so a
+#: read-only directory refuses even reads); ``?immutable=1`` when that fails too
+#: because those files do not exist and cannot be created: SQLite then reads the
+#: main file as it is, without locks or the WAL (a writer with more rights may
+#: change it meanwhile: whatever fails validation is a miss, a malformed page is
+#: treated as corruption). Writes on a read-only store fail with SQLITE_READONLY,
+#: which :class:`~xlmt_sklearn._cache.EmbeddingCache` reports once and then skips.
+OPEN_MODES = ("rw", "ro", "immutable")
+
+_SQLITE_CANTOPEN = 14
+
+
+def _connect(path: Path, timeout: float, how: str) -> sqlite3.Connection:
+    # One connection, opened as ``how`` (one of OPEN_MODES) says.
+    if how == "rw":
+        target, uri = str(path), False
+    else:
+        query = "mode=ro" if how == "ro" else "mode=ro&immutable=1"
+        target, uri = f"file:{urllib.parse.quote(str(path))}?{query}", True
+    return sqlite3.connect(
+        target, timeout=timeout, isolation_level=None, check_same_thread=False, uri=uri
+    )
+
+
+def _read_only_failure(exc: sqlite3.OperationalError, path: Path) -> bool:
+    # Whether opening ``path`` failed because something could not be written or
+    # created (worth a read-only attempt), rather than because it is unreadable.
+    code = getattr(exc, "sqlite_errorcode", None)
+    cantopen = (code is not None and code & 0xFF == _SQLITE_CANTOPEN) or (
+        "unable to open database file" in str(exc)
+    )
+    if not (cantopen or classify_error(exc) == "nowrite"):
+        return False
+    try:
+        return os.stat(path).st_size > 0  # an empty file has nothing to read
+    except OSError:
+        return False
+
+
 class ReadResult(NamedTuple):
     """What :meth:`SQLiteStore.get_many` found.
 
@@ -107,6 +157,12 @@ class SQLiteStore:
         Seconds to wait for another process's lock before failing with
         ``sqlite3.OperationalError("database is locked")``.
 
+    Attributes
+    ----------
+    readonly : bool
+        Whether the file could only be opened for reading (a read-only file or
+        directory, see :data:`OPEN_MODES`); writes then fail with SQLITE_READONLY.
+
     Raises
     ------
     CorruptStoreError
@@ -132,9 +188,22 @@ class SQLiteStore:
         _make_dirs(path.parent)
         _create_private(path)
         self.identity = _identity(path)
-        conn = sqlite3.connect(
-            str(path), timeout=timeout, isolation_level=None, check_same_thread=False
-        )
+        #: True when the file could only be opened for reading (see :data:`OPEN_MODES`).
+        self.readonly = False
+        for how in OPEN_MODES:
+            try:
+                self._conn = self._open(how)
+            except sqlite3.OperationalError as exc:
+                if how == OPEN_MODES[-1] or not _read_only_failure(exc, path):
+                    raise
+                continue
+            self.readonly = how != "rw"
+            return
+
+    def _open(self, how: str) -> sqlite3.Connection:
+        """Open :attr:`path` as ``how`` says (see :data:`OPEN_MODES`) and check its schema."""
+        path, timeout = self.path, self.timeout
+        conn = _connect(path, timeout, how)
         try:
             # A link swapped in between the checks and the open: SQLite followed it.
             # Leave that connection open (see _abandon): closing it could checkpoint
@@ -149,16 +218,14 @@ class SQLiteStore:
             raise
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-            # Reading pages through a memory map instead of read() calls more than doubles
-            # warm lookup speed; SQLite only maps, never writes, through it.
             conn.execute(f"PRAGMA mmap_size = {MMAP_SIZE}")
-            _retry_busy(lambda: _ensure_schema(conn), timeout)
+            _retry_busy(lambda: _ensure_schema(conn, writable=how == "rw"), timeout)
         except BaseException as exc:
             if _is_corruption(exc):
                 raise self._quarantine(conn, exc) from exc
             conn.close()
             raise
-        self._conn = conn
+        return conn
 
     # -- Private interface: housekeeping -----------------------------------------------
 
