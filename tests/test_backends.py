@@ -286,3 +286,27 @@ def test_auto_uses_openvino_where_the_rule_says(tiny_model_dir, monkeypatch):
     assert isinstance(encoder, rt.OpenVINOEncoder)
     ref = clone(vec).set_params(backend="torch").fit_transform(TEXTS)
     assert _cosines(vec.transform(TEXTS), ref).min() >= 0.999
+
+
+def test_cli_backend_option(tiny_model_dir, runtime, tmp_path, monkeypatch):
+    from collections import OrderedDict
+
+    from xlmt_sklearn.cli import main
+
+    # A fresh process's view: nothing compiled, an empty folder of converted models.
+    monkeypatch.setattr(rt, "_COMPILED", OrderedDict())
+    monkeypatch.setenv(CONVERTED_ENV, str(tmp_path / "converted"))
+
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(TEXTS[:3]), encoding="utf-8")
+    outs = {}
+    for backend in ("torch", runtime):
+        out = tmp_path / f"{backend}.npy"
+        argv = ["embed", str(src), "-o", str(out), "--model", str(tiny_model_dir), "--device",
+                "cpu", "--no-progress", "--backend", backend, "--dtype", "float32"]  # fmt: skip
+        assert main(argv) == 0
+        outs[backend] = np.load(out)
+    assert outs["torch"].shape == (3, 32)
+    np.testing.assert_allclose(outs[runtime], outs["torch"], atol=ATOL)
+    (manifest,) = (tmp_path / "converted").glob("*/manifest.json")  # the runtime ran
+    assert json.loads(manifest.read_text())["model"]["runtime"] == runtime

@@ -184,7 +184,7 @@ def _make_vectorizer(args: argparse.Namespace, cache: Any, progress: bool) -> An
         prefix=args.prefix, max_length=args.max_length, truncation=args.truncation,
         stride=args.stride, missing=args.missing, batch_size=args.batch_size,
         max_tokens=args.max_tokens, device=args.device, dtype=args.dtype,
-        quantize=args.quantize, cache=cache, progress=progress,
+        quantize=args.quantize, cache=cache, progress=progress, backend=args.backend,
     )  # fmt: skip
     if args.tokens:
         from ._token_vectorizer import XLMTTokenVectorizer

@@ -204,6 +204,11 @@ def _add_model_options(model: Any) -> None:
     model.add_argument("--revision", default=None, help="hub branch, tag or commit")
     model.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     model.add_argument(
+        "--backend", default="auto", choices=("auto", "torch", "openvino", "onnxruntime"),
+        help="what computes the model (default: auto = OpenVINO bf16 on CPUs with native "
+        "bf16 when installed, else torch; docs/backends.md)",
+    )  # fmt: skip
+    model.add_argument(
         "--dtype", default="auto", choices=DTYPES,
         help="compute dtype (default: auto = float32 on CPU, bf16/fp16 on GPU)",
     )  # fmt: skip
