@@ -268,8 +268,12 @@ def _padded(rows: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]
     return ids, mask
 
 
+@functools.cache
 def openvino_has_bf16() -> bool:
-    """Whether OpenVINO's CPU plugin runs bf16 natively here (AVX-512 BF16 or AMX)."""
+    """Whether OpenVINO's CPU plugin runs bf16 natively here (AVX-512 BF16 or AMX).
+
+    Asked once per process: every transform resolves ``dtype="auto"`` through it.
+    """
     import openvino as ov
 
     return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
