@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -295,3 +297,50 @@ def test_read_only_directory_serves_reads(tmp_path):
     finally:
         os.chmod(folder, 0o755)
         shutil.rmtree(folder)
+
+
+# --------------------------------------------------------------------------------------
+# The file truncated while another process reads it
+# --------------------------------------------------------------------------------------
+
+
+def _truncate_while_reading(tmp_path: Path, trials: int) -> None:
+    import random
+
+    dim, n = 256, 2000
+    rng = random.Random(7)
+    for trial in range(trials):
+        path = tmp_path / f"truncated-{trial}.sqlite"
+        c = EmbeddingCache(path)
+        keys = _cache_worker.keys_for(range(n))
+        c.put_many(keys, [_cache_worker.value_for(k, dim) for k in keys])
+        c.close()  # checkpointed: every page is in the main file
+        reader = _spawn("survive", str(path), str(n), str(dim), "0.3")
+        try:
+            assert reader.stdout.readline() == b"ready\n", reader.stderr.read().decode()
+            time.sleep(rng.uniform(0.02, 0.15))  # let it read a while first
+            size = path.stat().st_size
+            # A deep cut first: the pages a read touches next lie past the new end.
+            for fraction in (0.05, 0.0):
+                try:
+                    os.truncate(path, int(size * fraction))
+                except FileNotFoundError:
+                    break  # the reader found the damage and moved the file aside
+            out, err = reader.communicate(timeout=120)
+        finally:
+            if reader.poll() is None:
+                reader.kill()
+                reader.communicate()
+        assert reader.returncode != -signal.SIGBUS, "the reader was killed by SIGBUS"
+        assert reader.returncode == 0, err.decode()  # and every hit it got was right
+        assert out.startswith(b"done")
+
+
+def test_truncating_the_file_under_a_reader(tmp_path):
+    """No memory map over the file: a truncation mid-read is a miss, not a SIGBUS."""
+    _truncate_while_reading(tmp_path, trials=5)
+
+
+@pytest.mark.slow
+def test_truncating_the_file_under_a_reader_many_trials(tmp_path):
+    _truncate_while_reading(tmp_path, trials=20)
