@@ -19,11 +19,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-try:
-    import xlmt_sklearn  # noqa: F401
-except ImportError:  # not installed: test this checkout
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from tests._raw_cache import insert_raw
 from xlmt_sklearn import _cache, _sqlite_store
 from xlmt_sklearn._cache import (
