@@ -163,7 +163,7 @@ def bench_vectorizer(model_dir: Path, texts: list[str], tmp: Path, rounds: int, 
     from xlmt_sklearn import XLMTVectorizer
     from xlmt_sklearn._model import load_count
 
-    base = XLMTVectorizer(str(model_dir), device="cpu", progress=False).fit()
+    base = XLMTVectorizer(str(model_dir), device="cpu", backend="torch", progress=False).fit()
     base.transform(texts[:8])  # load the model once (shared registry), outside the timings
     counter = {"r": 0}
     state: dict[str, object] = {}
@@ -174,8 +174,9 @@ def bench_vectorizer(model_dir: Path, texts: list[str], tmp: Path, rounds: int, 
     def cold() -> None:
         counter["r"] += 1
         vec = XLMTVectorizer(
-            str(model_dir), device="cpu", progress=False, cache=tmp / f"vec-{counter['r']}.sqlite"
-        ).fit()
+            str(model_dir), device="cpu", backend="torch", progress=False,
+            cache=tmp / f"vec-{counter['r']}.sqlite",
+        ).fit()  # fmt: skip
         state["out"] = vec.transform(texts)
         state["vec"] = vec
 
@@ -220,10 +221,12 @@ def bench_gridsearch(
 
     grid = {"clf__C": [0.1, 1.0, 10.0]}
     out = {}
-    XLMTVectorizer(str(model_dir), device="cpu", progress=False).fit().transform(texts[:4])
+    warm_up = XLMTVectorizer(str(model_dir), device="cpu", backend="torch", progress=False)
+    warm_up.fit().transform(texts[:4])
     for name, cache in (("without cache", None), ("with cache", tmp / "grid.sqlite")):
         pipe = Pipeline([
-            ("emb", XLMTVectorizer(str(model_dir), device="cpu", progress=False, cache=cache)),
+            ("emb", XLMTVectorizer(str(model_dir), device="cpu", backend="torch",
+                                   progress=False, cache=cache)),
             ("clf", LogisticRegression(max_iter=2000)),
         ])  # fmt: skip
         gs = GridSearchCV(pipe, grid, cv=3, n_jobs=1)

@@ -84,7 +84,11 @@ def bench_model(
     from xlmt_sklearn import XLMTVectorizer
     from xlmt_sklearn.spark import embed_column
 
-    vec = XLMTVectorizer(str(model_dir), device="cpu", progress=False, batch_size=32).fit()
+    # torch float32 on both sides: what the table says (auto may pick OpenVINO bf16,
+    # whose vectors depend on batch composition within its tolerance).
+    vec = XLMTVectorizer(
+        str(model_dir), device="cpu", backend="torch", progress=False, batch_size=32
+    ).fit()
     df = spark.sparkContext.parallelize(list(enumerate(texts)), partitions).toDF(
         "id long, text string"
     )
