@@ -111,6 +111,25 @@ def test_openvino_bf16_close_to_float32(tiny_model_dir):
     assert _cosines(vec.transform(TEXTS), ref).min() >= 0.999
 
 
+def test_batch_plan_and_order_within_tolerance(tiny_model_dir, runtime):
+    """Float32 runtimes: batch size and order change nothing beyond 1e-5. OpenVINO bf16:
+    vectors vary with batch composition (padding, blocking), within cosine 0.999."""
+    texts = [*TEXTS, LONG, "ok", "a bit longer text with a few words"]
+    order = np.random.default_rng(0).permutation(len(texts))
+    dtypes = ["float32"] + (["auto"] if runtime == "openvino" and rt.openvino_has_bf16() else [])
+    for dtype in dtypes:
+        vec = XLMTVectorizer(str(tiny_model_dir), backend=runtime, dtype=dtype, device="cpu",
+                             progress=False)  # fmt: skip
+        ref = clone(vec).set_params(batch_size=32).fit_transform(texts)
+        one = clone(vec).set_params(batch_size=1).fit_transform(texts)
+        shuffled = clone(vec).set_params(batch_size=3).fit_transform([texts[i] for i in order])
+        for got in (one, shuffled[np.argsort(order)]):
+            if dtype == "float32":
+                np.testing.assert_allclose(got, ref, atol=1e-5)
+            else:
+                assert _cosines(got, ref).min() >= 0.999
+
+
 def _keys(est) -> list[bytes]:
     est.fit()
     return est._cache_keys(["hello"], est._encoders())
