@@ -102,7 +102,6 @@ class StoreModel(RuleBasedStateMachine):
         assert self.store.counts()[0] == len(self.model)
 
 
-@pytest.mark.xfail(strict=False, reason="TODO(#18): a row-id collision can touch the other row")
 @pytest.mark.parametrize("stride", [2, 10**9], ids=["directories", "index rows"])
 def test_the_store_behaves_like_a_dictionary(monkeypatch, stride):
     monkeypatch.setattr(S, "BLOCK_BYTES", 5 * DIM * 4)

@@ -344,6 +344,7 @@ class SQLiteStore:
         unique = list(dict.fromkeys(keys))
         ids = _key_ids(unique)
         key_of = dict(zip(ids, unique, strict=True))
+        wanted = set(unique)
         found: dict[bytes, tuple[np.ndarray, int]] = {}
         touch: list[int] = []
         invalid: list[int] = []
@@ -364,7 +365,11 @@ class SQLiteStore:
                     continue
                 got, stale, bad = read_index_rows(conn, part, stale_before)
                 found.update(got)
-                touch.extend(stale)
+                # A row holding another key under a requested row id (a collision) is a
+                # miss for that request: only hits are touched.
+                if stale:
+                    hit_ids = set(_key_ids([k for k in got if k in wanted]))
+                    touch.extend(i for i in stale if i in hit_ids)
                 invalid.extend(bad)
 
         self._run("", body)
