@@ -20,6 +20,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._encoders import EncodeOptions, Encoder
 from ._encoders_runtime import BACKENDS
+from ._mixins import ClassNameFeatureNamesMixin
 from ._params import StrOptions
 from ._pipeline import Request
 from ._preprocess import check_prefix, preprocess_identity_key
@@ -50,7 +51,7 @@ def validate_layers(layers: Any, num_hidden_layers: int, cls_name: str) -> tuple
     return tuple(int(v) for v in seq)
 
 
-class ModelFeaturizerMixin(TransformerMixin, BaseEstimator):
+class ModelFeaturizerMixin(ClassNameFeatureNamesMixin, TransformerMixin, BaseEstimator):
     """Fit/transform plumbing shared by the model-running estimators.
 
     Subclasses define ``__init__``, ``_parameter_constraints``, ``fit``,

@@ -17,9 +17,9 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
+from ._mixins import ClassNameFeatureNamesMixin, TokenInputMixin, as_ragged, token_input_width
 from ._options import LAYER_AGGREGATIONS
 from ._params import StrOptions, _fit_context
-from ._token_pooler import _as_ragged
 
 __all__ = ["LayerSelector"]
 
@@ -34,7 +34,10 @@ def _as_tuple(layers: Any, name: str) -> tuple[int, ...]:
     return tuple(int(v) for v in seq)
 
 
-class LayerSelector(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
+class LayerSelector(
+    TokenInputMixin, ClassNameFeatureNamesMixin, TransformerMixin, BaseEstimator,
+    auto_wrap_output_keys=None,
+):  # fmt: skip
     """Select and aggregate layers from token features that hold several layers.
 
     Parameters
@@ -92,13 +95,6 @@ class LayerSelector(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None)
         self.layer_aggregation = layer_aggregation
         self.source_layers = source_layers
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()  # input: token features, as TokenPooler's
-        tags.input_tags.two_d_array = False
-        tags.input_tags.three_d_array = True
-        tags.transformer_tags.preserves_dtype = ["float32"]
-        return tags
-
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any, y: Any = None) -> LayerSelector:
         """Check the layers and learn the width of one layer from ``X``.
@@ -125,13 +121,7 @@ class LayerSelector(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None)
                 f"token features do not hold (source_layers={list(source)}). Encode them with "
                 "XLMTTokenVectorizer(layers=..., layer_aggregation='concat')."
             )
-        mats = _as_ragged(X, "LayerSelector")
-        if isinstance(X, np.ndarray) and X.ndim == 3:
-            width = X.shape[-1]
-        elif mats:
-            width = mats[0].shape[1]
-        else:
-            raise ValueError("LayerSelector.fit needs at least one text to learn the width.")
+        width = token_input_width(X, as_ragged(X, "LayerSelector"), "LayerSelector")
         if width % len(source):
             raise ValueError(
                 f"Token vectors are {width} wide, which is not {len(source)} layers "
@@ -158,7 +148,7 @@ class LayerSelector(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None)
             Series with the input's index when ``X`` is one).
         """
         check_is_fitted(self)
-        mats = _as_ragged(X, "LayerSelector")
+        mats = as_ragged(X, "LayerSelector")
         h, n = self.hidden_size_, self.n_features_in_ // self.hidden_size_
         out = np.empty(len(mats), dtype=object)
         for i, m in enumerate(mats):
@@ -179,20 +169,6 @@ class LayerSelector(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None)
 
             return pd.Series(out, index=X.index, dtype=object)
         return out
-
-    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
-        """Names of the columns of one output token vector: ``layerselector0``, ...
-
-        Parameters
-        ----------
-        input_features : ignored
-
-        Returns
-        -------
-        ndarray of str objects
-        """
-        check_is_fitted(self)
-        return np.asarray([f"layerselector{i}" for i in range(self.n_features_out_)], dtype=object)
 
     def set_output(self, *, transform: str | None = None) -> LayerSelector:
         """Accepted for Pipelines; token features keep their container (a pandas input

@@ -8,36 +8,14 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
+from ._mixins import ClassNameFeatureNamesMixin, TokenInputMixin, as_ragged, token_input_width
 from ._params import StrOptions, _fit_context
 from ._pooling import l2_normalize_rows, pool_matrix
-from ._tokens import PaddedTokens
 
 __all__ = ["TokenPooler"]
 
 
-def _as_ragged(X: Any, owner: str = "TokenPooler") -> list[np.ndarray]:
-    """Token features in any accepted container -> one float32 (n_tokens, dim) array per text."""
-    if isinstance(X, PaddedTokens):
-        return [v[m] for v, m in zip(X.values, X.mask, strict=True)]
-    if isinstance(X, np.ndarray) and X.ndim == 3:
-        return list(X)
-    if isinstance(X, (str, bytes)) or not hasattr(X, "__len__"):
-        raise TypeError(
-            f"{owner} expects token features (a list/object array of 2-D arrays, a "
-            f"PaddedTokens or a 3-D array); got {type(X).__name__}."
-        )
-    out = []
-    for i, m in enumerate(X):
-        a = np.asarray(m, dtype=np.float32)
-        if a.ndim != 2:
-            raise ValueError(
-                f"{owner} expects a (n_tokens, dim) array per text; row {i} has shape {a.shape}."
-            )
-        out.append(a)
-    return out
-
-
-class TokenPooler(TransformerMixin, BaseEstimator):
+class TokenPooler(TokenInputMixin, ClassNameFeatureNamesMixin, TransformerMixin, BaseEstimator):
     """Pool per-token vectors into one vector per text.
 
     Put it after :class:`XLMTTokenVectorizer` to grid-search the pooling
@@ -79,15 +57,6 @@ class TokenPooler(TransformerMixin, BaseEstimator):
         self.pooling = pooling
         self.normalize = normalize
 
-    def __sklearn_tags__(self):
-        # The input is token features: ragged (n_tokens, dim) arrays per text, a
-        # PaddedTokens or a 3-D array, never a 2-D feature matrix; the output is float32.
-        tags = super().__sklearn_tags__()
-        tags.input_tags.two_d_array = False
-        tags.input_tags.three_d_array = True
-        tags.transformer_tags.preserves_dtype = ["float32"]
-        return tags
-
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any, y: Any = None) -> TokenPooler:
         """Record the token width.
@@ -102,14 +71,7 @@ class TokenPooler(TransformerMixin, BaseEstimator):
         -------
         self : TokenPooler
         """
-        mats = _as_ragged(X)
-        if isinstance(X, (PaddedTokens, np.ndarray)) and getattr(X, "ndim", 3) == 3:
-            dim = X.shape[-1]
-        elif mats:
-            dim = mats[0].shape[1]
-        else:
-            raise ValueError("TokenPooler.fit needs at least one text to learn the token width.")
-        self.n_features_in_ = int(dim)
+        self.n_features_in_ = token_input_width(X, as_ragged(X, "TokenPooler"), "TokenPooler")
         double = self.pooling in ("mean_max", "first_last")
         self.n_features_out_ = self.n_features_in_ * (2 if double else 1)
         return self
@@ -126,7 +88,7 @@ class TokenPooler(TransformerMixin, BaseEstimator):
         ndarray of shape (n_texts, n_features_out_), float32
         """
         check_is_fitted(self)
-        mats = _as_ragged(X)
+        mats = as_ragged(X, "TokenPooler")
         out = np.zeros((len(mats), self.n_features_out_), dtype=np.float32)
         d = self.n_features_in_
         for i, m in enumerate(mats):
@@ -137,17 +99,3 @@ class TokenPooler(TransformerMixin, BaseEstimator):
             if len(m):
                 out[i] = pool_matrix(m, self.pooling)
         return l2_normalize_rows(out) if self.normalize else out
-
-    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
-        """``tokenpooler0``, ``tokenpooler1``, ...
-
-        Parameters
-        ----------
-        input_features : ignored
-
-        Returns
-        -------
-        ndarray of str objects
-        """
-        check_is_fitted(self)
-        return np.asarray([f"tokenpooler{i}" for i in range(self.n_features_out_)], dtype=object)

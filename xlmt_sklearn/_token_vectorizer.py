@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sklearn.utils.validation import check_is_fitted
 
 from ._base import BACKEND_CONSTRAINTS, ModelFeaturizerMixin
 from ._dedupe import unique_texts
@@ -297,21 +296,6 @@ class XLMTTokenVectorizer(ModelFeaturizerMixin, auto_wrap_output_keys=None):
             batch.index, self.output, self.n_features_out_, words=self.granularity == "word",
             series=self._pandas_output(),
         )  # fmt: skip
-
-    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
-        """Names of the columns of one token vector: ``xlmttokenvectorizer0``, ...
-
-        Parameters
-        ----------
-        input_features : ignored
-
-        Returns
-        -------
-        ndarray of str objects
-        """
-        check_is_fitted(self)
-        prefix = type(self).__name__.lower()
-        return np.asarray([f"{prefix}{i}" for i in range(self.n_features_out_)], dtype=object)
 
     def set_output(self, *, transform: str | None = None) -> XLMTTokenVectorizer:
         """Set the output container, as a Pipeline's ``set_output`` does for every step.

@@ -7,7 +7,6 @@ from functools import partial
 from typing import Any
 
 import numpy as np
-from sklearn.utils.validation import check_is_fitted
 
 from ._base import BACKEND_CONSTRAINTS, ModelFeaturizerMixin, validate_layers
 from ._dedupe import unique_texts
@@ -264,21 +263,6 @@ class XLMTVectorizer(ModelFeaturizerMixin):
         for idx, arrays in stream(request):  # 4-9: cache, tokenize, encode, pool, store
             scatter.into(out, idx, arrays if derive is None else list(map(derive, arrays)))
         return out
-
-    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
-        """Output feature names: ``xlmtvectorizer0``, ``xlmtvectorizer1``, ...
-
-        Parameters
-        ----------
-        input_features : ignored
-
-        Returns
-        -------
-        ndarray of str objects
-        """
-        check_is_fitted(self)
-        prefix = type(self).__name__.lower()
-        return np.asarray([f"{prefix}{i}" for i in range(self.n_features_out_)], dtype=object)
 
     # ---------------------------------------------------------------- private
     def _texts(self, X: Any) -> tuple[TextBatch, list[str]]:
