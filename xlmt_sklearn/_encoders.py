@@ -40,6 +40,7 @@ import numpy as np
 
 __all__ = [
     "BatchOutput", "EncodeOptions", "Encoder", "TorchEncoder", "finish_batch", "make_encoders",
+    "pad_rows",
 ]  # fmt: skip
 
 
@@ -237,18 +238,23 @@ def finish_batch(
     return BatchOutput(pooled, tokens_np)
 
 
-def _padded_hidden(loaded: Any, rows: list[list[int]], layers: tuple[int, ...]):
-    """Hidden states of ``layers`` from the model itself, on a padded batch."""
-    import torch
-
-    pad_id = loaded.tokenizer.pad_token_id
-    pad_id = 0 if pad_id is None else int(pad_id)
+def pad_rows(rows: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """``input_ids`` and ``attention_mask`` (int64) of token-id rows padded to the longest."""
     width = max(len(r) for r in rows)
     ids = np.full((len(rows), width), pad_id, dtype=np.int64)
     mask = np.zeros((len(rows), width), dtype=np.int64)
     for k, r in enumerate(rows):
         ids[k, : len(r)] = r
         mask[k, : len(r)] = 1
+    return ids, mask
+
+
+def _padded_hidden(loaded: Any, rows: list[list[int]], layers: tuple[int, ...]):
+    """Hidden states of ``layers`` from the model itself, on a padded batch."""
+    import torch
+
+    pad_id = loaded.tokenizer.pad_token_id
+    ids, mask = pad_rows(rows, 0 if pad_id is None else int(pad_id))
     device = loaded.device
     t_ids, t_mask = torch.from_numpy(ids), torch.from_numpy(mask)
     if device.startswith("cuda"):

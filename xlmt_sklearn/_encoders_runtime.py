@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ._encoders import BatchOutput, EncodeOptions, Encoder, finish_batch
+from ._encoders import BatchOutput, EncodeOptions, Encoder, finish_batch, pad_rows
 
 __all__ = [
     "BACKENDS",
@@ -234,7 +234,7 @@ class RuntimeEncoder(Encoder):
 
         runner, lock = self.session(tuple(options.layers))
         pad_id = self.tokenizer().pad_token_id
-        ids, mask = _padded(rows, 0 if pad_id is None else int(pad_id))
+        ids, mask = pad_rows(rows, 0 if pad_id is None else int(pad_id))
         with lock:
             stacked = self._run(runner, ids, mask)
         hs = torch.from_numpy(np.ascontiguousarray(stacked, dtype=np.float32))
@@ -255,17 +255,6 @@ class RuntimeEncoder(Encoder):
     @abstractmethod
     def _run(self, runner: Any, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """The stacked hidden states, (n_layers, batch, seq, hidden) float32."""
-
-
-def _padded(rows: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """``input_ids`` and ``attention_mask`` (int64) of rows padded to the longest."""
-    width = max(len(r) for r in rows)
-    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
-    mask = np.zeros((len(rows), width), dtype=np.int64)
-    for k, r in enumerate(rows):
-        ids[k, : len(r)] = r
-        mask[k, : len(r)] = 1
-    return ids, mask
 
 
 @functools.cache
