@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import warnings
 
 # Tests must never touch the network: set before transformers/huggingface_hub import.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -46,6 +47,16 @@ def pytest_configure(config):
 
     # Two cores, shared: one torch thread keeps timings sane and tests independent.
     torch.set_num_threads(1)
+
+
+@pytest.fixture
+def no_warnings():
+    """Fail on any CacheWarning inside the test body."""
+    from xlmt_sklearn._errors import CacheWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CacheWarning)
+        yield
 
 
 @pytest.fixture(scope="session")

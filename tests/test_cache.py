@@ -11,7 +11,6 @@ import random
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import warnings
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 import pytest
 
 from tests._raw_cache import insert_raw
+from tests._subprocesses import CACHE_WORKER, spawn_cache_worker
 from xlmt_sklearn import _cache, _sqlite_store
 from xlmt_sklearn._cache import (
     CacheStats,
@@ -31,12 +31,10 @@ from xlmt_sklearn._cache import (
 )
 from xlmt_sklearn._errors import CacheWarning
 
-WORKER = str(Path(__file__).with_name("_cache_worker.py"))
-
 
 def _load_worker_module():
     # By file, so this works whether or not tests/ is a package.
-    spec = importlib.util.spec_from_file_location("_cache_worker", WORKER)
+    spec = importlib.util.spec_from_file_location("_cache_worker", CACHE_WORKER)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -58,23 +56,6 @@ def cache(tmp_path):
     c = EmbeddingCache(tmp_path / "emb.sqlite")
     yield c
     c.close()
-
-
-@pytest.fixture
-def no_warnings():
-    """Fail on any CacheWarning inside the test body."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", CacheWarning)
-        yield
-
-
-def _spawn(*args: str, stdin=None) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, WORKER, *args],
-        stdin=stdin,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
 
 
 def _assert_all_values_correct(path: Path, dim: int) -> int:
@@ -776,7 +757,9 @@ def test_concurrent_writers(tmp_path, n_procs):
     path = tmp_path / "shared.sqlite"
     dim = 64
     procs = [
-        _spawn("write", str(path), str(100 * j), str(100 * j + 300), "25", str(dim), stdin=-1)
+        spawn_cache_worker(
+            "write", str(path), str(100 * j), str(100 * j + 300), "25", str(dim), stdin=-1
+        )
         for j in range(n_procs)
     ]
     for p in procs:  # all started and imported: release them together
@@ -801,7 +784,7 @@ def test_writer_killed_mid_batch(tmp_path, no_warnings):
     dim = 768
     rng = random.Random(1234)
     for round_ in range(5):
-        proc = _spawn("hammer", str(path), str(dim), "250", str(round_))
+        proc = spawn_cache_worker("hammer", str(path), str(dim), "250", str(round_))
         assert proc.stdout.readline() == b"ready\n", proc.stderr.read().decode()
         try:
             proc.wait(timeout=rng.uniform(0.01, 0.3))
@@ -819,7 +802,7 @@ def test_clear_while_another_process_reads(tmp_path, no_warnings):
     keys = _cache_worker.keys_for(range(n))
     values = [_cache_worker.value_for(k, dim) for k in keys]
     c.put_many(keys, values)
-    reader = _spawn("read", str(path), str(n), str(dim), "1.0")
+    reader = spawn_cache_worker("read", str(path), str(n), str(dim), "1.0")
     assert reader.stdout.readline() == b"ready\n", reader.stderr.read().decode()
     for i in range(20):
         c.clear()

@@ -14,7 +14,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -22,38 +21,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests._subprocesses import CACHE_WORKER, spawn_cache_worker
 from xlmt_sklearn import _sqlite_store
 from xlmt_sklearn._cache import EmbeddingCache, make_keys
 from xlmt_sklearn._errors import CacheWarning
 
-WORKER = str(Path(__file__).with_name("_cache_worker.py"))
-
 
 def _load_worker_module():
-    spec = importlib.util.spec_from_file_location("_cache_worker", WORKER)
+    spec = importlib.util.spec_from_file_location("_cache_worker", CACHE_WORKER)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
 _cache_worker = _load_worker_module()
-
-
-@pytest.fixture
-def no_warnings():
-    """Fail on any CacheWarning inside the test body."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", CacheWarning)
-        yield
-
-
-def _spawn(*args: str, stdin=None) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, WORKER, *args],
-        stdin=stdin,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
 
 
 # --------------------------------------------------------------------------------------
@@ -63,7 +44,9 @@ def _spawn(*args: str, stdin=None) -> subprocess.Popen:
 
 def _interrupt_trials(path: Path, trials: int, seed: int) -> None:
     dim = 64
-    proc = _spawn("interrupt", str(path), str(trials), str(dim), str(seed), stdin=subprocess.PIPE)
+    proc = spawn_cache_worker(
+        "interrupt", str(path), str(trials), str(dim), str(seed), stdin=subprocess.PIPE
+    )
     try:
         line = proc.stdout.readline()
         assert line == f"interrupted {trials}\n".encode(), proc.stderr.read().decode()
@@ -310,7 +293,7 @@ def _truncate_while_reading(tmp_path: Path, trials: int) -> None:
         keys = _cache_worker.keys_for(range(n))
         c.put_many(keys, [_cache_worker.value_for(k, dim) for k in keys])
         c.close()  # checkpointed: every page is in the main file
-        reader = _spawn("survive", str(path), str(n), str(dim), "0.3")
+        reader = spawn_cache_worker("survive", str(path), str(n), str(dim), "0.3")
         try:
             assert reader.stdout.readline() == b"ready\n", reader.stderr.read().decode()
             time.sleep(rng.uniform(0.02, 0.15))  # let it read a while first

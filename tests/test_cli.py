@@ -12,11 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests._subprocesses import REPO, run_python
 from xlmt_sklearn import XLMTTokenVectorizer, XLMTVectorizer
 from xlmt_sklearn._cache import DEFAULT_FILENAME, EmbeddingCache
 from xlmt_sklearn.cli import build_parser, main
-
-REPO = Path(__file__).resolve().parents[1]
 
 TEXTS = [
     "hello world this is a tweet about the weather",
@@ -493,11 +492,7 @@ def test_bad_arguments_exit_2_before_torch_is_imported(tmp_path, tiny_model_dir)
         "heavy = [m for m in ('torch', 'transformers') if m in sys.modules]\n"
         "print(json.dumps([codes, heavy]))\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    res = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env,
-        cwd=tmp_path,
-    )  # fmt: skip
+    res = run_python(code, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
     codes, heavy = __import__("json").loads(res.stdout.strip().splitlines()[-1])
     assert codes == [2] * len(cases), res.stderr
@@ -569,8 +564,7 @@ def test_a_killed_write_leaves_a_temp_file_that_the_next_run_removes(tmp_path, t
         f"main(['embed', {str(src)!r}, '-o', {str(out)!r}, '--model', {str(tiny_model_dir)!r},"
         " '--device', 'cpu', '--no-progress'])\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=300, env=env)
+    res = run_python(code, timeout=300, text=False)
     assert res.returncode == -9, res.stderr[-2000:]
     left = [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
     assert len(left) == 1 and left[0].name.startswith(".out.npy.") and not out.exists()
@@ -664,11 +658,7 @@ def test_argument_errors_import_no_estimator_stack(tmp_path):
         "heavy = [m for m in ('sklearn', 'torch', 'transformers') if m in sys.modules]\n"
         "print(json.dumps([codes, heavy]))\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    res = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env,
-        cwd=tmp_path,
-    )  # fmt: skip
+    res = run_python(code, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
     codes, heavy = __import__("json").loads(res.stdout.strip().splitlines()[-1])
     assert codes == [2, 2] and heavy == [], res.stderr

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
+from tests._subprocesses import run_python
 from xlmt_sklearn import XLMTTokenVectorizer, XLMTVectorizer
 from xlmt_sklearn._distributed import (
     check_no_nulls,
@@ -19,8 +15,6 @@ from xlmt_sklearn._distributed import (
     rebuild,
     set_torch_threads,
 )
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def test_neither_integration_imports_the_other():
@@ -32,11 +26,7 @@ def test_neither_integration_imports_the_other():
         "import xlmt_sklearn.spark\n"
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
-        timeout=120,
-    )  # fmt: skip
+    proc = run_python(code)
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
