@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import importlib.util
 import os
 import pickle
 import random
@@ -18,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests import _cache_worker
 from tests._raw_cache import insert_raw
-from tests._subprocesses import CACHE_WORKER, spawn_cache_worker
+from tests._subprocesses import spawn_cache_worker
 from xlmt_sklearn import _cache, _sqlite_store
 from xlmt_sklearn._cache import (
     CacheStats,
@@ -30,17 +30,6 @@ from xlmt_sklearn._cache import (
     parse_size,
 )
 from xlmt_sklearn._errors import CacheWarning
-
-
-def _load_worker_module():
-    # By file, so this works whether or not tests/ is a package.
-    spec = importlib.util.spec_from_file_location("_cache_worker", CACHE_WORKER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_cache_worker = _load_worker_module()
 
 
 def _vectors(n: int, dim: int = 16, start: int = 0) -> list[np.ndarray]:

@@ -9,7 +9,6 @@ or may crash run in subprocesses (``_cache_worker.py``).
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import sqlite3
@@ -21,21 +20,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests._subprocesses import CACHE_WORKER, spawn_cache_worker
+from tests import _cache_worker
+from tests._subprocesses import spawn_cache_worker
 from xlmt_sklearn import _sqlite_store
 from xlmt_sklearn._cache import EmbeddingCache, make_keys
 from xlmt_sklearn._errors import CacheWarning
-
-
-def _load_worker_module():
-    spec = importlib.util.spec_from_file_location("_cache_worker", CACHE_WORKER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_cache_worker = _load_worker_module()
-
 
 # --------------------------------------------------------------------------------------
 # Ctrl-C during a cached operation
