@@ -443,6 +443,8 @@ def _str_options(constraints: list) -> set[str]:
         ("truncation", "TRUNCATION_MODES", XLMTVectorizer),
         ("missing", "MISSING_POLICIES", XLMTVectorizer),
         ("dtype", "DTYPES", XLMTVectorizer),
+        ("backend", "BACKENDS", XLMTVectorizer),
+        ("backend", "BACKENDS", XLMTTokenVectorizer),
         ("quantize", "QUANTIZE_MODES", XLMTVectorizer),
         ("granularity", "GRANULARITIES", XLMTTokenVectorizer),
         ("word_vector", "WORD_VECTORS", XLMTTokenVectorizer),

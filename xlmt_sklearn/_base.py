@@ -19,8 +19,8 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from ._encoders import EncodeOptions, Encoder
-from ._encoders_runtime import BACKENDS
 from ._mixins import ClassNameFeatureNamesMixin
+from ._options import BACKENDS
 from ._params import StrOptions
 from ._pipeline import Request
 from ._preprocess import check_prefix, preprocess_identity_key

@@ -9,6 +9,7 @@ from the same tuples.
 from __future__ import annotations
 
 __all__ = [
+    "BACKENDS",
     "DTYPES",
     "GRANULARITIES",
     "LAYER_AGGREGATIONS",
@@ -24,6 +25,7 @@ POOLING_MODES = ("mean", "cls", "max", "mean_max")
 LAYER_AGGREGATIONS = ("mean", "concat")
 TRUNCATION_MODES = ("warn", "error", "window")
 MISSING_POLICIES = ("error", "empty", "zeros")
+BACKENDS = ("auto", "torch", "openvino", "onnxruntime")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 QUANTIZE_MODES = ("int8",)
 PREPROCESSORS = ("xlmt",)

@@ -21,6 +21,7 @@ from sklearn.utils._param_validation import (
 )
 
 __all__ = [
+    "BACKENDS",
     "DTYPES",
     "GRANULARITIES",
     "LAYER_AGGREGATIONS",
@@ -43,6 +44,7 @@ __all__ = [
 ]
 
 from ._options import (
+    BACKENDS,
     DTYPES,
     GRANULARITIES,
     LAYER_AGGREGATIONS,

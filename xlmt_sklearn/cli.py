@@ -47,6 +47,7 @@ from ._cli_commands import (
     say,
 )
 from ._options import (
+    BACKENDS,
     DTYPES,
     GRANULARITIES,
     LAYER_AGGREGATIONS,
@@ -204,7 +205,7 @@ def _add_model_options(model: Any) -> None:
     model.add_argument("--revision", default=None, help="hub branch, tag or commit")
     model.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     model.add_argument(
-        "--backend", default="auto", choices=("auto", "torch", "openvino", "onnxruntime"),
+        "--backend", default="auto", choices=BACKENDS,
         help="what computes the model (default: auto = OpenVINO bf16 on CPUs with native "
         "bf16 when installed, else torch; docs/backends.md)",
     )  # fmt: skip
