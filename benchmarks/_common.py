@@ -419,6 +419,8 @@ def assemble_docs() -> Path:
     parts.append(
         _section(RESULTS / "cache.md", "Cache", "Not run yet: `python benchmarks/bench_cache.py`")
     )
+    if (RESULTS / "cache_notes.md").is_file():  # hand-written analysis next to the table
+        parts.append((RESULTS / "cache_notes.md").read_text(encoding="utf-8").strip() + "\n")
     parts.append(
         _section(RESULTS / "spark.md", "Spark", "Not run yet: `python benchmarks/bench_spark.py`")
     )
