@@ -35,11 +35,25 @@ def test_payload_round_trip_equals_the_fitted_estimator(tiny_model_dir):
     cls, params, state = fitted_payload(vec)
     assert cls is XLMTVectorizer and not hasattr(vec, "model_identity_")  # fitted on a clone
     assert params["progress"] is False and params["pooling"] == "cls"
-    assert state and all(k.endswith("_") and not k.startswith("_") for k in state)
+    assert state and all(k.endswith("_") for k in state)
+    assert {k for k in state if k.startswith("_")} == {"_fitted_params_"}
     est = rebuild(cls, params, state)
     texts = ["hello world", "@maria hola"]
     expected = vec.set_params(progress=False).fit_transform(texts)
     np.testing.assert_allclose(est.transform(texts), expected, atol=1e-6)
+
+
+def test_payload_of_a_vectorizer_changed_after_fit_is_refused(tiny_model_dir):
+    """Workers would run the new parameters with the old fitted state: refuse on the driver."""
+    vec = XLMTVectorizer(str(tiny_model_dir), device="cpu").fit()
+    cls, params, state = fitted_payload(vec)
+    vec.set_params(layers=0)
+    with pytest.raises(ValueError, match=r"'layers' parameter\(s\) .* changed after fit"):
+        fitted_payload(vec)
+    # A worker rebuilt from a payload checks too.
+    est = rebuild(cls, {**params, "layers": 0}, state)
+    with pytest.raises(ValueError, match="changed after fit"):
+        est.transform(["hello"])
 
 
 def test_payload_refuses_what_is_not_a_transformer():

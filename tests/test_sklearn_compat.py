@@ -241,6 +241,18 @@ def test_changing_a_fitted_parameter_asks_for_fit_again(tiny_model_dir, cls, par
         assert len(est.fit().transform(TEXTS[:2])) == 2  # refitted: fine
 
 
+@pytest.mark.parametrize("param", ["layers", "cache_layers"])
+def test_array_parameters_compare_by_value_after_fit(tiny_model_dir, param):
+    """Array-like layers/cache_layers: transform works; a changed array asks for fit again."""
+    vec = XLMTVectorizer(str(tiny_model_dir), device="cpu", **{param: np.array([1, 2])}).fit()
+    assert vec.transform(TEXTS[:2]).shape[0] == 2
+    vec.set_params(**{param: np.array([1, 2])})  # equal values: still fitted
+    assert vec.transform(TEXTS[:2]).shape[0] == 2
+    vec.set_params(**{param: np.array([0, 2])})
+    with pytest.raises(ValueError, match=rf"'{param}' parameter\(s\) .* changed after fit"):
+        vec.transform(TEXTS[:2])
+
+
 def test_parameters_fit_does_not_use_change_freely(tiny_model_dir, tmp_path):
     vec = XLMTVectorizer(str(tiny_model_dir), device="cpu").fit()
     want = vec.transform(TEXTS[:3])

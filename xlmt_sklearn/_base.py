@@ -51,6 +51,15 @@ def validate_layers(layers: Any, num_hidden_layers: int, cls_name: str) -> tuple
     return tuple(int(v) for v in seq)
 
 
+def _changed(before: Any, now: Any) -> bool:
+    """Whether a parameter differs from its value at fit (arrays compare by value)."""
+    before, now = (v.tolist() if isinstance(v, np.ndarray) else v for v in (before, now))
+    try:
+        return bool(before != now)
+    except (TypeError, ValueError):  # no truth value for != (an array-like of another kind)
+        return before is not now
+
+
 class ModelFeaturizerMixin(ClassNameFeatureNamesMixin, TransformerMixin, BaseEstimator):
     """Fit/transform plumbing shared by the model-running estimators.
 
@@ -128,7 +137,7 @@ class ModelFeaturizerMixin(ClassNameFeatureNamesMixin, TransformerMixin, BaseEst
         """Fitted, and with the parameters it was fitted with (see :attr:`_fit_params`)."""
         check_is_fitted(self)
         fitted = getattr(self, "_fitted_params_", None)  # absent in pickles of older versions
-        changed = [k for k in fitted or () if fitted[k] != getattr(self, k)]
+        changed = [k for k in fitted or () if _changed(fitted[k], getattr(self, k))]
         if changed:
             what = ", ".join(f"{k}={fitted[k]!r} -> {getattr(self, k)!r}" for k in changed)
             raise ValueError(

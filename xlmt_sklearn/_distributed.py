@@ -56,6 +56,8 @@ def fitted_payload(vectorizer: Any) -> tuple[type, dict[str, Any], dict[str, Any
     ------
     TypeError
         When ``vectorizer`` is not a scikit-learn transformer.
+    ValueError
+        When a parameter of a fitted vectorizer changed after ``fit``.
     """
     from sklearn.base import clone
     from sklearn.exceptions import NotFittedError
@@ -71,10 +73,17 @@ def fitted_payload(vectorizer: Any) -> tuple[type, dict[str, Any], dict[str, Any
         fitted = vectorizer
     except NotFittedError:
         fitted = clone(vectorizer).fit()
+    if hasattr(fitted, "_check_fitted"):  # parameters changed after fit: say so here, not later
+        fitted._check_fitted()
     params = fitted.get_params(deep=False)
     if "progress" in params:
         params["progress"] = False
-    state = {k: v for k, v in vars(fitted).items() if k.endswith("_") and not k.startswith("_")}
+    # Public fitted attributes, and what workers check parameters against.
+    state = {
+        k: v
+        for k, v in vars(fitted).items()
+        if k.endswith("_") and (not k.startswith("_") or k == "_fitted_params_")
+    }
     return type(fitted), params, state
 
 
