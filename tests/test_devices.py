@@ -199,6 +199,36 @@ def test_an_error_on_one_device_stops_the_run_and_is_raised():
     assert sorted(got) == sorted(done)  # everything computed reached the caller
 
 
+def test_out_of_memory_halves_the_batch_after_releasing_the_failed_one():
+    """A batch that runs out of memory is split in halves, retried once the failed
+    forward's objects are gone (the error's traceback no longer holds them)."""
+    import weakref
+
+    class Tensor:  # what a failed forward leaves behind
+        pass
+
+    failed: list[weakref.ref] = []
+    alive_at_retry: list[bool] = []
+    released = []
+
+    def work(batch, device):
+        if failed:
+            alive_at_retry.append(failed[-1]() is not None)
+        if len(batch) > 2:
+            scratch = Tensor()
+            failed.append(weakref.ref(scratch))
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return batch.tolist()
+
+    device = SimpleNamespace(
+        device="cuda:0", is_out_of_memory=lambda exc: "out of memory" in str(exc),
+        after_out_of_memory=lambda: released.append(True),
+    )  # fmt: skip
+    got = list(_scheduler.computed([device], [np.arange(8)], work))
+    assert got == [[0, 1], [2, 3], [4, 5], [6, 7]]
+    assert len(released) == 3 and alive_at_retry and not any(alive_at_retry)
+
+
 # ----------------------------------------------------------------------- overlapped delivery
 
 

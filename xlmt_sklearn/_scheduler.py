@@ -92,6 +92,9 @@ def wants_overlap(device_names: Sequence[str]) -> bool:
     )
 
 
+_OUT_OF_MEMORY: Any = object()  # marks a batch that ran out of memory
+
+
 def _with_backoff(
     compute: Callable[[np.ndarray, Any], T], batch: np.ndarray, device: Any
 ) -> Iterator[T]:
@@ -101,12 +104,16 @@ def _with_backoff(
     except (RuntimeError, MemoryError) as exc:
         if not device.is_out_of_memory(exc) or len(batch) == 1:
             raise
-        device.after_out_of_memory()
-        half = len(batch) // 2
-        yield from _with_backoff(compute, batch[:half], device)
-        yield from _with_backoff(compute, batch[half:], device)
+        result = _OUT_OF_MEMORY
+    if result is not _OUT_OF_MEMORY:
+        yield result  # outside the try: the caller's errors are never retried
         return
-    yield result  # outside the try: the caller's errors are never retried
+    # Retried outside the except block: the error's traceback (and the failed forward's
+    # tensors it keeps alive) is gone before the halves run and memory is released.
+    device.after_out_of_memory()
+    half = len(batch) // 2
+    yield from _with_backoff(compute, batch[:half], device)
+    yield from _with_backoff(compute, batch[half:], device)
 
 
 def computed(
