@@ -229,6 +229,22 @@ def test_out_of_memory_halves_the_batch_after_releasing_the_failed_one():
     assert len(released) == 3 and alive_at_retry and not any(alive_at_retry)
 
 
+def test_more_devices_than_the_registry_holds_load_once_per_call(tiny_model_dir, monkeypatch):
+    """Three replicas with XLMT_SKLEARN_MAX_MODELS=2: each loads once per transform, not
+    once per batch (they used to evict each other from the registry)."""
+    from xlmt_sklearn import _model
+
+    monkeypatch.setenv("XLMT_SKLEARN_MAX_MODELS", "2")
+    vec = XLMTVectorizer(str(tiny_model_dir), device=["cpu", "cpu:0", "cpu:1"], batch_size=1,
+                         progress=False).fit()  # fmt: skip
+    texts = [f"text number {i} " * (1 + i % 5) for i in range(16)]
+    before = _model.load_count()["model"]
+    out = vec.transform(texts)
+    assert _model.load_count()["model"] - before <= 3
+    ref = XLMTVectorizer(str(tiny_model_dir), device="cpu", progress=False).fit_transform(texts)
+    np.testing.assert_allclose(out, ref, atol=1e-5)
+
+
 # ----------------------------------------------------------------------- overlapped delivery
 
 

@@ -158,12 +158,16 @@ class TorchEncoder(Encoder):
         return {"dtype": self.dtype, "quantize": quantize}
 
     def loaded(self) -> Any:
-        """The registry's :class:`~xlmt_sklearn._model.LoadedModel` (loads it once)."""
-        if self._loaded is not None:
-            return self._loaded
-        from ._model import get_model
+        """The registry's :class:`~xlmt_sklearn._model.LoadedModel`, kept for this encoder's life.
 
-        return get_model(self.spec)
+        Encoders live for one call; holding the model here means that more devices
+        than ``XLMT_SKLEARN_MAX_MODELS`` cannot evict each other batch after batch.
+        """
+        if self._loaded is None:
+            from ._model import get_model
+
+            self._loaded = get_model(self.spec)
+        return self._loaded
 
     def load(self) -> None:
         self.loaded()
