@@ -233,6 +233,20 @@ def test_hub_probe_opens_no_connection_when_offline(monkeypatch):
     assert _hub_reachable() is False
 
 
+def test_hub_probe_defers_to_a_proxy(monkeypatch):
+    """Behind HTTPS_PROXY a direct TCP probe fails although the hub client would get through."""
+    import socket
+
+    from huggingface_hub import constants
+
+    from xlmt_sklearn._model import _hub_reachable
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
+    monkeypatch.setattr(socket, "create_connection", _never_called)
+    assert _hub_reachable() is True
+
+
 def _save_without(tiny_model_dir, dst, drop):
     from safetensors.torch import load_file, save_file
 

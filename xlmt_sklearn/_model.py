@@ -94,14 +94,21 @@ def _refuse_local_typo(name: str) -> None:
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the Hugging Face hub answers a TCP connection (False when ``HF_HUB_OFFLINE``)."""
+    """Whether the Hugging Face hub answers a TCP connection (False when ``HF_HUB_OFFLINE``).
+
+    Behind a proxy (``HTTPS_PROXY`` and the like) a direct connection proves nothing:
+    the answer is True and the hub client, which uses the proxy, decides.
+    """
     from urllib.parse import urlsplit
+    from urllib.request import getproxies
 
     from huggingface_hub import constants
 
     if constants.HF_HUB_OFFLINE:
         return False
     url = urlsplit(constants.ENDPOINT)
+    if url.scheme in getproxies():
+        return True
     port = url.port or (443 if url.scheme == "https" else 80)
     try:
         with socket.create_connection((url.hostname, port), timeout=timeout):
