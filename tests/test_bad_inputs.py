@@ -264,6 +264,9 @@ def test_nested_lists(vec, tok):
     assert [m.shape[1] for m in out] == [DIM, DIM]
     with pytest.raises(TypeError, match="Mixed input: row 0 is a list of words but row 1 is a str"):
         tok.transform([["hello"], "world"])
+    with pytest.raises(TypeError, match="Mixed input: row 1 is a list of words but row 2 is a str"):
+        tok.set_params(missing="empty").transform([None, ["hello"], "world"])
+    tok.set_params(missing="error")
     with pytest.raises(TypeError, match=r"lists of str; row 0 holds a list"):
         tok.transform([[["too", "deep"]]])
     with pytest.raises(TypeError, match=r"lists of str; row 1 holds a int"):

@@ -664,3 +664,14 @@ def test_argument_errors_import_no_estimator_stack(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     codes, heavy = __import__("json").loads(res.stdout.strip().splitlines()[-1])
     assert codes == [2, 2] and heavy == [], res.stderr
+
+
+def test_missing_backend_runtime_is_one_line(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    """--backend openvino without openvino: the pip command, exit 2, no traceback."""
+    monkeypatch.setitem(__import__("sys").modules, "openvino", None)
+    (tmp_path / "in.txt").write_text("hello\n", encoding="utf-8")
+    code = embed(tiny_model_dir, str(tmp_path / "in.txt"), "-o", str(tmp_path / "o.npy"),
+                 "--backend", "openvino")  # fmt: skip
+    assert code == 2
+    assert 'pip install "xlmt-sklearn[openvino]"' in error_of(capsys)
+

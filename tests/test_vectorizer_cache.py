@@ -306,7 +306,7 @@ def test_cache_layers_subset_and_validation(tiny_model_dir, tmp_path):
     outside = clone(vec).set_params(layers=-2).fit()  # layer 1 is not cached: encoded as usual
     want = clone(fresh).set_params(layers=-2).fit().transform(TEXTS)
     np.testing.assert_array_equal(outside.transform(TEXTS), want)
-    with pytest.raises(ValueError, match=r"'layers' parameter of XLMTVectorizer indexes"):
+    with pytest.raises(ValueError, match=r"'cache_layers' parameter of XLMTVectorizer indexes"):
         clone(vec).set_params(cache_layers=[5]).fit()
     with pytest.raises(ValueError, match=r"'cache_layers' parameter of XLMTVectorizer"):
         clone(vec).set_params(cache_layers="some").fit()

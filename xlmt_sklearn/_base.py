@@ -31,21 +31,23 @@ __all__ = ["BACKEND_CONSTRAINTS", "ModelFeaturizerMixin", "validate_layers"]
 BACKEND_CONSTRAINTS: dict = {"backend": [StrOptions(set(BACKENDS))]}
 
 
-def validate_layers(layers: Any, num_hidden_layers: int, cls_name: str) -> tuple[int, ...]:
-    """Normalise ``layers`` to a tuple and check it against the model depth."""
+def validate_layers(
+    layers: Any, num_hidden_layers: int, cls_name: str, param: str = "layers"
+) -> tuple[int, ...]:
+    """Normalise ``layers`` (parameter ``param``) to a tuple; check it against the depth."""
     seq = (layers,) if isinstance(layers, Integral) else tuple(layers)
     if not seq:
-        raise ValueError(f"The 'layers' parameter of {cls_name} must not be empty.")
+        raise ValueError(f"The {param!r} parameter of {cls_name} must not be empty.")
     n = num_hidden_layers + 1  # hidden_states = embeddings + one per layer
     for v in seq:
         if not isinstance(v, Integral) or isinstance(v, bool):
             raise ValueError(
-                f"The 'layers' parameter of {cls_name} must be an int or a sequence of ints; "
+                f"The {param!r} parameter of {cls_name} must be an int or a sequence of ints; "
                 f"got {layers!r}."
             )
         if not -n <= v < n:
             raise ValueError(
-                f"The 'layers' parameter of {cls_name} indexes hidden_states, which has {n} "
+                f"The {param!r} parameter of {cls_name} indexes hidden_states, which has {n} "
                 f"entries for this model (valid: {-n}..{n - 1}); got {v}."
             )
     return tuple(int(v) for v in seq)

@@ -265,6 +265,8 @@ def _encode(vectorizer: Any, texts: Any, model: str, cache: Any) -> Any | None:
                 vectorizer.fit()
             except (TypeError, ValueError) as exc:  # parameter validation against the model
                 raise CLIError(str(exc)) from None
+            except ImportError as exc:  # --backend without its runtime: the message names the pip
+                raise CLIError(str(exc)) from None
             with _reported_warnings():
                 return vectorizer.transform(texts)
     except ModelLoadError as exc:

@@ -228,13 +228,15 @@ def _refuse_missing(positions: list[int]) -> None:
 def _word_rows(values: list[Any], index: Any, name: str | None, missing: str) -> TextBatch:
     """Pre-split rows: every non-missing row a list of str."""
     missing_pos = []
+    first = None  # the first non-missing row: a list of words, which made this word input
     for i, v in enumerate(values):
         if is_missing(v):
             missing_pos.append(i)
             continue
+        first = i if first is None else first
         if not isinstance(v, (list, tuple, np.ndarray)):
             raise TypeError(
-                f"Mixed input: row 0 is a list of words but row {i} is a "
+                f"Mixed input: row {first} is a list of words but row {i} is a "
                 f"{type(v).__name__}. Pass all texts or all word lists."
             )
         for w in v:

@@ -279,7 +279,7 @@ class XLMTVectorizer(ModelFeaturizerMixin):
         n = self.model_identity_.num_hidden_layers + 1
         if isinstance(self.cache_layers, str):  # "all" (the constraint allows no other str)
             return tuple(range(n))
-        layers = validate_layers(self.cache_layers, n - 1, type(self).__name__)
+        layers = validate_layers(self.cache_layers, n - 1, type(self).__name__, "cache_layers")
         return tuple(sorted({v % n for v in layers}))
 
     def _pooled_request(self, uniq: list[str], positions: Any, n_total: int) -> tuple[Any, Any]:
