@@ -83,8 +83,9 @@ class Request:
         ``NullCache`` or a user object behind the :class:`CacheBase` interface.
     options : EncodeOptions
         Layers, pooling, batch sizes.
-    expected_shape : callable (index, array) -> bool
-        Validates a cached value; a value of the wrong shape is a miss.
+    expected_shapes : sequence of tuple of int
+        The shape of each distinct input's value; a cached value of another
+        shape is a miss.
     max_length, stride : int
         Tokenization limits (``stride`` for windows).
     truncation : {"warn", "error", "window"}
@@ -111,7 +112,7 @@ class Request:
     encoders: Sequence[Encoder]
     cache: CacheBase
     options: EncodeOptions
-    expected_shape: Callable[[int, np.ndarray], bool]
+    expected_shapes: Sequence[tuple[int, ...]]
     max_length: int
     stride: int
     truncation: str
@@ -245,7 +246,7 @@ def _lookup(
         part = range(b, min(b + LOOKUP_BATCH, int(idx[-1]) + 1))
         got, arrays, metas = [], [], []
         for i, hit in zip(part, req.cache.get_many(req.keys[part.start : part.stop]), strict=True):
-            if hit is not None and req.expected_shape(i, hit[0]):
+            if hit is not None and hit[0].shape == req.expected_shapes[i]:
                 got.append(i)
                 arrays.append(np.asarray(hit[0], dtype=np.float32))
                 metas.append(bool(hit[1]))

@@ -280,10 +280,10 @@ class XLMTTokenVectorizer(ModelFeaturizerMixin, auto_wrap_output_keys=None):
         docs = [docs_all[j] for j in np.unique(inverse, return_index=True)[1]]
         tokenizer = self._encoders()[0].tokenizer()
         enc = self._tokenize(tokenizer, docs, batch.words)
+        shapes = [(self._n_rows(enc, i), self.n_features_out_) for i in range(len(docs))]
         request = self._request(
             uniq_keys, self._encode_options(), positions=scatter.positions, n_total=len(batch),
-            expected_shape=lambda i, a: a.shape == (self._n_rows(enc, i), self.n_features_out_),
-            encoded=enc,
+            expected_shapes=shapes, encoded=enc,
         )  # fmt: skip
         mats: list[np.ndarray] = [np.empty(0)] * len(docs)
         for idx, arrays in stream(request):  # 4-9: cache, encode (token matrices), store

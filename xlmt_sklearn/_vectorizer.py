@@ -299,7 +299,7 @@ class XLMTVectorizer(ModelFeaturizerMixin):
         ):
             return self._request(
                 uniq, self._encode_options(), positions=positions, n_total=n_total,
-                expected_shape=lambda _, a: a.shape == (self.n_features_out_,),
+                expected_shapes=[(self.n_features_out_,)] * len(uniq),
             ), None  # fmt: skip
         shape = stats_shape(len(source), self.model_identity_.hidden_size)
         options = EncodeOptions(
@@ -309,7 +309,7 @@ class XLMTVectorizer(ModelFeaturizerMixin):
         fingerprint = {**self._vector_options(), "layers": list(source), "layer_aggregation": None}
         request = self._request(
             uniq, options, positions=positions, n_total=n_total,
-            expected_shape=lambda _, a: a.shape == shape, kind="layer_stats",
+            expected_shapes=[shape] * len(uniq), kind="layer_stats",
             fingerprint_options=fingerprint, finish=partial(layer_stats, n_layers=len(source)),
         )  # fmt: skip
         return request, partial(
