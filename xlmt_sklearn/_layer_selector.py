@@ -56,6 +56,10 @@ class LayerSelector(
     ----------
     n_features_in_ : int
         Width of one input token vector (all source layers).
+    hidden_size_ : int
+        Width of one layer: ``n_features_in_ / len(source_layers)``.
+    columns_ : tuple of int
+        Positions in ``source_layers`` of the selected layers.
     n_features_out_ : int
         Width of one output token vector.
 

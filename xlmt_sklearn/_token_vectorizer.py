@@ -126,14 +126,16 @@ class XLMTTokenVectorizer(ModelFeaturizerMixin, auto_wrap_output_keys=None):
         bf16 natively (AVX-512 BF16, AMX: measured faster), else torch.
         Vectors of each backend and precision are cached apart.
     dtype : {"auto", "float32", "float16", "bfloat16"}, default="auto"
-        Compute dtype (float32 on CPU under ``"auto"``; with ``backend="openvino"``,
-        bfloat16 on CPUs that run it natively); output is float32.
+        Compute dtype, as in :class:`XLMTVectorizer` (``"auto"`` on a CPU: float32,
+        or bfloat16 with OpenVINO on CPUs that run it natively); output is float32.
     quantize : {"int8"} or None, default=None
         Dynamic int8 quantization of the linear layers (CPU only).
     compile : bool, default=False
         ``torch.compile`` the model.
-    cache : str, os.PathLike, EmbeddingCache or None, default=None
-        Per-text disk cache of token matrices.
+    cache : str, os.PathLike, EmbeddingCache, CacheBase or None, default=None
+        Per-text disk cache of token matrices: a path, an
+        :class:`EmbeddingCache`, or any :class:`CacheBase` (or object with
+        ``get_many``/``put_many``).
     cache_dtype : {"float32", "float16"}, default="float32"
         Precision of cached matrices. ``"float16"`` halves the disk; every
         value is then rounded to float16 (relative error <= 2**-11, about
@@ -257,7 +259,7 @@ class XLMTTokenVectorizer(ModelFeaturizerMixin, auto_wrap_output_keys=None):
         )
         return self
 
-    def transform(self, X: Any):
+    def transform(self, X: Any) -> Any:
         """Token vectors for every text of ``X``.
 
         Parameters

@@ -49,6 +49,7 @@ class PaddedTokens:
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """``(n_texts, max_tokens, dim)``, the shape of ``values``."""
         return self.values.shape
 
 

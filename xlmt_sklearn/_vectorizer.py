@@ -94,9 +94,10 @@ class XLMTVectorizer(ModelFeaturizerMixin):
         bf16 natively (AVX-512 BF16, AMX: measured faster), else torch.
         Vectors of each backend and precision are cached apart.
     dtype : {"auto", "float32", "float16", "bfloat16"}, default="auto"
-        Compute dtype; ``"auto"`` is float32 on CPU and bfloat16/float16 on GPU;
-        with ``backend="openvino"``, bfloat16 on CPUs that run it natively
-        (AVX-512 BF16, AMX). Output is always float32.
+        Compute dtype. ``"auto"``: bfloat16/float16 on a GPU; on a CPU, float32
+        with torch and ONNX Runtime, and bfloat16 with OpenVINO on CPUs that run
+        it natively (AVX-512 BF16, AMX), which is what ``backend="auto"`` picks
+        there. Output is always float32.
     quantize : {"int8"} or None, default=None
         ``"int8"``: dynamic int8 quantization of the linear layers (CPU only;
         faster, cosine >= 0.99 to float32, see docs/benchmarks.md).
@@ -104,8 +105,9 @@ class XLMTVectorizer(ModelFeaturizerMixin):
         ``torch.compile`` the model. On CPUs this is slower than the default
         packed forward and costs about a minute of compilation (measured in
         docs/benchmarks.md); it is meant for GPUs.
-    cache : str, os.PathLike, EmbeddingCache or None, default=None
-        Per-text disk cache: a path (SQLite file) or an :class:`EmbeddingCache`.
+    cache : str, os.PathLike, EmbeddingCache, CacheBase or None, default=None
+        Per-text disk cache: a path (SQLite file), an :class:`EmbeddingCache`, or
+        any :class:`CacheBase` (or object with ``get_many``/``put_many``).
         Keys cover the model's exact identity and every option that changes a
         vector; batch size, device and progress do not, so they still hit.
     cache_layers : "all", list of int or None, default=None
@@ -133,6 +135,9 @@ class XLMTVectorizer(ModelFeaturizerMixin):
         hash; width and depth from its config.
     layers_ : tuple of int
         The validated ``layers``.
+    cache_layers_ : tuple of int or None
+        The hidden-state indices (non-negative) whose statistics a miss stores;
+        None without ``cache_layers``.
     n_features_out_ : int
         Width of an output row.
 
