@@ -15,9 +15,7 @@ from sklearn.base import _fit_context
 from sklearn.utils._param_validation import (
     HasMethods,
     Interval,
-    Options,
     StrOptions,
-    validate_params,
 )
 
 __all__ = [
@@ -34,13 +32,11 @@ __all__ = [
     "WORD_VECTORS",
     "HasMethods",
     "Interval",
-    "Options",
     "StrOptions",
     "_fit_context",
     "resolve_device",
     "resolve_devices",
     "resolve_dtype",
-    "validate_params",
 ]
 
 from ._options import (
