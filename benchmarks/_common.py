@@ -407,7 +407,7 @@ def assemble_docs() -> Path:
         parts.append(
             "## Throughput (CPU)\n\nNot run yet: `python benchmarks/bench_throughput.py`.\n"
         )
-    extras = ["throughput_notes.md", "int8-quality.md", "memory.md", "ab.md"]
+    extras = ["throughput_notes.md", "main_job.md", "int8-quality.md", "memory.md", "ab.md"]
     # tuning.md (a full run) or the tuning-<experiments>.md of partial runs.
     extras += sorted(p.name for p in RESULTS.glob("tuning*.md"))
     for extra in extras:

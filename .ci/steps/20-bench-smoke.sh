@@ -12,3 +12,4 @@ python benchmarks/gpu_check.py --simulate-on-cpu --n 48 --n-check 24
 python benchmarks/bench_memory.py --smoke
 python benchmarks/int8_quality.py --smoke
 python benchmarks/bench_search.py --smoke
+python benchmarks/bench_main_job.py --smoke
