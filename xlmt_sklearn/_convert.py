@@ -5,7 +5,8 @@ that decides the exported graph: the model's pinned identity (hub id and
 commit, or a local folder's content hash), the runtime, the hidden states the
 graph outputs (the estimator's ``layers``) and the precision of the stored
 weights (float32: the runtime's own precision hint picks bf16 at compile
-time). ``root`` is ``$XLMT_SKLEARN_CONVERTED_DIR`` when set, else
+time; or an int8 scheme of :mod:`xlmt_sklearn._runtime_int8`, built from the
+float32 folder). ``root`` is ``$XLMT_SKLEARN_CONVERTED_DIR`` when set, else
 ``~/.cache/xlmt_sklearn/converted`` (``$XDG_CACHE_HOME`` is honoured).
 
 Safe with concurrent processes: each builds in its own ``.tmp-*`` folder
@@ -157,9 +158,11 @@ def ensure_converted(
     tmp.mkdir()
     try:
         what = describe.get("model", key)
+        runtime = describe.get("runtime")
+        if describe.get("weights", "float32") != "float32":
+            runtime = f"{runtime} int8"
         sys.stderr.write(
-            f"xlmt_sklearn: converting {what} for {describe.get('runtime')} (once; kept in "
-            f"{final})...\n"
+            f"xlmt_sklearn: converting {what} for {runtime} (once; kept in {final})...\n"
         )
         start = time.perf_counter()
         build(tmp)

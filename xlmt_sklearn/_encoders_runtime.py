@@ -10,6 +10,10 @@ aggregates and pools with the same torch code as the torch backend.
 
 Both runtimes use as many threads as torch (``torch.set_num_threads``).
 
+``quantize="int8"`` runs the runtime's own int8 (:mod:`xlmt_sklearn._runtime_int8`:
+ONNX Runtime dynamic quantization, OpenVINO weight compression), converted once
+from the float32 model and stored beside it.
+
 ``backend="auto"`` (:func:`resolve_backend`) is torch on CUDA/MPS, with
 ``quantize`` or ``compile`` and for an explicit ``dtype="float32"``/``"float16"``;
 on a CPU it is OpenVINO in bfloat16 where OpenVINO is installed and the CPU runs
@@ -50,6 +54,26 @@ AUTO_BACKEND_ENV = "XLMT_SKLEARN_AUTO_BACKEND"
 
 _COMPILED: OrderedDict[tuple, Any] = OrderedDict()
 _COMPILED_LOCK = threading.RLock()
+
+
+class ResolvedBackend(str):
+    """A concrete backend name (compares equal to it) that carries ``quantize`` along.
+
+    :func:`~xlmt_sklearn._encoders.make_encoders` hands :func:`runtime_encoder`
+    the backend that :func:`resolve_backend` returned; the estimator's
+    ``quantize`` travels with that name.
+    """
+
+    quantize: str | None = None
+
+    def __reduce__(self) -> tuple:
+        return (_resolved, (str(self), self.quantize))
+
+
+def _resolved(name: str, quantize: str | None) -> str:
+    out = ResolvedBackend(name)
+    out.quantize = quantize
+    return out
 
 
 def runtime_installed(backend: str) -> bool:
@@ -94,12 +118,20 @@ def resolve_backend(
     ``"auto"``: see the module docstring (``dtype`` matters: an explicit float32
     keeps torch, whose float32 is the reference).
 
+    Returns
+    -------
+    str
+        The backend's name; for a runtime, a :class:`ResolvedBackend` that also
+        carries ``quantize``.
+
     Raises
     ------
     ValueError
-        A runtime backend with a non-CPU device, ``quantize`` or ``compile``.
+        A runtime backend with a non-CPU device or ``compile``, or a ``quantize``
+        other than None and ``"int8"``.
     ImportError
-        The runtime is not installed (the message names the ``pip install``).
+        The runtime, or its int8 tool, is not installed (the message names the
+        ``pip install``).
     """
     from ._env import env_choice
 
@@ -117,23 +149,44 @@ def resolve_backend(
         return backend
     if device not in (None, "auto") and not _wants_cpu(device):
         raise ValueError(f"backend={backend!r} runs on the CPU; got device={device!r}.")
-    if quantize is not None or compile:
-        what = f"quantize={quantize!r}" if quantize is not None else "compile=True"
-        raise ValueError(f"{what} runs on backend='torch' only; got backend={backend!r}.")
+    if compile:
+        raise ValueError(
+            f"compile=True runs on backend='torch' only; got backend={backend!r}: "
+            "set compile=False (the runtime compiles the model itself) or backend='torch'."
+        )
+    if quantize not in (None, "int8"):
+        raise ValueError(
+            f"backend={backend!r} takes quantize=None or 'int8'; got quantize={quantize!r}."
+        )
     require_runtime(backend)
-    return backend
+    if quantize == "int8":
+        from ._runtime_int8 import require_int8
+
+        require_int8(backend)
+    return _resolved(backend, quantize)
 
 
-def runtime_encoder(backend: str, identity: Any, dtype: str, trust_remote_code: bool) -> Encoder:
-    """The :class:`RuntimeEncoder` of ``backend`` for a pinned model (loads nothing)."""
+def runtime_encoder(
+    backend: str, identity: Any, dtype: str, trust_remote_code: bool, quantize: Any = ...
+) -> Encoder:
+    """The :class:`RuntimeEncoder` of ``backend`` for a pinned model (loads nothing).
+
+    ``quantize`` defaults to what :func:`resolve_backend` attached to ``backend``;
+    with ``"int8"`` the compute precision is float32 whatever ``dtype``.
+    """
     from ._model import ModelSpec
 
+    if quantize is ...:
+        quantize = getattr(backend, "quantize", None)
     spec = ModelSpec(
         name=identity.name, revision=identity.revision, content_hash=identity.content_hash,
         device="cpu", dtype="float32", trust_remote_code=bool(trust_remote_code),
     )  # fmt: skip
     cls = runtime_encoder_class(backend)
-    return cls(spec, cls.resolve_precision(dtype))
+    # Int8 computes its activations in float32, as on torch (the estimators refuse any
+    # other explicit dtype with it): no bf16 rounding on top of the int8 error.
+    precision = cls.resolve_precision("float32" if quantize == "int8" else dtype)
+    return cls(spec, precision, quantize=quantize)
 
 
 def runtime_encoder_class(backend: str) -> type[RuntimeEncoder]:
@@ -150,15 +203,19 @@ class RuntimeEncoder(Encoder):
         The torch model it is converted from (CPU, float32).
     precision : {"float32", "bfloat16"}
         The compute precision (already resolved).
+    quantize : {None, "int8"}, default=None
+        ``"int8"``: the runtime's int8 copy of the converted model
+        (:mod:`xlmt_sklearn._runtime_int8`).
     """
 
     name = "runtime"
     precisions: tuple[str, ...] = ("float32",)
 
-    def __init__(self, spec: Any, precision: str):
+    def __init__(self, spec: Any, precision: str, quantize: str | None = None):
         self.spec = spec
         self.device = "cpu"
         self.dtype = precision
+        self.quantize = quantize
 
     @classmethod
     def resolve_precision(cls, dtype: str) -> str:
@@ -173,9 +230,17 @@ class RuntimeEncoder(Encoder):
         return dtype
 
     @property
+    def scheme(self) -> str | None:
+        """The int8 scheme string (:mod:`xlmt_sklearn._runtime_int8`), or None for float."""
+        from ._runtime_int8 import int8_scheme
+
+        return int8_scheme(self.name) if self.quantize == "int8" else None
+
+    @property
     def fingerprint(self) -> dict[str, Any]:
-        # A runtime's float32 vector is close to torch's but not bit-equal: its own key.
-        return {"dtype": self.dtype, "quantize": None, "backend": self.name}
+        # A runtime's vector is close to torch's but not bit-equal: its own key. Int8 names
+        # its scheme, which differs from torch int8's (and between the runtimes).
+        return {"dtype": self.dtype, "quantize": self.scheme, "backend": self.name}
 
     def tokenizer(self) -> Any:
         from ._model import get_tokenizer
@@ -191,17 +256,25 @@ class RuntimeEncoder(Encoder):
         require_runtime(self.name)
         self.tokenizer()
 
-    def converted(self, layers: tuple[int, ...]) -> Any:
-        """The converted model's folder for ``layers`` (converts it on first use)."""
+    def converted(self, layers: tuple[int, ...], weights: str | None = None) -> Any:
+        """The converted model's folder for ``layers`` (converts it on first use).
+
+        ``weights``: "float32", or an int8 scheme (built from the float32 folder);
+        default: this encoder's (:attr:`scheme`, else float32).
+        """
         from ._convert import conversion_key, ensure_converted
 
         spec = self.spec
+        weights = weights or self.scheme or "float32"
         fields = dict(
             runtime=self.name, model=spec.name, revision=spec.revision,
-            content=spec.content_hash, layers=list(layers), weights="float32",
+            content=spec.content_hash, layers=list(layers), weights=weights,
         )  # fmt: skip
 
         def build(folder: Any) -> None:
+            if weights != "float32":
+                self._quantize(self.converted(layers, "float32"), folder)
+                return
             from ._model import _load_model
 
             self._export(_load_model(spec), layers, folder)
@@ -215,7 +288,7 @@ class RuntimeEncoder(Encoder):
         from ._model import max_models
 
         threads = torch.get_num_threads()
-        key = (self.name, self.spec, tuple(layers), self.dtype, threads)
+        key = (self.name, self.spec, tuple(layers), self.dtype, self.quantize, threads)
         with _COMPILED_LOCK:
             compiled = _COMPILED.get(key)
             if compiled is None:
@@ -247,6 +320,10 @@ class RuntimeEncoder(Encoder):
     @abstractmethod
     def _export(self, model: Any, layers: tuple[int, ...], folder: Any) -> None:
         """Write the converted files of ``model`` (float32 torch) into ``folder``."""
+
+    @abstractmethod
+    def _quantize(self, float_folder: Any, folder: Any) -> None:
+        """Write the int8 copy of the float32 converted model ``float_folder`` into ``folder``."""
 
     @abstractmethod
     def _compile(self, folder: Any, threads: int) -> Any:
@@ -296,6 +373,11 @@ class OpenVINOEncoder(RuntimeEncoder):
 
         export_openvino(model, layers, folder)
 
+    def _quantize(self, float_folder: Any, folder: Any) -> None:
+        from ._runtime_int8 import compress_openvino
+
+        compress_openvino(float_folder, folder)
+
     def _compile(self, folder: Any, threads: int) -> Any:
         import openvino as ov
 
@@ -310,6 +392,10 @@ class OpenVINOEncoder(RuntimeEncoder):
             "PERFORMANCE_HINT": "LATENCY",
             "INFERENCE_NUM_THREADS": int(threads),
         }
+        if self.quantize == "int8":
+            from ._runtime_int8 import openvino_int8_config
+
+            config.update(openvino_int8_config())
         return core.compile_model(str(folder / "model.xml"), "CPU", config)
 
     def _run(self, runner: Any, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -317,7 +403,8 @@ class OpenVINOEncoder(RuntimeEncoder):
 
 
 class OnnxRuntimeEncoder(RuntimeEncoder):
-    """The model as ONNX (TorchScript exporter) on ONNX Runtime's CPU provider, float32."""
+    """The model as ONNX (TorchScript exporter) on ONNX Runtime's CPU provider, float32
+    (``quantize="int8"``: int8 weights, dynamically quantized activations)."""
 
     name = "onnxruntime"
 
@@ -325,6 +412,11 @@ class OnnxRuntimeEncoder(RuntimeEncoder):
         from ._convert import export_onnx
 
         export_onnx(model, layers, folder)
+
+    def _quantize(self, float_folder: Any, folder: Any) -> None:
+        from ._runtime_int8 import quantize_onnx
+
+        quantize_onnx(float_folder, folder)
 
     def _compile(self, folder: Any, threads: int) -> Any:
         import onnxruntime as ort
