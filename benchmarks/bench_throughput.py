@@ -243,8 +243,9 @@ def runtime_variants() -> list[tuple[str, str, str, str | None]]:
 def auto_backend() -> str:
     """What ``backend="auto"`` resolves to on this CPU (and its precision)."""
     from xlmt_sklearn import _encoders_runtime as rt
+    from xlmt_sklearn._backends import resolve_backend
 
-    backend = rt.resolve_backend("auto", "cpu", quantize=None, compile=False, dtype="auto")
+    backend = resolve_backend("auto", "cpu", quantize=None, compile=False, dtype="auto")
     if backend == "torch":
         return "torch float32"
     return f"{backend} {rt.runtime_encoder_class(backend).resolve_precision('auto')}"

@@ -20,6 +20,7 @@ from sklearn.base import clone
 
 from tests import _convert_worker
 from xlmt_sklearn import XLMTTokenVectorizer, XLMTVectorizer
+from xlmt_sklearn import _backends as bk
 from xlmt_sklearn import _encoders_runtime as rt
 from xlmt_sklearn._convert import CONVERTED_ENV, converted_root, ensure_converted, is_complete
 
@@ -312,6 +313,22 @@ def test_converted_dir_env_is_validated(monkeypatch, tmp_path):
 
 
 # ------------------------------------------------------------------ choosing one
+def test_runtime_refuses_a_tokenizer_that_is_not_the_models(tiny_model_dir, runtime, tmp_path):
+    """Without tokenizer.json transformers builds a 5-token tokenizer (every word <unk>):
+    the runtimes refuse it as torch does, though they never load the torch model."""
+    import shutil
+
+    from xlmt_sklearn import ModelLoadError
+
+    folder = tmp_path / "no-tokenizer"
+    shutil.copytree(tiny_model_dir, folder)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (folder / name).unlink()
+    vec = XLMTVectorizer(str(folder), backend=runtime, dtype="float32", device="cpu").fit()
+    with pytest.raises(ModelLoadError, match="tokens but the model expects"):
+        vec.transform(TEXTS)
+
+
 def test_missing_runtime_names_the_extra(tiny_model_dir, monkeypatch):
     monkeypatch.setitem(sys.modules, "openvino", None)
     vec = XLMTVectorizer(str(tiny_model_dir), backend="openvino", device="cpu")
@@ -337,47 +354,61 @@ def test_runtime_refuses_what_it_cannot_do(tiny_model_dir, params, match):
 
 
 def test_auto_rule(monkeypatch):
-    monkeypatch.delenv(rt.AUTO_BACKEND_ENV)
-    monkeypatch.setattr(rt, "native_bf16", lambda: True)
+    monkeypatch.delenv(bk.AUTO_BACKEND_ENV)
+    monkeypatch.setattr(bk, "native_bf16", lambda: True)
     monkeypatch.setattr(rt, "runtime_installed", lambda b: True)
 
     def resolve(device="cpu", quantize=None, compile=False, dtype="auto"):
-        return rt.resolve_backend("auto", device, quantize=quantize, compile=compile, dtype=dtype)
+        return bk.resolve_backend("auto", device, quantize=quantize, compile=compile, dtype=dtype)
 
     assert resolve() == "openvino"
     assert resolve(dtype="bfloat16") == "openvino"
     assert resolve(dtype="float32") == "torch"  # torch float32 is the reference
     assert resolve(quantize="int8") == "torch"
     assert resolve(compile=True) == "torch"
-    monkeypatch.setattr(rt, "_wants_cpu", lambda device: False)  # a GPU
+    monkeypatch.setattr(bk, "_wants_cpu", lambda device: False)  # a GPU
     assert resolve(device="auto") == "torch"
-    monkeypatch.setattr(rt, "_wants_cpu", lambda device: True)
-    monkeypatch.setattr(rt, "native_bf16", lambda: False)  # AVX2-only, or no OpenVINO
+    monkeypatch.setattr(bk, "_wants_cpu", lambda device: True)
+    monkeypatch.setattr(bk, "native_bf16", lambda: False)  # AVX2-only, or no OpenVINO
     assert resolve() == "torch"
-    monkeypatch.setenv(rt.AUTO_BACKEND_ENV, "onnxruntime")
+    monkeypatch.setenv(bk.AUTO_BACKEND_ENV, "onnxruntime")
     assert resolve() == "onnxruntime"
-    monkeypatch.setenv(rt.AUTO_BACKEND_ENV, "tensorflow")
-    with pytest.raises(ValueError, match=f"{rt.AUTO_BACKEND_ENV} must be one of"):
+    monkeypatch.setenv(bk.AUTO_BACKEND_ENV, "tensorflow")
+    with pytest.raises(ValueError, match=f"{bk.AUTO_BACKEND_ENV} must be one of"):
         resolve()
 
 
 def test_native_bf16_needs_openvino(monkeypatch):
-    rt.native_bf16.cache_clear()
+    bk.native_bf16.cache_clear()
     monkeypatch.setitem(sys.modules, "openvino", None)
     try:
-        assert rt.native_bf16() is False
+        assert bk.native_bf16() is False
     finally:
-        rt.native_bf16.cache_clear()
+        bk.native_bf16.cache_clear()
 
 
 def test_auto_uses_openvino_where_the_rule_says(tiny_model_dir, monkeypatch):
     pytest.importorskip("openvino")
-    monkeypatch.setenv(rt.AUTO_BACKEND_ENV, "openvino")
+    monkeypatch.setenv(bk.AUTO_BACKEND_ENV, "openvino")
     vec = XLMTVectorizer(str(tiny_model_dir), device="cpu", progress=False).fit()
     (encoder,) = vec._encoders()
     assert isinstance(encoder, rt.OpenVINOEncoder)
     ref = clone(vec).set_params(backend="torch").fit_transform(TEXTS)
     assert _cosines(vec.transform(TEXTS), ref).min() >= 0.999
+
+
+def test_reset_process_state_drops_compiled_runtimes(tiny_model_dir, runtime):
+    from xlmt_sklearn import reset_process_state
+
+    vec = XLMTVectorizer(str(tiny_model_dir), backend=runtime, dtype="float32", device="cpu")
+    want = vec.fit_transform(TEXTS)
+    assert len(rt._COMPILED) >= 1
+    bk.native_bf16()
+    reset_process_state(models=False)  # keeps them: the slow part to rebuild
+    assert len(rt._COMPILED) >= 1
+    reset_process_state()
+    assert len(rt._COMPILED) == 0 and bk.native_bf16.cache_info().currsize == 0
+    np.testing.assert_array_equal(vec.transform(TEXTS), want)  # compiled again, same vectors
 
 
 def test_cli_backend_option(tiny_model_dir, runtime, tmp_path, monkeypatch):

@@ -127,7 +127,8 @@ class ModelFeaturizerMixin(ClassNameFeatureNamesMixin, TransformerMixin, BaseEst
 
     def _check_backend(self) -> None:
         """A runtime backend: installed, on the CPU, in a precision it computes (at fit)."""
-        from ._encoders_runtime import resolve_backend, runtime_encoder_class
+        from ._backends import resolve_backend
+        from ._encoders_runtime import runtime_encoder_class
 
         backend = getattr(self, "backend", "auto")
         if backend in ("auto", "torch"):
@@ -149,7 +150,7 @@ class ModelFeaturizerMixin(ClassNameFeatureNamesMixin, TransformerMixin, BaseEst
 
     def _encoders(self) -> list[Encoder]:
         """One encoder per device for this call (devices resolved now; nothing loaded)."""
-        from ._encoders import make_encoders
+        from ._backends import make_encoders
 
         return make_encoders(
             self.model_identity_, device=self.device, dtype=self.dtype, quantize=self.quantize,

@@ -88,19 +88,41 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+#: Folders this process verified, with the (name, size, mtime, inode) of each file then:
+#: a folder whose files still carry the same stamps is not hashed again (a recompile after
+#: a thread-count change, another estimator on the same model).
+_VERIFIED: dict[str, tuple] = {}
+
+
+def _stamp(folder: Path, names: Any) -> tuple:
+    out = []
+    for name in sorted(names):
+        st = (folder / name).stat()
+        out.append((name, st.st_size, st.st_mtime_ns, st.st_ino))
+    return tuple(out)
+
+
 def is_complete(folder: Path) -> bool:
-    """Whether ``folder`` holds a whole converted model: its manifest matches every file."""
+    """Whether ``folder`` holds a whole converted model: its manifest matches every file.
+
+    Every file is hashed the first time a process checks the folder (about 1 s
+    per GB); later checks in the process compare size, mtime and inode only.
+    """
     try:
         manifest = json.loads((folder / _MANIFEST).read_text(encoding="utf-8"))
         files = manifest["files"]
         if manifest.get("format") != CONVERT_FORMAT or not files:
             return False
+        stamp = _stamp(folder, files)
+        if _VERIFIED.get(str(folder)) == stamp:
+            return True
         for name, meta in files.items():
             path = folder / name
             if path.stat().st_size != meta["size"] or _sha256(path) != meta["sha256"]:
                 return False
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False
+    _VERIFIED[str(folder)] = stamp
     return True
 
 

@@ -39,8 +39,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "BatchOutput", "EncodeOptions", "Encoder", "TorchEncoder", "finish_batch", "make_encoders",
-    "pad_rows",
+    "BatchOutput", "EncodeOptions", "Encoder", "TorchEncoder", "finish_batch", "pad_rows",
 ]  # fmt: skip
 
 
@@ -290,54 +289,3 @@ def cuda_token_budget(loaded: Any, layers: tuple[int, ...], longest: int) -> int
         n_states=1 if tuple(layers) == (-1,) else int(config.num_hidden_layers) + 1,
         longest=longest,
     )
-
-
-def make_encoders(
-    identity: Any,
-    *,
-    device: Any,
-    dtype: str,
-    quantize: str | None,
-    compile: bool,
-    trust_remote_code: bool,
-    backend: str = "auto",
-) -> list[Encoder]:
-    """One encoder per device for a pinned model; loads nothing.
-
-    Parameters
-    ----------
-    identity : ModelIdentity
-        The pinned model.
-    device : str or list of str
-        As the estimators' ``device`` (resolved now: ``"auto"`` is the best
-        device present).
-    dtype : str
-        As the estimators' ``dtype`` (``"auto"`` resolved for the first device
-        and the backend).
-    quantize : {None, "int8"}
-        ``"int8"`` runs on one CPU in float32.
-    compile, trust_remote_code : bool
-        As the estimators' parameters.
-    backend : {"auto", "torch", "openvino", "onnxruntime"}, default="auto"
-        Resolved by :func:`~xlmt_sklearn._encoders_runtime.resolve_backend`;
-        OpenVINO and ONNX Runtime run on one CPU.
-
-    Returns
-    -------
-    list of Encoder
-    """
-    from ._encoders_runtime import resolve_backend, runtime_encoder
-    from ._model import ModelSpec
-    from ._params import resolve_devices, resolve_dtype
-
-    backend = resolve_backend(backend, device, quantize=quantize, compile=compile, dtype=dtype)
-    if backend != "torch":
-        return [runtime_encoder(backend, identity, dtype, trust_remote_code)]
-    devices = ["cpu"] if quantize == "int8" else resolve_devices(device)
-    dtype = "float32" if quantize == "int8" else resolve_dtype(dtype, devices[0])
-    common = dict(
-        name=identity.name, revision=identity.revision, content_hash=identity.content_hash,
-        dtype=dtype, quantize=quantize, compile=bool(compile),
-        trust_remote_code=bool(trust_remote_code),
-    )  # fmt: skip
-    return [TorchEncoder(ModelSpec(device=d, **common)) for d in devices]

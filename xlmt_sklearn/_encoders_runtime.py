@@ -14,13 +14,8 @@ Both runtimes use as many threads as torch (``torch.set_num_threads``).
 ONNX Runtime dynamic quantization, OpenVINO weight compression), converted once
 from the float32 model and stored beside it.
 
-``backend="auto"`` (:func:`resolve_backend`) is torch on CUDA/MPS, with
-``quantize`` or ``compile`` and for an explicit ``dtype="float32"``/``"float16"``;
-on a CPU it is OpenVINO in bfloat16 where OpenVINO is installed and the CPU runs
-bf16 natively (AVX-512 BF16, AMX: measured 1.6x-3.4x torch float32 at cosine
->= 0.9999, docs/backends.md), else torch. OpenVINO float32 and ONNX Runtime were
-not faster than torch on the XLM-R base shape, so "auto" never picks them.
-``XLMT_SKLEARN_AUTO_BACKEND`` overrides the CPU choice.
+Which backend a call gets (``backend="auto"``) is decided in
+:mod:`xlmt_sklearn._backends`.
 """
 
 from __future__ import annotations
@@ -38,42 +33,20 @@ import numpy as np
 from ._encoders import BatchOutput, EncodeOptions, Encoder, finish_batch, pad_rows
 
 __all__ = [
-    "BACKENDS",
     "OnnxRuntimeEncoder",
     "OpenVINOEncoder",
+    "openvino_has_bf16",
     "require_runtime",
-    "resolve_backend",
     "runtime_encoder",
     "runtime_encoder_class",
+    "runtime_installed",
 ]
 
-BACKENDS = ("auto", "torch", "openvino", "onnxruntime")
 #: Import name of each runtime (also the name of the package's extra).
 _MODULES = {"openvino": "openvino", "onnxruntime": "onnxruntime"}
-AUTO_BACKEND_ENV = "XLMT_SKLEARN_AUTO_BACKEND"
 
 _COMPILED: OrderedDict[tuple, Any] = OrderedDict()
 _COMPILED_LOCK = threading.RLock()
-
-
-class ResolvedBackend(str):
-    """A concrete backend name (compares equal to it) that carries ``quantize`` along.
-
-    :func:`~xlmt_sklearn._encoders.make_encoders` hands :func:`runtime_encoder`
-    the backend that :func:`resolve_backend` returned; the estimator's
-    ``quantize`` travels with that name.
-    """
-
-    quantize: str | None = None
-
-    def __reduce__(self) -> tuple:
-        return (_resolved, (str(self), self.quantize))
-
-
-def _resolved(name: str, quantize: str | None) -> str:
-    out = ResolvedBackend(name)
-    out.quantize = quantize
-    return out
 
 
 def runtime_installed(backend: str) -> bool:
@@ -95,89 +68,15 @@ def require_runtime(backend: str) -> None:
         )
 
 
-@functools.cache
-def native_bf16() -> bool:
-    """Whether OpenVINO is installed and its CPU plugin runs bf16 natively here."""
-    return runtime_installed("openvino") and openvino_has_bf16()
-
-
-def _wants_cpu(device: Any) -> bool:
-    """Whether ``device`` (the estimator's parameter) means this process's CPU."""
-    if device in (None, "auto"):
-        from ._params import resolve_device
-
-        return resolve_device(device) == "cpu"
-    return device == "cpu" or (isinstance(device, (list, tuple)) and list(device) == ["cpu"])
-
-
-def resolve_backend(
-    backend: str, device: Any, *, quantize: str | None, compile: bool, dtype: str = "auto"
-) -> str:
-    """The concrete backend for an estimator's ``backend``/``device``/``quantize``/``compile``.
-
-    ``"auto"``: see the module docstring (``dtype`` matters: an explicit float32
-    keeps torch, whose float32 is the reference).
-
-    Returns
-    -------
-    str
-        The backend's name; for a runtime, a :class:`ResolvedBackend` that also
-        carries ``quantize``.
-
-    Raises
-    ------
-    ValueError
-        A runtime backend with a non-CPU device or ``compile``, or a ``quantize``
-        other than None and ``"int8"``.
-    ImportError
-        The runtime, or its int8 tool, is not installed (the message names the
-        ``pip install``).
-    """
-    from ._env import env_choice
-
-    if backend == "auto":
-        if quantize is not None or compile or not _wants_cpu(device):
-            return "torch"
-        forced = env_choice(AUTO_BACKEND_ENV, BACKENDS[1:])
-        if forced is not None:
-            require_runtime(forced)
-            return forced
-        if dtype in ("auto", "bfloat16") and native_bf16():
-            return "openvino"
-        return "torch"
-    if backend == "torch":
-        return backend
-    if device not in (None, "auto") and not _wants_cpu(device):
-        raise ValueError(f"backend={backend!r} runs on the CPU; got device={device!r}.")
-    if compile:
-        raise ValueError(
-            f"compile=True runs on backend='torch' only; got backend={backend!r}: "
-            "set compile=False (the runtime compiles the model itself) or backend='torch'."
-        )
-    if quantize not in (None, "int8"):
-        raise ValueError(
-            f"backend={backend!r} takes quantize=None or 'int8'; got quantize={quantize!r}."
-        )
-    require_runtime(backend)
-    if quantize == "int8":
-        from ._runtime_int8 import require_int8
-
-        require_int8(backend)
-    return _resolved(backend, quantize)
-
-
 def runtime_encoder(
-    backend: str, identity: Any, dtype: str, trust_remote_code: bool, quantize: Any = ...
+    backend: str, identity: Any, dtype: str, trust_remote_code: bool, quantize: str | None = None
 ) -> Encoder:
     """The :class:`RuntimeEncoder` of ``backend`` for a pinned model (loads nothing).
 
-    ``quantize`` defaults to what :func:`resolve_backend` attached to ``backend``;
-    with ``"int8"`` the compute precision is float32 whatever ``dtype``.
+    With ``quantize="int8"`` the compute precision is float32 whatever ``dtype``.
     """
     from ._model import ModelSpec
 
-    if quantize is ...:
-        quantize = getattr(backend, "quantize", None)
     spec = ModelSpec(
         name=identity.name, revision=identity.revision, content_hash=identity.content_hash,
         device="cpu", dtype="float32", trust_remote_code=bool(trust_remote_code),

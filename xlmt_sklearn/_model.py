@@ -365,17 +365,22 @@ def get_tokenizer(spec: ModelSpec):
         if tok is not None:
             return tok
         _check_folder(spec)
-        from transformers import AutoTokenizer
+        from transformers import AutoTokenizer, PretrainedConfig
 
         src, kw = _source(spec)
         try:
             tok = AutoTokenizer.from_pretrained(
                 src, use_fast=True, trust_remote_code=spec.trust_remote_code, **kw
             )
+            # The raw config.json (no architecture lookup: an unknown one is the model
+            # load's error to report).
+            config, _ = PretrainedConfig.get_config_dict(src, **kw)
         except Exception as exc:
             raise ModelLoadError(
                 f"Cannot load the tokenizer of model {spec.name!r}: {type(exc).__name__}: {exc}"
             ) from exc
+        # Here, not at the model's load: runtime backends never load the torch model.
+        _check_vocabulary(spec.name, tok, config.get("vocab_size"))
         if not getattr(tok, "is_fast", False):
             raise ModelLoadError(
                 f"Model {spec.name!r} has no fast (Rust) tokenizer; xlmt_sklearn needs one for "
@@ -387,7 +392,7 @@ def get_tokenizer(spec: ModelSpec):
         return tok
 
 
-def _check_vocabulary(name: str, tokenizer, config) -> None:
+def _check_vocabulary(name: str, tokenizer: Any, vocab_size: Any) -> None:
     """Refuse a tokenizer that cannot be the model's own.
 
     transformers 5 builds an XLM-R tokenizer with only its 5 special tokens
@@ -395,7 +400,7 @@ def _check_vocabulary(name: str, tokenizer, config) -> None:
     turning every word into <unk>. Ids beyond the embedding table would crash.
     """
     n_tok = len(tokenizer)
-    n_model = int(getattr(config, "vocab_size", n_tok) or n_tok)
+    n_model = vocab_size if isinstance(vocab_size, int) and vocab_size > 0 else n_tok
     n_special = len(set(tokenizer.all_special_ids))
     if n_tok <= n_special + 5 or n_tok < n_model // 2 or n_tok > n_model + 1000:
         raise ModelLoadError(
@@ -419,9 +424,8 @@ def get_model(spec: ModelSpec) -> LoadedModel:
         if loaded is not None:
             _REGISTRY.move_to_end(spec)
             return loaded
-        tokenizer = get_tokenizer(spec)
+        tokenizer = get_tokenizer(spec)  # checked against the model's vocabulary size
         model = _load_model(spec)
-        _check_vocabulary(spec.name, tokenizer, model.config)
         prefix, suffix = _special_tokens(tokenizer)
         loaded = LoadedModel(model, tokenizer, spec.device, spec.dtype, prefix, suffix)
         _REGISTRY[spec] = loaded

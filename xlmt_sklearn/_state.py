@@ -8,6 +8,9 @@ function that resets them all, :func:`reset_process_state`.
   (an LRU of ``XLMT_SKLEARN_MAX_MODELS``), their tokenizers, the load counters.
 - ``model_hashes``: ``_model._HASH_MEMO``: content hashes of local model folders.
 - ``packed_weights``: ``_packed._PACKED``: fused q/k/v weights per model (weak refs).
+- ``runtimes``: ``_encoders_runtime._COMPILED``: compiled OpenVINO / ONNX Runtime
+  models; ``_convert._VERIFIED``: converted folders already hashed; the CPU probes
+  behind ``backend="auto"`` (``native_bf16``, ``openvino_has_bf16``), asked once.
 - ``caches``: ``_cache._MEMO``: the ``EmbeddingCache`` of each path.
 - ``connections``: ``_sqlite_store._pool._POOL``: one SQLite connection per path.
 - ``environment``: ``_scheduler._glibc``: ``XLMT_SKLEARN_MALLOC_TUNING``, read once.
@@ -48,6 +51,17 @@ def _reset_packed_weights() -> None:
         mod._PACKED.clear()
 
 
+def _reset_runtimes() -> None:
+    if (mod := _module("_encoders_runtime")) is not None:
+        with mod._COMPILED_LOCK:
+            mod._COMPILED.clear()
+        mod.openvino_has_bf16.cache_clear()
+    if (mod := _module("_convert")) is not None:
+        mod._VERIFIED.clear()
+    if (mod := _module("_backends")) is not None:
+        mod.native_bf16.cache_clear()
+
+
 def _reset_caches() -> None:
     if (mod := _module("_cache")) is not None:
         with mod._MEMO_LOCK:
@@ -73,6 +87,7 @@ STATE: dict[str, Callable[[], None]] = {
     "models": _reset_models,
     "model_hashes": _reset_model_hashes,
     "packed_weights": _reset_packed_weights,
+    "runtimes": _reset_runtimes,
     "caches": _reset_caches,
     "connections": _reset_connections,
     "environment": _reset_environment,
@@ -82,15 +97,16 @@ STATE: dict[str, Callable[[], None]] = {
 def reset_process_state(*, models: bool = True) -> None:
     """Forget everything this process keeps between calls, as a new process would start.
 
-    Loaded models and tokenizers, folder hashes, fused weights, cache objects
-    and their SQLite connections, environment variables read once. Nothing on
+    Loaded models and tokenizers, folder hashes, fused weights, compiled runtime
+    models, cache objects and their SQLite connections, environment variables
+    read once. Nothing on
     disk changes; the next transform loads and opens what it needs again.
 
     Parameters
     ----------
     models : bool, default=True
-        Also drop the loaded models (the slow part to rebuild). ``False``
-        keeps them, e.g. between tests.
+        Also drop the loaded and compiled models (the slow part to rebuild).
+        ``False`` keeps them, e.g. between tests.
 
     Examples
     --------
@@ -98,5 +114,5 @@ def reset_process_state(*, models: bool = True) -> None:
     >>> reset_process_state()
     """
     for name, reset in STATE.items():
-        if models or name not in ("models", "packed_weights"):
+        if models or name not in ("models", "packed_weights", "runtimes"):
             reset()

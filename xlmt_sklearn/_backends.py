@@ -1,0 +1,154 @@
+"""Which backend computes a call, and the encoders for it.
+
+``backend="auto"`` (:func:`resolve_backend`) is torch on CUDA/MPS, with
+``quantize`` or ``compile`` and for an explicit ``dtype="float32"``/``"float16"``;
+on a CPU it is OpenVINO in bfloat16 where OpenVINO is installed and the CPU runs
+bf16 natively (AVX-512 BF16, AMX: measured 1.6x-3.4x torch float32 at cosine
+>= 0.9999, docs/backends.md), else torch. OpenVINO float32 and ONNX Runtime were
+not faster than torch on the XLM-R base shape, so "auto" never picks them.
+``XLMT_SKLEARN_AUTO_BACKEND`` overrides the CPU choice.
+
+:func:`make_encoders` builds one :class:`~xlmt_sklearn._encoders.Encoder` per
+device: :class:`~xlmt_sklearn._encoders.TorchEncoder` or a runtime's
+(:mod:`xlmt_sklearn._encoders_runtime`). This module sits above both, so neither
+imports the other's choice.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from ._encoders import Encoder, TorchEncoder
+from ._encoders_runtime import (
+    openvino_has_bf16,
+    require_runtime,
+    runtime_encoder,
+    runtime_installed,
+)
+from ._options import BACKENDS
+
+__all__ = ["AUTO_BACKEND_ENV", "make_encoders", "native_bf16", "resolve_backend"]
+
+#: Environment variable that overrides what ``backend="auto"`` means on a CPU.
+AUTO_BACKEND_ENV = "XLMT_SKLEARN_AUTO_BACKEND"
+
+
+@functools.cache
+def native_bf16() -> bool:
+    """Whether OpenVINO is installed and its CPU plugin runs bf16 natively here."""
+    return runtime_installed("openvino") and openvino_has_bf16()
+
+
+def _wants_cpu(device: Any) -> bool:
+    """Whether ``device`` (the estimator's parameter) means this process's CPU."""
+    if device in (None, "auto"):
+        from ._params import resolve_device
+
+        return resolve_device(device) == "cpu"
+    return device == "cpu" or (isinstance(device, (list, tuple)) and list(device) == ["cpu"])
+
+
+def resolve_backend(
+    backend: str, device: Any, *, quantize: str | None, compile: bool, dtype: str = "auto"
+) -> str:
+    """The concrete backend for an estimator's ``backend``/``device``/``quantize``/``compile``.
+
+    ``"auto"``: see the module docstring (``dtype`` matters: an explicit float32
+    keeps torch, whose float32 is the reference).
+
+    Returns
+    -------
+    str
+        The backend's name: "torch", "openvino" or "onnxruntime".
+
+    Raises
+    ------
+    ValueError
+        A runtime backend with a non-CPU device or ``compile``, or a ``quantize``
+        other than None and ``"int8"``.
+    ImportError
+        The runtime, or its int8 tool, is not installed (the message names the
+        ``pip install``).
+    """
+    from ._env import env_choice
+
+    if backend == "auto":
+        if quantize is not None or compile or not _wants_cpu(device):
+            return "torch"
+        forced = env_choice(AUTO_BACKEND_ENV, BACKENDS[1:])
+        if forced is not None:
+            require_runtime(forced)
+            return forced
+        if dtype in ("auto", "bfloat16") and native_bf16():
+            return "openvino"
+        return "torch"
+    if backend == "torch":
+        return backend
+    if device not in (None, "auto") and not _wants_cpu(device):
+        raise ValueError(f"backend={backend!r} runs on the CPU; got device={device!r}.")
+    if compile:
+        raise ValueError(
+            f"compile=True runs on backend='torch' only; got backend={backend!r}: "
+            "set compile=False (the runtime compiles the model itself) or backend='torch'."
+        )
+    if quantize not in (None, "int8"):
+        raise ValueError(
+            f"backend={backend!r} takes quantize=None or 'int8'; got quantize={quantize!r}."
+        )
+    require_runtime(backend)
+    if quantize == "int8":
+        from ._runtime_int8 import require_int8
+
+        require_int8(backend)
+    return backend
+
+
+def make_encoders(
+    identity: Any,
+    *,
+    device: Any,
+    dtype: str,
+    quantize: str | None,
+    compile: bool,
+    trust_remote_code: bool,
+    backend: str = "auto",
+) -> list[Encoder]:
+    """One encoder per device for a pinned model; loads nothing.
+
+    Parameters
+    ----------
+    identity : ModelIdentity
+        The pinned model.
+    device : str or list of str
+        As the estimators' ``device`` (resolved now: ``"auto"`` is the best
+        device present).
+    dtype : str
+        As the estimators' ``dtype`` (``"auto"`` resolved for the first device
+        and the backend).
+    quantize : {None, "int8"}
+        ``"int8"`` runs on one CPU in float32.
+    compile, trust_remote_code : bool
+        As the estimators' parameters.
+    backend : {"auto", "torch", "openvino", "onnxruntime"}, default="auto"
+        Resolved by :func:`resolve_backend`; OpenVINO and ONNX Runtime run on
+        one CPU.
+
+    Returns
+    -------
+    list of Encoder
+    """
+    from ._model import ModelSpec
+    from ._params import resolve_devices, resolve_dtype
+
+    backend = resolve_backend(backend, device, quantize=quantize, compile=compile, dtype=dtype)
+    if backend != "torch":
+        return [runtime_encoder(backend, identity, dtype, trust_remote_code, quantize)]
+    devices = ["cpu"] if quantize == "int8" else resolve_devices(device)
+    dtype = "float32" if quantize == "int8" else resolve_dtype(dtype, devices[0])
+    common = dict(
+        name=identity.name, revision=identity.revision, content_hash=identity.content_hash,
+        dtype=dtype, quantize=quantize, compile=bool(compile),
+        trust_remote_code=bool(trust_remote_code),
+    )  # fmt: skip
+    return [TorchEncoder(ModelSpec(device=d, **common)) for d in devices]
