@@ -217,11 +217,10 @@ def build_contenders(
 def runtime_variants() -> list[tuple[str, str, str, str | None]]:
     """(contender name, backend, dtype, quantize) of each installed runtime and precision."""
     from xlmt_sklearn import _encoders_runtime as rt
-    from xlmt_sklearn._runtime_int8 import require_int8
 
     def int8_ok(backend: str) -> bool:
         try:
-            require_int8(backend)
+            rt.require_int8(backend)
         except ImportError:
             return False
         return True

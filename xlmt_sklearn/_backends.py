@@ -22,6 +22,7 @@ from typing import Any
 from ._encoders import Encoder, TorchEncoder
 from ._encoders_runtime import (
     openvino_has_bf16,
+    require_int8,
     require_runtime,
     runtime_encoder,
     runtime_installed,
@@ -98,8 +99,6 @@ def resolve_backend(
         )
     require_runtime(backend)
     if quantize == "int8":
-        from ._runtime_int8 import require_int8
-
         require_int8(backend)
     return backend
 

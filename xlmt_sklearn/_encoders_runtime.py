@@ -36,6 +36,7 @@ __all__ = [
     "OnnxRuntimeEncoder",
     "OpenVINOEncoder",
     "openvino_has_bf16",
+    "require_int8",
     "require_runtime",
     "runtime_encoder",
     "runtime_encoder_class",
@@ -49,14 +50,16 @@ _COMPILED: OrderedDict[tuple, Any] = OrderedDict()
 _COMPILED_LOCK = threading.RLock()
 
 
-def runtime_installed(backend: str) -> bool:
-    """Whether ``backend``'s runtime can be imported (without importing it)."""
-    if backend == "torch":
-        return True
-    name = _MODULES[backend]
+def _importable(name: str) -> bool:
+    """Whether module ``name`` can be imported (without importing it)."""
     if name in sys.modules:  # imported already, or blocked with sys.modules[name] = None
         return sys.modules[name] is not None
     return importlib.util.find_spec(name) is not None
+
+
+def runtime_installed(backend: str) -> bool:
+    """Whether ``backend``'s runtime can be imported (without importing it)."""
+    return backend == "torch" or _importable(_MODULES[backend])
 
 
 def require_runtime(backend: str) -> None:
@@ -65,6 +68,20 @@ def require_runtime(backend: str) -> None:
         raise ImportError(
             f"backend={backend!r} needs the {_MODULES[backend]} package, which is not "
             f'installed: pip install "xlmt-sklearn[{backend}]" (or backend="torch").'
+        )
+
+
+def require_int8(backend: str) -> None:
+    """Raise an ``ImportError`` naming the ``pip install`` when ``backend``'s int8 tool is missing
+    (:data:`~xlmt_sklearn._runtime_int8.INT8_TOOLS`)."""
+    from ._runtime_int8 import INT8_TOOLS
+
+    needs = INT8_TOOLS[backend]
+    if not _importable(needs):
+        raise ImportError(
+            f"quantize='int8' with backend={backend!r} needs the {needs} package, which is "
+            f'not installed: pip install "xlmt-sklearn[{backend}]" (or pip install {needs}; '
+            f'or backend="torch").'
         )
 
 

@@ -29,20 +29,19 @@ OpenVINO (:data:`OPENVINO_INT8_SCHEME`)
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import logging
 import sys
 from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "INT8_TOOLS",
     "ONNXRUNTIME_INT8_SCHEME",
     "OPENVINO_DQ_GROUP",
     "OPENVINO_INT8_SCHEME",
     "compress_openvino",
     "int8_scheme",
     "quantize_onnx",
-    "require_int8",
     "width_reducing_matmuls",
 ]
 
@@ -61,25 +60,10 @@ def int8_scheme(backend: str) -> str:
     return OPENVINO_INT8_SCHEME if backend == "openvino" else ONNXRUNTIME_INT8_SCHEME
 
 
-def _installed(name: str) -> bool:
-    if name in sys.modules:  # imported already, or blocked with sys.modules[name] = None
-        return sys.modules[name] is not None
-    return importlib.util.find_spec(name) is not None
-
-
-def require_int8(backend: str) -> None:
-    """Raise an ``ImportError`` naming the ``pip install`` when ``backend``'s int8 tool is missing.
-
-    OpenVINO's weight compression is NNCF's (in the ``[openvino]`` extra);
-    ONNX Runtime's quantizer ships with ``onnxruntime`` and needs ``onnx``.
-    """
-    needs = "nncf" if backend == "openvino" else "onnx"
-    if not _installed(needs):
-        raise ImportError(
-            f"quantize='int8' with backend={backend!r} needs the {needs} package, which is "
-            f'not installed: pip install "xlmt-sklearn[{backend}]" (or pip install {needs}; '
-            f'or backend="torch").'
-        )
+#: The package each runtime's int8 needs besides the runtime: OpenVINO's weight
+#: compression is NNCF's (in the ``[openvino]`` extra); ONNX Runtime's quantizer
+#: ships with ``onnxruntime`` and needs ``onnx``.
+INT8_TOOLS = {"openvino": "nncf", "onnxruntime": "onnx"}
 
 
 # ------------------------------------------------------------------ ONNX Runtime
