@@ -31,6 +31,18 @@ from tests._models import (
 _REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _converted_dir(tmp_path_factory):
+    """Models converted for the runtimes go to one folder of this session, never to the
+    user's ``~/.cache`` (subprocesses inherit it); each (model, layers, runtime) converts
+    once per session."""
+    from xlmt_sklearn._convert import CONVERTED_ENV
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(CONVERTED_ENV, str(tmp_path_factory.mktemp("converted")))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _process_state(request):
     """Every test starts without this process's cache objects, connections and memos

@@ -23,6 +23,7 @@ from xlmt_sklearn import XLMTTokenVectorizer, XLMTVectorizer
 from xlmt_sklearn import _backends as bk
 from xlmt_sklearn import _encoders_runtime as rt
 from xlmt_sklearn._convert import CONVERTED_ENV, converted_root, ensure_converted, is_complete
+from xlmt_sklearn._runtime_int8 import OPENVINO_INT8_SCHEME
 
 RUNTIMES = ["openvino", "onnxruntime"]
 TEXTS = [
@@ -35,13 +36,6 @@ LONG = " ".join(["guten Tag liebe Welt, wie geht's?"] * 12)
 ATOL = 1e-4
 #: Cosine per row of runtime int8 to torch float32 (tiny models; real weights: docs/backends.md).
 INT8_COSINE = 0.999
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _converted_dir(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(CONVERTED_ENV, str(tmp_path_factory.mktemp("converted")))
-        yield
 
 
 @pytest.fixture(params=RUNTIMES)
@@ -364,15 +358,23 @@ def test_auto_rule(monkeypatch):
     assert resolve() == "openvino"
     assert resolve(dtype="bfloat16") == "openvino"
     assert resolve(dtype="float32") == "torch"  # torch float32 is the reference
+    monkeypatch.setattr(bk, "_int8_installed", lambda b: True)
+    assert resolve(quantize="int8") == "openvino"  # OpenVINO int8: faster, closer to fp32
+    monkeypatch.setattr(bk, "_int8_installed", lambda b: False)  # no NNCF
     assert resolve(quantize="int8") == "torch"
+    monkeypatch.setattr(bk, "_int8_installed", lambda b: True)
     assert resolve(compile=True) == "torch"
     monkeypatch.setattr(bk, "_wants_cpu", lambda device: False)  # a GPU
     assert resolve(device="auto") == "torch"
     monkeypatch.setattr(bk, "_wants_cpu", lambda device: True)
     monkeypatch.setattr(bk, "native_bf16", lambda: False)  # AVX2-only, or no OpenVINO
     assert resolve() == "torch"
+    assert resolve(quantize="int8") == "torch"
     monkeypatch.setenv(bk.AUTO_BACKEND_ENV, "onnxruntime")
     assert resolve() == "onnxruntime"
+    assert resolve(quantize="int8") == "onnxruntime"
+    monkeypatch.setenv(bk.AUTO_BACKEND_ENV, "torch")
+    assert resolve(quantize="int8") == "torch"
     monkeypatch.setenv(bk.AUTO_BACKEND_ENV, "tensorflow")
     with pytest.raises(ValueError, match=f"{bk.AUTO_BACKEND_ENV} must be one of"):
         resolve()
@@ -433,3 +435,59 @@ def test_cli_backend_option(tiny_model_dir, runtime, tmp_path, monkeypatch):
     np.testing.assert_allclose(outs[runtime], outs["torch"], atol=ATOL)
     (manifest,) = (tmp_path / "converted").glob("*/manifest.json")  # the runtime ran
     assert json.loads(manifest.read_text())["model"]["runtime"] == runtime
+
+
+def test_a_first_conversion_blocks_only_the_threads_that_want_that_model(monkeypatch):
+    """Converting and compiling one model (minutes on a real one) holds a lock of its own:
+    another model's session is served meanwhile, and the model is built once."""
+    import threading
+    from collections import OrderedDict
+
+    release, started, builds = threading.Event(), threading.Event(), []
+
+    class Slow(rt.RuntimeEncoder):
+        name = "openvino"
+
+        def converted(self, layers, weights=None):
+            return layers
+
+        def _compile(self, folder, threads):
+            builds.append(folder)
+            if folder == (0,):
+                started.set()
+                assert release.wait(30)
+            return ("compiled", folder)
+
+        _export = _quantize = _run = None
+
+    monkeypatch.setattr(rt, "_COMPILED", OrderedDict())
+    encoder, got = Slow("spec", "float32"), []
+    first = threading.Thread(target=lambda: got.append(encoder.session((0,))))
+    first.start()
+    assert started.wait(30)
+    other = threading.Thread(target=lambda: got.append(encoder.session((1,))))
+    other.start()
+    other.join(timeout=10)
+    blocked = other.is_alive()
+    same = threading.Thread(target=lambda: got.append(encoder.session((0,))))
+    same.start()
+    release.set()
+    for t in (first, other, same):
+        t.join(timeout=30)
+    assert not blocked, "another model's session waited for the slow conversion"
+    assert builds.count((0,)) == 1 and builds.count((1,)) == 1
+    zero = [g for g in got if g[0] == ("compiled", (0,))]
+    assert len(zero) == 2 and zero[0] is zero[1]
+
+
+def test_auto_int8_is_openvino_int8_on_a_native_bf16_cpu(tiny_model_dir, monkeypatch):
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    monkeypatch.delenv(bk.AUTO_BACKEND_ENV)
+    monkeypatch.setattr(bk, "native_bf16", lambda: True)
+    vec = XLMTVectorizer(str(tiny_model_dir), device="cpu", quantize="int8").fit()
+    (encoder,) = vec._encoders()
+    assert isinstance(encoder, rt.OpenVINOEncoder) and encoder.quantize == "int8"
+    assert encoder.fingerprint["quantize"] == OPENVINO_INT8_SCHEME
+    ref = clone(vec).set_params(backend="torch", quantize=None).fit_transform(TEXTS)
+    assert _cosines(vec.transform(TEXTS), ref).min() >= INT8_COSINE

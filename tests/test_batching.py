@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from xlmt_sklearn._batching import plan_batches
+from xlmt_sklearn._batching import BATCH_OVERHEAD_TOKENS, plan_batches
 from xlmt_sklearn._dedupe import unique_texts
 from xlmt_sklearn._output import Scatter
 
@@ -15,9 +15,10 @@ from xlmt_sklearn._output import Scatter
     st.lists(st.integers(1, 200), max_size=300),
     st.integers(1, 40),
     st.one_of(st.none(), st.integers(1, 2000)),
+    st.booleans(),
 )
-def test_plan_covers_every_position_once(lengths, batch_size, max_tokens):
-    plan = plan_batches(lengths, batch_size, max_tokens)
+def test_plan_covers_every_position_once(lengths, batch_size, max_tokens, min_padding):
+    plan = plan_batches(lengths, batch_size, max_tokens, min_padding=min_padding)
     seen = np.concatenate(plan.batches) if plan.batches else np.array([], dtype=int)
     assert sorted(seen.tolist()) == list(range(len(lengths)))
     for b in plan.batches:
@@ -37,8 +38,48 @@ def test_sorting_cuts_padding():
 
 
 def test_empty_plan():
-    plan = plan_batches([], 8)
-    assert plan.batches == [] and plan.padding_fraction == 0.0
+    for min_padding in (False, True):
+        plan = plan_batches([], 8, min_padding=min_padding)
+        assert plan.batches == [] and plan.padding_fraction == 0.0
+
+
+def _brute_force_cost(desc, batch_size, max_tokens):
+    """Least padded tokens + overhead over every way to cut ``desc`` (exponential)."""
+    import functools
+
+    @functools.cache
+    def best(i):
+        if i == len(desc):
+            return 0
+        options = []
+        for j in range(i + 1, min(len(desc), i + batch_size) + 1):
+            padded = (j - i) * desc[i]
+            if max_tokens is None or padded <= max_tokens or j == i + 1:
+                options.append(padded + BATCH_OVERHEAD_TOKENS + best(j))
+        return min(options)
+
+    return best(0)
+
+
+@given(
+    st.lists(st.integers(1, 130), min_size=1, max_size=14),
+    st.integers(1, 6),
+    st.one_of(st.none(), st.integers(1, 400)),
+)
+def test_min_padding_plan_is_optimal(lengths, batch_size, max_tokens):
+    plan = plan_batches(lengths, batch_size, max_tokens, min_padding=True)
+    got = plan.padded_tokens + BATCH_OVERHEAD_TOKENS * len(plan.batches)
+    desc = tuple(sorted(lengths, reverse=True))
+    assert got == _brute_force_cost(desc, batch_size, max_tokens)
+
+
+def test_min_padding_plan_wastes_less_on_a_small_spread_sample():
+    """80 texts of 5..60 tokens: cutting every 32 texts pads heavily; the plan does not."""
+    lengths = np.random.default_rng(0).integers(5, 61, size=80)
+    fixed, least = plan_batches(lengths, 32), plan_batches(lengths, 32, min_padding=True)
+    assert fixed.padding_fraction > 0.2
+    assert least.padding_fraction < 0.1
+    assert least.batches[0][0] == fixed.batches[0][0]  # still longest first
 
 
 @given(st.lists(st.sampled_from(["a", "b", "c", "", "é", "😀"]), max_size=50))

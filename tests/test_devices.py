@@ -199,6 +199,24 @@ def test_an_error_on_one_device_stops_the_run_and_is_raised():
     assert sorted(got) == sorted(done)  # everything computed reached the caller
 
 
+def test_when_two_devices_fail_the_error_raised_names_both():
+    both = threading.Barrier(2)
+
+    def work(batch, device):
+        both.wait(timeout=10)  # each device holds one batch before either fails
+        raise RuntimeError(f"{device.device} broke")
+
+    devices = [
+        SimpleNamespace(device=f"cpu:{m}", is_out_of_memory=lambda exc: False) for m in range(2)
+    ]
+    with pytest.raises(RuntimeError, match="broke") as info:
+        list(_scheduler.computed(devices, [np.array([i]) for i in range(4)], work))
+    notes = getattr(info.value, "__notes__", [])
+    first = str(info.value).split()[0]
+    other = "cpu:1" if first == "cpu:0" else "cpu:0"
+    assert notes == [f"Another device also failed: RuntimeError: {other} broke"]
+
+
 def test_out_of_memory_halves_the_batch_after_releasing_the_failed_one():
     """A batch that runs out of memory is split in halves, retried once the failed
     forward's objects are gone (the error's traceback no longer holds them)."""
@@ -368,3 +386,34 @@ def test_a_memory_error_while_delivering_is_not_a_device_out_of_memory(
         hook.remove()
     # Planned batches of 8 (and the last, of 6) only: nothing was halved and recomputed.
     assert sizes and sizes[0] == 8 and set(sizes) <= {8, 6}
+
+
+def test_encoders_that_pad_get_the_least_padding_plan(tiny_model_dir):
+    """An encoder with ``pads_batches`` (the CPU runtimes) is handed batches cut where
+    padding is least; the vectors are the same."""
+    from xlmt_sklearn._encoders_runtime import RuntimeEncoder
+    from xlmt_sklearn._tokenize import tokenize
+
+    assert RuntimeEncoder.pads_batches and not TorchEncoder.pads_batches
+    texts = [" ".join(["word"] * (1 + (7 * i) % 40)) for i in range(48)]
+    runs = {}
+    for pads in (False, True):
+        (encoder,) = XLMTVectorizer(str(tiny_model_dir), device="cpu").fit()._encoders()
+        encoder.pads_batches = pads
+        widths, encode_batch = [], encoder.encode
+
+        def spy(rows, options, pool_rows, widths=widths, encode_batch=encode_batch):
+            widths.append([len(r) for r in rows])
+            return encode_batch(rows, options, pool_rows)
+
+        encoder.encode = spy
+        loaded = encoder.loaded()
+        enc = tokenize(
+            loaded.tokenizer, texts, prefix_ids=loaded.special_prefix,
+            suffix_ids=loaded.special_suffix, max_length=64,
+        )  # fmt: skip
+        out = _deliver([encoder], enc, EncodeOptions(batch_size=16), lambda idx, vals: None)
+        padded = sum(len(w) * max(w) for w in widths)
+        runs[pads] = (padded, np.stack([out[i] for i in range(len(texts))]))
+    assert runs[True][0] < 0.9 * runs[False][0]
+    np.testing.assert_allclose(runs[True][1], runs[False][1], atol=1e-5)

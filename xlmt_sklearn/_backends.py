@@ -1,11 +1,13 @@
 """Which backend computes a call, and the encoders for it.
 
 ``backend="auto"`` (:func:`resolve_backend`) is torch on CUDA/MPS, with
-``quantize`` or ``compile`` and for an explicit ``dtype="float32"``/``"float16"``;
-on a CPU it is OpenVINO in bfloat16 where OpenVINO is installed and the CPU runs
-bf16 natively (AVX-512 BF16, AMX: measured 1.6x-3.4x torch float32 at cosine
->= 0.9999, docs/backends.md), else torch. OpenVINO float32 and ONNX Runtime were
-not faster than torch on the XLM-R base shape, so "auto" never picks them.
+``compile`` and for an explicit ``dtype="float32"``/``"float16"``. On a CPU that
+runs bf16 natively (AVX-512 BF16, AMX) with OpenVINO installed it is OpenVINO:
+in bfloat16 (2.2x torch float32 on the XLM-R base shape at cosine >= 0.9999,
+docs/backends.md) and, with ``quantize="int8"`` where NNCF is installed too,
+OpenVINO's int8 (faster than torch int8 and closer to float32). Elsewhere,
+including every AVX2-only CPU, torch. OpenVINO float32 and ONNX Runtime were
+barely faster than torch on the XLM-R base shape, so "auto" never picks them.
 ``XLMT_SKLEARN_AUTO_BACKEND`` overrides the CPU choice.
 
 :func:`make_encoders` builds one :class:`~xlmt_sklearn._encoders.Encoder` per
@@ -39,6 +41,15 @@ AUTO_BACKEND_ENV = "XLMT_SKLEARN_AUTO_BACKEND"
 def native_bf16() -> bool:
     """Whether OpenVINO is installed and its CPU plugin runs bf16 natively here."""
     return runtime_installed("openvino") and openvino_has_bf16()
+
+
+def _int8_installed(backend: str) -> bool:
+    """Whether ``backend``'s int8 tool is installed (:func:`require_int8` would pass)."""
+    try:
+        require_int8(backend)
+    except ImportError:
+        return False
+    return True
 
 
 def _wants_cpu(device: Any) -> bool:
@@ -75,12 +86,16 @@ def resolve_backend(
     from ._env import env_choice
 
     if backend == "auto":
-        if quantize is not None or compile or not _wants_cpu(device):
+        if quantize not in (None, "int8") or compile or not _wants_cpu(device):
             return "torch"
         forced = env_choice(AUTO_BACKEND_ENV, BACKENDS[1:])
         if forced is not None:
             require_runtime(forced)
+            if quantize == "int8" and forced != "torch":
+                require_int8(forced)
             return forced
+        if quantize == "int8":
+            return "openvino" if native_bf16() and _int8_installed("openvino") else "torch"
         if dtype in ("auto", "bfloat16") and native_bf16():
             return "openvino"
         return "torch"

@@ -5,21 +5,32 @@ sorted by token count (longest first, so a GPU out-of-memory shows up on the
 first batch, not the last) and cut into batches of at most ``batch_size`` texts
 and at most ``max_tokens`` padded tokens. Sorting makes neighbours similar in
 length, so padding -- pure wasted compute -- stays small.
+
+``min_padding=True`` places the cuts where they waste the fewest padded tokens
+instead of every ``batch_size`` texts (:func:`_min_padding_cuts`): for encoders
+that compute every batch padded and whose time grows with padded tokens, not
+with the number of batches (the CPU runtimes: docs/backends.md, "Batching").
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["MAX_AUTO_TOKENS", "BatchPlan", "plan_batches", "token_budget"]
+__all__ = ["BATCH_OVERHEAD_TOKENS", "MAX_AUTO_TOKENS", "BatchPlan", "plan_batches", "token_budget"]
 
 #: Cap of the automatic (``max_tokens="auto"``) budget. A batch this large already keeps
 #: a data-centre GPU busy; larger ones only delay the first cache write and the first
 #: out-of-memory signal.
 MAX_AUTO_TOKENS = 1 << 18
+
+#: What one more batch costs a padded CPU runtime, in tokens' worth of compute: the
+#: ``min_padding`` plan's price of a cut (measured: OpenVINO on the XLM-R base shape,
+#: 2 threads, spends ~5 ms per call beyond ~0.46 ms per padded token).
+BATCH_OVERHEAD_TOKENS = 16
 
 
 @dataclass(frozen=True)
@@ -56,7 +67,10 @@ class BatchPlan:
 
 
 def plan_batches(
-    lengths: Sequence[int], batch_size: int, max_tokens: int | None = None
+    lengths: Sequence[int],
+    batch_size: int,
+    max_tokens: int | None = None,
+    min_padding: bool = False,
 ) -> BatchPlan:
     """Sort by length (descending, stable) and cut batches.
 
@@ -69,6 +83,9 @@ def plan_batches(
     max_tokens : int or None, default=None
         Most padded tokens (``n_texts * longest``) per batch; a single text
         longer than this still gets a batch of its own. None = no token cap.
+    min_padding : bool, default=False
+        Cut where the fewest padded tokens are wasted (each batch still within
+        ``batch_size`` and ``max_tokens``), not every ``batch_size`` texts.
 
     Examples
     --------
@@ -78,6 +95,9 @@ def plan_batches(
     """
     lengths = np.asarray(lengths, dtype=np.int64)
     order = np.argsort(-lengths, kind="stable")
+    if min_padding:
+        cuts = _min_padding_cuts(lengths[order], batch_size, max_tokens)
+        return BatchPlan([order[a:b] for a, b in itertools.pairwise(cuts)], lengths)
     batches: list[np.ndarray] = []
     start, n = 0, len(order)
     while start < n:
@@ -88,6 +108,36 @@ def plan_batches(
         batches.append(order[start : start + size])
         start += size
     return BatchPlan(batches=batches, lengths=lengths)
+
+
+def _min_padding_cuts(desc: np.ndarray, batch_size: int, max_tokens: int | None) -> list[int]:
+    """Batch boundaries over lengths sorted descending that minimise the padded tokens.
+
+    Dynamic programming over prefixes: ``cost[j]`` is the least padded tokens
+    (plus :data:`BATCH_OVERHEAD_TOKENS` per batch) for the first ``j`` texts; a
+    batch ``[i, j)`` pads to ``desc[i]``. O(n * batch_size).
+
+    Examples
+    --------
+    >>> _min_padding_cuts(np.array([40, 39, 38, 10, 9, 8]), 4, None)
+    [0, 3, 6]
+    """
+    n = len(desc)
+    cost = np.full(n + 1, np.inf)
+    cost[0] = 0.0
+    back = np.zeros(n + 1, dtype=np.int64)
+    for j in range(1, n + 1):
+        starts = np.arange(max(0, j - batch_size), j)
+        padded = (j - starts) * desc[starts]
+        if max_tokens is not None:  # a single text over the cap still gets its own batch
+            padded = np.where((padded <= max_tokens) | (starts == j - 1), padded, np.inf)
+        total = cost[starts] + padded + BATCH_OVERHEAD_TOKENS
+        k = int(np.argmin(total))
+        cost[j], back[j] = total[k], starts[k]
+    cuts = [n]
+    while cuts[-1] > 0:
+        cuts.append(int(back[cuts[-1]]))
+    return cuts[::-1]
 
 
 def token_budget(

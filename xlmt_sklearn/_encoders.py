@@ -87,11 +87,17 @@ class Encoder(ABC):
         Where it computes ("cpu", "cuda:0", ...).
     dtype : str
         The compute precision ("float32", "float16", "bfloat16").
+    pads_batches : bool
+        True when every batch is computed padded to its longest row and its time
+        grows with the padded tokens, not with the number of batches (the CPU
+        runtimes): the batch plan then cuts where padding is least
+        (:func:`~xlmt_sklearn._batching.plan_batches` ``min_padding``).
     """
 
     name: str
     device: str
     dtype: str
+    pads_batches: bool = False
 
     @property
     @abstractmethod

@@ -47,7 +47,11 @@ __all__ = [
 _MODULES = {"openvino": "openvino", "onnxruntime": "onnxruntime"}
 
 _COMPILED: OrderedDict[tuple, Any] = OrderedDict()
+#: Guards :data:`_COMPILED` and :data:`_BUILDING` (held for dictionary work only).
 _COMPILED_LOCK = threading.RLock()
+#: One lock per key being converted/compiled: a first conversion takes minutes, and
+#: only the threads that want that same model wait for it.
+_BUILDING: dict[tuple, threading.Lock] = {}
 
 
 def _importable(name: str) -> bool:
@@ -126,6 +130,7 @@ class RuntimeEncoder(Encoder):
 
     name = "runtime"
     precisions: tuple[str, ...] = ("float32",)
+    pads_batches = True
 
     def __init__(self, spec: Any, precision: str, quantize: str | None = None):
         self.spec = spec
@@ -206,14 +211,20 @@ class RuntimeEncoder(Encoder):
         threads = torch.get_num_threads()
         key = (self.name, self.spec, tuple(layers), self.dtype, self.quantize, threads)
         with _COMPILED_LOCK:
-            compiled = _COMPILED.get(key)
-            if compiled is None:
-                folder = self.converted(layers)
-                compiled = (self._compile(folder, threads), threading.Lock())
+            if key in _COMPILED:
+                _COMPILED.move_to_end(key)
+                return _COMPILED[key]
+            building = _BUILDING.setdefault(key, threading.Lock())
+        with building:  # one build per key; other keys and cached models go on meanwhile
+            with _COMPILED_LOCK:
+                if key in _COMPILED:  # built while this thread waited
+                    return _COMPILED[key]
+            compiled = (self._compile(self.converted(layers), threads), threading.Lock())
+            with _COMPILED_LOCK:
                 _COMPILED[key] = compiled
+                _BUILDING.pop(key, None)
                 while len(_COMPILED) > max_models():
                     _COMPILED.popitem(last=False)
-            _COMPILED.move_to_end(key)
             return compiled
 
     def encode(

@@ -206,7 +206,10 @@ def encode(
         return
     longest = int(np.max(enc.lengths))
     caps = [c for c in (e.token_cap(options, longest) for e in encoders) if c is not None]
-    plan = plan_batches(enc.lengths, options.batch_size, min(caps) if caps else None)
+    plan = plan_batches(
+        enc.lengths, options.batch_size, min(caps) if caps else None,
+        min_padding=all(e.pads_batches for e in encoders),
+    )  # fmt: skip
 
     def compute(rows_idx: np.ndarray, encoder: Encoder):
         rows = [enc.rows[r] for r in rows_idx]

@@ -17,7 +17,8 @@ Either way a batch whose computation runs out of memory is halved and retried,
 and only the computation: an error raised while the caller handles a result
 is the caller's and is never retried. A failing computation stops the others
 after their current batch; everything already computed still reaches the
-caller before the error is raised. A caller that stops iterating (an error of
+caller before the error is raised (the first one; another device's error
+is added to its notes). A caller that stops iterating (an error of
 its own, ``KeyboardInterrupt``) stops the producers after their current batch.
 """
 
@@ -147,6 +148,14 @@ def computed(
     yield from _threaded(devices, batches, compute)
 
 
+def _add_note(exc: BaseException, note: str) -> None:
+    """``exc.add_note(note)`` (Python >= 3.11; on 3.10 the note is kept in ``__notes__``)."""
+    if hasattr(exc, "add_note"):
+        exc.add_note(note)
+    else:  # pragma: no cover - Python 3.10
+        exc.__notes__ = [*getattr(exc, "__notes__", []), note]
+
+
 def _threaded(
     devices: Sequence[Any], batches: Sequence[np.ndarray], compute: Callable[[np.ndarray, Any], T]
 ) -> Iterator[T]:
@@ -195,8 +204,10 @@ def _threaded(
             kind, value = results.get()
             if kind == "done":
                 live -= 1
-            elif kind == "error":
-                error = error or value
+            elif kind == "error" and error is None:
+                error = value
+            elif kind == "error":  # another device failed too: said on the error raised
+                _add_note(error, f"Another device also failed: {type(value).__name__}: {value}")
             else:
                 yield value
     finally:

@@ -121,15 +121,17 @@ class XLMTTokenVectorizer(ModelFeaturizerMixin, auto_wrap_output_keys=None):
         What computes the model. ``"openvino"`` and ``"onnxruntime"`` run a
         copy converted once and kept on disk (docs/backends.md) on the CPU;
         they need the ``[openvino]``/``[onnxruntime]`` extra. ``"auto"``: torch
-        on a GPU, with ``quantize`` or ``compile`` and with ``dtype="float32"``;
-        on a CPU, OpenVINO in bfloat16 when it is installed and the CPU runs
-        bf16 natively (AVX-512 BF16, AMX: measured faster), else torch.
-        Vectors of each backend and precision are cached apart.
+        on a GPU, with ``compile`` and with ``dtype="float32"``; on a CPU that
+        runs bf16 natively (AVX-512 BF16, AMX) with OpenVINO installed,
+        OpenVINO (bfloat16; with ``quantize="int8"``, its int8: both measured
+        faster), else torch. Vectors of each backend and precision are cached
+        apart.
     dtype : {"auto", "float32", "float16", "bfloat16"}, default="auto"
         Compute dtype, as in :class:`XLMTVectorizer` (``"auto"`` on a CPU: float32,
         or bfloat16 with OpenVINO on CPUs that run it natively); output is float32.
     quantize : {"int8"} or None, default=None
-        Dynamic int8 quantization of the linear layers (CPU only).
+        ``"int8"``: int8 weights, float32 activations (CPU only; torch or the
+        runtime's own int8, docs/backends.md).
     compile : bool, default=False
         ``torch.compile`` the model.
     cache : str, os.PathLike, EmbeddingCache, CacheBase or None, default=None

@@ -89,18 +89,21 @@ class XLMTVectorizer(ModelFeaturizerMixin):
         What computes the model. ``"openvino"`` and ``"onnxruntime"`` run a
         copy converted once and kept on disk (docs/backends.md) on the CPU;
         they need the ``[openvino]``/``[onnxruntime]`` extra. ``"auto"``: torch
-        on a GPU, with ``quantize`` or ``compile`` and with ``dtype="float32"``;
-        on a CPU, OpenVINO in bfloat16 when it is installed and the CPU runs
-        bf16 natively (AVX-512 BF16, AMX: measured faster), else torch.
-        Vectors of each backend and precision are cached apart.
+        on a GPU, with ``compile`` and with ``dtype="float32"``; on a CPU that
+        runs bf16 natively (AVX-512 BF16, AMX) with OpenVINO installed,
+        OpenVINO (bfloat16; with ``quantize="int8"``, its int8: both measured
+        faster), else torch. Vectors of each backend and precision are cached
+        apart.
     dtype : {"auto", "float32", "float16", "bfloat16"}, default="auto"
         Compute dtype. ``"auto"``: bfloat16/float16 on a GPU; on a CPU, float32
         with torch and ONNX Runtime, and bfloat16 with OpenVINO on CPUs that run
         it natively (AVX-512 BF16, AMX), which is what ``backend="auto"`` picks
         there. Output is always float32.
     quantize : {"int8"} or None, default=None
-        ``"int8"``: dynamic int8 quantization of the linear layers (CPU only;
-        faster, cosine >= 0.99 to float32, see docs/benchmarks.md).
+        ``"int8"``: int8 weights, float32 activations (CPU only; faster).
+        Torch: dynamic int8 quantization of the linear layers (cosine >= 0.98
+        to float32); OpenVINO and ONNX Runtime: their own int8, closer to
+        float32 (docs/backends.md, "Int8 on the runtimes").
     compile : bool, default=False
         ``torch.compile`` the model. On CPUs this is slower than the default
         packed forward and costs about a minute of compilation (measured in
