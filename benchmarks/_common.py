@@ -407,8 +407,9 @@ def assemble_docs() -> Path:
         parts.append(
             "## Throughput (CPU)\n\nNot run yet: `python benchmarks/bench_throughput.py`.\n"
         )
-    extras = ["throughput_notes.md", "main_job.md", "int8-quality.md"]
+    extras = ["throughput-e5-small.md", "throughput_notes.md", "main_job.md", "int8-quality.md"]
     extras += sorted(p.name for p in RESULTS.glob("int8-quality-*.md"))  # the runtimes' int8
+    extras += ["openvino-int8-groups.md"]
     extras += ["memory.md", "ab.md"]
     # tuning.md (a full run) or the tuning-<experiments>.md of partial runs.
     extras += sorted(p.name for p in RESULTS.glob("tuning*.md"))

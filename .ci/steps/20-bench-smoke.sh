@@ -11,5 +11,6 @@ PYTHON=python bash benchmarks/gpu_check.sh   # prints a message and exits 0 with
 python benchmarks/gpu_check.py --simulate-on-cpu --n 48 --n-check 24
 python benchmarks/bench_memory.py --smoke
 python benchmarks/int8_quality.py --smoke
+python benchmarks/bench_openvino_int8.py --smoke
 python benchmarks/bench_search.py --smoke
 python benchmarks/bench_main_job.py --smoke
