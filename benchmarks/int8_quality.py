@@ -24,6 +24,7 @@ puts it into docs/benchmarks.md. Each variant has its own cache in
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -64,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     tmp = tempfile.TemporaryDirectory(prefix="int8_quality_") if args.smoke else None
     if args.smoke:
         model_dir = C.tiny_model_dir(Path(tmp.name) / "tiny")
+        # Converted models of the throw-away tiny model go to the temp dir, not the user's cache.
+        os.environ["XLMT_SKLEARN_CONVERTED_DIR"] = str(Path(tmp.name) / "converted")
         limit, langs, assets = args.limit or 24, ["english", "spanish"], Path(tmp.name)
         model_name = "tiny random XLM-R (smoke)"
     else:
