@@ -110,7 +110,7 @@ def input_order_plan() -> Iterator[None]:
 
     orig = fw.plan_batches
 
-    def in_order(lengths, batch_size, max_tokens=None):
+    def in_order(lengths, batch_size, max_tokens=None, min_padding=False):
         lengths = np.asarray(lengths, dtype=np.int64)
         idx = np.arange(len(lengths))
         return BatchPlan([idx[s : s + batch_size] for s in range(0, len(idx), batch_size)],
