@@ -491,3 +491,24 @@ def test_auto_int8_is_openvino_int8_on_a_native_bf16_cpu(tiny_model_dir, monkeyp
     assert encoder.fingerprint["quantize"] == OPENVINO_INT8_SCHEME
     ref = clone(vec).set_params(backend="torch", quantize=None).fit_transform(TEXTS)
     assert _cosines(vec.transform(TEXTS), ref).min() >= INT8_COSINE
+
+
+def test_a_local_model_by_another_path_reuses_its_conversion(
+    tiny_model_dir, tmp_path, runtime, monkeypatch
+):
+    """A converted local folder is keyed by its content: a copy (or a relative path) of the
+    same files reuses the conversion instead of converting again."""
+    import shutil
+
+    monkeypatch.setenv(CONVERTED_ENV, str(tmp_path / "converted"))  # manifests name 1st path
+    copy = tmp_path / "copy-of-tiny"
+    shutil.copytree(tiny_model_dir, copy)
+    outs, folders = [], []
+    for model in (tiny_model_dir, copy):
+        vec = XLMTVectorizer(str(model), backend=runtime, dtype="float32", device="cpu",
+                             progress=False).fit()  # fmt: skip
+        outs.append(vec.transform(TEXTS))
+        (encoder,) = vec._encoders()
+        folders.append(encoder.converted((-1,)))
+    assert folders[0] == folders[1]
+    np.testing.assert_array_equal(outs[0], outs[1])

@@ -2,7 +2,7 @@
 
 A converted model is a folder ``<root>/<key>/``. ``key`` hashes everything
 that decides the exported graph: the model's pinned identity (hub id and
-commit, or a local folder's content hash), the runtime, the hidden states the
+commit, or a local folder's content hash, not its path), the runtime, the hidden states the
 graph outputs (the estimator's ``layers``) and the precision of the stored
 weights (float32: the runtime's own precision hint picks bf16 at compile
 time; or an int8 scheme of :mod:`xlmt_sklearn._runtime_int8`, built from the

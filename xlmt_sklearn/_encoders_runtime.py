@@ -191,6 +191,10 @@ class RuntimeEncoder(Encoder):
             runtime=self.name, model=spec.name, revision=spec.revision,
             content=spec.content_hash, layers=list(layers), weights=weights,
         )  # fmt: skip
+        # A local folder is its content: the same files by another path (relative, a copy)
+        # reuse one conversion. Its path stays in the manifest, for people.
+        local = spec.revision is None and bool(spec.content_hash)
+        keyed = {k: v for k, v in fields.items() if not (k == "model" and local)}
 
         def build(folder: Any) -> None:
             if weights != "float32":
@@ -200,7 +204,7 @@ class RuntimeEncoder(Encoder):
 
             self._export(_load_model(spec), layers, folder)
 
-        return ensure_converted(conversion_key(**fields), fields, build)
+        return ensure_converted(conversion_key(**keyed), fields, build)
 
     def session(self, layers: tuple[int, ...]) -> Any:
         """The compiled model for ``layers`` (once per process, precision and threads)."""
