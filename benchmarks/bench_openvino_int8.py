@@ -50,19 +50,12 @@ def _batches(model_dir: Path, texts: list[str]) -> list[tuple[np.ndarray, np.nda
     from transformers import AutoTokenizer
 
     from xlmt_sklearn._batching import plan_batches
+    from xlmt_sklearn._encoders import pad_rows
 
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     rows = tok(texts, truncation=True, max_length=128)["input_ids"]
     plan = plan_batches([len(r) for r in rows], 32, min_padding=True)
-    out = []
-    for b in plan.batches:
-        width = max(len(rows[i]) for i in b)
-        ids = np.full((len(b), width), tok.pad_token_id, dtype=np.int64)
-        mask = np.zeros((len(b), width), dtype=np.int64)
-        for k, i in enumerate(b):
-            ids[k, : len(rows[i])], mask[k, : len(rows[i])] = rows[i], 1
-        out.append((b, ids, mask))
-    return out
+    return [(b, *pad_rows([rows[i] for i in b], tok.pad_token_id)) for b in plan.batches]
 
 
 def _embed(compiled, batches, n: int) -> np.ndarray:
@@ -136,10 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=None, help="texts (default 1000; smoke 16)")
     p.add_argument("--rounds", type=int, default=None, help="rounds (default 3; smoke 1)")
     args = p.parse_args(argv)
-    try:
-        import nncf  # noqa: F401
-        import openvino  # noqa: F401
-    except ImportError:
+    from xlmt_sklearn import _encoders_runtime as rt
+
+    if not (rt.runtime_installed("openvino") and rt.int8_installed("openvino")):
         print("SKIPPED: needs the [openvino] extra (openvino, nncf)")
         return 0
     import torch

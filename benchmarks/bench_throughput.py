@@ -70,6 +70,13 @@ class Contender:
     work_mb: list[float] = field(default_factory=list)  # RSS peak above pre-run RSS
     remote: Remote | None = None  # runs in a process of its own (the CPU runtimes)
 
+    @classmethod
+    def of(cls, remote: Remote, padding: float | None = None) -> Contender:
+        """The contender ``remote`` runs in its process (``padding``: when it does not say)."""
+        padding = remote.padding if padding is None else padding
+        return cls(remote.name, lambda: remote.run()[0], padding=padding, note=remote.note,
+                   last=remote.last, load_mb=remote.load_mb, remote=remote)  # fmt: skip
+
     def timed(self) -> None:
         """One timed transform; keeps its result and peak RSS growth."""
         if self.remote is not None:
@@ -155,10 +162,8 @@ def build_contenders(
             add(name, lambda b=backend, d=dtype, q=quantize: make_runtime(
                 model_dir, texts, lengths, b, d, q))  # fmt: skip
             continue
-        remote = Remote(name, "bench_throughput", "one_contender", name, model_dir, texts,
-                        lengths, threads=threads)  # fmt: skip
-        out[name] = Contender(name, remote.run, padding=remote.padding, note=remote.note,
-                              last=remote.last, load_mb=remote.load_mb, remote=remote)  # fmt: skip
+        out[name] = Contender.of(Remote(name, "bench_throughput", "one_contender", name,
+                                        model_dir, texts, lengths, threads=threads))  # fmt: skip
 
     def make_st() -> Contender:
         from sentence_transformers import SentenceTransformer
@@ -187,9 +192,7 @@ def build_contenders(
         for name in ST_VARIANTS:
             remote = Remote(name, "_st_runtimes", "st_runtime_contender", name, model_dir, texts,
                             threads=threads, python=st_python)  # fmt: skip
-            out[name] = Contender(name, remote.run, padding=_padding_sorted(lengths, order, 32),
-                                  note=remote.note, last=remote.last, load_mb=remote.load_mb,
-                                  remote=remote)  # fmt: skip
+            out[name] = Contender.of(remote, padding=_padding_sorted(lengths, order, 32))
 
     def make_hf() -> tuple:
         from transformers import AutoModel, AutoTokenizer
@@ -244,23 +247,16 @@ def runtime_variants() -> list[tuple[str, str, str, str | None]]:
     """(contender name, backend, dtype, quantize) of each installed runtime and precision."""
     from xlmt_sklearn import _encoders_runtime as rt
 
-    def int8_ok(backend: str) -> bool:
-        try:
-            rt.require_int8(backend)
-        except ImportError:
-            return False
-        return True
-
     out = []
     if rt.runtime_installed("openvino"):
         out.append(("xlmt_sklearn openvino f32", "openvino", "float32", None))
         if rt.openvino_has_bf16():
             out.append(("xlmt_sklearn openvino bf16", "openvino", "bfloat16", None))
-        if int8_ok("openvino"):
+        if rt.int8_installed("openvino"):
             out.append(("xlmt_sklearn openvino int8", "openvino", "float32", "int8"))
     if rt.runtime_installed("onnxruntime"):
         out.append(("xlmt_sklearn onnxruntime f32", "onnxruntime", "float32", None))
-        if int8_ok("onnxruntime"):
+        if rt.int8_installed("onnxruntime"):
             out.append(("xlmt_sklearn onnxruntime int8", "onnxruntime", "float32", "int8"))
     return out
 

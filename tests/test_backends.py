@@ -358,11 +358,11 @@ def test_auto_rule(monkeypatch):
     assert resolve() == "openvino"
     assert resolve(dtype="bfloat16") == "openvino"
     assert resolve(dtype="float32") == "torch"  # torch float32 is the reference
-    monkeypatch.setattr(bk, "_int8_installed", lambda b: True)
+    monkeypatch.setattr(bk, "int8_installed", lambda b: True)
     assert resolve(quantize="int8") == "openvino"  # OpenVINO int8: faster, closer to fp32
-    monkeypatch.setattr(bk, "_int8_installed", lambda b: False)  # no NNCF
+    monkeypatch.setattr(bk, "int8_installed", lambda b: False)  # no NNCF
     assert resolve(quantize="int8") == "torch"
-    monkeypatch.setattr(bk, "_int8_installed", lambda b: True)
+    monkeypatch.setattr(bk, "int8_installed", lambda b: True)
     assert resolve(compile=True) == "torch"
     monkeypatch.setattr(bk, "_wants_cpu", lambda device: False)  # a GPU
     assert resolve(device="auto") == "torch"

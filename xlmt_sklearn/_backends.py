@@ -23,6 +23,7 @@ from typing import Any
 
 from ._encoders import Encoder, TorchEncoder
 from ._encoders_runtime import (
+    int8_installed,
     openvino_has_bf16,
     require_int8,
     require_runtime,
@@ -41,15 +42,6 @@ AUTO_BACKEND_ENV = "XLMT_SKLEARN_AUTO_BACKEND"
 def native_bf16() -> bool:
     """Whether OpenVINO is installed and its CPU plugin runs bf16 natively here."""
     return runtime_installed("openvino") and openvino_has_bf16()
-
-
-def _int8_installed(backend: str) -> bool:
-    """Whether ``backend``'s int8 tool is installed (:func:`require_int8` would pass)."""
-    try:
-        require_int8(backend)
-    except ImportError:
-        return False
-    return True
 
 
 def _wants_cpu(device: Any) -> bool:
@@ -95,7 +87,7 @@ def resolve_backend(
                 require_int8(forced)
             return forced
         if quantize == "int8":
-            return "openvino" if native_bf16() and _int8_installed("openvino") else "torch"
+            return "openvino" if native_bf16() and int8_installed("openvino") else "torch"
         if dtype in ("auto", "bfloat16") and native_bf16():
             return "openvino"
         return "torch"

@@ -2,11 +2,12 @@
 
 A converted model is a folder ``<root>/<key>/``. ``key`` hashes everything
 that decides the exported graph: the model's pinned identity (hub id and
-commit, or a local folder's content hash, not its path), the runtime, the hidden states the
-graph outputs (the estimator's ``layers``) and the precision of the stored
-weights (float32: the runtime's own precision hint picks bf16 at compile
-time; or an int8 scheme of :mod:`xlmt_sklearn._runtime_int8`, built from the
-float32 folder). ``root`` is ``$XLMT_SKLEARN_CONVERTED_DIR`` when set, else
+commit, or a local folder's content hash, not its path), the runtime, the
+hidden states the graph outputs (the estimator's ``layers``) and the
+precision of the stored weights (float32: the runtime's own precision hint
+picks bf16 at compile time; or an int8 scheme of
+:mod:`xlmt_sklearn._runtime_int8`, built from the float32 folder). ``root``
+is ``$XLMT_SKLEARN_CONVERTED_DIR`` when set, else
 ``~/.cache/xlmt_sklearn/converted`` (``$XDG_CACHE_HOME`` is honoured).
 
 Safe with concurrent processes: each builds in its own ``.tmp-*`` folder

@@ -35,6 +35,7 @@ from ._encoders import BatchOutput, EncodeOptions, Encoder, finish_batch, pad_ro
 __all__ = [
     "OnnxRuntimeEncoder",
     "OpenVINOEncoder",
+    "int8_installed",
     "openvino_has_bf16",
     "require_int8",
     "require_runtime",
@@ -75,13 +76,21 @@ def require_runtime(backend: str) -> None:
         )
 
 
-def require_int8(backend: str) -> None:
-    """Raise an ``ImportError`` naming the ``pip install`` when ``backend``'s int8 tool is missing
-    (:data:`~xlmt_sklearn._runtime_int8.INT8_TOOLS`)."""
+def int8_installed(backend: str) -> bool:
+    """Whether ``backend``'s int8 tool (:data:`~xlmt_sklearn._runtime_int8.INT8_TOOLS`) can be
+    imported (without importing it)."""
     from ._runtime_int8 import INT8_TOOLS
 
-    needs = INT8_TOOLS[backend]
-    if not _importable(needs):
+    return _importable(INT8_TOOLS[backend])
+
+
+def require_int8(backend: str) -> None:
+    """Raise an ``ImportError`` naming the ``pip install`` when ``backend``'s int8 tool is
+    missing."""
+    from ._runtime_int8 import INT8_TOOLS
+
+    if not int8_installed(backend):
+        needs = INT8_TOOLS[backend]
         raise ImportError(
             f"quantize='int8' with backend={backend!r} needs the {needs} package, which is "
             f'not installed: pip install "xlmt-sklearn[{backend}]" (or pip install {needs}; '
