@@ -8,7 +8,9 @@ docs/backends.md) and, with ``quantize="int8"`` where NNCF is installed too,
 OpenVINO's int8 (faster than torch int8 and closer to float32). Elsewhere,
 including every AVX2-only CPU, torch. OpenVINO float32 and ONNX Runtime were
 barely faster than torch on the XLM-R base shape, so "auto" never picks them.
-``XLMT_SKLEARN_AUTO_BACKEND`` overrides the CPU choice.
+``XLMT_SKLEARN_AUTO_BACKEND`` overrides the CPU choice. Calibration texts ask
+for OpenVINO's static int8, which only OpenVINO has: "auto" is then OpenVINO
+on any CPU (or a clear error when it is not installed).
 
 :func:`make_encoders` builds one :class:`~xlmt_sklearn._encoders.Encoder` per
 device: :class:`~xlmt_sklearn._encoders.TorchEncoder` or a runtime's
@@ -54,12 +56,19 @@ def _wants_cpu(device: Any) -> bool:
 
 
 def resolve_backend(
-    backend: str, device: Any, *, quantize: str | None, compile: bool, dtype: str = "auto"
+    backend: str,
+    device: Any,
+    *,
+    quantize: str | None,
+    compile: bool,
+    dtype: str = "auto",
+    calibrated: bool = False,
 ) -> str:
     """The concrete backend for an estimator's ``backend``/``device``/``quantize``/``compile``.
 
     ``"auto"``: see the module docstring (``dtype`` matters: an explicit float32
-    keeps torch, whose float32 is the reference).
+    keeps torch, whose float32 is the reference). ``calibrated``: the estimator
+    has ``calibration_texts`` (static int8, OpenVINO only).
 
     Returns
     -------
@@ -70,16 +79,33 @@ def resolve_backend(
     ------
     ValueError
         A runtime backend with a non-CPU device or ``compile``, or a ``quantize``
-        other than None and ``"int8"``.
+        other than None and ``"int8"``; calibration texts with a backend other
+        than OpenVINO.
     ImportError
         The runtime, or its int8 tool, is not installed (the message names the
         ``pip install``).
     """
+    chosen = _resolve(backend, device, quantize, compile, dtype, calibrated)
+    if calibrated and chosen != "openvino":
+        raise ValueError(
+            f"calibration_texts calibrates OpenVINO's static int8, but backend={backend!r} "
+            f"resolves to {chosen!r} here: use backend='openvino' (or 'auto') on the CPU, or "
+            "calibration_texts=None for dynamic int8."
+        )
+    return chosen
+
+
+def _resolve(
+    backend: str, device: Any, quantize: str | None, compile: bool, dtype: str, calibrated: bool
+) -> str:
+    """:func:`resolve_backend` before its calibration check."""
     from ._env import env_choice
 
     if backend == "auto":
         if quantize not in (None, "int8") or compile or not _wants_cpu(device):
             return "torch"
+        if quantize == "int8" and calibrated:  # only OpenVINO has it, on any CPU
+            return _resolve("openvino", device, quantize, compile, dtype, calibrated)
         forced = env_choice(AUTO_BACKEND_ENV, BACKENDS[1:])
         if forced is not None:
             require_runtime(forced)
@@ -119,6 +145,7 @@ def make_encoders(
     compile: bool,
     trust_remote_code: bool,
     backend: str = "auto",
+    calibration: Any = None,
 ) -> list[Encoder]:
     """One encoder per device for a pinned model; loads nothing.
 
@@ -139,6 +166,9 @@ def make_encoders(
     backend : {"auto", "torch", "openvino", "onnxruntime"}, default="auto"
         Resolved by :func:`resolve_backend`; OpenVINO and ONNX Runtime run on
         one CPU.
+    calibration : Calibration or None, default=None
+        The texts of OpenVINO's static int8
+        (:class:`~xlmt_sklearn._runtime_int8.Calibration`).
 
     Returns
     -------
@@ -147,9 +177,12 @@ def make_encoders(
     from ._model import ModelSpec
     from ._params import resolve_devices, resolve_dtype
 
-    backend = resolve_backend(backend, device, quantize=quantize, compile=compile, dtype=dtype)
+    backend = resolve_backend(
+        backend, device, quantize=quantize, compile=compile, dtype=dtype,
+        calibrated=calibration is not None,
+    )  # fmt: skip
     if backend != "torch":
-        return [runtime_encoder(backend, identity, dtype, trust_remote_code, quantize)]
+        return [runtime_encoder(backend, identity, dtype, trust_remote_code, quantize, calibration)]
     devices = ["cpu"] if quantize == "int8" else resolve_devices(device)
     dtype = "float32" if quantize == "int8" else resolve_dtype(dtype, devices[0])
     common = dict(

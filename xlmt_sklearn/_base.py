@@ -77,7 +77,7 @@ class ModelFeaturizerMixin(ClassNameFeatureNamesMixin, TransformerMixin, BaseEst
     #: on: changing one after ``fit`` (``set_params``) requires fitting again.
     _fit_params: tuple[str, ...] = (
         "model", "revision", "layers", "layer_aggregation", "max_length", "dtype", "quantize",
-        "trust_remote_code",
+        "calibration_texts", "trust_remote_code",
     )  # fmt: skip
 
     # ----------------------------------------------------------------- public
@@ -121,6 +121,7 @@ class ModelFeaturizerMixin(ClassNameFeatureNamesMixin, TransformerMixin, BaseEst
                 f"quantize='int8' of {name} computes in float32 on the CPU; "
                 f"got dtype={self.dtype!r}."
             )
+        self._calibration()  # checked before anything is converted
         self._check_backend()
         self.model_identity_ = ident
         self._fitted_params_ = {k: copy.deepcopy(getattr(self, k)) for k in self._fit_params}
@@ -131,10 +132,48 @@ class ModelFeaturizerMixin(ClassNameFeatureNamesMixin, TransformerMixin, BaseEst
         from ._encoders_runtime import runtime_encoder_class
 
         backend = getattr(self, "backend", "auto")
-        if backend in ("auto", "torch"):
+        calibrated = getattr(self, "calibration_texts", None) is not None
+        if backend in ("auto", "torch") and not calibrated:
             return
-        resolve_backend(backend, self.device, quantize=self.quantize, compile=self.compile)
-        runtime_encoder_class(backend).resolve_precision(self.dtype)
+        chosen = resolve_backend(
+            backend, self.device, quantize=self.quantize, compile=self.compile,
+            calibrated=calibrated,
+        )  # fmt: skip
+        runtime_encoder_class(chosen).resolve_precision(self.dtype)
+
+    def _calibration(self) -> Any:
+        """``calibration_texts`` as the model sees them (preprocessed, prefixed), or None.
+
+        Returns
+        -------
+        Calibration or None
+        """
+        from ._preprocess import apply_prefix, apply_preprocess, resolve_preprocess
+        from ._runtime_int8 import Calibration
+
+        given = getattr(self, "calibration_texts", None)  # absent in pickles of older versions
+        if given is None:
+            return None
+        name = type(self).__name__
+        if self.quantize != "int8":
+            raise ValueError(
+                f"The 'calibration_texts' parameter of {name} calibrates quantize='int8'; got "
+                f"quantize={self.quantize!r}: set quantize='int8', or calibration_texts=None."
+            )
+        texts = [given] if isinstance(given, str) else list(given)
+        bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+        if isinstance(given, str) or bad or not texts:
+            what = (
+                "got one string" if isinstance(given, str)
+                else f"positions {bad[:10]} are not strings (e.g. {texts[bad[0]]!r})" if bad
+                else "got none"
+            )  # fmt: skip
+            raise ValueError(
+                f"The 'calibration_texts' parameter of {name} must be a non-empty list of "
+                f"texts like the ones you will encode; {what}."
+            )
+        texts = apply_preprocess(resolve_preprocess(self.preprocess), texts)
+        return Calibration.of(apply_prefix(self.prefix, texts), self.max_length)
 
     def _check_fitted(self) -> None:
         """Fitted, and with the parameters it was fitted with (see :attr:`_fit_params`)."""
@@ -156,6 +195,7 @@ class ModelFeaturizerMixin(ClassNameFeatureNamesMixin, TransformerMixin, BaseEst
             self.model_identity_, device=self.device, dtype=self.dtype, quantize=self.quantize,
             compile=self.compile, trust_remote_code=self.trust_remote_code,
             backend=getattr(self, "backend", "auto"),  # absent in pickles of older versions
+            calibration=self._calibration(),
         )  # fmt: skip
 
     def _vector_options(self) -> dict[str, Any]:

@@ -11,8 +11,9 @@ aggregates and pools with the same torch code as the torch backend.
 Both runtimes use as many threads as torch (``torch.set_num_threads``).
 
 ``quantize="int8"`` runs the runtime's own int8 (:mod:`xlmt_sklearn._runtime_int8`:
-ONNX Runtime dynamic quantization, OpenVINO weight compression), converted once
-from the float32 model and stored beside it.
+ONNX Runtime dynamic quantization, OpenVINO weight compression; OpenVINO's
+static int8 when the estimator has ``calibration_texts``), converted once from
+the float32 model and stored beside it.
 
 Which backend a call gets (``backend="auto"``) is decided in
 :mod:`xlmt_sklearn._backends`.
@@ -99,11 +100,18 @@ def require_int8(backend: str) -> None:
 
 
 def runtime_encoder(
-    backend: str, identity: Any, dtype: str, trust_remote_code: bool, quantize: str | None = None
+    backend: str,
+    identity: Any,
+    dtype: str,
+    trust_remote_code: bool,
+    quantize: str | None = None,
+    calibration: Any = None,
 ) -> Encoder:
     """The :class:`RuntimeEncoder` of ``backend`` for a pinned model (loads nothing).
 
-    With ``quantize="int8"`` the compute precision is float32 whatever ``dtype``.
+    With ``quantize="int8"`` the compute precision is float32 whatever ``dtype``;
+    ``calibration`` (a :class:`~xlmt_sklearn._runtime_int8.Calibration`, OpenVINO
+    only) makes it static int8.
     """
     from ._model import ModelSpec
 
@@ -115,7 +123,7 @@ def runtime_encoder(
     # Int8 computes its activations in float32, as on torch (the estimators refuse any
     # other explicit dtype with it): no bf16 rounding on top of the int8 error.
     precision = cls.resolve_precision("float32" if quantize == "int8" else dtype)
-    return cls(spec, precision, quantize=quantize)
+    return cls(spec, precision, quantize=quantize, calibration=calibration)
 
 
 def runtime_encoder_class(backend: str) -> type[RuntimeEncoder]:
@@ -135,17 +143,27 @@ class RuntimeEncoder(Encoder):
     quantize : {None, "int8"}, default=None
         ``"int8"``: the runtime's int8 copy of the converted model
         (:mod:`xlmt_sklearn._runtime_int8`).
+    calibration : Calibration or None, default=None
+        With ``quantize="int8"``, the texts of static int8 (runtimes that have
+        it: :attr:`calibrates`).
     """
 
     name = "runtime"
     precisions: tuple[str, ...] = ("float32",)
     pads_batches = True
+    #: Whether this runtime has static int8 (``calibration``).
+    calibrates = False
 
-    def __init__(self, spec: Any, precision: str, quantize: str | None = None):
+    def __init__(
+        self, spec: Any, precision: str, quantize: str | None = None, calibration: Any = None
+    ):
+        if calibration is not None and not (self.calibrates and quantize == "int8"):
+            raise ValueError(f"backend={self.name!r} has no static int8 (calibration texts).")
         self.spec = spec
         self.device = "cpu"
         self.dtype = precision
         self.quantize = quantize
+        self.calibration = calibration
 
     @classmethod
     def resolve_precision(cls, dtype: str) -> str:
@@ -164,7 +182,7 @@ class RuntimeEncoder(Encoder):
         """The int8 scheme string (:mod:`xlmt_sklearn._runtime_int8`), or None for float."""
         from ._runtime_int8 import int8_scheme
 
-        return int8_scheme(self.name) if self.quantize == "int8" else None
+        return int8_scheme(self.name, self.calibration) if self.quantize == "int8" else None
 
     @property
     def fingerprint(self) -> dict[str, Any]:
@@ -222,7 +240,7 @@ class RuntimeEncoder(Encoder):
         from ._model import max_models
 
         threads = torch.get_num_threads()
-        key = (self.name, self.spec, tuple(layers), self.dtype, self.quantize, threads)
+        key = (self.name, self.spec, tuple(layers), self.dtype, self.scheme, threads)
         with _COMPILED_LOCK:
             if key in _COMPILED:
                 _COMPILED.move_to_end(key)
@@ -313,10 +331,21 @@ class OpenVINOEncoder(RuntimeEncoder):
 
         export_openvino(model, layers, folder)
 
-    def _quantize(self, float_folder: Any, folder: Any) -> None:
-        from ._runtime_int8 import compress_openvino
+    calibrates = True
 
-        compress_openvino(float_folder, folder)
+    def _quantize(self, float_folder: Any, folder: Any) -> None:
+        from ._runtime_int8 import compress_openvino, quantize_openvino_static
+
+        if self.calibration is None:
+            compress_openvino(float_folder, folder)
+            return
+        c = self.calibration
+        rows = self.tokenizer()(list(c.texts), truncation=True, max_length=c.max_length)
+        samples = []
+        for row in rows["input_ids"]:
+            ids, mask = pad_rows([row], 0)
+            samples.append({"input_ids": ids, "attention_mask": mask})
+        quantize_openvino_static(float_folder, folder, samples)
 
     def _compile(self, folder: Any, threads: int) -> Any:
         import openvino as ov
@@ -332,7 +361,7 @@ class OpenVINOEncoder(RuntimeEncoder):
             "PERFORMANCE_HINT": "LATENCY",
             "INFERENCE_NUM_THREADS": int(threads),
         }
-        if self.quantize == "int8":
+        if self.quantize == "int8" and self.calibration is None:
             from ._runtime_int8 import openvino_int8_config
 
             config.update(openvino_int8_config())

@@ -215,7 +215,12 @@ def _add_model_options(model: Any) -> None:
     )  # fmt: skip
     model.add_argument(
         "--quantize", default=None, choices=QUANTIZE_MODES,
-        help="dynamic int8 quantization of the linear layers (CPU only)",
+        help="int8 weights and activations (CPU only; torch or the runtime's own int8)",
+    )  # fmt: skip
+    model.add_argument(
+        "--calibration-file", default=None, metavar="PATH",
+        help="with --quantize int8: a UTF-8 text file, one text per line, from which "
+        "OpenVINO's static int8 fixes its activation scales (faster; docs/backends.md)",
     )  # fmt: skip
     model.add_argument(
         "--batch-size", type=_positive_int, default=32, metavar="N",
