@@ -10,8 +10,11 @@ resolves to 5.7 with optimum-intel 1.15, which then fails to import (it needs
 transformers 5). Unpinned, both extras install together::
 
     python -m venv /tmp/st-runtimes
-    /tmp/st-runtimes/bin/pip install torch==2.13.0 "sentence-transformers[onnx,openvino]"
-    # -> sentence-transformers 5.7, transformers 4.57, optimum-onnx 0.1, optimum-intel 1.27
+    /tmp/st-runtimes/bin/pip install torch==2.13.0 "sentence-transformers[onnx,openvino]" \
+        datasets "huggingface-hub<1.0"
+    # -> sentence-transformers 5.7, transformers 4.57, optimum-onnx 0.1, optimum-intel 1.27,
+    #    datasets 5.0 (its static int8 reads calibration texts through datasets; unpinned,
+    #    datasets pulls huggingface-hub 2, which transformers 4.57 does not accept)
 
 This module is imported in that environment (by :class:`_workers.Remote` with
 ``python=``): it needs numpy and sentence-transformers, never xlmt_sklearn.
@@ -39,6 +42,7 @@ ST_VARIANTS = {
     "sentence-transformers onnx": ("onnx", None),
     "sentence-transformers onnx-qint8": ("onnx", "qint8"),
     "sentence-transformers openvino": ("openvino", None),
+    "sentence-transformers openvino-qint8": ("openvino", "qint8"),
 }
 
 
@@ -69,8 +73,33 @@ def _vnni() -> bool:
         return False
 
 
-def st_runtime_contender(name: str, model_dir: Path, texts: list[str]) -> _Contender:
-    """Contender ``name`` of :data:`ST_VARIANTS`, loaded and warmed."""
+def _static_openvino(folder: Path, calibration: list[str]) -> dict:
+    """``export_static_quantized_openvino_model`` on ``calibration``; the loader's kwargs.
+
+    Its calibration set comes from ``datasets.load_dataset`` (GLUE SST-2 by
+    default, from the hub); offline, a local folder of JSON lines stands in, with
+    its other defaults (``OVQuantizationConfig()``: 300 samples, padded to 384 tokens).
+    """
+    from optimum.intel import OVQuantizationConfig
+    from sentence_transformers import SentenceTransformer, export_static_quantized_openvino_model
+
+    data = folder.parent / "calibration"
+    data.mkdir()
+    lines = (json.dumps({"sentence": t}, ensure_ascii=False) for t in calibration)
+    (data / "train.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    base = SentenceTransformer(str(folder), backend="openvino", device="cpu")
+    export_static_quantized_openvino_model(
+        base, OVQuantizationConfig(), str(folder), dataset_name=str(data),
+        dataset_config_name="default", dataset_split="train", column_name="sentence",
+    )  # fmt: skip
+    return {"model_kwargs": {"file_name": "openvino/openvino_model_qint8_quantized.xml"}}
+
+
+def st_runtime_contender(
+    name: str, model_dir: Path, texts: list[str], calibration: list[str]
+) -> _Contender:
+    """Contender ``name`` of :data:`ST_VARIANTS`, loaded and warmed (``calibration``:
+    the texts of its static int8, the ones xlmt_sklearn's static int8 gets)."""
     import sentence_transformers as stf
     from sentence_transformers import SentenceTransformer
 
@@ -80,7 +109,10 @@ def st_runtime_contender(name: str, model_dir: Path, texts: list[str]) -> _Conte
         folder = _folder_for_transformers4(Path(model_dir))
         kwargs: dict = {}
         note = f"SentenceTransformer(backend={backend!r})"
-        if quantize:
+        if quantize and backend == "openvino":
+            kwargs = _static_openvino(folder, calibration)
+            note += f", export_static_quantized_openvino_model({len(calibration)} other tweets)"
+        elif quantize:
             config = "avx512_vnni" if _vnni() else "avx2"
             base = SentenceTransformer(str(folder), backend="onnx", device="cpu")
             stf.export_dynamic_quantized_onnx_model(base, config, str(folder))

@@ -11,11 +11,13 @@ the load of a shared machine hits all of them alike:
   with ``backend=`` and ``dtype=`` (where the runtime is installed; bf16 only on CPUs
   that run it natively), and the backend ``backend="auto"`` picks here is named;
 * ``xlmt_sklearn openvino int8`` / ``onnxruntime int8``: the runtimes with
-  ``quantize="int8"`` (OpenVINO: where NNCF is installed);
+  ``quantize="int8"`` (OpenVINO: where NNCF is installed); ``openvino int8 static``:
+  with ``calibration_texts`` (300 other tweets);
 * ``sentence-transformers``: ``models.Transformer(max_seq_length=128)`` +
   ``models.Pooling(dim, "mean")``, ``encode(batch_size=32)``;
-* ``sentence-transformers onnx`` / ``onnx-qint8`` / ``openvino``: its runtime
-  backends, in a separate environment (``--st-python``, :mod:`_st_runtimes`);
+* ``sentence-transformers onnx`` / ``onnx-qint8`` / ``openvino`` / ``openvino-qint8``:
+  its runtime backends, in a separate environment (``--st-python``,
+  :mod:`_st_runtimes`); its static int8 gets the same 300 calibration tweets;
 * ``HF pipeline``: ``pipeline("feature-extraction")`` + mean over tokens;
 * ``naive loop``: tokenizer + model per text + mean;
 * ``matmul``: ``(M x hidden) @ (hidden x ff)`` fp32 at the default plan's batch
@@ -189,9 +191,10 @@ def build_contenders(
         from _st_runtimes import ST_VARIANTS
 
         order = np.argsort([-len(t) for t in texts], kind="stable")
+        calibration = calibration_texts(texts)
         for name in ST_VARIANTS:
             remote = Remote(name, "_st_runtimes", "st_runtime_contender", name, model_dir, texts,
-                            threads=threads, python=st_python)  # fmt: skip
+                            calibration, threads=threads, python=st_python)  # fmt: skip
             out[name] = Contender.of(remote, padding=_padding_sorted(lengths, order, 32))
 
     def make_hf() -> tuple:
@@ -254,6 +257,7 @@ def runtime_variants() -> list[tuple[str, str, str, str | None]]:
             out.append(("xlmt_sklearn openvino bf16", "openvino", "bfloat16", None))
         if rt.int8_installed("openvino"):
             out.append(("xlmt_sklearn openvino int8", "openvino", "float32", "int8"))
+            out.append(("xlmt_sklearn openvino int8 static", "openvino", "float32", "int8-static"))
     if rt.runtime_installed("onnxruntime"):
         out.append(("xlmt_sklearn onnxruntime f32", "onnxruntime", "float32", None))
         if rt.int8_installed("onnxruntime"):
@@ -272,6 +276,15 @@ def auto_backend() -> str:
     return f"{backend} {rt.runtime_encoder_class(backend).resolve_precision('auto')}"
 
 
+def calibration_texts(texts: list[str], n: int = 300) -> list[str]:
+    """``n`` normalised UMSAB tweets that are not among ``texts``, for static int8."""
+    from xlmt_sklearn._preprocess import normalize_tweet
+
+    seen = set(texts)
+    pool = dict.fromkeys(normalize_tweet(t) for t in C.load_tweets(n + 2 * len(texts), seed=7))
+    return [t for t in pool if t not in seen][:n]
+
+
 def make_runtime(
     model_dir: Path,
     texts: list[str],
@@ -280,13 +293,19 @@ def make_runtime(
     dtype: str,
     quantize: str | None = None,
 ) -> Contender:
-    """``XLMTVectorizer(backend=..., dtype=..., quantize=...)``; its first run converts."""
+    """``XLMTVectorizer(backend=..., dtype=..., quantize=...)``; its first run converts.
+
+    ``quantize="int8-static"``: ``quantize="int8"`` with ``calibration_texts`` (300
+    other tweets, :func:`calibration_texts`).
+    """
     from xlmt_sklearn import XLMTVectorizer
     from xlmt_sklearn._batching import plan_batches
 
+    calibration = calibration_texts(texts) if quantize == "int8-static" else None
+    quantize = "int8" if calibration else quantize
     vec = XLMTVectorizer(
         str(model_dir), device="cpu", backend=backend, dtype=dtype, quantize=quantize,
-        progress=False,
+        calibration_texts=calibration, progress=False,
     ).fit()  # fmt: skip
     plan = plan_batches(lengths, vec.batch_size, min_padding=True)  # what the runtimes get
     note = (f"backend={backend!r}, dtype={dtype!r}, padded sorted batches of at most "
@@ -294,6 +313,8 @@ def make_runtime(
             f"({len(plan.batches)} batches)")  # fmt: skip
     if quantize is not None:
         note += f", quantize={quantize!r}"
+    if calibration:
+        note += f", calibration_texts: {len(calibration)} other tweets"
     return Contender("", lambda: vec.transform(texts), padding=plan.padding_fraction, note=note)
 
 
@@ -515,11 +536,12 @@ def backend_goals(res: dict) -> list[dict]:
             "measured": f"{sp:.2f}x, min {bf16['cos_fp32']:.5f}",
             "met": sp >= 2.0 and bf16["cos_fp32"] >= 0.999,
         })  # fmt: skip
-    for k in ("xlmt_sklearn openvino int8", "xlmt_sklearn onnxruntime int8"):
+    for k in ("xlmt_sklearn openvino int8", "xlmt_sklearn openvino int8 static",
+              "xlmt_sklearn onnxruntime int8"):  # fmt: skip
         if k in c:
             sp, p1 = c[k]["tps"] / x, c[k].get("cos_fp32_p1", c[k]["cos_fp32"])
             out.append({
-                "goal": f"{k.split()[1]} int8 vs torch fp32, cosine to fp32",
+                "goal": f"{k.split(maxsplit=1)[1]} vs torch fp32, cosine to fp32",
                 "target": "cosine >= 0.99 for 99% of texts, faster than torch int8",
                 "measured": f"{sp:.2f}x, 1st percentile {p1:.4f}, min {c[k]['cos_fp32']:.4f}",
                 "met": p1 >= 0.99 and c[k]["tps"] > c["xlmt_sklearn int8"]["tps"],
