@@ -1,15 +1,21 @@
-"""OpenVINO int8: speed and closeness to float32 for each activation-quantization group size.
+"""OpenVINO int8: speed and closeness to float32, dynamic group sizes and static variants.
 
 OpenVINO int8 (``_runtime_int8``) stores int8 weights and quantizes the
 activations on the fly, one scale per group of ``DYNAMIC_QUANTIZATION_GROUP_SIZE``
 values. Smaller groups follow the activations more closely; larger ones do
-less work per matmul. This script measures both sides, so the group the
-package ships (``_runtime_int8.OPENVINO_DQ_GROUP``) is chosen from numbers:
+less work per matmul. Static int8 (``calibration_texts``) fixes one scale per
+activation tensor from calibration texts, after SmoothQuant moves part of the
+activations' range into the weights (alpha). This script measures both sides, so
+the group and the alpha the package ships (``_runtime_int8.OPENVINO_DQ_GROUP``,
+``OPENVINO_SMOOTH_QUANT_ALPHA``) are chosen from numbers:
 
 * the models: multilingual-e5-small (real weights, ``prefix="query: "``) and the
   XLM-R base shape (random weights: speed only, its cosines mean little);
 * the same converted int8 model (``backend="openvino", quantize="int8"``),
-  compiled once per group size; float32 reference: the converted float32
+  compiled once per group size; static int8 quantized from the converted float32
+  model with SmoothQuant alphas :data:`ALPHAS` (the shipped one is the product's
+  converted model), and once with the feed-forward down-projections left in
+  float; calibration: 300 other tweets; float32 reference: the converted float32
   model (equal to torch float32 within 1e-5, tests/test_backends.py);
 * UMSAB tweets, normalised, deduplicated, padded batches of 32 cut where padding
   is least (the plan the runtimes get), mean pooling; every group timed in the
@@ -33,6 +39,7 @@ import _common as C
 import numpy as np
 
 GROUPS = (32, 64, 128, 256)
+ALPHAS = (0.5, 0.75, 0.95)  # 0.95: NNCF's default for transformers
 
 
 def _converted(model_dir: Path) -> tuple[Path, Path]:
@@ -68,8 +75,50 @@ def _embed(compiled, batches, n: int) -> np.ndarray:
     return out
 
 
-def measure(model_dir: Path, texts: list[str], rounds: int, threads: int) -> dict:
-    """Median seconds and cosines to float32 of every group size, one model."""
+def _static_variants(model_dir: Path, calibration: list[str], work: Path) -> dict[str, Path]:
+    """Static int8 IRs by name: each alpha; the shipped one with down-projections in float."""
+    import nncf
+    import openvino as ov
+
+    from xlmt_sklearn import XLMTVectorizer
+    from xlmt_sklearn._runtime_int8 import OPENVINO_SMOOTH_QUANT_ALPHA as ALPHA
+    from xlmt_sklearn._runtime_int8 import calibration_samples, quantize_openvino_static
+
+    vec = XLMTVectorizer(str(model_dir), backend="openvino", quantize="int8",
+                         calibration_texts=calibration).fit()  # fmt: skip
+    (encoder,) = vec._encoders()
+    float_dir = encoder.converted((-1,), "float32")
+    samples = calibration_samples(encoder.tokenizer(), vec._calibration())
+    out = {}
+    for a in ALPHAS:
+        if a == ALPHA:  # what the package converts
+            out[f"static, alpha {a}"] = encoder.converted((-1,)) / "model.xml"
+            continue
+        (work / f"alpha-{a}").mkdir(parents=True)
+        quantize_openvino_static(float_dir, work / f"alpha-{a}", samples, alpha=a)
+        out[f"static, alpha {a}"] = work / f"alpha-{a}" / "model.xml"
+    model = ov.Core().read_model(str(float_dir / "model.xml"))
+    down = [op.get_friendly_name() for op in model.get_ordered_ops()
+            if op.get_type_name() == "MatMul" and ".output.dense/" in op.get_friendly_name()
+            and ".attention." not in op.get_friendly_name()]  # fmt: skip
+    if not down:
+        raise RuntimeError(f"no feed-forward down-projection found by name in {float_dir}")
+    smooth = nncf.AdvancedSmoothQuantParameters(matmul=ALPHA)
+    model = nncf.quantize(
+        model, nncf.Dataset(samples), model_type=nncf.ModelType.TRANSFORMER,
+        subset_size=len(samples), ignored_scope=nncf.IgnoredScope(names=down),
+        advanced_parameters=nncf.AdvancedQuantizationParameters(smooth_quant_alphas=smooth),
+    )  # fmt: skip
+    name = f"static, alpha {ALPHA}, down-projections float"
+    ov.save_model(model, str(work / "down-float.xml"), compress_to_fp16=False)
+    out[name] = work / "down-float.xml"
+    return out
+
+
+def measure(
+    model_dir: Path, texts: list[str], calibration: list[str], rounds: int, threads: int
+) -> dict:
+    """Median seconds and cosines to float32 of every variant, one model."""
     import openvino as ov
 
     from xlmt_sklearn._runtime_int8 import openvino_int8_config
@@ -80,42 +129,56 @@ def measure(model_dir: Path, texts: list[str], rounds: int, threads: int) -> dic
     base = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads,
             "INFERENCE_PRECISION_HINT": "f32"}  # fmt: skip
     ref = _embed(core.compile_model(str(float_dir / "model.xml"), "CPU", base), batches, len(texts))
-    compiled, cos, runs = {}, {}, {}
-    for g in GROUPS:
-        config = {**base, **openvino_int8_config(), "DYNAMIC_QUANTIZATION_GROUP_SIZE": g}
-        compiled[g] = core.compile_model(str(int8_dir / "model.xml"), "CPU", config)
-        got = _embed(compiled[g], batches, len(texts))
-        cos[g] = (got * ref).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(ref, axis=1))
-        runs[f"group {g}"] = lambda c=compiled[g]: _embed(c, batches, len(texts))
+    compiled = {
+        f"group {g}": core.compile_model(
+            str(int8_dir / "model.xml"), "CPU",
+            {**base, **openvino_int8_config(), "DYNAMIC_QUANTIZATION_GROUP_SIZE": g},
+        )
+        for g in GROUPS
+    }  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="xlmt-ov-static-") as work:
+        for name, xml in _static_variants(model_dir, calibration, Path(work)).items():
+            compiled[name] = core.compile_model(str(xml), "CPU", base)
+    cos = {}
+    for name, c in compiled.items():
+        got = _embed(c, batches, len(texts))
+        cos[name] = (got * ref).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(ref, axis=1))
+    runs = {name: (lambda c=c: _embed(c, batches, len(texts))) for name, c in compiled.items()}
     times = C.interleave(runs, rounds)
-    return {g: {"s": times[f"group {g}"].median, "cos": cos[g]} for g in GROUPS}
+    return {name: {"s": times[name].median, "cos": cos[name]} for name in compiled}
 
 
 def render(results: dict, n: int, rounds: int, command: str, wall: float) -> str:
-    from xlmt_sklearn._runtime_int8 import OPENVINO_DQ_GROUP
+    from xlmt_sklearn._runtime_int8 import OPENVINO_DQ_GROUP, OPENVINO_SMOOTH_QUANT_ALPHA
 
+    shipped = {f"group {OPENVINO_DQ_GROUP}", f"static, alpha {OPENVINO_SMOOTH_QUANT_ALPHA}"}
     rows = []
-    for model, per_group in results.items():
-        slowest = per_group[GROUPS[0]]["s"]
-        for g, r in per_group.items():
+    for model, variants in results.items():
+        first = variants[f"group {GROUPS[0]}"]["s"]
+        dynamic = variants[f"group {OPENVINO_DQ_GROUP}"]["s"]
+        for name, r in variants.items():
             c = r["cos"]
             rows.append([
-                model, f"**{g}**" if g == OPENVINO_DQ_GROUP else g, f"{r['s']:.2f}",
-                f"{slowest / r['s']:.2f}x", f"{c.min():.5f}", f"{np.percentile(c, 1):.5f}",
-                f"{c.mean():.5f}",
+                model, f"**{name}**" if name in shipped else name, f"{r['s']:.2f}",
+                f"{first / r['s']:.2f}x", f"{dynamic / r['s']:.2f}x", f"{c.min():.5f}",
+                f"{np.percentile(c, 1):.5f}", f"{c.mean():.5f}",
             ])  # fmt: skip
     table = C.md_table(
-        ["model", "group size", "median s", f"speed vs group {GROUPS[0]}", "cosine min",
-         "1st percentile", "mean"], rows)  # fmt: skip
+        ["model", "int8 variant", "median s", f"speed vs group {GROUPS[0]}",
+         f"vs group {OPENVINO_DQ_GROUP}", "cosine min", "1st percentile", "mean"],
+        rows)  # fmt: skip
     mach = C.md_table(["", ""], [[k, v] for k, v in C.machine_info().items()])
-    return f"""## OpenVINO int8: activation-quantization group size
+    return f"""## OpenVINO int8: group size of the dynamic scheme, and static int8
 
 Generated by `{command}` on {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())} in
 {wall / 60:.1f} minutes. {n} UMSAB tweets (normalised, deduplicated), padded batches of at most
 32 cut where padding is least, mean pooling, {rounds} interleaved rounds (medians). Cosine per
-text to the converted float32 model. The shipped group size is in bold
-(`_runtime_int8.OPENVINO_DQ_GROUP`). The XLM-R base shape has random weights: its cosines
-say little about quality (e5-small's do; task quality: `int8_quality.py --backend openvino`).
+text to the converted float32 model. "group N": the dynamic scheme (`quantize="int8"`)
+with activations quantized per group of N values; "static": `calibration_texts` (300 other
+tweets), SmoothQuant alpha as named. The shipped variants are in bold
+(`_runtime_int8.OPENVINO_DQ_GROUP`, `OPENVINO_SMOOTH_QUANT_ALPHA`). The XLM-R base shape
+has random weights: its cosines say little about quality (e5-small's do; task quality:
+`int8_quality.py --backend openvino [--calibrate 300]`).
 
 {mach}
 
@@ -148,14 +211,15 @@ def main(argv: list[str] | None = None) -> int:
         models = {k: v for k, v in models.items() if v is not None}
     from xlmt_sklearn._preprocess import normalize_tweet
 
-    tweets, _, _ = C.load_tweets(2 * n, seed=1, with_labels=True)
-    texts = list(dict.fromkeys("query: " + normalize_tweet(t) for t in tweets))[:n]
+    tweets, _, _ = C.load_tweets(2 * n + 600, seed=1, with_labels=True)
+    distinct = list(dict.fromkeys("query: " + normalize_tweet(t) for t in tweets))
+    texts, calibration = distinct[:n], distinct[n : n + (30 if args.smoke else 300)]
     results = {}
     for name, folder in models.items():
         print(f"{name}: {folder}", flush=True)
-        results[name] = measure(folder, texts, rounds, torch.get_num_threads())
-        for g, r in results[name].items():
-            print(f"  group {g:>4}: {r['s']:.2f} s, cosine min {r['cos'].min():.5f}", flush=True)
+        results[name] = measure(folder, texts, calibration, rounds, torch.get_num_threads())
+        for v, r in results[name].items():
+            print(f"  {v:<45} {r['s']:.2f} s, cosine min {r['cos'].min():.5f}", flush=True)
     if not args.smoke:
         command = "python benchmarks/bench_openvino_int8.py " + " ".join(sys.argv[1:])
         text = render(results, len(texts), rounds, command.strip(), time.perf_counter() - t0)

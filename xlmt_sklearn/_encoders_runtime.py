@@ -334,17 +334,12 @@ class OpenVINOEncoder(RuntimeEncoder):
     calibrates = True
 
     def _quantize(self, float_folder: Any, folder: Any) -> None:
-        from ._runtime_int8 import compress_openvino, quantize_openvino_static
+        from ._runtime_int8 import calibration_samples, compress_openvino, quantize_openvino_static
 
         if self.calibration is None:
             compress_openvino(float_folder, folder)
             return
-        c = self.calibration
-        rows = self.tokenizer()(list(c.texts), truncation=True, max_length=c.max_length)
-        samples = []
-        for row in rows["input_ids"]:
-            ids, mask = pad_rows([row], 0)
-            samples.append({"input_ids": ids, "attention_mask": mask})
+        samples = calibration_samples(self.tokenizer(), self.calibration)
         quantize_openvino_static(float_folder, folder, samples)
 
     def _compile(self, folder: Any, threads: int) -> Any:

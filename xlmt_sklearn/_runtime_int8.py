@@ -60,6 +60,7 @@ __all__ = [
     "OPENVINO_INT8_SCHEME",
     "OPENVINO_SMOOTH_QUANT_ALPHA",
     "Calibration",
+    "calibration_samples",
     "compress_openvino",
     "int8_scheme",
     "openvino_static_scheme",
@@ -189,20 +190,33 @@ def compress_openvino(float_folder: Path, folder: Path) -> None:
     ov.save_model(model, str(folder / "model.xml"), compress_to_fp16=False)
 
 
+def calibration_samples(tokenizer: Any, calibration: Calibration) -> list[dict[str, Any]]:
+    """NNCF's calibration inputs: one unpadded text each (``input_ids``, ``attention_mask``,
+    shape (1, n_tokens)), so that padding never enters the activation ranges."""
+    import numpy as np
+
+    rows = tokenizer(list(calibration.texts), truncation=True, max_length=calibration.max_length)
+    ids = [np.asarray([r], dtype=np.int64) for r in rows["input_ids"]]
+    return [{"input_ids": i, "attention_mask": np.ones_like(i)} for i in ids]
+
+
 def quantize_openvino_static(
-    float_folder: Path, folder: Path, samples: list[dict[str, Any]]
+    float_folder: Path,
+    folder: Path,
+    samples: list[dict[str, Any]],
+    alpha: float = OPENVINO_SMOOTH_QUANT_ALPHA,
 ) -> None:
     """Write ``folder/model.xml``/``.bin``: the float32 IR of ``float_folder``, statically int8.
 
-    ``samples``: the calibration inputs, one text each (``input_ids`` and
-    ``attention_mask`` of shape (1, n_tokens), unpadded, so that padding never
-    enters the activation ranges).
+    ``samples``: :func:`calibration_samples`; ``alpha``: SmoothQuant's, for the
+    matmuls (the scheme string names the shipped one; other values are for
+    ``benchmarks/bench_openvino_int8.py``).
     """
     import nncf
     import openvino as ov
 
     model = ov.Core().read_model(str(float_folder / "model.xml"))
-    smooth = nncf.AdvancedSmoothQuantParameters(matmul=OPENVINO_SMOOTH_QUANT_ALPHA)
+    smooth = nncf.AdvancedSmoothQuantParameters(matmul=alpha)
     level = nncf.nncf_logger.level
     nncf.set_log_level(logging.ERROR)
     try:
