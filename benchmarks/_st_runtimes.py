@@ -78,7 +78,7 @@ def _static_openvino(folder: Path, calibration: list[str]) -> dict:
 
     Its calibration set comes from ``datasets.load_dataset`` (GLUE SST-2 by
     default, from the hub); offline, a local folder of JSON lines stands in, with
-    its other defaults (``OVQuantizationConfig()``: 300 samples, padded to 384 tokens).
+    its other defaults (``OVQuantizationConfig()``; texts padded to 384 tokens).
     """
     from optimum.intel import OVQuantizationConfig
     from sentence_transformers import SentenceTransformer, export_static_quantized_openvino_model

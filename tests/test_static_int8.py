@@ -187,3 +187,14 @@ def test_cli_calibration_file(tiny_model_dir, tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "s.npy"), want, atol=1e-6)
     missing = ["-o", str(tmp_path / "t.npy"), "--calibration-file", str(tmp_path / "no")]
     assert main([*argv, *missing]) == 2  # fails before the model loads
+
+
+def test_spark_and_dask_workers_get_the_calibration(tiny_model_dir):
+    """Workers rebuild the estimator from its parameters (``_distributed``): same vectors."""
+    from xlmt_sklearn._distributed import fitted_payload, rebuild
+
+    vec = XLMTVectorizer(str(tiny_model_dir), quantize="int8", calibration_texts=CALIBRATION,
+                         device="cpu", progress=False).fit()  # fmt: skip
+    worker = rebuild(*fitted_payload(vec))
+    assert worker._encoders()[0].scheme == vec._encoders()[0].scheme
+    np.testing.assert_array_equal(worker.transform(TEXTS), vec.transform(TEXTS))
