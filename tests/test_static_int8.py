@@ -86,6 +86,12 @@ def test_calibration_is_what_the_model_sees():
     assert calibration == Calibration(("query: @user hi", "query: ciao"), 40)
     many = Calibration.of((f"text {i}" for i in range(1000)), 128)
     assert many.texts == tuple(f"text {i}" for i in range(ri.CALIBRATION_MAX_TEXTS))
+    calls = []
+    vec.set_params(calibration_texts=[f"t{i % 400}" for i in range(10_000)],
+                   preprocess=lambda t: calls.append(t) or t.upper())  # fmt: skip
+    calibration = vec._calibration()
+    assert calibration.texts[:2] == ("query: T0", "query: T1") and len(calls) == 300
+    assert len(calibration.texts) == ri.CALIBRATION_MAX_TEXTS  # only what is used is preprocessed
     assert Calibration.of(["a"], 128).digest != Calibration.of(["a"], 64).digest
 
 

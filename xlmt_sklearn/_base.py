@@ -149,7 +149,7 @@ class ModelFeaturizerMixin(ClassNameFeatureNamesMixin, TransformerMixin, BaseEst
         Calibration or None
         """
         from ._preprocess import apply_prefix, apply_preprocess, resolve_preprocess
-        from ._runtime_int8 import Calibration
+        from ._runtime_int8 import CALIBRATION_MAX_TEXTS, Calibration
 
         given = getattr(self, "calibration_texts", None)  # absent in pickles of older versions
         if given is None:
@@ -172,8 +172,13 @@ class ModelFeaturizerMixin(ClassNameFeatureNamesMixin, TransformerMixin, BaseEst
                 f"The 'calibration_texts' parameter of {name} must be a non-empty list of "
                 f"texts like the ones you will encode; {what}."
             )
-        texts = apply_preprocess(resolve_preprocess(self.preprocess), texts)
-        return Calibration.of(apply_prefix(self.prefix, texts), self.max_length)
+        fn, seen, step = resolve_preprocess(self.preprocess), {}, CALIBRATION_MAX_TEXTS
+        for start in range(0, len(texts), step):  # only as many as give the distinct ones used
+            chunk = apply_preprocess(fn, texts[start : start + step], range(start, start + step))
+            seen.update(dict.fromkeys(apply_prefix(self.prefix, chunk)))
+            if len(seen) >= step:
+                break
+        return Calibration.of(seen, self.max_length)
 
     def _check_fitted(self) -> None:
         """Fitted, and with the parameters it was fitted with (see :attr:`_fit_params`)."""

@@ -313,6 +313,7 @@ class OpenVINOEncoder(RuntimeEncoder):
 
     name = "openvino"
     precisions = ("float32", "bfloat16")
+    calibrates = True
 
     @classmethod
     def resolve_precision(cls, dtype: str) -> str:
@@ -330,8 +331,6 @@ class OpenVINOEncoder(RuntimeEncoder):
         from ._convert import export_openvino
 
         export_openvino(model, layers, folder)
-
-    calibrates = True
 
     def _quantize(self, float_folder: Any, folder: Any) -> None:
         from ._runtime_int8 import calibration_samples, compress_openvino, quantize_openvino_static
