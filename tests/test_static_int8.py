@@ -26,6 +26,15 @@ from xlmt_sklearn._runtime_int8 import Calibration
 pytest.importorskip("openvino")
 pytest.importorskip("nncf")
 
+
+@pytest.fixture(scope="module", autouse=True)
+def _own_converted_dir(tmp_path_factory):
+    """Static int8 folders of the shared tiny models stay out of the session's folder,
+    whose contents other modules' tests list (tests/test_backends.py)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(CONVERTED_ENV, str(tmp_path_factory.mktemp("converted-static")))
+        yield
+
 CALIBRATION = [
     "a tweet to calibrate on, about the weather 🙂",
     "bonjour tout le monde",
