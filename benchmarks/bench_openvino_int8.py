@@ -77,7 +77,6 @@ def _embed(compiled, batches, n: int) -> np.ndarray:
 
 def _static_variants(model_dir: Path, calibration: list[str], work: Path) -> dict[str, Path]:
     """Static int8 IRs by name: each alpha; the shipped one with down-projections in float."""
-    import nncf
     import openvino as ov
 
     from xlmt_sklearn import XLMTVectorizer
@@ -103,15 +102,9 @@ def _static_variants(model_dir: Path, calibration: list[str], work: Path) -> dic
             and ".attention." not in op.get_friendly_name()]  # fmt: skip
     if not down:
         raise RuntimeError(f"no feed-forward down-projection found by name in {float_dir}")
-    smooth = nncf.AdvancedSmoothQuantParameters(matmul=ALPHA)
-    model = nncf.quantize(
-        model, nncf.Dataset(samples), model_type=nncf.ModelType.TRANSFORMER,
-        subset_size=len(samples), ignored_scope=nncf.IgnoredScope(names=down),
-        advanced_parameters=nncf.AdvancedQuantizationParameters(smooth_quant_alphas=smooth),
-    )  # fmt: skip
-    name = f"static, alpha {ALPHA}, down-projections float"
-    ov.save_model(model, str(work / "down-float.xml"), compress_to_fp16=False)
-    out[name] = work / "down-float.xml"
+    (work / "down-float").mkdir()
+    quantize_openvino_static(float_dir, work / "down-float", samples, ignored=down)
+    out[f"static, alpha {ALPHA}, down-projections float"] = work / "down-float" / "model.xml"
     return out
 
 

@@ -173,7 +173,7 @@ def _check_files(args: argparse.Namespace) -> tuple[Path, str, Path, str]:
         cache_dir = Path(args.cache_dir).expanduser()
         if cache_dir.exists() and not cache_dir.is_dir():
             raise CLIError(f"--cache-dir {args.cache_dir!r} exists and is not a directory")
-    calibration = getattr(args, "calibration_file", None)
+    calibration = args.calibration_file
     if calibration is not None and not Path(calibration).expanduser().is_file():
         raise CLIError(f"--calibration-file {calibration!r} is not a file")
     check_output_location(out_path)  # before the model: #18 item 9
@@ -196,7 +196,7 @@ def _make_vectorizer(args: argparse.Namespace, cache: Any, progress: bool) -> An
         stride=args.stride, missing=args.missing, batch_size=args.batch_size,
         max_tokens=args.max_tokens, device=args.device, dtype=args.dtype,
         quantize=args.quantize, cache=cache, progress=progress, backend=args.backend,
-        calibration_texts=_calibration_texts(getattr(args, "calibration_file", None)),
+        calibration_texts=_calibration_texts(args.calibration_file),
     )  # fmt: skip
     if args.tokens:
         from ._token_vectorizer import XLMTTokenVectorizer

@@ -43,11 +43,12 @@ OpenVINO static int8 (:func:`openvino_static_scheme`, with ``calibration_texts``
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,9 +107,10 @@ class Calibration:
         distinct = tuple(dict.fromkeys(texts))[:CALIBRATION_MAX_TEXTS]
         return cls(distinct, int(max_length))
 
-    @property
+    @functools.cached_property
     def digest(self) -> str:
-        """A short hash of the texts and ``max_length`` (part of the scheme string)."""
+        """A short hash of the texts and ``max_length`` (part of the scheme string, which
+        keys the compiled model of every batch: computed once)."""
         blob = json.dumps([self.max_length, list(self.texts)], ensure_ascii=False)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
@@ -205,12 +207,13 @@ def quantize_openvino_static(
     folder: Path,
     samples: list[dict[str, Any]],
     alpha: float = OPENVINO_SMOOTH_QUANT_ALPHA,
+    ignored: Sequence[str] = (),
 ) -> None:
     """Write ``folder/model.xml``/``.bin``: the float32 IR of ``float_folder``, statically int8.
 
     ``samples``: :func:`calibration_samples`; ``alpha``: SmoothQuant's, for the
-    matmuls (the scheme string names the shipped one; other values are for
-    ``benchmarks/bench_openvino_int8.py``).
+    matmuls; ``ignored``: names of operations left in float. The scheme string
+    names the shipped settings; the others are for ``benchmarks/bench_openvino_int8.py``.
     """
     import nncf
     import openvino as ov
@@ -223,7 +226,7 @@ def quantize_openvino_static(
         with contextlib.redirect_stdout(sys.stderr):  # its progress bar (see above)
             model = nncf.quantize(
                 model, nncf.Dataset(samples), model_type=nncf.ModelType.TRANSFORMER,
-                subset_size=len(samples),
+                subset_size=len(samples), ignored_scope=nncf.IgnoredScope(names=list(ignored)),
                 advanced_parameters=nncf.AdvancedQuantizationParameters(smooth_quant_alphas=smooth),
             )  # fmt: skip
     finally:

@@ -133,12 +133,8 @@ class XLMTTokenVectorizer(ModelFeaturizerMixin, auto_wrap_output_keys=None):
         ``"int8"``: int8 weights, float32 activations (CPU only; torch or the
         runtime's own int8, docs/backends.md).
     calibration_texts : list of str or None, default=None
-        With ``quantize="int8"``: texts like the ones you will encode (the first
-        300 distinct ones are used), from which OpenVINO's static int8 fixes its
-        activation scales once, at conversion: faster than the dynamic int8
-        (1.1-1.2x) and a little further from float32 (docs/backends.md, "Static
-        int8"). OpenVINO only; ``backend="auto"`` then means OpenVINO on any
-        CPU. Another set of texts is another converted model and cache key.
+        With ``quantize="int8"``: OpenVINO's static int8, calibrated on these
+        texts, as in :class:`XLMTVectorizer`.
     compile : bool, default=False
         ``torch.compile`` the model.
     cache : str, os.PathLike, EmbeddingCache, CacheBase or None, default=None
