@@ -15,6 +15,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # backend="auto" may pick OpenVINO where it is installed: the suite's exactness tests are
 # about torch; tests/test_backends.py covers the runtimes and the "auto" rule explicitly.
 os.environ.setdefault("XLMT_SKLEARN_AUTO_BACKEND", "torch")
+# The runtimes' first-use self-check costs a child process (~4 s on a tiny model) per
+# configuration: tests/test_selfcheck.py turns it on where it is the subject; the other
+# runtime tests compare with torch themselves.
+os.environ.setdefault("XLMT_SKLEARN_SELFCHECK", "0")
 
 from pathlib import Path
 

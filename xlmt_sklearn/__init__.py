@@ -14,7 +14,15 @@ from ._version import __version__
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and documentation tools
     from ._cache import CacheBase, CacheStats, EmbeddingCache, NullCache
-    from ._errors import CacheWarning, ModelLoadError, ModelNotFoundError, TruncationWarning
+    from ._errors import (
+        CacheWarning,
+        ModelLoadError,
+        ModelNotFoundError,
+        NonFiniteOutputError,
+        RuntimeCheckError,
+        RuntimeFallbackWarning,
+        TruncationWarning,
+    )
     from ._layer_selector import LayerSelector
     from ._preprocess import normalize_tweet
     from ._state import reset_process_state
@@ -31,6 +39,9 @@ _WHERE = {
     "CacheWarning": "._errors",
     "ModelLoadError": "._errors",
     "ModelNotFoundError": "._errors",
+    "NonFiniteOutputError": "._errors",
+    "RuntimeCheckError": "._errors",
+    "RuntimeFallbackWarning": "._errors",
     "TruncationWarning": "._errors",
     "LayerSelector": "._layer_selector",
     "normalize_tweet": "._preprocess",
@@ -49,8 +60,11 @@ __all__ = [
     "LayerSelector",
     "ModelLoadError",
     "ModelNotFoundError",
+    "NonFiniteOutputError",
     "NullCache",
     "PaddedTokens",
+    "RuntimeCheckError",
+    "RuntimeFallbackWarning",
     "TokenPooler",
     "TruncationWarning",
     "XLMTTokenVectorizer",

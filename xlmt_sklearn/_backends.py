@@ -146,8 +146,9 @@ def make_encoders(
     trust_remote_code: bool,
     backend: str = "auto",
     calibration: Any = None,
+    layers: tuple[int, ...] = (-1,),
 ) -> list[Encoder]:
-    """One encoder per device for a pinned model; loads nothing.
+    """One encoder per device for a pinned model; loads nothing (but see ``layers``).
 
     Parameters
     ----------
@@ -169,20 +170,34 @@ def make_encoders(
     calibration : Calibration or None, default=None
         The texts of OpenVINO's static int8
         (:class:`~xlmt_sklearn._runtime_int8.Calibration`).
+    layers : tuple of int, default=(-1,)
+        The hidden states the call uses. A native runtime is used only once it
+        passed its self-check with them on this machine
+        (:func:`~xlmt_sklearn._selfcheck.check_runtime`: stored, so a check runs
+        once per machine and configuration; the first one converts the model).
 
     Returns
     -------
     list of Encoder
+
+    Raises
+    ------
+    RuntimeCheckError
+        An explicitly chosen runtime (``backend=`` or ``XLMT_SKLEARN_AUTO_BACKEND``)
+        failed its self-check. ``"auto"`` warns
+        (:class:`~xlmt_sklearn.RuntimeFallbackWarning`) and returns torch encoders.
     """
     from ._model import ModelSpec
     from ._params import resolve_devices, resolve_dtype
 
-    backend = resolve_backend(
+    chosen = resolve_backend(
         backend, device, quantize=quantize, compile=compile, dtype=dtype,
         calibrated=calibration is not None,
     )  # fmt: skip
-    if backend != "torch":
-        return [runtime_encoder(backend, identity, dtype, trust_remote_code, quantize, calibration)]
+    if chosen != "torch":
+        encoder = runtime_encoder(chosen, identity, dtype, trust_remote_code, quantize, calibration)
+        if _passes_selfcheck(encoder, tuple(layers), backend == "auto" and not _forced()):
+            return [encoder]
     devices = ["cpu"] if quantize == "int8" else resolve_devices(device)
     dtype = "float32" if quantize == "int8" else resolve_dtype(dtype, devices[0])
     common = dict(
@@ -191,3 +206,45 @@ def make_encoders(
         trust_remote_code=bool(trust_remote_code),
     )  # fmt: skip
     return [TorchEncoder(ModelSpec(device=d, **common)) for d in devices]
+
+
+def _forced() -> bool:
+    """Whether ``XLMT_SKLEARN_AUTO_BACKEND`` names the backend (then it is the user's choice)."""
+    from ._env import env_choice
+
+    return env_choice(AUTO_BACKEND_ENV, BACKENDS[1:]) is not None
+
+
+_WARNED: set[str] = set()
+
+
+def _passes_selfcheck(encoder: Encoder, layers: tuple[int, ...], auto: bool) -> bool:
+    """Whether ``encoder``'s runtime passed its self-check here (or checks are off).
+
+    A failure raises :class:`~xlmt_sklearn.RuntimeCheckError` for an explicit
+    choice; under ``auto`` it warns once per process and verdict and returns False
+    (the caller builds torch encoders).
+    """
+    import warnings
+
+    from ._errors import RuntimeCheckError, RuntimeFallbackWarning
+    from ._pipeline import user_stacklevel
+    from ._selfcheck import check_runtime
+
+    verdict = check_runtime(encoder, layers)
+    if verdict is None or verdict.ok:
+        return True
+    if not auto:
+        raise RuntimeCheckError(verdict)
+    if verdict.path not in _WARNED:
+        _WARNED.add(verdict.path)
+        extra = " (calibration_texts are not used: torch has no static int8)" if getattr(
+            encoder, "calibration", None) is not None else ""  # fmt: skip
+        warnings.warn(
+            RuntimeFallbackWarning(
+                f"backend='auto' uses torch instead of {encoder.name}{extra}: the vectors "
+                f"are those of backend='torch'. {verdict.explain()}"
+            ),
+            stacklevel=user_stacklevel(),
+        )
+    return False

@@ -200,7 +200,7 @@ class ModelFeaturizerMixin(ClassNameFeatureNamesMixin, TransformerMixin, BaseEst
             self.model_identity_, device=self.device, dtype=self.dtype, quantize=self.quantize,
             compile=self.compile, trust_remote_code=self.trust_remote_code,
             backend=getattr(self, "backend", "auto"),  # absent in pickles of older versions
-            calibration=self._calibration(),
+            calibration=self._calibration(), layers=tuple(self.layers_),
         )  # fmt: skip
 
     def _vector_options(self) -> dict[str, Any]:

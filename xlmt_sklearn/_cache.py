@@ -254,6 +254,8 @@ class EmbeddingCache(CacheBase):
     [None, None]
     """
 
+    returns_finite_only = True  # its readers drop non-finite entries (see _sqlite_store)
+
     def __init__(
         self,
         path: str | os.PathLike,

@@ -78,6 +78,11 @@ class CacheBase(ABC):
     ``put_many`` once per encoded batch, possibly from several threads.
     """
 
+    #: True when :meth:`get_many` never returns an array holding NaN or inf (it checks
+    #: its hits itself); otherwise the vectorizers check every hit and treat a non-finite
+    #: one as a miss.
+    returns_finite_only: bool = False
+
     # -- Public interface: primitives --------------------------------------------------
 
     @abstractmethod
@@ -159,6 +164,8 @@ class NullCache(CacheBase):
     Same API as :class:`~xlmt_sklearn._cache.EmbeddingCache`; ``get_many``
     always misses, writes are dropped and every counter stays zero.
     """
+
+    returns_finite_only = True  # it returns nothing
 
     path = None
     max_size = None

@@ -21,6 +21,7 @@ Which backend a call gets (``backend="auto"``) is decided in
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import sys
@@ -37,6 +38,7 @@ __all__ = [
     "OnnxRuntimeEncoder",
     "OpenVINOEncoder",
     "int8_installed",
+    "openvino_cache_dir",
     "openvino_has_bf16",
     "require_int8",
     "require_runtime",
@@ -210,18 +212,10 @@ class RuntimeEncoder(Encoder):
         ``weights``: "float32", or an int8 scheme (built from the float32 folder);
         default: this encoder's (:attr:`scheme`, else float32).
         """
-        from ._convert import conversion_key, ensure_converted
+        from ._convert import ensure_converted
 
-        spec = self.spec
         weights = weights or self.scheme or "float32"
-        fields = dict(
-            runtime=self.name, model=spec.name, revision=spec.revision,
-            content=spec.content_hash, layers=list(layers), weights=weights,
-        )  # fmt: skip
-        # A local folder is its content: the same files by another path (relative, a copy)
-        # reuse one conversion. Its path stays in the manifest, for people.
-        local = spec.revision is None and bool(spec.content_hash)
-        keyed = {k: v for k, v in fields.items() if not (k == "model" and local)}
+        key, fields = self.conversion(layers, weights)
 
         def build(folder: Any) -> None:
             if weights != "float32":
@@ -229,9 +223,30 @@ class RuntimeEncoder(Encoder):
                 return
             from ._model import _load_model
 
-            self._export(_load_model(spec), layers, folder)
+            self._export(_load_model(self.spec), layers, folder)
 
-        return ensure_converted(conversion_key(**keyed), fields, build)
+        return ensure_converted(key, fields, build)
+
+    def conversion(
+        self, layers: tuple[int, ...], weights: str | None = None
+    ) -> tuple[str, dict[str, Any]]:
+        """The converted folder's key and its manifest's description (converts nothing).
+
+        ``weights``: as :meth:`converted`.
+        """
+        from ._convert import conversion_key
+
+        spec = self.spec
+        fields = dict(
+            runtime=self.name, model=spec.name, revision=spec.revision,
+            content=spec.content_hash, layers=list(layers),
+            weights=weights or self.scheme or "float32",
+        )  # fmt: skip
+        # A local folder is its content: the same files by another path (relative, a copy)
+        # reuse one conversion. Its path stays in the manifest, for people.
+        local = spec.revision is None and bool(spec.content_hash)
+        keyed = {k: v for k, v in fields.items() if not (k == "model" and local)}
+        return conversion_key(**keyed), fields
 
     def session(self, layers: tuple[int, ...]) -> Any:
         """The compiled model for ``layers`` (once per process, precision and threads)."""
@@ -303,6 +318,39 @@ def openvino_has_bf16() -> bool:
     return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
+def openvino_cache_dir(folder: Any, config: dict[str, Any]) -> Any:
+    """OpenVINO's compiled-model cache (``CACHE_DIR``) for one converted model and one config.
+
+    One folder per converted model, compile options, OpenVINO version and CPU,
+    never shared: OpenVINO 2026.4.1 names the cached blob of a model the same
+    for every ``INFERENCE_PRECISION_HINT``, and a bf16 compile that finds the
+    float32 blob crashes or returns NaN on AMX CPUs (docs/backends.md, "Known
+    issues"). Created on first use; blobs of the shared layout of earlier
+    versions (directly in ``openvino-cache``) are deleted then.
+    """
+    import hashlib
+    import json
+
+    import openvino as ov
+
+    from ._convert import converted_root
+    from ._machine import cpu_identity
+
+    blob = json.dumps(
+        {"openvino": ov.get_version(), "cpu": cpu_identity(), "converted": folder.name,
+         "device": "CPU", "config": config},
+        sort_keys=True, default=str,
+    )  # fmt: skip
+    base = converted_root() / "openvino-cache"
+    path = base / hashlib.sha256(blob.encode()).hexdigest()[:32]
+    if not path.is_dir():
+        path.mkdir(parents=True, exist_ok=True)
+        for old in base.glob("*.blob"):  # the shared layout of 0.x: never read again
+            with contextlib.suppress(OSError):
+                old.unlink()
+    return path
+
+
 class OpenVINOEncoder(RuntimeEncoder):
     """The model as OpenVINO IR on the CPU plugin.
 
@@ -341,16 +389,9 @@ class OpenVINOEncoder(RuntimeEncoder):
         samples = calibration_samples(self.tokenizer(), self.calibration)
         quantize_openvino_static(float_folder, folder, samples)
 
-    def _compile(self, folder: Any, threads: int) -> Any:
-        import openvino as ov
-
-        from ._convert import converted_root
-
-        core = ov.Core()
-        cache_dir = converted_root() / "openvino-cache"
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        core.set_property({"CACHE_DIR": str(cache_dir)})
-        config = {
+    def compile_config(self, threads: int) -> dict[str, Any]:
+        """The CPU plugin's options for this encoder's precision, int8 scheme and threads."""
+        config: dict[str, Any] = {
             "INFERENCE_PRECISION_HINT": "bf16" if self.dtype == "bfloat16" else "f32",
             "PERFORMANCE_HINT": "LATENCY",
             "INFERENCE_NUM_THREADS": int(threads),
@@ -359,6 +400,14 @@ class OpenVINOEncoder(RuntimeEncoder):
             from ._runtime_int8 import openvino_int8_config
 
             config.update(openvino_int8_config())
+        return config
+
+    def _compile(self, folder: Any, threads: int) -> Any:
+        import openvino as ov
+
+        config = self.compile_config(threads)
+        core = ov.Core()
+        core.set_property({"CACHE_DIR": str(openvino_cache_dir(folder, config))})
         return core.compile_model(str(folder / "model.xml"), "CPU", config)
 
     def _run(self, runner: Any, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -12,6 +12,9 @@ __all__ = [
     "CacheWarning",
     "ModelLoadError",
     "ModelNotFoundError",
+    "NonFiniteOutputError",
+    "RuntimeCheckError",
+    "RuntimeFallbackWarning",
     "TruncationWarning",
 ]
 
@@ -34,6 +37,84 @@ class CacheWarning(UserWarning):
     A cache problem never fails a transform and never changes a result: the
     affected texts are simply encoded again.
     """
+
+
+class NonFiniteOutputError(RuntimeError):
+    """An encoder returned NaN or infinite values; nothing from that batch was cached.
+
+    Every batch of every backend is checked before it is written to the cache
+    or returned. The usual cause is a native runtime (OpenVINO, ONNX Runtime)
+    misbehaving on this CPU; torch float32 is the reference.
+
+    Attributes
+    ----------
+    backend, dtype, model : str
+        What computed the batch.
+    quantize : str or None
+        The int8 scheme, if any.
+    positions : list of int
+        The input rows whose values were not finite (0-based, increasing).
+    """
+
+    def __init__(
+        self, backend: str, dtype: str, quantize: str | None, model: str,
+        positions: Sequence[int], n_total: int | None = None,
+    ):  # fmt: skip
+        self.backend, self.dtype, self.quantize, self.model = backend, dtype, quantize, model
+        self.positions = sorted(int(p) for p in positions)
+        shown = ", ".join(map(str, self.positions[:10]))
+        more = "" if len(self.positions) <= 10 else f", ... ({len(self.positions) - 10} more)"
+        of = f" of {n_total}" if n_total is not None else ""
+        how = dtype if quantize is None else f"{dtype}, {quantize}"
+        super().__init__(
+            f"backend={backend!r} ({how}) returned non-finite values (NaN or inf) for model "
+            f"{model!r} at input positions {shown}{more} ({len(self.positions)}{of} texts). "
+            "Nothing from that batch was cached. backend='torch' with dtype='float32' is "
+            "the reference: use it, and see docs/reliability.md ('Native runtimes')."
+        )
+
+    def __reduce__(self):
+        return (_rebuild_exception, (type(self), self.args, self.__dict__))
+
+
+class RuntimeCheckError(RuntimeError):
+    """An explicitly chosen native runtime failed its first-use self-check on this machine.
+
+    The message says what failed (crash, hang, NaN, disagreement with torch
+    float32), the check's last lines of output and how to check again
+    (:mod:`xlmt_sklearn._selfcheck`). With ``backend="auto"`` the same failure
+    falls back to torch with a :class:`RuntimeFallbackWarning` instead.
+
+    Attributes
+    ----------
+    verdict : Verdict
+        The stored verdict (``reason``, ``path``, ``tail``, ``measures``).
+    """
+
+    def __init__(self, verdict):
+        self.verdict = verdict
+        super().__init__(
+            verdict.explain() + " Or use backend='auto' (it falls back to torch) or "
+            "backend='torch'."
+        )
+
+    def __reduce__(self):
+        return (type(self), (self.verdict,))
+
+
+class RuntimeFallbackWarning(UserWarning):
+    """``backend="auto"`` chose a native runtime that failed its self-check: torch runs instead.
+
+    Given once per process and configuration; the vectors are torch's (the
+    same as ``backend="torch"``).
+    """
+
+
+def _rebuild_exception(cls, args, state):
+    exc = cls.__new__(cls)
+    exc.args = args
+    exc.__dict__.update(state)
+    return exc
 
 
 class TruncationWarning(UserWarning):

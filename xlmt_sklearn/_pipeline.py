@@ -17,7 +17,10 @@ distinct texts:
 
 Every yielded array is float32 and already rounded to the cache's storage
 precision, so a value served from the cache later equals the one returned
-now. Nothing here calls back into the estimators.
+now. Every array is finite: a batch with a NaN or inf raises
+:class:`~xlmt_sklearn.NonFiniteOutputError` before anything of it is cached or
+yielded, and a non-finite cache hit is a miss. Nothing here calls back into
+the estimators.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import numpy as np
 
 from ._cache_base import CacheBase
 from ._encoders import EncodeOptions, Encoder
-from ._errors import TruncationWarning
+from ._errors import NonFiniteOutputError, TruncationWarning
 from ._tokenize import Encoded
 
 __all__ = ["LOOKUP_BATCH", "STREAM_CHUNK", "Request", "encode", "stream"]
@@ -162,14 +165,20 @@ def stream(req: Request) -> Iterator[Results]:
             long_[miss] = enc.truncated
             _refuse_long(req, long_)
             started = time.perf_counter()
-            for local, arrays in encode(req.encoders, enc, req.options):  # 3
-                if req.finish is not None:
-                    arrays = [req.finish(a) for a in arrays]
-                done = miss[local]
-                _write(req, done, arrays, enc.truncated[local])  # 4
-                yield done, arrays
-                if bar is not None:
-                    bar.update(len(done))
+            try:
+                for local, arrays in encode(req.encoders, enc, req.options):  # 3
+                    if req.finish is not None:
+                        arrays = [req.finish(a) for a in arrays]
+                    done = miss[local]
+                    _write(req, done, arrays, enc.truncated[local])  # 4
+                    yield done, arrays
+                    if bar is not None:
+                        bar.update(len(done))
+            except NonFiniteOutputError as exc:  # name the input rows, not the chunk's
+                rows = req.positions(miss[np.asarray(exc.positions, dtype=np.int64)])
+                raise NonFiniteOutputError(
+                    exc.backend, exc.dtype, exc.quantize, exc.model, rows, req.n_total
+                ) from None
             rate = len(miss) / max(time.perf_counter() - started, 1e-9)
             if rate < REGROUP_BELOW_TEXTS_PER_S:  # 5
                 req.cache.regroup([req.keys[i] for i in miss])
@@ -218,7 +227,7 @@ def encode(
 
     pending: dict[int, dict[int, np.ndarray]] = {}  # windows waiting for their siblings
     for rows_idx, rows, single, out in computed(encoders, plan.batches, compute):
-        texts, arrays = [], []
+        texts, arrays, broken = [], [], []
         for k, r in enumerate(rows_idx):
             text = int(enc.row_text[r])
             if single[k] and out.pooled is not None and options.pooling is not None:
@@ -226,16 +235,32 @@ def encode(
             elif single[k]:
                 value = out.tokens[k, : len(rows[k])]
             else:
-                value = _merge_when_complete(
-                    enc, pending, text, int(r), out.tokens[k, : len(rows[k])]
-                )
+                window = out.tokens[k, : len(rows[k])]
+                if not np.isfinite(window).all():
+                    broken.append(text)
+                    continue
+                value = _merge_when_complete(enc, pending, text, int(r), window)
                 if value is None:
                     continue
                 value = _pool_merged(value, options)
+            if not np.isfinite(value).all():
+                broken.append(text)
+                continue
             texts.append(text)
             arrays.append(np.ascontiguousarray(value, dtype=np.float32))
+        if broken:  # before anything of this batch is yielded, so never cached
+            raise _non_finite(encoders[0], sorted(set(broken)))
         if texts:
             yield np.asarray(texts, dtype=np.int64), arrays
+
+
+def _non_finite(encoder: Encoder, texts: list[int]) -> NonFiniteOutputError:
+    """The error for ``texts`` (indices into the encoded texts) that ``encoder`` broke."""
+    spec = getattr(encoder, "spec", None)
+    return NonFiniteOutputError(
+        encoder.name, encoder.dtype, encoder.fingerprint.get("quantize"),
+        str(getattr(spec, "name", "?")), texts,
+    )  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- steps
@@ -244,12 +269,18 @@ def encode(
 def _lookup(
     req: Request, idx: np.ndarray
 ) -> Iterator[tuple[np.ndarray, list[np.ndarray], list[bool]]]:
-    """Cache hits of the chunk ``idx``, one lookup call at a time."""
+    """Cache hits of the chunk ``idx``, one lookup call at a time (a hit of another shape,
+    or holding NaN or inf, is a miss)."""
+    check = not req.cache.returns_finite_only
     for b in range(int(idx[0]), int(idx[-1]) + 1, LOOKUP_BATCH):
         part = range(b, min(b + LOOKUP_BATCH, int(idx[-1]) + 1))
         got, arrays, metas = [], [], []
         for i, hit in zip(part, req.cache.get_many(req.keys[part.start : part.stop]), strict=True):
-            if hit is not None and hit[0].shape == req.expected_shapes[i]:
+            if (
+                hit is not None
+                and hit[0].shape == req.expected_shapes[i]
+                and not (check and not np.isfinite(hit[0]).all())
+            ):
                 got.append(i)
                 arrays.append(np.asarray(hit[0], dtype=np.float32))
                 metas.append(bool(hit[1]))

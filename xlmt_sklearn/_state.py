@@ -11,6 +11,9 @@ function that resets them all, :func:`reset_process_state`.
 - ``runtimes``: ``_encoders_runtime._COMPILED``: compiled OpenVINO / ONNX Runtime
   models; ``_convert._VERIFIED``: converted folders already hashed; the CPU probes
   behind ``backend="auto"`` (``native_bf16``, ``openvino_has_bf16``), asked once.
+- ``verdicts``: ``_selfcheck._VERDICTS``: the runtimes' self-check verdicts read or
+  made (they are stored on disk too); ``_backends._WARNED``: the fallbacks already
+  warned about.
 - ``caches``: ``_cache._MEMO``: the ``EmbeddingCache`` of each path.
 - ``connections``: ``_sqlite_store._pool._POOL``: one SQLite connection per path.
 - ``environment``: ``_scheduler._glibc``: ``XLMT_SKLEARN_MALLOC_TUNING``, read once.
@@ -62,6 +65,14 @@ def _reset_runtimes() -> None:
         mod.native_bf16.cache_clear()
 
 
+def _reset_verdicts() -> None:
+    if (mod := _module("_selfcheck")) is not None:
+        with mod._LOCK:
+            mod._VERDICTS.clear()
+    if (mod := _module("_backends")) is not None:
+        mod._WARNED.clear()
+
+
 def _reset_caches() -> None:
     if (mod := _module("_cache")) is not None:
         with mod._MEMO_LOCK:
@@ -88,6 +99,7 @@ STATE: dict[str, Callable[[], None]] = {
     "model_hashes": _reset_model_hashes,
     "packed_weights": _reset_packed_weights,
     "runtimes": _reset_runtimes,
+    "verdicts": _reset_verdicts,
     "caches": _reset_caches,
     "connections": _reset_connections,
     "environment": _reset_environment,

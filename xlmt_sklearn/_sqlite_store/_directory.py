@@ -27,7 +27,7 @@ import sqlite3
 
 import numpy as np
 
-from ._codec import DIR_ITEM, _column_crcs, _expected_len, _join
+from ._codec import DIR_ITEM, _column_crcs, _expected_len, _finite_rows, _join
 from ._sql import _HAS_BLOBOPEN, _open_block, _placeholders
 
 __all__ = ["PROBE_STRIDE", "read_directed"]
@@ -46,12 +46,12 @@ def read_directed(
     """Serve lookups from block directories (see the module docstring).
 
     Must run inside a read transaction. Every served entry passed its CRC-32,
-    computed with the *requested* key, so an item naming another key (a
-    collision of row ids) or damaged bytes is never served; the caller looks up
-    the ids not served through their index rows, which sorts out misses,
-    collisions and damage. Only blocks whose every entry is live and was used
-    since ``stale_before`` are read here, so no hit needs its ``last_used``
-    refreshed.
+    computed with the *requested* key, and holds finite values only, so an item
+    naming another key (a collision of row ids) or damaged bytes is never
+    served; the caller looks up the ids not served through their index rows,
+    which sorts out misses, collisions and damage. Only blocks whose every
+    entry is live and was used since ``stale_before`` are read here, so no hit
+    needs its ``last_used`` refreshed.
 
     Parameters
     ----------
@@ -102,6 +102,13 @@ def read_directed(
             if not keys:
                 continue
         arrays = _join(dtype, shape, datas)
+        finite = _finite_rows(arrays)
+        if not finite.all():  # not served: the index-row path finds them invalid and purges
+            keep = finite.tolist()
+            keys, metas, got_ids = (
+                list(itertools.compress(col, keep)) for col in (keys, metas, got_ids)
+            )
+            arrays = arrays[finite]
         found.update(zip(keys, zip(arrays, metas, strict=True), strict=True))
         served.update(got_ids)
     return found, served

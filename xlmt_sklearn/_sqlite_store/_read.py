@@ -3,8 +3,8 @@
 Select the index rows of the requested row ids, slice each entry's bytes out
 of its block (incremental BLOB I/O; whole blocks on Python 3.10), then
 validate and decode: lengths, types, then a CRC-32 over key, header and
-bytes. Whatever fails a check is reported as invalid (a miss, to be
-deleted), never returned. :mod:`._directory` is an optional faster path in
+bytes, then finite values. Whatever fails a check is reported as invalid (a
+miss, to be deleted), never returned. :mod:`._directory` is an optional faster path in
 front of this one; this module does not depend on it.
 """
 
@@ -14,7 +14,7 @@ import sqlite3
 
 import numpy as np
 
-from ._codec import _column_crcs, _expected_len, _join, row_crc
+from ._codec import _column_crcs, _expected_len, _finite_rows, _join, row_crc
 from ._sql import _HAS_BLOBOPEN, _chunks, _index_rows, _open_block, _placeholders
 
 __all__ = ["read_index_rows"]
@@ -78,14 +78,15 @@ def _decode_rows(
             and list(crcs) == _column_crcs(keys, dtype, shape, metas, datas)  # type: ignore[arg-type]
         ):
             arrays = _join(dtype, shape, datas)  # type: ignore[arg-type]
-            touch = [
-                i
-                for i, t in zip(ids, last_used, strict=True)
-                if type(t) is not float or t < stale_before
-            ]
-            return dict(zip(keys, zip(arrays, metas, strict=True), strict=True)), touch, []
+            if _finite_rows(arrays).all():  # else: the row-by-row path below sorts them out
+                touch = [
+                    i
+                    for i, t in zip(ids, last_used, strict=True)
+                    if type(t) is not float or t < stale_before
+                ]
+                return dict(zip(keys, zip(arrays, metas, strict=True), strict=True)), touch, []
     touch, invalid = [], []
-    groups: dict[tuple[str, str], list[tuple[bytes, bytes, int]]] = {}
+    groups: dict[tuple[str, str], list[tuple[bytes, bytes, int, int]]] = {}
     sizes = {spec: _expected_len(*spec) for spec in specs}
     for (key, _, _, _, dtype, shape, meta, used, crc, rowid), data in zip(rows, datas, strict=True):
         spec = (dtype, shape)
@@ -98,14 +99,21 @@ def _decode_rows(
         ):
             invalid.append(rowid)
             continue
-        groups.setdefault(spec, []).append((key, data, meta))
+        groups.setdefault(spec, []).append((key, data, meta, rowid))
         if type(used) is not float or used < stale_before:
             touch.append(rowid)
     found = {}
     for (dtype, shape), members in groups.items():
         arrays = _join(dtype, shape, [m[1] for m in members])
-        for (key, _, meta), array in zip(members, arrays, strict=True):
-            found[key] = (array, meta)
+        finite = _finite_rows(arrays).tolist()
+        for (key, _, meta, rowid), array, ok in zip(members, arrays, finite, strict=True):
+            if ok:
+                found[key] = (array, meta)
+            else:
+                invalid.append(rowid)
+    if invalid:
+        dropped = set(invalid)
+        touch = [i for i in touch if i not in dropped]
     return found, touch, invalid
 
 

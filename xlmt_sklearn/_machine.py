@@ -1,0 +1,70 @@
+"""What this machine's CPU is: the part of a native runtime's configuration we do not choose.
+
+Native runtimes (OpenVINO, ONNX Runtime) pick their kernels from the CPU's
+instruction sets, so anything they store or we conclude about them (a compiled
+model blob, a self-check verdict, :mod:`xlmt_sklearn._selfcheck`) is only valid
+on a CPU of the same model with the same flags. :func:`cpu_identity` is that
+CPU, read once per process; no third-party import.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import platform
+from pathlib import Path
+
+__all__ = ["ISA_FLAGS", "cpu_identity", "cpu_summary"]
+
+#: The instruction-set flags that decide which kernels the runtimes run (for people:
+#: messages and tables name these; keys use every flag).
+ISA_FLAGS = (
+    "avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_bf16",
+    "amx_int8", "amx_fp16",
+)  # fmt: skip
+
+
+@functools.cache
+def cpu_identity() -> dict[str, str]:
+    """The CPU's model name, architecture and a digest of all its feature flags.
+
+    Read from ``/proc/cpuinfo`` on Linux (first processor); elsewhere from
+    :mod:`platform` (the flags are then unknown and the digest covers the model
+    name only).
+
+    Returns
+    -------
+    dict
+        ``model``, ``machine`` (e.g. ``x86_64``), ``isa`` (the :data:`ISA_FLAGS`
+        present, space-separated) and ``flags`` (a SHA-256 prefix of the sorted
+        flag set).
+
+    Examples
+    --------
+    >>> sorted(cpu_identity())
+    ['flags', 'isa', 'machine', 'model']
+    """
+    model, flags = "", []
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        for line in text.splitlines():
+            name, _, value = line.partition(":")
+            name = name.strip()
+            if name == "model name" and not model:
+                model = value.strip()
+            elif name in ("flags", "Features") and not flags:
+                flags = sorted(set(value.split()))
+            if model and flags:
+                break
+    except OSError:
+        pass
+    model = model or platform.processor() or platform.machine() or "unknown"
+    digest = hashlib.sha256(" ".join(flags).encode()).hexdigest()[:16]
+    isa = " ".join(f for f in ISA_FLAGS if f in flags)
+    return {"model": model, "machine": platform.machine(), "isa": isa, "flags": digest}
+
+
+def cpu_summary() -> str:
+    """One line for messages: model name and the :data:`ISA_FLAGS` present."""
+    cpu = cpu_identity()
+    return f"{cpu['model']} ({cpu['isa'] or 'no AVX2/AVX-512/AMX flags'})"
