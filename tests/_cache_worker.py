@@ -51,9 +51,10 @@ def keys_for(indices) -> list[bytes]:
 
 
 def value_for(key: bytes, dim: int) -> np.ndarray:
-    """The float32 vector that belongs to ``key`` (its bytes repeated); compare with tobytes()."""
-    raw = (key * (dim * 4 // len(key) + 1))[: dim * 4]
-    return np.frombuffer(raw, dtype="<f4").copy()
+    """The float32 vector that belongs to ``key`` (its bytes repeated, as numbers 0-255: finite,
+    as the cache requires); compare with tobytes()."""
+    raw = (key * (dim // len(key) + 1))[:dim]
+    return np.frombuffer(raw, dtype=np.uint8).astype(np.float32)
 
 
 def _write(path: str, first: int, stop: int, batch: int, dim: int) -> None:
