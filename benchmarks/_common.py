@@ -1,4 +1,4 @@
-"""Shared helpers of the benchmark scripts: assets, data, timing, FLOPs, memory.
+"""Shared helpers of the benchmark scripts: assets, data, timing, FLOPs, memory, output checks.
 
 Nothing here downloads anything. The XLM-R-base-shaped model is built from a
 config with random (seeded) weights plus the real XLM-R tokenizer from
@@ -357,6 +357,115 @@ def machine_info() -> dict[str, str]:
     return info
 
 
+# ------------------------------------------------------------- output checks
+class BenchmarkFailure(RuntimeError):
+    """A contender's vectors are wrong: NaN/inf, the wrong shape, or below a stated bar.
+
+    Raised by :func:`check_vectors` before any speed or table is written, so a
+    benchmark never reports the speed of a backend that returned garbage.
+    """
+
+
+def cosines(a: object, b: object) -> object:
+    """Cosine of each row of ``a`` to the same row of ``b`` (NaN for a zero row)."""
+    import numpy as np
+
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def _bad_rows(x: object) -> object:
+    """Indices of the rows (first axis) of ``x`` that hold any NaN or inf, 8192 rows at a time."""
+    import numpy as np
+
+    rows = x.reshape(len(x), -1)
+    bad = [np.flatnonzero(~np.isfinite(rows[s : s + 8192]).all(axis=1)) + s
+           for s in range(0, len(rows), 8192)]  # fmt: skip
+    return np.concatenate(bad) if bad else np.zeros(0, dtype=np.int64)
+
+
+def _rows_text(bad: object) -> str:
+    return f"rows {bad[:10].tolist()}{' ...' if len(bad) > 10 else ''}"
+
+
+def check_vectors(
+    name: str,
+    vectors: object,
+    reference: object = None,
+    *,
+    min_cosine: float | None = None,
+    share: float = 1.0,
+    max_abs_diff: float | None = None,
+    reference_name: str = "the reference",
+) -> object:
+    """Raise :class:`BenchmarkFailure` unless ``name``'s vectors are sound; return the cosines.
+
+    Always: ``vectors`` is a numeric array (one row per text) whose values are all
+    finite (no NaN, no inf). With ``reference`` (the same rows from the trusted path,
+    e.g. torch float32): the same shape, finite too, and the bars given hold:
+
+    * ``min_cosine``: the cosine of each row to its reference row is at least this, for
+      every row (``share=1.0``) or for ``share`` of them (``share=0.99``: the 1st
+      percentile of the cosines is at least ``min_cosine``, as the goal tables read it);
+      a row whose cosine is NaN (a zero row) is below any bar;
+    * ``max_abs_diff``: no value differs from the reference by more than this.
+
+    The message names the contender, how many rows are bad, the lowest cosine and the bar.
+    Returns the cosine of each row to ``reference`` (None without one), for reporting.
+    """
+    import numpy as np
+
+    x = np.asarray(vectors)
+    if x.ndim == 0 or not np.issubdtype(x.dtype, np.number):
+        raise BenchmarkFailure(f"{name}: expected an array of vectors, got {x.dtype} {x.shape}")
+    bad = _bad_rows(x)
+    if len(bad):
+        raise BenchmarkFailure(
+            f"{name}: {len(bad)} of {len(x)} rows hold NaN or inf ({_rows_text(bad)}); "
+            "bar: every value finite"
+        )
+    if reference is None:
+        if min_cosine is not None or max_abs_diff is not None:
+            raise ValueError(f"check_vectors({name!r}): a bar needs a reference")
+        return None
+    ref = np.asarray(reference)
+    if ref.shape != x.shape:
+        raise BenchmarkFailure(f"{name}: shape {x.shape}, but {reference_name} has {ref.shape}")
+    bad = _bad_rows(ref)
+    if len(bad):
+        raise BenchmarkFailure(
+            f"{name}: {reference_name} has {len(bad)} of {len(ref)} rows with NaN or inf "
+            f"({_rows_text(bad)}): nothing sound to compare to"
+        )
+    cos = cosines(x.reshape(len(x), -1), ref.reshape(len(ref), -1))
+    lowest = float(np.min(cos)) if len(cos) else float("nan")  # NaN when any cosine is
+    if max_abs_diff is not None and x.size:
+        per_row = np.abs(x.astype(np.float64) - ref).reshape(len(x), -1).max(axis=1)
+        n_bad = int((per_row > max_abs_diff).sum())
+        if n_bad:
+            raise BenchmarkFailure(
+                f"{name}: {n_bad} of {len(x)} rows differ from {reference_name} by more than "
+                f"{max_abs_diff:g} (max abs diff {per_row.max():.2e}, lowest cosine "
+                f"{lowest:.5f}); bar: max abs diff <= {max_abs_diff:g}"
+            )
+    if min_cosine is not None and len(cos):
+        below = int((~(cos >= min_cosine)).sum())
+        if share >= 1:
+            ok, bar, at = below == 0, "every text", ""
+        else:
+            pct = float(np.percentile(cos, 100 * (1 - share)))
+            ok, bar = pct >= min_cosine, f"{100 * share:g}% of texts"
+            at = f", percentile {100 * (1 - share):g}: {pct:.5f}"
+        if not ok:
+            raise BenchmarkFailure(
+                f"{name}: cosine to {reference_name} below {min_cosine:g} in {below} of "
+                f"{len(cos)} rows (lowest {lowest:.5f}{at}); bar: cosine >= {min_cosine:g} "
+                f"for {bar}"
+            )
+    return cos
+
+
 def md_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """A GitHub markdown table."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
@@ -409,7 +518,7 @@ def assemble_docs() -> Path:
         )
     extras = ["throughput-e5-small.md", "throughput_notes.md", "main_job.md", "int8-quality.md"]
     extras += sorted(p.name for p in RESULTS.glob("int8-quality-*.md"))  # the runtimes' int8
-    extras += ["openvino-int8-groups.md"]
+    extras += ["openvino-int8-groups.md", "selfcheck.md"]
     extras += ["memory.md", "ab.md"]
     # tuning.md (a full run) or the tuning-<experiments>.md of partial runs.
     extras += sorted(p.name for p in RESULTS.glob("tuning*.md"))

@@ -17,7 +17,9 @@ Usage::
     python benchmarks/bench_ab.py --base d10126e --head 0fea525 --smoke
 
 Writes ``benchmarks/results/ab.md`` (unless ``--smoke``); the machine table
-names the ISA flags.
+names the ISA flags. The vectors of every timed transform (either checkout) must
+be finite, else the run stops with ``_common.BenchmarkFailure`` (exit status 1)
+before anything is reported or written.
 """
 
 from __future__ import annotations
@@ -54,12 +56,19 @@ if spec["workload"] == "warm":
 est = cls(spec["model"], **kw).fit()
 est.transform(texts[:8] if spec["workload"] != "warm" else texts)  # load (and fill the cache)
 t0 = time.perf_counter()
-est.transform(texts)
-print(json.dumps({"seconds": time.perf_counter() - t0, "n": len(texts)}))
+out = est.transform(texts)
+seconds = time.perf_counter() - t0
+import numpy as np  # the vectors, for the parent's check (token features: their rows)
+if isinstance(out, (list, tuple)) or getattr(out, "dtype", None) == object:
+    out = np.concatenate([np.asarray(x, dtype=np.float32).reshape(-1, np.shape(x)[-1])
+                          for x in out])
+np.save(spec["out"], np.asarray(out))
+print(json.dumps({"seconds": seconds, "n": len(texts)}))
 """
 
 
-def _run(checkout: Path, spec: dict, threads: int) -> float:
+def _run(checkout: Path, spec: dict, threads: int, name: str = "") -> float:
+    """Texts/s of one run of ``spec`` on ``checkout``; its vectors are checked finite first."""
     env = {**os.environ, "PYTHONPATH": str(checkout), "AB_THREADS": str(threads),
            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}  # fmt: skip
     out = subprocess.run(
@@ -67,6 +76,10 @@ def _run(checkout: Path, spec: dict, threads: int) -> float:
         capture_output=True, text=True, cwd=tempfile.gettempdir(),
     )  # fmt: skip
     result = json.loads(out.stdout.strip().splitlines()[-1])
+    import numpy as np
+
+    C.check_vectors(name or f"{spec['workload']} on {checkout}", np.load(spec["out"]))
+    Path(spec["out"]).unlink()
     return result["n"] / result["seconds"]
 
 
@@ -123,9 +136,10 @@ def _measure(args: argparse.Namespace, tmp: Path, checkouts: dict[str, Path]) ->
         order = names if r % 2 == 0 else names[::-1]
         for workload, spec in workloads.items():
             for name in order:
-                spec_r = {**spec, "workload": workload,
+                spec_r = {**spec, "workload": workload, "out": str(tmp / "out.npy"),
                           "cache": str(tmp / f"cache-{name[0]}-{r}.sqlite")}  # fmt: skip
-                rate = _run(checkouts[name], spec_r, args.threads)
+                rate = _run(checkouts[name], spec_r, args.threads, f"{workload}, {name}, "
+                            f"round {r + 1}")  # fmt: skip
                 rates.setdefault((workload, name), []).append(rate)
                 print(f"round {r + 1} {workload:<7} {name:<14} {rate:10,.1f} texts/s", flush=True)
     rows = []

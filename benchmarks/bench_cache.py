@@ -9,6 +9,10 @@ Three measurements, written to ``benchmarks/results/cache.md``:
 3. ``GridSearchCV(Pipeline(XLMTVectorizer, LogisticRegression))`` over a small
    grid of ``C``, ``cv=3``: end-to-end time with vs without the cache.
 
+The vectors of every cold and warm transform in (2) must be finite, else the run
+stops with ``_common.BenchmarkFailure`` (exit status 1) before anything is reported
+or written; whether warm equals cold is reported.
+
 Usage::
 
     python benchmarks/bench_cache.py           # full run (about 5-10 minutes on 2 cores)
@@ -198,7 +202,12 @@ def bench_vectorizer(model_dir: Path, texts: list[str], tmp: Path, rounds: int, 
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)
+            key = {"cold cache (all misses)": "out", "warm cache (all hits)": "warm_out"}.get(name)
+            if key is not None:  # outside the timing: NaN/inf vectors end the run
+                C.check_vectors(f"{name}, round {r + 1}", state[key])
             log(f"  round {r + 1} {name:<26} {times[name][-1]:7.3f} s")
+    C.check_vectors("warm cache (all hits)", state["warm_out"], state["out"],
+                    reference_name="cold cache (all misses)")  # fmt: skip
     same = np.array_equal(state["out"], state["warm_out"])  # type: ignore[arg-type]
     return {
         "times": times,

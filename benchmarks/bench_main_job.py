@@ -11,6 +11,11 @@ writing); the issue's goal is on the encode time. The runtime's one-off
 conversion is done before the timed runs and reported apart (it happens once per
 model, not per job). The outputs of the two runs are compared row by row (cosine).
 
+Every run's vectors must be finite and ``auto``'s must have a cosine of at least
+:data:`MIN_COSINE` (0.99) to ``torch``'s for every row, else the run stops with
+``_common.BenchmarkFailure`` (exit status 1) before anything is reported or written.
+The speed goal is reported, not enforced.
+
 Usage::
 
     python benchmarks/bench_main_job.py            # full: 6,960 tweets, e5-small (~15 min, 2 cores)
@@ -35,6 +40,8 @@ import _common as C
 import numpy as np
 
 HEADER = ["backend", "encode s", "vs torch", "wall s", "vs torch", "goal", "verdict"]
+#: The bar of ``auto``'s rows against ``torch``'s: cosine, every row.
+MIN_COSINE = 0.99
 
 
 def _embed(
@@ -66,10 +73,6 @@ def _chosen_backend(model: Path) -> str:
     os.environ.pop("XLMT_SKLEARN_AUTO_BACKEND", None)
     enc = XLMTVectorizer(str(model), device="cpu").fit()._encoders()[0]
     return f"{enc.name} {enc.dtype}"
-
-
-def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         _embed(model, src, tmp / "warm.npy", "auto", None)
         warm_s = time.perf_counter() - t0
+        C.check_vectors(f"--backend auto ({chosen}), untimed first run", np.load(tmp / "warm.npy"))
         rounds = args.rounds or (1 if args.smoke else 2)
         runs: dict[str, list[float]] = {"torch": [], "auto": []}
         encodes: dict[str, list[float]] = {"torch": [], "auto": []}
@@ -117,16 +121,17 @@ def main(argv: list[str] | None = None) -> int:
                 runs[backend].append(wall)
                 encodes[backend].append(enc)
                 outs[backend] = np.load(out)
+                C.check_vectors(f"--backend {backend}, round {r + 1}", outs[backend])
                 print(f"  round {r + 1} --backend {backend:<6} {wall:8.1f} s (encode {enc:.1f} s)")
         times = {k: float(np.median(v)) for k, v in runs.items()}
         enc_s = {k: float(np.median(v)) for k, v in encodes.items()}
-    cos = _cosines(outs["auto"], outs["torch"])
+    cos = C.check_vectors(f"--backend auto ({chosen})", outs["auto"], outs["torch"],
+                          min_cosine=MIN_COSINE, reference_name="--backend torch")  # fmt: skip
     ratio = enc_s["auto"] / enc_s["torch"]
     wall_ratio = times["auto"] / times["torch"]
     print(f"auto / torch: encode {ratio:.2f}, wall {wall_ratio:.2f}; cosine min {cos.min():.5f}, "
           f"mean {cos.mean():.6f}")  # fmt: skip
     if args.smoke:
-        assert outs["auto"].shape == outs["torch"].shape and cos.min() > 0.99
         return 0
 
     load_after = os.getloadavg()

@@ -9,7 +9,8 @@ The model has XLM-R's real tokenizer and 768-wide vectors (so the output is
 as large as XLM-T's: N x 768 float32) but one thin layer, so that 200k texts
 take minutes, not hours: memory, not speed, is measured here. Texts are
 UMSAB tweets made distinct with a counter (deduplication would otherwise
-shrink the work).
+shrink the work). The output must be N x 768 and finite, else the run stops with
+``_common.BenchmarkFailure`` (exit status 1) before anything is reported or written.
 
 Usage::
 
@@ -26,7 +27,6 @@ import time
 from pathlib import Path
 
 import _common as C
-import numpy as np
 
 
 def rss_parts() -> dict[str, float]:
@@ -104,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     with RssSampler() as rss:
         out = vec.transform(texts)
     wall = time.perf_counter() - t0
+    if out.shape != (n, 768):
+        raise C.BenchmarkFailure(f"transform of {n:,} texts: shape {out.shape}, not ({n}, 768)")
+    C.check_vectors(f"transform of {n:,} texts", out)
     out_mb = out.nbytes / 2**20
     loaded_anon = before["RssAnon"] - base["RssAnon"]  # tokenizer, runtime, fused q/k/v
     working = rss.peak["RssAnon"] - before["RssAnon"] - out_mb
@@ -145,7 +148,6 @@ def main(argv: list[str] | None = None) -> int:
         "resident between trims).\n"
     )
     print(md)
-    assert out.shape == (n, 768) and np.isfinite(out).all()
     clear_model_registry()
     if not args.smoke and args.n is None:
         (C.RESULTS / "memory.md").write_text(md, encoding="utf-8")

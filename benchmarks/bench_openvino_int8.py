@@ -21,6 +21,12 @@ the group and the alpha the package ships (``_runtime_int8.OPENVINO_DQ_GROUP``,
   is least (the plan the runtimes get), mean pooling; every group timed in the
   same interleaved rounds (medians); cosine per text to float32.
 
+Every variant's vectors (the first run and every timed round) and the float32
+reference must be finite, else the run stops with ``_common.BenchmarkFailure``
+(exit status 1) and writes nothing. The cosines are reported, not held to a bar
+here (the variants are candidates; the shipped int8's bar is checked by
+``bench_throughput.py`` and ``int8_quality.py``).
+
 Usage::
 
     python benchmarks/bench_openvino_int8.py            # writes results/openvino-int8-groups.md
@@ -109,9 +115,13 @@ def _static_variants(model_dir: Path, calibration: list[str], work: Path) -> dic
 
 
 def measure(
-    model_dir: Path, texts: list[str], calibration: list[str], rounds: int, threads: int
-) -> dict:
-    """Median seconds and cosines to float32 of every variant, one model."""
+    model_dir: Path, texts: list[str], calibration: list[str], rounds: int, threads: int,
+    label: str = "",
+) -> dict:  # fmt: skip
+    """Median seconds and cosines to float32 of every variant, one model (``label``).
+
+    Raises ``_common.BenchmarkFailure`` when the reference or a variant returns NaN/inf.
+    """
     import openvino as ov
 
     from xlmt_sklearn._runtime_int8 import openvino_int8_config
@@ -122,6 +132,8 @@ def measure(
     base = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads,
             "INFERENCE_PRECISION_HINT": "f32"}  # fmt: skip
     ref = _embed(core.compile_model(str(float_dir / "model.xml"), "CPU", base), batches, len(texts))
+    ref_name = f"{label} float32 (converted)".strip()
+    C.check_vectors(ref_name, ref)
     compiled = {
         f"group {g}": core.compile_model(
             str(int8_dir / "model.xml"), "CPU",
@@ -135,8 +147,12 @@ def measure(
     cos = {}
     for name, c in compiled.items():
         got = _embed(c, batches, len(texts))
-        cos[name] = (got * ref).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(ref, axis=1))
-    runs = {name: (lambda c=c: _embed(c, batches, len(texts))) for name, c in compiled.items()}
+        cos[name] = C.check_vectors(f"{label} {name}".strip(), got, ref, reference_name=ref_name)
+
+    def run(name: str, c: object) -> None:  # every timed round's vectors must be finite too
+        C.check_vectors(f"{label} {name}".strip(), _embed(c, batches, len(texts)))
+
+    runs = {name: (lambda name=name, c=c: run(name, c)) for name, c in compiled.items()}
     times = C.interleave(runs, rounds)
     return {name: {"s": times[name].median, "cos": cos[name]} for name in compiled}
 
@@ -210,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     for name, folder in models.items():
         print(f"{name}: {folder}", flush=True)
-        results[name] = measure(folder, texts, calibration, rounds, torch.get_num_threads())
+        results[name] = measure(folder, texts, calibration, rounds, torch.get_num_threads(), name)
         for v, r in results[name].items():
             print(f"  {v:<45} {r['s']:.2f} s, cosine min {r['cos'].min():.5f}", flush=True)
     if not args.smoke:

@@ -20,6 +20,12 @@ tokenizer) in interleaved rounds on the same tweets, and reports medians:
 
 Writes ``benchmarks/results/tuning.md`` (and re-assembles docs/benchmarks.md).
 
+Every variant's vectors that an experiment compares must be finite, and the batch
+plans' must equal the default's within 1e-4 (the bar the batching table states);
+otherwise the run stops with ``_common.BenchmarkFailure`` (exit status 1) before the
+experiment is timed or anything is written. Cosines and diffs of the other
+experiments are reported, not held to a bar.
+
 Usage::
 
     python benchmarks/bench_tuning.py                      # everything (~10-15 min, 2 cores)
@@ -199,10 +205,9 @@ def exp_batching(env: Env, rounds: int) -> str:
         variants[f"packed: sorted, <= {mt} tokens"] = (sorted_run(512, mt), 0.0)
     base = "packed: sorted, 32 texts"
     ref = env.run()
+    C.check_vectors(f"{base} (default, the reference)", ref)
     for k, (fn, _) in variants.items():
-        out = fn()
-        diff = float(np.abs(out - ref).max())
-        assert diff < 1e-4, (k, diff)
+        C.check_vectors(k, fn(), ref, max_abs_diff=1e-4, reference_name=base)
     mm_run, mm_flops = _matmul(env, 32)
     runs = {k: v[0] for k, v in variants.items()}
     runs["matmul (yardstick)"] = mm_run
@@ -252,6 +257,9 @@ def exp_attention(env: Env, rounds: int) -> str:
         return fn
 
     a, b = padded(sdpa)(), padded(eager)()
+    C.check_vectors("padded, sdpa", a)
+    C.check_vectors("padded, eager", b, a, reference_name="padded, sdpa")  # diff: reported
+    C.check_vectors("packed (default; sdpa kernel)", env.run())
     diff = float(np.abs(a - b).max())
     variants = {"padded, sdpa": padded(sdpa), "padded, eager": padded(eager),
                 "packed (default; sdpa kernel)": lambda: env.run()}  # fmt: skip
@@ -347,10 +355,6 @@ def _quantize_per_channel(model):
         )
 
 
-def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-
-
 def _int8_schemes() -> dict[str, Callable]:
     from xlmt_sklearn._quantize import quantize_int8
 
@@ -373,10 +377,11 @@ def _real_weights_int8(env: Env) -> str:
     texts = ["query: " + t for t in env.texts]
     e5 = Env(d, texts, env.log)
     ref = e5.run()
+    C.check_vectors("e5-small float32", ref)
     rows = []
     for name, fn in _int8_schemes().items():
         out = e5.run(e5.variant(fn(e5.load_hf())))
-        c = _cos(out, ref)
+        c = C.check_vectors(f"e5-small {name}", out, ref, reference_name="e5-small float32")
         rows.append([name, f"{c.min():.4f}", f"{c.mean():.4f}", f"{np.percentile(c, 5):.4f}"])
     return (
         f"**Real weights** -- multilingual-e5-small (12-layer BERT, real pretrained weights "
@@ -394,6 +399,7 @@ def exp_int8(env: Env, rounds: int) -> str:
     import torch
 
     ref = env.run()
+    C.check_vectors("float32 (packed)", ref)
     models = {name: env.variant(fn(env.load_hf())) for name, fn in _int8_schemes().items()}
     current = list(models.values())[-1]
     variants: dict[str, Callable[[], object]] = {"float32 (packed)": lambda: env.run()}
@@ -401,7 +407,8 @@ def exp_int8(env: Env, rounds: int) -> str:
     for k, lm in models.items():
         out = env.run(lm)
         one = env.run(lm, batch_size=1)  # batch-composition effect of dynamic quantization
-        c = _cos(out, ref)
+        c = C.check_vectors(k, out, ref, reference_name="float32")  # cosines: reported
+        C.check_vectors(f"{k}, one text per batch", one, out, reference_name=k)
         extra[k] = [f"{c.min():.4f}", f"{c.mean():.4f}", f"{np.abs(out - one).max():.1e}"]
         variants[k] = lambda lm=lm: env.run(lm)
 
@@ -410,6 +417,7 @@ def exp_int8(env: Env, rounds: int) -> str:
             return env.run(current)
 
     variants["`quantize_int8`, padded model forward"] = padded
+    C.check_vectors("`quantize_int8`, padded model forward", padded())
     # torchao (the maintained successor of torch.ao quantization): timed once on a
     # few texts -- without torch.compile its CPU int8 path is far too slow for rounds.
     note = ""
@@ -421,13 +429,15 @@ def exp_int8(env: Env, rounds: int) -> str:
         few = min(16, len(env.texts))
         tao_out, dt = _subset_run(env, tao, few)
         _, dt32 = _subset_run(env, None, few)
-        c = _cos(tao_out, ref[:few])
+        c = C.check_vectors("torchao int8", tao_out, ref[:few], reference_name="float32")
         note = (
             f"torchao {torchao.__version__} `Int8DynamicActivationInt8WeightConfig` (eager, no "
             f"torch.compile), timed once on {few} texts: {few / dt:.2f} texts/s vs float32 "
             f"{few / dt32:.2f} texts/s in the same minute (**{dt / dt32:.0f}x slower**), cosine "
             f"min {c.min():.4f}. Not a candidate on this CPU without compiling."
         )
+    except C.BenchmarkFailure:
+        raise  # torchao ran and returned NaN/inf: an error, not "not measured"
     except Exception as exc:  # ImportError, or an API/kernel mismatch with this torch
         note = f"torchao not measured: {type(exc).__name__}: {str(exc)[:200]}"
     times = C.interleave(variants, rounds, log=env.log)
@@ -479,7 +489,10 @@ def exp_compile(env: Env, rounds: int) -> str:
     t0 = time.perf_counter()
     first = env.run(comp)
     first_s = time.perf_counter() - t0
-    diff = float(np.abs(first - env.run()).max())
+    default = env.run()
+    C.check_vectors("packed (compile=False, default)", default)
+    C.check_vectors("compiled (compile=True)", first, default, reference_name="the default")
+    diff = float(np.abs(first - default).max())
 
     def padded() -> object:
         with padded_path():

@@ -10,8 +10,12 @@ and exits 0. With one it:
    the GPU (shuffled order and other batch sizes give the same rows);
 3. measures texts/s for float32 / float16 / bfloat16 with the default batches
    and with token-budget batches, plus a same-dtype matmul yardstick;
-4. writes ``benchmarks/results/gpu.md`` (and ``$OUT/gpu.md`` when ``$OUT`` is set)
-   and exits 1 if a correctness check fails.
+4. writes ``benchmarks/results/gpu.md`` (and ``$OUT/gpu.md`` when ``$OUT`` is set).
+
+The correctness checks go through ``_common.check_vectors``: NaN/inf in any output
+(the timed transforms' too) or a missed bound raises ``_common.BenchmarkFailure``
+(exit status 1) after all correctness checks ran and their table was printed, before
+any throughput is measured or any file written.
 """
 
 from __future__ import annotations
@@ -115,24 +119,33 @@ def main(argv: list[str] | None = None) -> int:
     failures: list[str] = []
     lines: list[list[str]] = []
 
+    def verdict(row: list[str], *checks: tuple[tuple, dict]) -> None:
+        """One table row; each ``(args, kwargs)`` of ``check_vectors`` must pass."""
+        for args_, kw in checks:
+            try:
+                C.check_vectors(*args_, **kw)
+            except C.BenchmarkFailure as exc:
+                failures.append(str(exc))
+                lines.append([*row, "FAIL"])
+                return
+        lines.append([*row, "ok"])
+
     # 1. correctness -------------------------------------------------------------
     cpu = vec(device="cpu").transform(check)
+    C.check_vectors("CPU float32 (the reference)", cpu)
     clear_model_registry()
     gpu32 = vec(device=dev, dtype="float32").transform(check)
     d32 = float(np.abs(gpu32 - cpu).max())
-    ok = d32 < FP32_ATOL
-    lines.append(["CUDA float32 vs CPU float32, max abs diff", f"< {FP32_ATOL:g}", f"{d32:.2e}",
-                  "ok" if ok else "FAIL"])  # fmt: skip
-    if not ok:
-        failures.append(lines[-1][0])
+    verdict(["CUDA float32 vs CPU float32, max abs diff", f"<= {FP32_ATOL:g}", f"{d32:.2e}"],
+            (("CUDA float32", gpu32, cpu),
+             {"max_abs_diff": FP32_ATOL, "reference_name": "CPU float32"}))  # fmt: skip
     for dtype in ("float16", "bfloat16"):
         half = vec(device=dev, dtype=dtype).transform(check)
         c = _cos(half, gpu32)
-        ok = bool(np.isfinite(half).all()) and float(c.min()) >= HALF_COS_MIN
-        lines.append([f"CUDA {dtype} vs CUDA float32, cosine min (mean)", f">= {HALF_COS_MIN}",
-                      f"{c.min():.5f} ({c.mean():.5f})", "ok" if ok else "FAIL"])  # fmt: skip
-        if not ok:
-            failures.append(lines[-1][0])
+        verdict([f"CUDA {dtype} vs CUDA float32, cosine min (mean)", f">= {HALF_COS_MIN}",
+                 f"{c.min():.5f} ({c.mean():.5f})"],
+                ((f"CUDA {dtype}", half, gpu32),
+                 {"min_cosine": HALF_COS_MIN, "reference_name": "CUDA float32"}))  # fmt: skip
     rng = np.random.default_rng(0)
     for dtype in ("float32", "float16", "bfloat16"):
         base = vec(device=dev, dtype=dtype).transform(check)
@@ -140,12 +153,19 @@ def main(argv: list[str] | None = None) -> int:
         other = vec(device=dev, dtype=dtype, batch_size=7).transform([check[i] for i in perm])
         budget = vec(device=dev, dtype=dtype, batch_size=512, max_tokens=2048).transform(check)
         diff = max(float(np.abs(other - base[perm]).max()), float(np.abs(budget - base).max()))
-        ok = diff <= BATCH_ATOL[dtype]
         name = f"{dtype}: shuffled / other batch plans vs default, max abs diff"
-        lines.append([name, f"<= {BATCH_ATOL[dtype]:g}", f"{diff:.2e}", "ok" if ok else "FAIL"])
-        if not ok:
-            failures.append(lines[-1][0])
+        bound = {"max_abs_diff": BATCH_ATOL[dtype], "reference_name": f"{dtype}, default batches"}
+        verdict([name, f"<= {BATCH_ATOL[dtype]:g}", f"{diff:.2e}"],
+                ((f"{dtype}, default batches", base), {}),
+                ((f"{dtype}, shuffled, batch_size=7", other, base[perm]), bound),
+                ((f"{dtype}, batch_size=512, max_tokens=2048", budget, base), bound))  # fmt: skip
     clear_model_registry()
+    if failures:  # no speed of wrong vectors, no results file
+        print(C.md_table(["correctness check", "bound", "measured", "verdict"], lines))
+        raise C.BenchmarkFailure(
+            f"gpu_check: {len(failures)} correctness check(s) failed on {dev_name}: "
+            + "; ".join(failures)
+        )
 
     # 2. throughput ---------------------------------------------------------------
     sh = C.model_shape(model_dir)
@@ -188,11 +208,12 @@ def main(argv: list[str] | None = None) -> int:
                 v.transform(check)  # load + warm up kernels (texts not timed below)
                 sync()
                 t0 = time.perf_counter()
-                v.transform(bench)
+                got = v.transform(bench)
                 sync()
                 dt = time.perf_counter() - t0
             finally:
                 _scheduler.OVERLAP_DELIVERY = "cuda"
+            C.check_vectors(f"{dtype}, {plan_name}", got)  # before its speed is reported
             tf = flops / dt / 1e12
             rows.append([dtype, plan_name, f"{len(bench) / dt:,.0f}", f"{tf:.2f}",
                          f"{100 * tf / yard:.0f}%", f"{yard:.1f}"])  # fmt: skip
@@ -223,9 +244,6 @@ Peak CUDA memory allocated: {mem:.1f} GiB.
     out = os.environ.get("OUT")
     if out and not sim:
         Path(out, "gpu.md").write_text(doc, encoding="utf-8")
-    if failures:
-        print("FAILED: " + "; ".join(failures), file=sys.stderr)
-        return 1
     print("gpu_check: all correctness checks passed")
     return 0
 

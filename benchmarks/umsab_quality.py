@@ -80,13 +80,17 @@ def read_split(root: Path, name: str, split: str, limit: int | None):
     return texts[:limit], np.asarray([int(x) for x in labels[:limit]])
 
 
-def features(vec, texts: list[str]) -> dict:
-    """Every (layers, pooling) feature set of ``texts``, un-normalised, from one vectorizer."""
+def features(vec, texts: list[str], name: str = "") -> dict:
+    """Every (layers, pooling) feature set of ``texts``, un-normalised, from one vectorizer.
+
+    Raises ``_common.BenchmarkFailure`` when a set holds NaN or inf (``name``: which texts).
+    """
     out = {}
     for lay, pool in CONFIGS:
         layers, agg = LAYERS[lay]
         vec.set_params(layers=layers, layer_aggregation=agg, pooling=pool, normalize=False)
         out[lay, pool] = vec.fit().transform(texts)
+        bench.check_vectors(f"features {lay} / {pool} of {name or 'texts'}", out[lay, pool])
     return out
 
 
@@ -103,7 +107,8 @@ def load(vec, root: Path, langs: list[str], limit: int | None) -> dict:
             else:
                 texts = [t for lang in langs for t in data[lang][split]["texts"]]
                 y = np.concatenate([data[lang][split]["y"] for lang in langs])
-            data[name][split] = {"texts": texts, "y": y, "X": features(vec, texts)}
+            X = features(vec, texts, f"{name} {split}")
+            data[name][split] = {"texts": texts, "y": y, "X": X}
         st = vec.cache.stats
         log(f"{name}: {time.perf_counter() - t0:.0f} s; cache {st.hits} hits, {st.misses} misses")
     return data
@@ -324,7 +329,9 @@ def main(argv: list[str] | None = None) -> int:
     data = load(vec, shared / "data" / "umsab", langs, limit)
     d0 = data[langs[0]]["val"]["texts"][:16]
     l2 = vec.set_params(layers=-1, pooling="mean", normalize=True).fit().transform(d0)
-    assert np.allclose(l2, normalize(data[langs[0]]["val"]["X"]["last", "mean"][:16]), atol=1e-6)
+    bench.check_vectors("normalize=True, last / mean", l2)
+    if not np.allclose(l2, normalize(data[langs[0]]["val"]["X"]["last", "mean"][:16]), atol=1e-6):
+        raise bench.BenchmarkFailure("normalize=True differs from L2 of the cached features")
 
     # 2. baselines, then mono per language, then multi on all/train.
     base = {k: baseline_run(data[k], args.max_iter) for k in [*langs, "all"]}

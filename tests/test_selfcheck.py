@@ -1,4 +1,4 @@
-"""Native runtimes on any CPU: the compiled-model cache per configuration, the first-use
+"""Native runtimes on any CPU: no shared compiled-model cache, the first-use
 self-check (:mod:`xlmt_sklearn._selfcheck`) and what "auto" and explicit runtimes do when it
 fails.
 
@@ -70,8 +70,8 @@ def test_precisions_alternate_in_fresh_processes_on_one_converted_root(tiny_mode
     """float32 -> bf16 -> dynamic int8 -> static int8 -> bf16 -> float32, each in a new
     process on one converted root: every output finite and within its bar of torch float32.
     On an AMX CPU the bf16 run after float32 aborted or returned NaN when all configurations
-    shared one OpenVINO cache folder; on every CPU, the invariant the fix relies on: one
-    compiled-model cache folder per configuration, no blob shared between them."""
+    shared one OpenVINO compiled-model cache; on every CPU, the invariant the fix relies on:
+    no compiled blob is kept at all."""
     pytest.importorskip("openvino")
     pytest.importorskip("nncf")
     from xlmt_sklearn._encoders_runtime import openvino_has_bf16
@@ -102,30 +102,22 @@ def test_precisions_alternate_in_fresh_processes_on_one_converted_root(tiny_mode
             assert cos.min() >= sc.BF16_COSINE, (params, cos)
         else:
             np.testing.assert_allclose(got, ref, atol=sc.FLOAT32_ATOL)
-    cache = root / "openvino-cache"
-    assert not list(cache.glob("*.blob")), "a blob in the shared folder"
-    folders = [p for p in cache.iterdir() if p.is_dir()]
-    # float32, dynamic int8, static int8 (their own converted models), bf16 where native.
-    assert len(folders) == 3 + bool(bf16)
-    assert all(len(list(f.glob("*.blob"))) <= 1 for f in folders)
+    # The invariant: no compiled blob is kept that another configuration could load.
+    assert not (root / "openvino-cache").exists() and not list(root.rglob("*.blob"))
 
 
-def test_a_cache_folder_per_configuration(tmp_path, monkeypatch):
+def test_no_compiled_model_cache_is_kept(tiny_model_dir, tmp_path, monkeypatch):
+    """The shared cache of 0.x (one blob for every precision) is deleted, none is written."""
     pytest.importorskip("openvino")
-    from xlmt_sklearn._encoders_runtime import openvino_cache_dir
-
     monkeypatch.setenv(CONVERTED_ENV, str(tmp_path))
-    (tmp_path / "openvino-cache").mkdir()
     legacy = tmp_path / "openvino-cache" / "14177724049866877725.blob"
+    legacy.parent.mkdir()
     legacy.write_bytes(b"a blob of the shared layout")
-    a, b = tmp_path / "a", tmp_path / "b"
-    f32 = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 2}
-    bf16 = {**f32, "INFERENCE_PRECISION_HINT": "bf16"}
-    one_thread = {**f32, "INFERENCE_NUM_THREADS": 1}
-    dirs = [openvino_cache_dir(m, c) for m in (a, b) for c in (f32, bf16, one_thread)]
-    assert len(set(dirs)) == 6 and all(d.is_dir() for d in dirs)
-    assert openvino_cache_dir(a, dict(f32)) == dirs[0]  # stable
-    assert not legacy.exists()  # the shared layout's blobs are never read again
+    reset_process_state()
+    vec = XLMTVectorizer(str(tiny_model_dir), backend="openvino", dtype="float32", device="cpu")
+    vec.fit().transform(TEXTS)
+    assert not legacy.parent.exists()
+    assert not list(tmp_path.rglob("*.blob"))
 
 
 # --------------------------------------------------------------------- the self-check

@@ -3,8 +3,8 @@
 Same contract as :class:`~xlmt_sklearn._encoders.TorchEncoder` (see
 :mod:`xlmt_sklearn._encoders`): token id rows in, float32 arrays out. The
 model is converted once per identity and ``layers`` (:mod:`xlmt_sklearn._convert`),
-compiled once per process and precision (the runtime's own compiled-model
-cache on for OpenVINO), and run on padded batches; the graph returns the
+compiled once per process and precision (without OpenVINO's compiled-model
+cache: :func:`drop_openvino_compile_cache`), and run on padded batches; the graph returns the
 chosen hidden states, which :func:`~xlmt_sklearn._encoders.finish_batch`
 aggregates and pools with the same torch code as the torch backend.
 
@@ -16,12 +16,12 @@ static int8 when the estimator has ``calibration_texts``), converted once from
 the float32 model and stored beside it.
 
 Which backend a call gets (``backend="auto"``) is decided in
-:mod:`xlmt_sklearn._backends`.
+:mod:`xlmt_sklearn._backends`, and a runtime is used only once it passed its
+first-use self-check on this machine (:mod:`xlmt_sklearn._selfcheck`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib.util
 import sys
@@ -37,8 +37,8 @@ from ._encoders import BatchOutput, EncodeOptions, Encoder, finish_batch, pad_ro
 __all__ = [
     "OnnxRuntimeEncoder",
     "OpenVINOEncoder",
+    "drop_openvino_compile_cache",
     "int8_installed",
-    "openvino_cache_dir",
     "openvino_has_bf16",
     "require_int8",
     "require_runtime",
@@ -318,37 +318,22 @@ def openvino_has_bf16() -> bool:
     return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
-def openvino_cache_dir(folder: Any, config: dict[str, Any]) -> Any:
-    """OpenVINO's compiled-model cache (``CACHE_DIR``) for one converted model and one config.
+@functools.cache
+def drop_openvino_compile_cache() -> None:
+    """Delete ``<converted root>/openvino-cache``, OpenVINO's compiled-model cache of 0.x.
 
-    One folder per converted model, compile options, OpenVINO version and CPU,
-    never shared: OpenVINO 2026.4.1 names the cached blob of a model the same
-    for every ``INFERENCE_PRECISION_HINT``, and a bf16 compile that finds the
-    float32 blob crashes or returns NaN on AMX CPUs (docs/backends.md, "Known
-    issues"). Created on first use; blobs of the shared layout of earlier
-    versions (directly in ``openvino-cache``) are deleted then.
+    OpenVINO 2026.4.1 names a model's cached blob the same for every
+    ``INFERENCE_PRECISION_HINT``, and a bf16 compile that finds the float32 blob
+    crashes or returns NaN on AMX CPUs (docs/backends.md, "Known issues"). The
+    cache saved 0.1-0.2 s per process at 0.1-1 GB of disk per configuration
+    (``benchmarks/bench_selfcheck.py``), so no ``CACHE_DIR`` is set any more, and
+    the blobs it left are deleted once per process.
     """
-    import hashlib
-    import json
-
-    import openvino as ov
+    import shutil
 
     from ._convert import converted_root
-    from ._machine import cpu_identity
 
-    blob = json.dumps(
-        {"openvino": ov.get_version(), "cpu": cpu_identity(), "converted": folder.name,
-         "device": "CPU", "config": config},
-        sort_keys=True, default=str,
-    )  # fmt: skip
-    base = converted_root() / "openvino-cache"
-    path = base / hashlib.sha256(blob.encode()).hexdigest()[:32]
-    if not path.is_dir():
-        path.mkdir(parents=True, exist_ok=True)
-        for old in base.glob("*.blob"):  # the shared layout of 0.x: never read again
-            with contextlib.suppress(OSError):
-                old.unlink()
-    return path
+    shutil.rmtree(converted_root() / "openvino-cache", ignore_errors=True)
 
 
 class OpenVINOEncoder(RuntimeEncoder):
@@ -405,10 +390,9 @@ class OpenVINOEncoder(RuntimeEncoder):
     def _compile(self, folder: Any, threads: int) -> Any:
         import openvino as ov
 
+        drop_openvino_compile_cache()  # no CACHE_DIR: see its docstring
         config = self.compile_config(threads)
-        core = ov.Core()
-        core.set_property({"CACHE_DIR": str(openvino_cache_dir(folder, config))})
-        return core.compile_model(str(folder / "model.xml"), "CPU", config)
+        return ov.Core().compile_model(str(folder / "model.xml"), "CPU", config)
 
     def _run(self, runner: Any, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         return runner({"input_ids": ids, "attention_mask": mask})[0]

@@ -17,6 +17,10 @@ Variable                                Default     Meaning
                                                     ``torch``, ``openvino`` or
                                                     ``onnxruntime`` (unset: the measured rule
                                                     of docs/backends.md).
+``XLMT_SKLEARN_SELFCHECK``              ``1``       ``0`` turns off the first-use self-check
+                                                    of native runtimes (docs/reliability.md).
+``XLMT_SKLEARN_SELFCHECK_TIMEOUT``      ``300``     Seconds a self-check may take before it
+                                                    counts as hung (>= 1).
 ======================================  ==========  ==========================================
 """
 

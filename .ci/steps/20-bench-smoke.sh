@@ -14,3 +14,4 @@ python benchmarks/int8_quality.py --smoke
 python benchmarks/bench_openvino_int8.py --smoke
 python benchmarks/bench_search.py --smoke
 python benchmarks/bench_main_job.py --smoke
+python benchmarks/bench_selfcheck.py --smoke

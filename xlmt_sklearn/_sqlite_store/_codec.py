@@ -192,11 +192,18 @@ def _join(dtype: str, shape: str, datas: Sequence[bytes]) -> np.ndarray:
 def _finite_rows(arrays: np.ndarray) -> np.ndarray:
     """Per row of a joined ``(n, ...)`` array: whether every value is finite.
 
-    One vectorised pass (~0.07 µs per 384-value row, under 1% of a lookup): a
-    stored NaN or inf is never a vector this package wrote, so the readers treat
-    its entry like a failed checksum, a miss that is recomputed and purged.
+    A stored NaN or inf is never a vector this package wrote, so the readers treat
+    its entry like a failed checksum: a miss that is recomputed and purged. For
+    float32 the test is the row's sum, one BLAS matrix-vector product (a NaN or
+    inf anywhere makes the sum non-finite): 0.02 ms per 1,000 rows of 768 values
+    against 0.15 ms for ``isfinite(...).all()``, about 1% of a warm lookup
+    (``benchmarks/bench_selfcheck.py``). A finite row whose sum overflows float32
+    (values near 1e35) counts as non-finite: a miss, never a wrong vector.
     """
-    return np.isfinite(arrays.reshape(len(arrays), -1)).all(axis=1)
+    rows = arrays.reshape(len(arrays), -1)
+    if rows.dtype == np.float32 and rows.shape[1]:
+        return np.isfinite(rows @ np.ones(rows.shape[1], dtype=np.float32))
+    return np.isfinite(rows).all(axis=1)
 
 
 def encode_rows(
