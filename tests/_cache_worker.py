@@ -17,6 +17,7 @@ cache problem or wrong value.
 from __future__ import annotations
 
 import _thread
+import signal
 import sys
 import threading
 import time
@@ -111,6 +112,10 @@ def _interrupt(path: str, trials: int, dim: int, seed: int) -> None:
     # KeyboardInterrupt (what Ctrl-C or a notebook's "interrupt kernel" raises) at a
     # random moment of writes, regroups and reads, ``trials`` times; then, once the
     # parent has checked that the write lock is free, the same cache must still work.
+    # interrupt_main() raises KeyboardInterrupt through SIGINT's handler: a background
+    # job or a CI runner may have started this process with SIGINT ignored, where it
+    # would do nothing and the loop below would never end.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     cache = EmbeddingCache(path)
     rng = np.random.default_rng(seed)
     cache.get_many(keys_for(range(1)))  # open the store before the first interrupt

@@ -351,6 +351,7 @@ def test_auto_rule(monkeypatch):
     monkeypatch.delenv(bk.AUTO_BACKEND_ENV)
     monkeypatch.setattr(bk, "native_bf16", lambda: True)
     monkeypatch.setattr(rt, "runtime_installed", lambda b: True)
+    monkeypatch.setattr(rt, "int8_installed", lambda b: True)  # the rule, not the install
 
     def resolve(device="cpu", quantize=None, compile=False, dtype="auto"):
         return bk.resolve_backend("auto", device, quantize=quantize, compile=compile, dtype=dtype)

@@ -19,7 +19,7 @@ import pytest
 
 from tests import _cache_worker
 from tests._raw_cache import insert_raw
-from tests._subprocesses import spawn_cache_worker
+from tests._subprocesses import read_line, spawn_cache_worker
 from xlmt_sklearn import _cache, _sqlite_store
 from xlmt_sklearn._cache import (
     CacheStats,
@@ -752,7 +752,7 @@ def test_concurrent_writers(tmp_path, n_procs):
         for j in range(n_procs)
     ]
     for p in procs:  # all started and imported: release them together
-        assert p.stdout.readline() == b"ready\n", p.stderr.read().decode()
+        assert read_line(p) == b"ready\n"
     for p in procs:
         p.stdin.write(b"go\n")
         p.stdin.flush()
@@ -774,7 +774,7 @@ def test_writer_killed_mid_batch(tmp_path, no_warnings):
     rng = random.Random(1234)
     for round_ in range(5):
         proc = spawn_cache_worker("hammer", str(path), str(dim), "250", str(round_))
-        assert proc.stdout.readline() == b"ready\n", proc.stderr.read().decode()
+        assert read_line(proc) == b"ready\n"
         try:
             proc.wait(timeout=rng.uniform(0.01, 0.3))
         except subprocess.TimeoutExpired:
@@ -792,7 +792,7 @@ def test_clear_while_another_process_reads(tmp_path, no_warnings):
     values = [_cache_worker.value_for(k, dim) for k in keys]
     c.put_many(keys, values)
     reader = spawn_cache_worker("read", str(path), str(n), str(dim), "1.0")
-    assert reader.stdout.readline() == b"ready\n", reader.stderr.read().decode()
+    assert read_line(reader) == b"ready\n"
     for i in range(20):
         c.clear()
         for j in range(0, n, 50):  # six writes: six blocks

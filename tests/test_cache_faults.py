@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from tests import _cache_worker
-from tests._subprocesses import spawn_cache_worker
+from tests._subprocesses import read_line, spawn_cache_worker
 from xlmt_sklearn import _sqlite_store
 from xlmt_sklearn._cache import EmbeddingCache, make_keys
 from xlmt_sklearn._errors import CacheWarning
@@ -31,13 +31,13 @@ from xlmt_sklearn._errors import CacheWarning
 # --------------------------------------------------------------------------------------
 
 
-def _interrupt_trials(path: Path, trials: int, seed: int) -> None:
+def _interrupt_trials(path: Path, trials: int, seed: int, **popen) -> None:
     dim = 64
     proc = spawn_cache_worker(
-        "interrupt", str(path), str(trials), str(dim), str(seed), stdin=subprocess.PIPE
+        "interrupt", str(path), str(trials), str(dim), str(seed), stdin=subprocess.PIPE, **popen
     )
     try:
-        line = proc.stdout.readline()
+        line = read_line(proc, timeout=120)
         assert line == f"interrupted {trials}\n".encode(), proc.stderr.read().decode()
         # The interrupted process is alive and idle: its write lock must be free. A
         # held lock makes this write wait the whole timeout and give up with a
@@ -62,6 +62,13 @@ def _interrupt_trials(path: Path, trials: int, seed: int) -> None:
 def test_keyboard_interrupt_releases_the_lock_and_keeps_the_cache(tmp_path, no_warnings):
     """Ctrl-C at random points of writes, regroups and reads rolls back every time."""
     _interrupt_trials(tmp_path / "interrupted.sqlite", trials=8, seed=0)
+
+
+def test_keyboard_interrupt_when_sigint_is_ignored(tmp_path, no_warnings):
+    """Started with SIGINT ignored (a background job, some CI runners), where
+    ``interrupt_main`` alone does nothing: the trials still end (issue 27)."""
+    ignore = lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)  # noqa: E731
+    _interrupt_trials(tmp_path / "ignored.sqlite", trials=3, seed=7, preexec_fn=ignore)
 
 
 @pytest.mark.slow
@@ -284,7 +291,7 @@ def _truncate_while_reading(tmp_path: Path, trials: int) -> None:
         c.close()  # checkpointed: every page is in the main file
         reader = spawn_cache_worker("survive", str(path), str(n), str(dim), "0.3")
         try:
-            assert reader.stdout.readline() == b"ready\n", reader.stderr.read().decode()
+            assert read_line(reader) == b"ready\n"
             time.sleep(rng.uniform(0.02, 0.15))  # let it read a while first
             size = path.stat().st_size
             # A deep cut first: the pages a read touches next lie past the new end.

@@ -675,3 +675,54 @@ def test_missing_backend_runtime_is_one_line(tiny_model_dir, tmp_path, capsys, m
     assert code == 2
     assert 'pip install "xlmt-sklearn[openvino]"' in error_of(capsys)
 
+
+
+# ------------------------------------------------------------------ documented forms
+def test_layers_as_the_docs_write_them(tmp_path, frame, tiny_model_dir, capsys):
+    """``--layers -4,-3`` (a value starting with "-") works like ``--layers=-4,-3`` (#27)."""
+    src = write_input(frame, tmp_path / "in.txt")
+    spaced, joined = tmp_path / "spaced.npy", tmp_path / "joined.npy"
+    assert embed(tiny_model_dir, str(src), "-o", str(spaced), "--layers", "-2,-1") == 0
+    assert embed(tiny_model_dir, str(src), "-o", str(joined), "--layers=-2,-1") == 0
+    np.testing.assert_array_equal(np.load(spaced), np.load(joined))
+    assert embed(tiny_model_dir, str(src), "-o", str(spaced), "--layers", "-1") == 0
+    error_of(capsys)
+
+
+def _documented_commands() -> list[tuple[str, str]]:
+    """Every ``xlmt-sklearn`` command line in README.md and docs/*.md, with its file."""
+    import shlex
+
+    from tests._subprocesses import REPO
+
+    found = []
+    for path in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        text = path.read_text(encoding="utf-8").replace("\\\n", " ")
+        for block in re.findall(r"^```[a-z]*\n(.*?)^```", text, flags=re.S | re.M):  # code blocks
+            for line in block.splitlines():
+                for part in re.split(r"&&|;", line.strip().removeprefix("$ ")):
+                    part = part.strip()
+                    words = shlex.split(part) if part.startswith("xlmt-sklearn ") else []
+                    if words and "[" not in part:  # not a synopsis ("[options]")
+                        found.append((path.name, part))
+    return found
+
+
+@pytest.mark.parametrize(("where", "command"), _documented_commands())
+def test_every_documented_command_parses(where, command):
+    """The docs' examples are accepted by the parser as written (nothing runs)."""
+    import shlex
+
+    from xlmt_sklearn.cli import build_parser, join_negative_values
+
+    words = shlex.split(command)[1:]
+    try:
+        args = build_parser().parse_args(join_negative_values(words))
+    except SystemExit as exc:
+        pytest.fail(f"{where}: `{command}` is refused by the parser (exit {exc.code})")
+    assert callable(args.func)
+
+
+def test_documented_commands_are_found():
+    commands = [c for _, c in _documented_commands()]
+    assert len(commands) >= 8 and any("--layers" in c for c in commands)

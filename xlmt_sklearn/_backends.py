@@ -85,7 +85,10 @@ def resolve_backend(
         The runtime, or its int8 tool, is not installed (the message names the
         ``pip install``).
     """
-    chosen = _resolve(backend, device, quantize, compile, dtype, calibrated)
+    if calibrated and backend not in ("auto", "openvino"):  # before any package is required
+        chosen = backend
+    else:
+        chosen = _resolve(backend, device, quantize, compile, dtype, calibrated)
     if calibrated and chosen != "openvino":
         raise ValueError(
             f"calibration_texts calibrates OpenVINO's static int8, but backend={backend!r} "

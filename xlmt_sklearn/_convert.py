@@ -11,11 +11,20 @@ is ``$XLMT_SKLEARN_CONVERTED_DIR`` when set, else
 ``~/.cache/xlmt_sklearn/converted`` (``$XDG_CACHE_HOME`` is honoured).
 
 Safe with concurrent processes: each builds in its own ``.tmp-*`` folder
-next to the final one, writes ``manifest.json`` last (the size and SHA-256 of
-every file) and renames the folder into place in one step. The first rename
-wins; a later process finds a complete copy and discards its own. A folder
-whose manifest is missing or does not match its files (half-written, edited,
+next to the final one, writes ``manifest.json`` last (its key, the size and
+SHA-256 of every file) and renames the folder into place in one step. The first
+rename wins; a later process finds a complete copy and discards its own. A
+folder whose manifest is missing, names another key (a folder copied under
+another model's name) or does not match its files (half-written, edited,
 truncated) is never used: it is moved aside and rebuilt.
+
+Only folders this package provably made are ever deleted: its own name pattern
+(``.tmp-<key>-<id>``, ``.trash-<id>``) with an owner file inside (process id,
+host, start time). A temporary folder whose owner process on this host is gone
+(killed mid-conversion) is removed at the next conversion; one of another host
+after a day. A root that cannot be written is used as is when it holds the
+model; otherwise, and when the disk fills up, the error names the folder, the
+space needed and ``XLMT_SKLEARN_CONVERTED_DIR``.
 
 The exported graph takes ``input_ids`` and ``attention_mask`` (int64,
 dynamic batch and sequence axes) and returns one float32 array of shape
@@ -24,11 +33,14 @@ dynamic batch and sequence axes) and returns one float32 array of shape
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import os
+import re
 import shutil
+import socket
 import sys
 import time
 import uuid
@@ -54,6 +66,10 @@ CONVERTED_ENV = "XLMT_SKLEARN_CONVERTED_DIR"
 #: Bumped when the exported graph's contract changes (old folders are then ignored).
 CONVERT_FORMAT = 1
 _MANIFEST = "manifest.json"
+#: Inside every temporary folder: who made it (see :func:`_remove_stale`).
+_OWNER = ".xlmt-owner.json"
+#: The names of the temporary folders this module makes (and may delete).
+_OURS = re.compile(r"\.(tmp-[0-9a-f]{8}|trash)-[0-9a-f]{32}")
 _STALE_TMP_S = 24 * 3600.0
 
 
@@ -114,6 +130,8 @@ def is_complete(folder: Path) -> bool:
         files = manifest["files"]
         if manifest.get("format") != CONVERT_FORMAT or not files:
             return False
+        if manifest.get("key") != folder.name:  # another model's folder under this name
+            return False
         stamp = _stamp(folder, files)
         if _VERIFIED.get(str(folder)) == stamp:
             return True
@@ -127,31 +145,102 @@ def is_complete(folder: Path) -> bool:
     return True
 
 
-def _write_manifest(folder: Path, describe: dict[str, Any]) -> None:
+def _write_manifest(folder: Path, key: str, describe: dict[str, Any]) -> None:
     files = {
         p.name: {"size": p.stat().st_size, "sha256": _sha256(p)}
         for p in sorted(folder.iterdir())
-        if p.is_file()
+        if p.is_file() and p.name != _OWNER
     }
-    manifest = {"format": CONVERT_FORMAT, "model": describe, "files": files}
+    manifest = {"format": CONVERT_FORMAT, "key": key, "model": describe, "files": files}
     tmp = folder / (_MANIFEST + ".part")
     tmp.write_text(json.dumps(manifest, indent=1, default=str), encoding="utf-8")
     os.replace(tmp, folder / _MANIFEST)
 
 
+def _claim(folder: Path) -> None:
+    """Write the owner file of a temporary folder this process is about to fill."""
+    owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+    (folder / _OWNER).write_text(json.dumps(owner), encoding="utf-8")
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists (another user's), or cannot tell: keep it
+    return True
+
+
 def _remove_stale(root: Path) -> None:
-    """Drop temporary folders that crashed processes left (a day old or more)."""
-    now = time.time()
-    for p in root.glob(".*-*"):
+    """Delete the temporary folders of dead conversions, and only those (module docstring)."""
+    now, host = time.time(), socket.gethostname()
+    try:
+        entries = list(root.iterdir())
+    except OSError:
+        return
+    for p in entries:
+        if not _OURS.fullmatch(p.name) or p.is_symlink() or not p.is_dir():
+            continue
         try:
-            if now - p.stat().st_mtime > _STALE_TMP_S:
-                shutil.rmtree(p, ignore_errors=True)
-        except OSError:
-            pass
+            owner = json.loads((p / _OWNER).read_text(encoding="utf-8"))
+            pid, started = int(owner["pid"]), float(owner["started"])
+            mine = owner["host"] == host
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # no owner file: not provably ours
+        if (mine and not _alive(pid)) or now - started > _STALE_TMP_S:
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _free_bytes(path: Path) -> int | None:
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return None
+
+
+def _unwritable(root: Path, exc: OSError) -> OSError:
+    from ._env import env_dir
+
+    where = "XLMT_SKLEARN_CONVERTED_DIR" if env_dir(CONVERTED_ENV) else "the default folder"
+    return OSError(
+        exc.errno,
+        f"Cannot write a converted model into {root} ({exc.strerror or exc}), and the model is "
+        f"not converted there yet ({where}). Make the folder writable, or set "
+        f"{CONVERTED_ENV} to a writable folder (an absolute path); a read-only folder that "
+        "already holds the converted model is used as is.",
+    )
+
+
+def _disk_full(exc: BaseException, root: Path, need: int | None) -> OSError | None:
+    """An ``OSError`` that says the disk is full, when that is why ``exc`` happened."""
+    free = _free_bytes(root)
+    said = any(
+        getattr(e, "errno", None) == errno.ENOSPC or "no space left" in str(e).lower()
+        for e in (exc, exc.__cause__, exc.__context__) if e is not None
+    )  # fmt: skip
+    low = free is not None and free < max(need or 0, 64 * 2**20)
+    if not (said or low):
+        return None
+    needs = f"about {need / 2**20:,.0f} MB" if need else "about the size of the model's weights"
+    has = f"{free / 2**20:,.0f} MB free" if free is not None else "free space unknown"
+    return OSError(
+        errno.ENOSPC,
+        f"The disk holding {root} is full ({has}; the converted model needs {needs}): the "
+        f"conversion stopped ({type(exc).__name__}: {exc}) and left nothing behind. Free space, "
+        f"or set {CONVERTED_ENV} to a folder on a larger disk.",
+    )
 
 
 def ensure_converted(
-    key: str, describe: dict[str, Any], build: Callable[[Path], None], root: Path | None = None
+    key: str,
+    describe: dict[str, Any],
+    build: Callable[[Path], None],
+    root: Path | None = None,
+    need: int | None = None,
 ) -> Path:
     """The folder of converted model ``key``, built by ``build(tmp_folder)`` if needed.
 
@@ -165,20 +254,33 @@ def ensure_converted(
         Writes the converted model's files into an empty folder.
     root : Path, optional
         Default: :func:`converted_root`.
+    need : int, optional
+        About how many bytes the converted files take (for the disk-full message).
 
     Returns
     -------
     Path
         A folder that :func:`is_complete` accepted.
+
+    Raises
+    ------
+    OSError
+        The root cannot be written and lacks the model, or the disk filled up
+        (``errno.ENOSPC``); the message names the folder and the fix.
     """
     root = converted_root() if root is None else root
     final = root / key
     if is_complete(final):
         return final
-    root.mkdir(parents=True, exist_ok=True)
-    _remove_stale(root)
     tmp = root / f".tmp-{key[:8]}-{uuid.uuid4().hex}"
-    tmp.mkdir()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        _remove_stale(root)
+        tmp.mkdir()
+        _claim(tmp)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _unwritable(root, exc) from exc
     try:
         what = describe.get("model", key)
         runtime = describe.get("runtime")
@@ -188,8 +290,14 @@ def ensure_converted(
             f"xlmt_sklearn: converting {what} for {runtime} (once; kept in {final})...\n"
         )
         start = time.perf_counter()
-        build(tmp)
-        _write_manifest(tmp, describe)
+        try:
+            build(tmp)
+            _write_manifest(tmp, key, describe)
+        except Exception as exc:
+            full = _disk_full(exc, root, need)
+            if full is not None:
+                raise full from exc
+            raise
         sys.stderr.write(f"xlmt_sklearn: converted in {time.perf_counter() - start:.1f} s\n")
         return _install(tmp, final)
     finally:

@@ -216,6 +216,16 @@ class RuntimeEncoder(Encoder):
 
         weights = weights or self.scheme or "float32"
         key, fields = self.conversion(layers, weights)
+        need = None
+        if weights != "float32":  # int8 weights: about a quarter of the float32 files
+            float_folder = self.converted(layers, "float32")
+            need = sum(p.stat().st_size for p in float_folder.iterdir() if p.is_file()) // 4
+        elif self.spec.revision is None:  # a local folder: its weights, as float32
+            from pathlib import Path
+
+            src = Path(self.spec.name).expanduser()
+            weights_files = [*src.glob("*.safetensors"), *src.glob("*.bin")]
+            need = sum(p.stat().st_size for p in weights_files if p.is_file()) or None
 
         def build(folder: Any) -> None:
             if weights != "float32":
@@ -225,7 +235,7 @@ class RuntimeEncoder(Encoder):
 
             self._export(_load_model(self.spec), layers, folder)
 
-        return ensure_converted(key, fields, build)
+        return ensure_converted(key, fields, build, need=need)
 
     def conversion(
         self, layers: tuple[int, ...], weights: str | None = None
@@ -319,21 +329,21 @@ def openvino_has_bf16() -> bool:
 
 
 @functools.cache
-def drop_openvino_compile_cache() -> None:
-    """Delete ``<converted root>/openvino-cache``, OpenVINO's compiled-model cache of 0.x.
+def drop_openvino_compile_cache(root: str) -> None:
+    """Delete ``<root>/openvino-cache``, OpenVINO's compiled-model cache of 0.x (once per
+    process and converted root).
 
     OpenVINO 2026.4.1 names a model's cached blob the same for every
     ``INFERENCE_PRECISION_HINT``, and a bf16 compile that finds the float32 blob
     crashes or returns NaN on AMX CPUs (docs/backends.md, "Known issues"). The
     cache saved 0.1-0.2 s per process at 0.1-1 GB of disk per configuration
     (``benchmarks/bench_selfcheck.py``), so no ``CACHE_DIR`` is set any more, and
-    the blobs it left are deleted once per process.
+    the blobs it left are deleted.
     """
     import shutil
+    from pathlib import Path
 
-    from ._convert import converted_root
-
-    shutil.rmtree(converted_root() / "openvino-cache", ignore_errors=True)
+    shutil.rmtree(Path(root) / "openvino-cache", ignore_errors=True)
 
 
 class OpenVINOEncoder(RuntimeEncoder):
@@ -390,7 +400,9 @@ class OpenVINOEncoder(RuntimeEncoder):
     def _compile(self, folder: Any, threads: int) -> Any:
         import openvino as ov
 
-        drop_openvino_compile_cache()  # no CACHE_DIR: see its docstring
+        from ._convert import converted_root
+
+        drop_openvino_compile_cache(str(converted_root()))  # no CACHE_DIR: see its docstring
         config = self.compile_config(threads)
         return ov.Core().compile_model(str(folder / "model.xml"), "CPU", config)
 

@@ -59,6 +59,7 @@ def _reset_runtimes() -> None:
         with mod._COMPILED_LOCK:
             mod._COMPILED.clear()
         mod.openvino_has_bf16.cache_clear()
+        mod.drop_openvino_compile_cache.cache_clear()
     if (mod := _module("_convert")) is not None:
         mod._VERIFIED.clear()
     if (mod := _module("_backends")) is not None:

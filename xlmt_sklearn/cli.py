@@ -33,6 +33,7 @@ writing the files in :mod:`xlmt_sklearn._table_io`.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -291,6 +292,39 @@ def _add_cache_parser(sub: Any) -> None:
 
 
 # --------------------------------------------------------------------------- entry
+#: Options whose value may start with "-" (negative layer indices, as the docs write them).
+_NEGATIVE_VALUED = ("--layers",)
+_INT_LIST = re.compile(r"-\d+(,\s*-?\d+)*,?")
+
+
+def join_negative_values(argv: Sequence[str]) -> list[str]:
+    """``["--layers", "-4,-3"]`` -> ``["--layers=-4,-3"]``.
+
+    argparse takes a value that starts with "-" and is not one plain negative
+    number for an option, so the documented ``--layers -4,-3,-2,-1`` would be
+    refused ("expected one argument"); ``--layers=-4,...`` always worked.
+
+    Examples
+    --------
+    >>> join_negative_values(["embed", "x.txt", "--layers", "-4,-3,-2,-1", "-o", "y.npy"])
+    ['embed', 'x.txt', '--layers=-4,-3,-2,-1', '-o', 'y.npy']
+    """
+    out: list[str] = []
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        if args[i] in _NEGATIVE_VALUED and i + 1 < len(args) and _INT_LIST.fullmatch(args[i + 1]):
+            out.append(f"{args[i]}={args[i + 1]}")
+            i += 2
+            continue
+        if args[i] == "--":
+            out.extend(args[i:])
+            break
+        out.append(args[i])
+        i += 1
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``xlmt-sklearn`` command line.
 
@@ -308,7 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(join_negative_values(sys.argv[1:] if argv is None else argv))
     except CLIError as exc:
         say(f"{PROG}: error: {exc}")
         return 2
