@@ -82,7 +82,8 @@ def test_each_input_format(ext, tmp_path, frame, tiny_model_dir, reference, caps
     got = np.load(out)
     assert got.dtype == np.float32 and got.shape == reference.shape
     np.testing.assert_allclose(got, reference, atol=1e-5)
-    assert f"wrote {out}" in capsys.readouterr().err
+    assert f"wrote {out}" in (err := capsys.readouterr().err)
+    assert "with torch (float32)" in err  # which backend ran (issue 27)
 
 
 def test_txt_uses_splitlines_and_other_text_column(tmp_path, tiny_model_dir, reference):
@@ -360,6 +361,8 @@ def test_model_that_cannot_be_loaded(model, fragments, tmp_path, capsys):
     err = error_of(capsys)
     for fragment in fragments:
         assert fragment in err
+    assert "local_files_only" not in err  # huggingface_hub's advice about an unset argument
+    assert "XLMTVectorizer(" not in err  # the Python API's advice, in Python syntax
     assert not (tmp_path / "o.npy").exists()
 
 

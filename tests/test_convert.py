@@ -175,3 +175,20 @@ def test_four_processes_compiling_one_model_at_once(tiny_model_dir, tmp_path):
         np.testing.assert_allclose(outs[k], outs[k - 2], atol=1e-5)
     assert all(np.isfinite(o).all() for o in outs)
     assert not list((tmp_path / "root").rglob("*.blob"))
+
+
+def test_a_first_conversion_is_quiet_about_training(tiny_model_dir, tmp_path):
+    """Tracing read transformers' ``loss_function``, which logged "loss_type=None ...
+    ForCausalLMLoss" on every first conversion from Python (issue 27)."""
+    pytest.importorskip("openvino")
+    code = (
+        "from xlmt_sklearn import XLMTVectorizer\n"
+        f"XLMTVectorizer({str(tiny_model_dir)!r}, backend='openvino', device='cpu', "
+        "progress=False).fit_transform(['hola'])\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO), CONVERTED_ENV: str(tmp_path / "root")}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "converting" in proc.stderr and "loss_type" not in proc.stderr

@@ -126,7 +126,7 @@ def test_a_good_runtime_passes_once_and_is_stored(tiny_model_dir, checked, monke
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeFallbackWarning)
         got = vec.fit_transform(TEXTS)
-    assert vec._encoders()[0].name == "openvino"
+    assert vec._encoders()[0].name == "openvino" and vec.backend_.startswith("openvino (")
     assert _checks_run(checked) == 1
     (verdict,) = _verdicts(checked)
     assert verdict["ok"] and verdict["reason"] == "passed"
@@ -167,6 +167,7 @@ def test_a_failed_check_falls_back_under_auto_and_raises_when_explicit(
     with pytest.warns(RuntimeFallbackWarning, match=reason) as record:
         got = vec.fit_transform(TEXTS)
     assert np.array_equal(got, expected)  # torch float32, exactly
+    assert vec.backend_ == "torch (float32)"
     message = str(record[0].message)
     assert "uses torch instead of openvino" in message and "delete that file" in message
     assert record[0].filename == __file__  # points at the user's line
@@ -194,10 +195,10 @@ def test_a_stored_failure_is_not_checked_again_by_another_process(
         "from xlmt_sklearn import _backends as bk\n"
         "torch.set_num_threads(1)  # as this process: the same configuration\n"
         "bk.native_bf16 = lambda: True\n"
-        f"v = XLMTVectorizer({str(tiny_model_dir)!r}, device='cpu', progress=False).fit()\n"
+        f"v = XLMTVectorizer({str(tiny_model_dir)!r}, device='cpu', progress=False)\n"
         "with warnings.catch_warnings(record=True) as w:\n"
         "    warnings.simplefilter('always')\n"
-        f"    v.transform({TEXTS!r})\n"
+        f"    v.fit().transform({TEXTS!r})\n"
         "print(v._encoders()[0].name, [type(x.message).__name__ for x in w])\n"
     )
     env = {"XLMT_TEST_FAULT": "none", bk.AUTO_BACKEND_ENV: ""}

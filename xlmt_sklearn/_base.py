@@ -125,6 +125,9 @@ class ModelFeaturizerMixin(ClassNameFeatureNamesMixin, TransformerMixin, BaseEst
         self._check_backend()
         self.model_identity_ = ident
         self._fitted_params_ = {k: copy.deepcopy(getattr(self, k)) for k in self._fit_params}
+        # What "auto" resolved to on this machine (a native runtime's first use here runs its
+        # self-check now); a Spark or Dask worker decides again on its own CPU.
+        self.backend_ = ", ".join(dict.fromkeys(e.describe() for e in self._encoders()))
 
     def _check_backend(self) -> None:
         """A runtime backend: installed, on the CPU, in a precision it computes (at fit)."""

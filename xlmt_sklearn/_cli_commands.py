@@ -251,7 +251,7 @@ def _read_input(args: argparse.Namespace, in_path: Path, in_fmt: str, out_fmt: s
 
 
 def _model_error(exc: BaseException, model: str) -> CLIError:
-    from ._model import looks_like_path
+    from ._model import _offline_hint, looks_like_path
 
     if looks_like_path(model):
         hint = (
@@ -264,12 +264,14 @@ def _model_error(exc: BaseException, model: str) -> CLIError:
             "save_pretrained: model and tokenizer), or set HF_HUB_OFFLINE=1 with "
             f"{model!r} already in the Hugging Face cache (HF_HUB_CACHE)."
         )
-    return CLIError(f"{exc}\n{PROG}: hint: {hint}")
+    # The Python API's advice (XLMTVectorizer(model=...)) gives way to the CLI's own.
+    message = str(exc).replace(_offline_hint(model), "").strip()
+    return CLIError(f"{message}\n{PROG}: hint: {hint}")
 
 
 def _encode(vectorizer: Any, texts: Any, model: str, cache: Any) -> Any | None:
     """``vectorizer.fit().transform(texts)``; None when interrupted (after saying so)."""
-    from ._errors import ModelLoadError
+    from ._errors import ModelLoadError, NonFiniteOutputError, RuntimeCheckError
 
     try:
         with _quiet_transformers():
@@ -283,7 +285,9 @@ def _encode(vectorizer: Any, texts: Any, model: str, cache: Any) -> Any | None:
                 return vectorizer.transform(texts)
     except ModelLoadError as exc:
         raise _model_error(exc, model) from None
-    except ValueError as exc:  # e.g. --truncation error with a long text
+    except (ValueError, RuntimeCheckError, NonFiniteOutputError) as exc:
+        # e.g. --truncation error with a long text; a runtime that failed its self-check or
+        # returned NaN: the message says what happened and what to do, no traceback
         raise CLIError(str(exc)) from None
     except KeyboardInterrupt:
         if cache is None:
@@ -334,5 +338,5 @@ def cmd_embed(args: argparse.Namespace) -> int:
     if cache is not None:
         st = cache.stats
         cached = f", {st.hits} distinct texts from the cache, {st.misses} encoded"
-    say(f"{PROG}: wrote {out_path} ({shape}) in {elapsed:.1f} s{cached}")
+    say(f"{PROG}: wrote {out_path} ({shape}) in {elapsed:.1f} s with {vectorizer.backend_}{cached}")
     return 0

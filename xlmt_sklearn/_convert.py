@@ -360,7 +360,13 @@ def _example_inputs(model: Any) -> tuple[Any, Any]:
 
 
 def _eager(model: Any) -> Any:
-    """The plain attention path (SDPA/flex masks do not trace to every runtime)."""
+    """The plain attention path (SDPA/flex masks do not trace to every runtime).
+
+    The model (a fresh load, only exported) also gets no loss function: tracing reads
+    every attribute, and transformers' ``loss_function`` property then logs "loss_type=None
+    ... ForCausalLMLoss", noise about training that never happens here.
+    """
+    model._loss_function = None
     setter = getattr(model, "set_attn_implementation", None)
     if callable(setter):
         setter("eager")

@@ -104,6 +104,13 @@ class Encoder(ABC):
     def fingerprint(self) -> dict[str, Any]:
         """What this encoder changes in a vector: merged into the cache key."""
 
+    def describe(self) -> str:
+        """What computes, for people: ``"openvino (bfloat16)"``, ``"torch (int8)"``,
+        ``"torch (float16, cuda:0)"``."""
+        how = "int8" if self.fingerprint.get("quantize") else self.dtype
+        where = "" if self.device == "cpu" else f", {self.device}"
+        return f"{self.name} ({how}{where})"
+
     def load(self) -> None:
         """Load the weights now, so that a broken model fails before any work is done."""
         return None

@@ -265,10 +265,14 @@ def resolve_identity(
         )
     except Exception as exc:  # the hub raises many types (offline, 404, auth, HTTP)
         rev = "" if revision is None else f" at revision {revision!r}"
-        why = "the hub cannot be reached and it is not in the local cache; " if offline else ""
+        # Offline, the hub's own text advises "set local_files_only to False", an argument
+        # the user never passed: say what happened instead.
+        why = (
+            f"the hub cannot be reached and it is not in the local cache: {type(exc).__name__}"
+            if offline else f"{type(exc).__name__}: {str(exc)[:300]}"
+        )  # fmt: skip
         raise ModelNotFoundError(
-            f"Cannot find model {name!r}{rev} ({why}{type(exc).__name__}: {str(exc)[:300]}). "
-            + _offline_hint(name)
+            f"Cannot find model {name!r}{rev} ({why}). " + _offline_hint(name)
         ) from exc
     commit = cfg_path.parent.name  # .../snapshots/<commit>/config.json
     cfg = _read_config(cfg_path, name)

@@ -154,7 +154,7 @@ def stream(req: Request) -> Iterator[Results]:
             miss = np.setdiff1d(idx, hits, assume_unique=True)
             _refuse_long(req, long_)
             if a == 0:
-                bar = _progress_bar(req.progress, n, n - len(hits))
+                bar = _progress_bar(req.progress, n, n - len(hits), req.encoders[0].describe())
             if bar is not None:
                 bar.update(len(hits))
             if not len(miss):
@@ -393,12 +393,13 @@ def resolve_progress(progress: bool | str, n_texts: int) -> bool:
     return _in_notebook() or bool(getattr(sys.stderr, "isatty", lambda: False)())
 
 
-def _progress_bar(progress: bool | str, n: int, n_to_encode: int):
+def _progress_bar(progress: bool | str, n: int, n_to_encode: int, what: str = ""):
     if not resolve_progress(progress, n_to_encode):
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=n, unit="text", desc="xlmt_sklearn", smoothing=0.1)
+    desc = f"xlmt_sklearn {what}".strip()
+    return tqdm(total=n, unit="text", desc=desc, smoothing=0.1)
 
 
 def user_stacklevel() -> int:

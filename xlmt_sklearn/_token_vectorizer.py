@@ -156,6 +156,10 @@ class XLMTTokenVectorizer(ModelFeaturizerMixin, auto_wrap_output_keys=None):
     ----------
     model_identity_ : ModelIdentity
         The pinned model.
+    backend_ : str
+        What computes the vectors on the machine that ran ``fit``: backend and
+        precision, e.g. ``"openvino (bfloat16)"`` or ``"torch (float32)"``
+        (``backend="auto"`` resolved, after a native runtime's self-check).
     layers_ : tuple of int
         The validated ``layers``.
     n_features_out_ : int

@@ -143,6 +143,10 @@ class XLMTVectorizer(ModelFeaturizerMixin):
     model_identity_ : ModelIdentity
         The pinned model: hub id and commit hash, or local folder and content
         hash; width and depth from its config.
+    backend_ : str
+        What computes the vectors on the machine that ran ``fit``: backend and
+        precision, e.g. ``"openvino (bfloat16)"`` or ``"torch (float32)"``
+        (``backend="auto"`` resolved, after a native runtime's self-check).
     layers_ : tuple of int
         The validated ``layers``.
     cache_layers_ : tuple of int or None

@@ -212,7 +212,8 @@ def _add_model_options(model: Any) -> None:
     )  # fmt: skip
     model.add_argument(
         "--dtype", default="auto", choices=DTYPES,
-        help="compute dtype (default: auto = float32 on CPU, bf16/fp16 on GPU)",
+        help="compute dtype (default: auto = bf16 where --backend auto picks OpenVINO on an "
+        "AVX-512 BF16/AMX CPU, float32 elsewhere on CPU, bf16/fp16 on GPU)",
     )  # fmt: skip
     model.add_argument(
         "--quantize", default=None, choices=QUANTIZE_MODES,
