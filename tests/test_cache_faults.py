@@ -318,3 +318,66 @@ def test_truncating_the_file_under_a_reader(tmp_path):
 @pytest.mark.slow
 def test_truncating_the_file_under_a_reader_many_trials(tmp_path):
     _truncate_while_reading(tmp_path, trials=20)
+
+
+# --------------------------------------------------------------------------------------
+# The cache file deleted or failing under a live process (issue 27)
+# --------------------------------------------------------------------------------------
+
+
+def test_a_file_deleted_mid_write_is_recreated_without_a_warning(tmp_path, monkeypatch):
+    import glob
+    import os
+    import warnings
+
+    from xlmt_sklearn._sqlite_store import SQLiteStore
+
+    path = tmp_path / "c.sqlite"
+    cache = EmbeddingCache(path)
+    keys = make_keys("fp", [str(i) for i in range(4)])
+    vecs = [np.full(8, i, np.float32) for i in range(4)]
+    cache.put_many(keys[:2], vecs[:2])
+    real = SQLiteStore.put_many
+    calls = []
+
+    def put_many(self, rows, max_size=None):
+        calls.append(1)
+        if len(calls) == 1:  # another process deletes the file under this write
+            for f in glob.glob(str(path) + "*"):
+                os.unlink(f)
+            raise sqlite3.OperationalError("disk I/O error")
+        return real(self, rows, max_size)
+
+    monkeypatch.setattr(SQLiteStore, "put_many", put_many)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CacheWarning)
+        cache.put_many(keys[2:], vecs[2:])
+        got = cache.get_many(keys)
+    assert len(calls) == 2 and path.exists()
+    assert got[:2] == [None, None]  # gone with the deleted file
+    assert [g[0].tolist() for g in got[2:]] == [v.tolist() for v in vecs[2:]]  # not disabled
+
+
+def test_a_failing_cache_warns_once_per_process_and_cause(tmp_path, monkeypatch):
+    import pickle
+
+    from xlmt_sklearn._sqlite_store import SQLiteStore
+
+    def fail(self, *args, **kwargs):
+        raise sqlite3.OperationalError("unable to open database file")
+
+    path = tmp_path / "c.sqlite"
+    EmbeddingCache(path).put_many(make_keys("fp", ["a"]), [np.ones(4, np.float32)])
+    monkeypatch.setattr(SQLiteStore, "get_many", fail)
+    first = EmbeddingCache(path)
+    with pytest.warns(CacheWarning, match="cannot be used") as record:
+        assert first.get_many(make_keys("fp", ["a"])) == [None]
+    assert record[0].filename == __file__  # the user's line
+    # Each clone in a search (or task in a worker) gets its own object: no repeat.
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CacheWarning)
+        for _ in range(5):
+            clone = pickle.loads(pickle.dumps(first))
+            assert clone.get_many(make_keys("fp", ["a"])) == [None]

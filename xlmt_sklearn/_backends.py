@@ -230,8 +230,7 @@ def _passes_selfcheck(encoder: Encoder, layers: tuple[int, ...], auto: bool) -> 
     """
     import warnings
 
-    from ._errors import RuntimeCheckError, RuntimeFallbackWarning
-    from ._pipeline import user_stacklevel
+    from ._errors import RuntimeCheckError, RuntimeFallbackWarning, user_stacklevel
     from ._selfcheck import check_runtime
 
     verdict = check_runtime(encoder, layers)

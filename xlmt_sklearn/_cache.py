@@ -32,7 +32,7 @@ import numpy as np
 
 from . import _sqlite_store as store_mod
 from ._cache_base import CacheBase, CacheStats, NullCache, _DuckCache
-from ._errors import CacheWarning
+from ._errors import CacheWarning, user_stacklevel
 
 __all__ = [
     "DEFAULT_FILENAME",
@@ -302,9 +302,18 @@ class EmbeddingCache(CacheBase):
 
     # -- failure handling --------------------------------------------------------------
 
-    def _warn(self, message: str) -> None:
-        # stacklevel 5: _warn <- _report <- _call <- public method <- caller
-        warnings.warn(message, CacheWarning, stacklevel=5)
+    def _warn(self, message: str, cause: str) -> None:
+        """Warn once per process, file and ``cause`` (a kind of failure), at the user's line.
+
+        Every estimator a search clones, and every task of a worker, gets its own cache
+        object: the warning must not repeat per object (issue 27 counted 28 repeats).
+        """
+        key = (str(self.path), os.getpid(), cause)
+        with _WARNED_LOCK:
+            if key in _WARNED:
+                return
+            _WARNED.add(key)
+        warnings.warn(message, CacheWarning, stacklevel=user_stacklevel())
 
     def _report(self, exc: BaseException, what: str) -> None:
         cause = f"{type(exc).__name__}: {exc}"
@@ -313,8 +322,9 @@ class EmbeddingCache(CacheBase):
             if what not in ("touch", "regroup"):  # skipping these costs nothing: stay quiet
                 self._warn(
                     f"The embedding cache at '{self.path}' is busy ({cause}); this {what} was "
-                    "skipped and results are computed without the cache. Raise the cache's "
-                    "timeout if this repeats."
+                    "skipped and results are computed without the cache (said once per "
+                    "process). Raise the cache's timeout if this repeats.",
+                    "busy",
                 )
         elif kind == "nowrite" and what in ("write", "touch", "regroup", "clear"):
             if not self._readonly:
@@ -322,14 +332,16 @@ class EmbeddingCache(CacheBase):
                 self._warn(
                     f"Cannot write to the embedding cache at '{self.path}' ({cause}); new "
                     "results are computed without the cache and not stored (writes are "
-                    "disabled for this process, cached entries are still read)."
+                    "disabled for this process, cached entries are still read).",
+                    "nowrite",
                 )
         elif not self._disabled:
             # fatal, corrupt again right after a fresh start, or unreadable: stop using it
             self._disabled = True
             self._warn(
                 f"The embedding cache at '{self.path}' cannot be used ({cause}); results "
-                "are computed without the cache (it is disabled for this process)."
+                "are computed without the cache (it is disabled for this process).",
+                "disabled",
             )
 
     def _call(self, op: Callable[[store_mod.SQLiteStore], _T], what: str) -> _T:
@@ -338,10 +350,12 @@ class EmbeddingCache(CacheBase):
         ``what`` ("lookup", "touch", "write", "regroup", "clear" or "count") names the
         operation in messages and decides how a failure degrades the cache.
         """
-        corrupt_seen = False
+        corrupt_seen = reopened = False
         for _attempt in range(3):
+            store = None
             try:
-                return op(store_mod.acquire(self.path, self.timeout))
+                store = store_mod.acquire(self.path, self.timeout)
+                return op(store)
             except store_mod.StoreClosedError:
                 continue  # closed by another thread between acquire and use: reopen
             except store_mod.CorruptStoreError as exc:
@@ -362,17 +376,22 @@ class EmbeddingCache(CacheBase):
                     "Results are unaffected: anything not cached is computed without the "
                     "cache.",
                     CacheWarning,
-                    stacklevel=3,
+                    stacklevel=user_stacklevel(),
                 )
                 continue  # retry once on the fresh file
             except Exception as exc:  # the cache must never break a transform
+                if store is not None and not reopened and not store.is_current():
+                    # The file was deleted or replaced under this operation ("disk I/O
+                    # error"): the next acquire opens (or creates) the file now at the path.
+                    reopened = True
+                    continue
                 self._report(exc, what)
                 return _FAILED
         warnings.warn(
             f"The embedding cache at '{self.path}' kept being closed by other threads; "
             f"this {what} was skipped and results are computed without the cache.",
             CacheWarning,
-            stacklevel=3,
+            stacklevel=user_stacklevel(),
         )
         return _FAILED
 
@@ -502,6 +521,9 @@ class EmbeddingCache(CacheBase):
 
 _MEMO: dict[tuple[str, int], EmbeddingCache] = {}
 _MEMO_LOCK = threading.Lock()
+#: (path, pid, cause) of the CacheWarnings given (see EmbeddingCache._warn).
+_WARNED: set[tuple[str, int, str]] = set()
+_WARNED_LOCK = threading.Lock()
 
 
 def as_cache(cache: object) -> CacheBase:

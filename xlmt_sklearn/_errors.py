@@ -6,6 +6,7 @@ and every message says what to do about it.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 __all__ = [
@@ -16,7 +17,11 @@ __all__ = [
     "RuntimeCheckError",
     "RuntimeFallbackWarning",
     "TruncationWarning",
+    "user_stacklevel",
 ]
+
+#: Frames of these packages are not the user's line (a warning points past them).
+_NOT_USER = ("xlmt_sklearn", "sklearn", "joblib", "concurrent.futures", "threading")
 
 
 class ModelLoadError(OSError):
@@ -154,3 +159,23 @@ def _rebuild_truncation_warning(positions, max_length, message):
     w.positions, w.count, w.max_length = list(positions), len(positions), max_length
     w.args = (message,)
     return w
+
+
+def user_stacklevel() -> int:
+    """Stack level of the first caller outside xlmt_sklearn, scikit-learn and joblib.
+
+    Warnings then point at the user's line, whether transform was called
+    directly, through set_output's wrapper or inside a Pipeline or a search;
+    generated code (``<dynamic-code>``, ``<string>`` wrappers of decorators)
+    is skipped too. Without such a frame (a joblib worker), level 1.
+    """
+    frame = sys._getframe(1)
+    level = 1
+    while frame is not None:
+        mod = frame.f_globals.get("__name__", "") or ""
+        generated = frame.f_code.co_filename.startswith("<dynamic")
+        if not (mod.startswith(_NOT_USER) or generated):
+            return level
+        frame = frame.f_back
+        level += 1
+    return 1

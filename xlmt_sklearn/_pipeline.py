@@ -36,7 +36,7 @@ import numpy as np
 
 from ._cache_base import CacheBase
 from ._encoders import EncodeOptions, Encoder
-from ._errors import NonFiniteOutputError, TruncationWarning
+from ._errors import NonFiniteOutputError, TruncationWarning, user_stacklevel
 from ._tokenize import Encoded
 
 __all__ = ["LOOKUP_BATCH", "STREAM_CHUNK", "Request", "encode", "stream"]
@@ -400,20 +400,3 @@ def _progress_bar(progress: bool | str, n: int, n_to_encode: int, what: str = ""
 
     desc = f"xlmt_sklearn {what}".strip()
     return tqdm(total=n, unit="text", desc=desc, smoothing=0.1)
-
-
-def user_stacklevel() -> int:
-    """Stack level of the first caller outside xlmt_sklearn and scikit-learn.
-
-    Warnings then point at the user's line, whether transform was called
-    directly, through set_output's wrapper or inside a Pipeline.
-    """
-    frame = sys._getframe(1)
-    level = 1
-    while frame is not None:
-        mod = frame.f_globals.get("__name__", "")
-        if not (mod.startswith(("xlmt_sklearn", "sklearn"))):
-            return level
-        frame = frame.f_back
-        level += 1
-    return 1

@@ -14,7 +14,8 @@ function that resets them all, :func:`reset_process_state`.
 - ``verdicts``: ``_selfcheck._VERDICTS``: the runtimes' self-check verdicts read or
   made (they are stored on disk too); ``_backends._WARNED``: the fallbacks already
   warned about.
-- ``caches``: ``_cache._MEMO``: the ``EmbeddingCache`` of each path.
+- ``caches``: ``_cache._MEMO``: the ``EmbeddingCache`` of each path; ``_cache._WARNED``:
+  the cache warnings given (once per process, file and cause).
 - ``connections``: ``_sqlite_store._pool._POOL``: one SQLite connection per path.
 - ``environment``: ``_scheduler._glibc``: ``XLMT_SKLEARN_MALLOC_TUNING``, read once.
 
@@ -76,6 +77,8 @@ def _reset_verdicts() -> None:
 
 def _reset_caches() -> None:
     if (mod := _module("_cache")) is not None:
+        with mod._WARNED_LOCK:
+            mod._WARNED.clear()
         with mod._MEMO_LOCK:
             caches = list(mod._MEMO.values())
             mod._MEMO.clear()
