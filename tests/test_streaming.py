@@ -116,3 +116,31 @@ def test_token_vectorizer_chunks(tiny_model_dir, monkeypatch, tmp_path):
     for a, b in zip(got, want, strict=True):
         np.testing.assert_allclose(a, b, atol=2e-3)  # float16 storage, other batches
     np.testing.assert_array_equal(vec.transform(TEXTS[:20])[5], got[5])  # hits == misses
+
+
+def test_progress_log_writes_whole_lines(tiny_model_dir, capsys):
+    """``progress="log"`` (the CLI's default off a terminal): lines, not a redrawn bar."""
+    from xlmt_sklearn import XLMTVectorizer
+
+    texts = [f"text number {i}" for i in range(40)]
+    XLMTVectorizer(str(tiny_model_dir), device="cpu", progress="log").fit_transform(texts)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "xlmt_sklearn torch (float32): 0/40 texts"
+    assert lines[-1].startswith("xlmt_sklearn torch (float32): 40/40 texts in ")
+    assert not any("\r" in line for line in lines)
+
+
+def test_progress_lines_report_rate_and_eta():
+    import io
+
+    from xlmt_sklearn._pipeline import ProgressLines
+
+    out = io.StringIO()
+    bar = ProgressLines(100, "x", stream=out)
+    bar.every_s = 0.0  # this object only: a line at every update
+    bar.update(25)
+    bar.close()
+    first, mid, last = out.getvalue().splitlines()
+    assert first == "x: 0/100 texts"
+    assert mid.startswith("x: 25/100 texts (25%), ") and "texts/s, ETA" in mid
+    assert last.startswith("x: 25/100 texts in ")

@@ -188,7 +188,7 @@ def _calibration_texts(path: str | None) -> list[str] | None:
     return [line for line in text.splitlines() if line.strip()]
 
 
-def _make_vectorizer(args: argparse.Namespace, cache: Any, progress: bool) -> Any:
+def _make_vectorizer(args: argparse.Namespace, cache: Any, progress: bool | str) -> Any:
     options = dict(
         revision=args.revision, layers=args.layers, layer_aggregation=args.layer_aggregation,
         preprocess=None if args.preprocess == NO_PREPROCESS else args.preprocess,
@@ -324,7 +324,10 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
         # EmbeddingCache creates missing folders itself, private (0o700), on first use.
         cache = EmbeddingCache(Path(args.cache_dir).expanduser() / DEFAULT_FILENAME)
-    progress = args.progress if args.progress is not None else sys.stderr.isatty()
+    # Off a terminal (a log, a batch job) a line every ~10 s instead of a bar (issue 27).
+    progress = args.progress if args.progress is not None else (
+        True if sys.stderr.isatty() else "log"
+    )  # fmt: skip
     vectorizer = _make_vectorizer(args, cache, progress)
     df = _read_input(args, in_path, in_fmt, out_fmt)
 

@@ -72,7 +72,7 @@ MODEL_PARAMETER_CONSTRAINTS: dict = {
     "calibration_texts": ["array-like", None],
     "compile": ["boolean"],
     "cache": [str, os.PathLike, HasMethods(["get_many", "put_many"]), None],
-    "progress": [StrOptions({"auto"}), "boolean"],
+    "progress": [StrOptions({"auto", "log"}), "boolean"],
     "trust_remote_code": ["boolean"],
 }
 

@@ -99,8 +99,9 @@ class Request:
         Rows in the input (for messages).
     store_dtype : {"float32", "float16"}
         Precision of cached values; every result is rounded to it.
-    progress : bool or "auto"
-        A progress bar (``"auto"``: long runs in a terminal or notebook).
+    progress : bool, "auto" or "log"
+        A progress bar (``"auto"``: long runs in a terminal or notebook;
+        ``"log"``: :class:`ProgressLines`).
     label : str
         The estimator's name, for log records.
     finish : callable (array) -> array, optional
@@ -394,9 +395,47 @@ def resolve_progress(progress: bool | str, n_texts: int) -> bool:
 
 
 def _progress_bar(progress: bool | str, n: int, n_to_encode: int, what: str = ""):
+    desc = f"xlmt_sklearn {what}".strip()
+    if progress == "log":
+        return ProgressLines(n, desc)
     if not resolve_progress(progress, n_to_encode):
         return None
     from tqdm.auto import tqdm
 
-    desc = f"xlmt_sklearn {what}".strip()
     return tqdm(total=n, unit="text", desc=desc, smoothing=0.1)
+
+
+class ProgressLines:
+    """``progress="log"``: whole lines on stderr, for logs and batch jobs (no terminal).
+
+    One line when the work starts, then at most one every :attr:`every_s` seconds
+    (done/total, rate, ETA), and one at the end. Same ``update``/``close`` as a tqdm bar.
+    """
+
+    every_s = 10.0
+
+    def __init__(self, total: int, desc: str, stream=None):
+        self.total, self.desc, self.done = int(total), desc, 0
+        self.stream = sys.stderr if stream is None else stream
+        self.start = self.last = time.perf_counter()
+        self._say(f"{self.done}/{self.total} texts")
+
+    def _say(self, what: str) -> None:
+        self.stream.write(f"{self.desc}: {what}\n")
+        self.stream.flush()
+
+    def update(self, n: int) -> None:
+        self.done += int(n)
+        now = time.perf_counter()
+        if now - self.last >= self.every_s and self.done < self.total:
+            self.last = now
+            rate = self.done / max(now - self.start, 1e-9)
+            eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+            pct = 100 * self.done / max(self.total, 1)
+            self._say(
+                f"{self.done}/{self.total} texts ({pct:.0f}%), {rate:.1f} texts/s, ETA {eta:.0f} s"
+            )
+
+    def close(self) -> None:
+        took = time.perf_counter() - self.start
+        self._say(f"{self.done}/{self.total} texts in {took:.1f} s")

@@ -147,8 +147,8 @@ class XLMTTokenVectorizer(ModelFeaturizerMixin, auto_wrap_output_keys=None):
         4.9e-4, for values above 6.1e-5 in magnitude; absolute error <= 6e-8
         below), and results are rounded the same way on a miss, so hits equal
         misses.
-    progress : bool or "auto", default="auto"
-        tqdm progress bar for long runs.
+    progress : bool, "auto" or "log", default="auto"
+        tqdm progress bar for long runs; ``"log"``: a line on stderr every ~10 s.
     trust_remote_code : bool, default=False
         Allow model code from the hub repository to run.
 

@@ -131,9 +131,10 @@ class XLMTVectorizer(ModelFeaturizerMixin):
         which is encoded as without this option. It never changes what a
         call returns. Storage per text: ``3 * n_layers * hidden`` float32
         (XLM-R base, all 13: 120 kB; see "Tuning the featurizer" in the docs).
-    progress : bool or "auto", default="auto"
+    progress : bool, "auto" or "log", default="auto"
         tqdm progress bar; ``"auto"`` shows it for long runs in a terminal or
-        notebook.
+        notebook; ``"log"`` writes a line to stderr every ~10 s instead (done,
+        rate, ETA), for logs and batch jobs.
     trust_remote_code : bool, default=False
         Allow model code from the hub repository to run (off: only architectures
         that ship with transformers load).

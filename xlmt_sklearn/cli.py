@@ -193,7 +193,8 @@ def _add_embed_parser(sub: Any) -> None:
     )  # fmt: skip
     run.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=None,
-        help="progress bar with rate and ETA on stderr (default: when stderr is a terminal)",
+        help="progress bar with rate and ETA on stderr (default: a bar in a terminal, "
+        "else a line every ~10 s)",
     )  # fmt: skip
     embed.set_defaults(func=cmd_embed)
 
