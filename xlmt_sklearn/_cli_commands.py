@@ -177,7 +177,20 @@ def _check_files(args: argparse.Namespace) -> tuple[Path, str, Path, str]:
     if calibration is not None and not Path(calibration).expanduser().is_file():
         raise CLIError(f"--calibration-file {calibration!r} is not a file")
     check_output_location(out_path)  # before the model: #18 item 9
+    _check_model_name(args.model)
     return in_path, in_fmt, out_path, out_fmt
+
+
+def _check_model_name(model: str) -> None:
+    """A mistyped model folder is refused before scikit-learn and torch are imported
+    (5.3 s before, issue 27); the rest of the model's checks come with fit."""
+    from ._errors import ModelNotFoundError
+    from ._model import check_model_name
+
+    try:
+        check_model_name(model)
+    except ModelNotFoundError as exc:
+        raise _model_error(exc, model) from None
 
 
 def _calibration_texts(path: str | None) -> list[str] | None:
@@ -328,8 +341,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
     progress = args.progress if args.progress is not None else (
         True if sys.stderr.isatty() else "log"
     )  # fmt: skip
+    df = _read_input(args, in_path, in_fmt, out_fmt)  # a wrong column fails before sklearn loads
     vectorizer = _make_vectorizer(args, cache, progress)
-    df = _read_input(args, in_path, in_fmt, out_fmt)
 
     start = time.perf_counter()
     result = _encode(vectorizer, df[args.text_column], args.model, cache)

@@ -74,6 +74,35 @@ def looks_like_path(model: str | os.PathLike) -> bool:
     return os.path.isdir(s)
 
 
+def check_model_name(name: str) -> None:
+    """The checks of a model name that read no file: a local folder exists and holds a
+    config and weights; a hub id is not a mistyped local path.
+
+    Cheap (no torch, no transformers): the command line calls it before anything else.
+
+    Raises
+    ------
+    ModelNotFoundError
+        With what is missing and how to fix it.
+    """
+    if not looks_like_path(name):
+        _refuse_local_typo(name)
+        return
+    folder = Path(name).expanduser()
+    if not folder.is_dir():
+        raise ModelNotFoundError(
+            f"Model folder {name!r} does not exist (resolved to {folder.absolute()}). "
+            "A name that starts with '/', '.' or '~' is always read as a local path."
+        )
+    if not (folder / "config.json").is_file():
+        raise ModelNotFoundError(
+            f"Model folder {name!r} has no config.json; save a model there with "
+            "model.save_pretrained(folder) and tokenizer.save_pretrained(folder)."
+        )
+    if not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
+        raise ModelNotFoundError(f"Model folder {name!r} has no weights (*.safetensors or *.bin).")
+
+
 def _refuse_local_typo(name: str) -> None:
     """``models/e5-smal`` when ``models/`` is a local folder: a mistyped path, not a hub id."""
     head, sep, _ = name.partition("/")
@@ -228,22 +257,9 @@ def resolve_identity(
         The config is unreadable or describes a decoder-only model.
     """
     name = os.fspath(model)
+    check_model_name(name)
     if looks_like_path(model):
         folder = Path(name).expanduser()
-        if not folder.is_dir():
-            raise ModelNotFoundError(
-                f"Model folder {name!r} does not exist (resolved to {folder.absolute()}). "
-                "A name that starts with '/', '.' or '~' is always read as a local path."
-            )
-        if not (folder / "config.json").is_file():
-            raise ModelNotFoundError(
-                f"Model folder {name!r} has no config.json; save a model there with "
-                "model.save_pretrained(folder) and tokenizer.save_pretrained(folder)."
-            )
-        if not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
-            raise ModelNotFoundError(
-                f"Model folder {name!r} has no weights (*.safetensors or *.bin)."
-            )
         cfg = _read_config(folder / "config.json", name)
         ident = ModelIdentity(
             name=name, local=True, revision=None, content_hash=_folder_hash(folder),
@@ -253,7 +269,6 @@ def resolve_identity(
         )  # fmt: skip
         return ident, str(folder)
 
-    _refuse_local_typo(name)
     from huggingface_hub import hf_hub_download
 
     # No route to the hub: read the local Hugging Face cache only, at once, instead of
