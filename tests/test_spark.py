@@ -251,3 +251,29 @@ def test_filters_and_explode_never_run_the_model_twice(text_df, tiny_model_dir):
     tok = XLMTTokenVectorizer(str(tiny_model_dir), device="cpu", progress=False)
     tokens = embed_column(text_df, "text", tok, output_col="tokens")
     assert python_evals(tokens.selectExpr("id", "explode(tokens) AS t")) == 1
+
+
+@pytest.mark.spark
+def test_invalid_utf8_fails_clearly_or_is_replaced(spark, tiny_model_dir):
+    """Issue 27: bytes that are not UTF-8 in a string column failed the job inside Arrow
+    (``Wrapping caf\\ufffd cr\\ufffdme ... failed``) after four attempts."""
+    from pyspark.sql import functions as F
+
+    from xlmt_sklearn.spark import embed_column
+
+    if not hasattr(F, "is_valid_utf8"):
+        pytest.skip("Spark < 4.0 has no UTF-8 check")
+    raw = [(0, bytearray(b"caf\xe9 cr\xe8me")), (1, bytearray(b"plain text"))]
+    df = spark.createDataFrame(raw, "id long, b binary").select(
+        "id", F.col("b").cast("string").alias("text")
+    )
+    vec = _vectorizer(tiny_model_dir)
+    with pytest.raises(Exception, match=r"Column 'text' holds text that is not valid UTF-8") as e:
+        embed_column(df, "text", vec).collect()
+    assert "invalid_utf8='replace'" in str(e.value)
+    rows = embed_column(df, "text", vec, invalid_utf8="replace").orderBy("id").collect()
+    got = np.asarray([r.embedding for r in rows], dtype=np.float32)
+    expected = clone(vec).fit_transform(["caf\ufffd cr\ufffdme", "plain text"])
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    with pytest.raises(ValueError, match="invalid_utf8 must be 'error' or 'replace'"):
+        embed_column(df, "text", vec, invalid_utf8="ignore")

@@ -52,6 +52,7 @@ def embed_column(
     as_vector: bool = False,
     batch_size: int = 256,
     num_threads: int | None = None,
+    invalid_utf8: str = "error",
 ) -> Any:
     """Add a column of embeddings of ``input_col`` to a Spark DataFrame.
 
@@ -96,6 +97,16 @@ def embed_column(
         on an executor share its cores without oversubscribing them (Spark's
         own ``OMP_NUM_THREADS`` is the executor's core count, too many when
         several tasks run at once); ``OMP_NUM_THREADS`` only outside a task.
+    invalid_utf8 : {"error", "replace"}, default="error"
+        What a row whose bytes are not valid UTF-8 gets (a file read with the
+        wrong encoding, a ``binary`` column cast to ``string``). Such a row
+        cannot cross into Python at all (Arrow refuses it, and the job failed
+        after four attempts with pyarrow's ``Wrapping ... failed``), so it is
+        checked in the JVM first: ``"error"`` fails the first task that meets
+        one, naming the column, the text (invalid bytes shown as U+FFFD) and
+        the fixes; ``"replace"`` embeds the text with each invalid sequence
+        replaced by U+FFFD, as Python's ``errors="replace"`` decodes it. Needs
+        Spark 4.0 (``is_valid_utf8``); older Spark passes the column as is.
 
     Returns
     -------
@@ -135,11 +146,31 @@ def embed_column(
     """
     F, _ = _require_pyspark()
     _check_string_column(df, input_col)
+    if invalid_utf8 not in ("error", "replace"):
+        raise ValueError(f"invalid_utf8 must be 'error' or 'replace'; got {invalid_utf8!r}.")
     udf = embedding_udf(
         vectorizer, as_vector=as_vector, batch_size=batch_size, num_threads=num_threads,
         input_name=input_col,
     )  # fmt: skip
-    return df.withColumn(output_col, udf(F.col(input_col)))
+    return df.withColumn(output_col, udf(_valid_utf8(F, input_col, invalid_utf8)))
+
+
+def _valid_utf8(F: Any, input_col: str, policy: str) -> Any:
+    """``input_col``, its invalid UTF-8 refused or replaced in the JVM (see ``invalid_utf8``)."""
+    col = F.col(input_col)
+    if not hasattr(F, "is_valid_utf8"):  # TODO(#27): Spark < 4.0 has no UTF-8 check
+        return col
+    if policy == "replace":
+        return F.make_valid_utf8(col)
+    message = F.concat(
+        F.lit(f"Column {input_col!r} holds text that is not valid UTF-8 (shown with U+FFFD): "),
+        F.substring(F.make_valid_utf8(col), 1, 80),
+        F.lit(
+            " ... Decode the source with errors='replace' (or read it with its real encoding), "
+            "or pass embed_column(..., invalid_utf8='replace')."
+        ),
+    )
+    return F.when(col.isNull() | F.is_valid_utf8(col), col).otherwise(F.raise_error(message))
 
 
 def embedding_udf(
