@@ -379,7 +379,8 @@ def test_real_sqlite_full_error_mid_batch(tiny_model_dir, tmp_path, fresh, monke
 
     def capped(*args, **kwargs):
         conn = real_connect(*args, **kwargs)
-        conn.execute("PRAGMA max_page_count = 12")  # ~48 kB: fills up part-way
+        # ~80 kB: the claims of the 400 texts fit, their entries fill it up part-way
+        conn.execute("PRAGMA max_page_count = 20")
         return conn
 
     monkeypatch.setattr(_sqlite_store.sqlite3, "connect", capped)

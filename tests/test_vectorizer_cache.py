@@ -320,3 +320,77 @@ def test_windows_and_normalize_are_derived_from_merged_tokens(tiny_model_dir, tm
     fresh = XLMTVectorizer(str(tiny_model_dir), device="cpu", **params).fit().transform(texts)
     np.testing.assert_allclose(vec.transform(texts), fresh, atol=1e-5)
     np.testing.assert_allclose(vec.transform(texts), fresh, atol=1e-5)  # from the cache
+
+
+def test_grid_search_with_two_workers_encodes_each_text_once(tiny_model_dir, tmp_path):
+    """Issue 27: GridSearchCV(n_jobs=2) encoded 800 texts for 600 distinct ones; the two
+    worker processes now claim keys before encoding them and wait for each other's."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import make_pipeline
+
+    from tests._counting_cache import CountingCache, stored_keys
+
+    rng = np.random.default_rng(0)
+    words = ["good", "bad", "ok", "great", "awful", "fine", "sad", "happy", "meh", "wow"]
+    texts = [" ".join(rng.choice(words, size=int(rng.integers(2, 9)))) + f" #{i}"
+             for i in range(240)]  # fmt: skip
+    labels = [i % 2 for i in range(len(texts))]
+    log = tmp_path / "stored.log"
+    cache = CountingCache(tmp_path / "c.sqlite", log)
+    pipe = make_pipeline(
+        XLMTVectorizer(str(tiny_model_dir), device="cpu", cache=cache, progress=False),
+        LogisticRegression(max_iter=200),
+    )
+    grid = {"logisticregression__C": [0.1, 1.0, 10.0]}  # the featurizer's keys are shared
+    GridSearchCV(pipe, grid, cv=2, n_jobs=2).fit(texts, labels)
+    keys = stored_keys(str(log))
+    assert len(set(keys)) == len(set(texts))
+    assert len(keys) == len(set(keys)), f"{len(keys) - len(set(keys))} texts encoded twice"
+
+
+def test_claims_of_a_dead_process_are_taken_over(tiny_model_dir, tmp_path):
+    """A process killed while it held claims (here: exits without releasing them) does not
+    make others wait: on this host its pid is gone, so its claims are taken over."""
+    import time
+
+    from tests._subprocesses import run_python
+
+    path = tmp_path / "c.sqlite"
+    vec = XLMTVectorizer(str(tiny_model_dir), device="cpu", cache=str(path), progress=False).fit()
+    texts = ["one", "two words", "three words here"]
+    keys = vec._cache_keys(texts, vec._encoders())
+    code = (
+        "import os\nfrom xlmt_sklearn import EmbeddingCache\n"
+        f"c = EmbeddingCache({str(path)!r})\n"
+        f"print(c.claim([bytes.fromhex(k) for k in {[k.hex() for k in keys]!r}]))\n"
+        "os._exit(0)  # dies holding its claims\n"
+    )
+    proc = run_python(code, timeout=120)
+    assert proc.stdout.strip() == "[True, True, True]", proc.stderr
+    start = time.monotonic()
+    got = vec.transform(texts)
+    assert time.monotonic() - start < 60  # taken over at once, not after CLAIM_WAIT_S
+    expected = clone(vec).set_params(cache=None).fit().transform(texts)
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_claims_of_a_live_process_are_respected(tmp_path):
+    import sqlite3
+
+    from xlmt_sklearn import EmbeddingCache
+    from xlmt_sklearn._sqlite_store import key_id
+
+    path = tmp_path / "c.sqlite"
+    cache = EmbeddingCache(path)
+    keys = [bytes([i]) * 32 for i in range(1, 4)]
+    assert cache.claim(keys) == [True] * 3
+    # Another live process on this host (pid 1 exists wherever this runs) holds key 2.
+    conn = sqlite3.connect(path)
+    conn.execute(
+        "UPDATE claims SET owner = 'elsewhere:1', pid = 1 WHERE id = ?", (key_id(keys[1]),)
+    )
+    conn.commit()
+    conn.close()
+    cache.release(keys)  # releases this process's claims only
+    assert cache.claim(keys) == [True, False, True]

@@ -255,6 +255,7 @@ class EmbeddingCache(CacheBase):
     """
 
     returns_finite_only = True  # its readers drop non-finite entries (see _sqlite_store)
+    coordinates = True  # claim() keeps processes from encoding one key at once
 
     def __init__(
         self,
@@ -319,14 +320,14 @@ class EmbeddingCache(CacheBase):
         cause = f"{type(exc).__name__}: {exc}"
         kind = store_mod.classify_error(exc)
         if kind == "busy":
-            if what not in ("touch", "regroup"):  # skipping these costs nothing: stay quiet
+            if what not in ("touch", "regroup", "claim", "release"):  # costless to skip: quiet
                 self._warn(
                     f"The embedding cache at '{self.path}' is busy ({cause}); this {what} was "
                     "skipped and results are computed without the cache (said once per "
                     "process). Raise the cache's timeout if this repeats.",
                     "busy",
                 )
-        elif kind == "nowrite" and what in ("write", "touch", "regroup", "clear"):
+        elif kind == "nowrite" and what in _WRITES:
             if not self._readonly:
                 self._readonly = True
                 self._warn(
@@ -402,6 +403,11 @@ class EmbeddingCache(CacheBase):
 
     # -- API ---------------------------------------------------------------------------
 
+    def recheck(self, keys: Sequence[bytes]) -> list[tuple[np.ndarray, int] | None]:
+        """:meth:`get_many` for keys already counted as misses: a hit counts as a hit, a
+        miss is not counted twice (:attr:`stats` stays one miss per key looked up)."""
+        return self._get(keys, count_misses=False)
+
     def get_many(self, keys: Sequence[bytes]) -> list[tuple[np.ndarray, int] | None]:
         """Look up many keys at once.
 
@@ -422,6 +428,11 @@ class EmbeddingCache(CacheBase):
         TypeError
             If a key is not ``bytes`` (a programming error, not a cache problem).
         """
+        return self._get(keys)
+
+    def _get(
+        self, keys: Sequence[bytes], count_misses: bool = True
+    ) -> list[tuple[np.ndarray, int] | None]:
         keys = _check_keys(keys)
         if not keys:
             return []
@@ -435,7 +446,7 @@ class EmbeddingCache(CacheBase):
                     # Failing to refresh timestamps does not make the hits wrong.
                     self._call(lambda s: s.touch_and_purge(result.touch, result.invalid), "touch")
         misses = values.count(None)
-        self._count(len(values) - misses, misses)
+        self._count(len(values) - misses, misses if count_misses else 0)
         return values
 
     def put_many(
@@ -489,6 +500,23 @@ class EmbeddingCache(CacheBase):
             return
         self._call(lambda s: s.regroup(keys), "regroup")
 
+    def claim(self, keys: Sequence[bytes]) -> list[bool]:
+        """Claim missing ``keys`` for this process (see :meth:`CacheBase.claim`): a key
+        is this process's unless another live process claims it, on this host (checked
+        by pid) or another (for an hour). A storage problem claims them all: a cache
+        never blocks a transform."""
+        keys = _check_keys(keys)
+        if not keys or self._disabled or self._readonly:
+            return [True] * len(keys)
+        got = self._call(lambda s: s.claim(keys), "claim")
+        return [True] * len(keys) if got is _FAILED else got
+
+    def release(self, keys: Sequence[bytes]) -> None:
+        """Drop this process's claims on ``keys``."""
+        keys = _check_keys(keys)
+        if keys and not self._disabled and not self._readonly:
+            self._call(lambda s: s.release(keys), "release")
+
     def clear(self) -> None:
         """Delete every entry (atomically; safe while other processes use the file)."""
         if not self._disabled and not self._readonly:
@@ -524,6 +552,8 @@ _MEMO_LOCK = threading.Lock()
 #: (path, pid, cause) of the CacheWarnings given (see EmbeddingCache._warn).
 _WARNED: set[tuple[str, int, str]] = set()
 _WARNED_LOCK = threading.Lock()
+#: Operations that write: a file that refuses writes makes them no-ops (reads go on).
+_WRITES = ("write", "touch", "regroup", "clear", "claim", "release")
 
 
 def as_cache(cache: object) -> CacheBase:

@@ -82,6 +82,9 @@ class CacheBase(ABC):
     #: its hits itself); otherwise the vectorizers check every hit and treat a non-finite
     #: one as a miss.
     returns_finite_only: bool = False
+    #: True when :meth:`claim` coordinates processes (the vectorizers then look their
+    #: claimed keys up once more before encoding them); False: it claims everything.
+    coordinates: bool = False
 
     # -- Public interface: primitives --------------------------------------------------
 
@@ -122,6 +125,25 @@ class CacheBase(ABC):
         """
 
     # -- Public interface: optional, with defaults -------------------------------------
+
+    def claim(self, keys: Sequence[bytes]) -> list[bool]:
+        """Claim missing ``keys`` for this process to encode; per key, whether it may.
+
+        Processes sharing a cache call it before encoding their misses, so that no
+        two encode a key at once (a key it may not encode is being encoded by
+        another live process: the vectorizers wait for it, with a deadline). The
+        default claims every key (no coordination; see :attr:`coordinates`).
+        """
+        return [True] * len(keys)
+
+    def release(self, keys: Sequence[bytes]) -> None:  # noqa: B027 (a no-op by design)
+        """Drop this process's claims on ``keys`` (after writing them, or on failure)."""
+
+    def recheck(self, keys: Sequence[bytes]) -> list[tuple[np.ndarray, int] | None]:
+        """Look up keys this object missed once already (after claiming them, in case
+        another process stored them meanwhile); the default is :meth:`get_many`. A cache
+        that counts misses should not count these again."""
+        return self.get_many(keys)
 
     def regroup(self, keys: Sequence[bytes]) -> None:  # noqa: B027 (a no-op by design)
         """Hint that ``keys`` will be looked up together, in this order.
@@ -228,6 +250,7 @@ class _DuckCache(CacheBase):
 
     def __init__(self, cache: Any):
         self.cache = cache
+        self.coordinates = bool(getattr(cache, "coordinates", hasattr(cache, "claim")))
 
     def get_many(self, keys: Sequence[bytes]) -> list[tuple[np.ndarray, int] | None]:
         values = list(self.cache.get_many(keys))
@@ -249,6 +272,20 @@ class _DuckCache(CacheBase):
     def regroup(self, keys: Sequence[bytes]) -> None:
         if hasattr(self.cache, "regroup"):
             self.cache.regroup(keys)
+
+    def recheck(self, keys: Sequence[bytes]) -> list[tuple[np.ndarray, int] | None]:
+        if hasattr(self.cache, "recheck"):
+            return list(self.cache.recheck(keys))
+        return self.get_many(keys)
+
+    def claim(self, keys: Sequence[bytes]) -> list[bool]:
+        if hasattr(self.cache, "claim"):
+            return list(self.cache.claim(keys))
+        return super().claim(keys)
+
+    def release(self, keys: Sequence[bytes]) -> None:
+        if hasattr(self.cache, "release"):
+            self.cache.release(keys)
 
     def clear(self) -> None:
         if not hasattr(self.cache, "clear"):

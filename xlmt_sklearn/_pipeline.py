@@ -39,7 +39,7 @@ from ._encoders import EncodeOptions, Encoder
 from ._errors import NonFiniteOutputError, TruncationWarning, user_stacklevel
 from ._tokenize import Encoded
 
-__all__ = ["LOOKUP_BATCH", "STREAM_CHUNK", "Request", "encode", "stream"]
+__all__ = ["CLAIM_WAIT_S", "LOOKUP_BATCH", "STREAM_CHUNK", "Request", "encode", "stream"]
 
 logger = logging.getLogger("xlmt_sklearn")
 
@@ -60,6 +60,10 @@ LOOKUP_BATCH = 1000
 REGROUP_BELOW_TEXTS_PER_S = 1000.0
 
 _PROGRESS_MIN_TEXTS = 256
+
+#: The longest a transform waits for keys another live process claimed (then it encodes
+#: them itself: a stalled owner costs time, never a missing or wrong vector).
+CLAIM_WAIT_S = 600.0
 
 Results = tuple[np.ndarray, list[np.ndarray]]
 
@@ -141,15 +145,13 @@ def stream(req: Request) -> Iterator[Results]:
     if req.encoded is not None:
         long_ = np.asarray(req.encoded.truncated, dtype=bool).copy()
     step = max(n, 1) if req.truncation == "error" else STREAM_CHUNK
-    n_miss = n_windowed = n_windows = 0
+    counts = [0, 0, 0]  # texts encoded, of them windowed, their windows
     bar = None
     try:
         for a in range(0, n, step):
             idx = np.arange(a, min(a + step, n))
             hits: list[int] = []
-            for got, arrays, metas in _lookup(req, idx):  # 1
-                if req.encoded is None:
-                    long_[got] = metas
+            for got, arrays in _hits(req, idx, long_):  # 1
                 hits += got.tolist()
                 yield got, arrays
             miss = np.setdiff1d(idx, hits, assume_unique=True)
@@ -162,41 +164,93 @@ def stream(req: Request) -> Iterator[Results]:
                 continue
             for encoder in req.encoders:  # a broken model fails before any work
                 encoder.load()
-            enc = _tokenize_misses(req, miss)  # 2
-            long_[miss] = enc.truncated
-            _refuse_long(req, long_)
-            started = time.perf_counter()
-            try:
-                for local, arrays in encode(req.encoders, enc, req.options):  # 3
-                    if req.finish is not None:
-                        arrays = [req.finish(a) for a in arrays]
-                    done = miss[local]
-                    _write(req, done, arrays, enc.truncated[local])  # 4
-                    yield done, arrays
-                    if bar is not None:
-                        bar.update(len(done))
-            except NonFiniteOutputError as exc:  # name the input rows, not the chunk's
-                rows = req.positions(miss[np.asarray(exc.positions, dtype=np.int64)])
-                raise NonFiniteOutputError(
-                    exc.backend, exc.dtype, exc.quantize, exc.model, rows, req.n_total
-                ) from None
-            rate = len(miss) / max(time.perf_counter() - started, 1e-9)
-            if rate < REGROUP_BELOW_TEXTS_PER_S:  # 5
-                req.cache.regroup([req.keys[i] for i in miss])
+            yield from _claimed(req, miss, long_, bar, counts)  # 2-5
             if n > step:  # a huge call: return the chunk's free heap
                 from ._scheduler import release_free_memory
 
                 release_free_memory()
-            n_miss += len(miss)
-            n_windowed += int(enc.truncated.sum()) if req.truncation == "window" else 0
-            n_windows += (
-                int(enc.n_windows[enc.truncated].sum()) if req.truncation == "window" else 0
-            )
-            del enc
     finally:
         if bar is not None:
             bar.close()
-    _report(req, long_, n_miss, n_windowed, n_windows)
+    _report(req, long_, *counts)
+
+
+def _claimed(
+    req: Request, miss: np.ndarray, long_: np.ndarray, bar, counts: list[int]
+) -> Iterator[Results]:
+    """Encode the misses this process claims; wait for those another process encodes.
+
+    With a cache that coordinates processes (:attr:`CacheBase.coordinates`), a key
+    another live process has claimed is looked up until it appears, and taken
+    over when that process is gone or after :data:`CLAIM_WAIT_S` seconds; claimed
+    keys are looked up once more (stored meanwhile?) and released whatever happens.
+    """
+    if not req.cache.coordinates:
+        yield from _encode_misses(req, miss, long_, bar, counts)
+        return
+    waiting, delay = miss, 0.02
+    deadline = time.monotonic() + CLAIM_WAIT_S
+    while len(waiting):
+        keys = [req.keys[i] for i in waiting]
+        late = time.monotonic() > deadline
+        mine = np.ones(len(waiting), dtype=bool) if late else np.asarray(req.cache.claim(keys))
+        own, waiting = waiting[mine], waiting[~mine]
+        try:
+            found: list[int] = []
+            for got, arrays in _hits(req, own, long_, again=True):  # stored meanwhile?
+                found += got.tolist()
+                yield got, arrays
+            if bar is not None:
+                bar.update(len(found))
+            own_left = np.setdiff1d(own, found, assume_unique=True)
+            if len(own_left):
+                yield from _encode_misses(req, own_left, long_, bar, counts)
+        finally:
+            if len(own):
+                req.cache.release([req.keys[i] for i in own])
+        if not len(waiting):
+            break
+        found = []
+        for got, arrays in _hits(req, waiting, long_, again=True):  # another process's
+            found += got.tolist()
+            yield got, arrays
+        if bar is not None:
+            bar.update(len(found))
+        waiting = np.setdiff1d(waiting, found, assume_unique=True)
+        if len(waiting) and not found:
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.5)
+
+
+def _encode_misses(
+    req: Request, miss: np.ndarray, long_: np.ndarray, bar, counts: list[int]
+) -> Iterator[Results]:
+    """Steps 2-5 for the distinct inputs ``miss``: tokenize, encode, write, lay out."""
+    enc = _tokenize_misses(req, miss)  # 2
+    long_[miss] = enc.truncated
+    _refuse_long(req, long_)
+    started = time.perf_counter()
+    try:
+        for local, arrays in encode(req.encoders, enc, req.options):  # 3
+            if req.finish is not None:
+                arrays = [req.finish(a) for a in arrays]
+            done = miss[local]
+            _write(req, done, arrays, enc.truncated[local])  # 4
+            yield done, arrays
+            if bar is not None:
+                bar.update(len(done))
+    except NonFiniteOutputError as exc:  # name the input rows, not the chunk's
+        rows = req.positions(miss[np.asarray(exc.positions, dtype=np.int64)])
+        raise NonFiniteOutputError(
+            exc.backend, exc.dtype, exc.quantize, exc.model, rows, req.n_total
+        ) from None
+    rate = len(miss) / max(time.perf_counter() - started, 1e-9)
+    if rate < REGROUP_BELOW_TEXTS_PER_S:  # 5
+        req.cache.regroup([req.keys[i] for i in miss])
+    counts[0] += len(miss)
+    if req.truncation == "window":
+        counts[1] += int(enc.truncated.sum())
+        counts[2] += int(enc.n_windows[enc.truncated].sum())
 
 
 def encode(
@@ -267,16 +321,20 @@ def _non_finite(encoder: Encoder, texts: list[int]) -> NonFiniteOutputError:
 # ----------------------------------------------------------------------------- steps
 
 
-def _lookup(
-    req: Request, idx: np.ndarray
-) -> Iterator[tuple[np.ndarray, list[np.ndarray], list[bool]]]:
-    """Cache hits of the chunk ``idx``, one lookup call at a time (a hit of another shape,
-    or holding NaN or inf, is a miss)."""
+def _hits(
+    req: Request, idx: np.ndarray, long_: np.ndarray, again: bool = False
+) -> Iterator[Results]:
+    """Cache hits among the distinct inputs ``idx``, one lookup call of :data:`LOOKUP_BATCH`
+    keys at a time (a hit of another shape, or holding NaN or inf, is a miss); records
+    whether each hit's text was truncated. ``again``: keys missed once already
+    (:meth:`CacheBase.recheck`)."""
     check = not req.cache.returns_finite_only
-    for b in range(int(idx[0]), int(idx[-1]) + 1, LOOKUP_BATCH):
-        part = range(b, min(b + LOOKUP_BATCH, int(idx[-1]) + 1))
+    lookup = req.cache.recheck if again else req.cache.get_many
+    for b in range(0, len(idx), LOOKUP_BATCH):
+        part = idx[b : b + LOOKUP_BATCH]
         got, arrays, metas = [], [], []
-        for i, hit in zip(part, req.cache.get_many(req.keys[part.start : part.stop]), strict=True):
+        values = lookup([req.keys[i] for i in part])
+        for i, hit in zip(part.tolist(), values, strict=True):
             if (
                 hit is not None
                 and hit[0].shape == req.expected_shapes[i]
@@ -286,7 +344,10 @@ def _lookup(
                 arrays.append(np.asarray(hit[0], dtype=np.float32))
                 metas.append(bool(hit[1]))
         if got:
-            yield np.asarray(got, dtype=np.int64), arrays, metas
+            found = np.asarray(got, dtype=np.int64)
+            if req.encoded is None:
+                long_[found] = metas
+            yield found, arrays
 
 
 def _tokenize_misses(req: Request, miss: np.ndarray) -> Encoded:

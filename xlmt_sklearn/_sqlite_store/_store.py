@@ -384,6 +384,22 @@ class SQLiteStore:
                     seen.add(key)
         return ReadResult(values, touch, invalid)
 
+    def claim(self, keys: Sequence[bytes]) -> list[bool]:
+        """Claim ``keys`` for this process to encode (:mod:`._claims`); per key, whether
+        it is this process's (False: another live process's)."""
+        from . import _claims
+
+        ids = _key_ids(list(keys))
+        with self._transaction("IMMEDIATE") as conn:
+            return _claims.claim(conn, ids, _now())
+
+    def release(self, keys: Sequence[bytes]) -> None:
+        """Drop this process's claims on ``keys``."""
+        from . import _claims
+
+        with self._transaction("IMMEDIATE") as conn:
+            _claims.release(conn, _key_ids(list(keys)))
+
     def touch_and_purge(self, touch: Sequence[int], invalid: Sequence[int]) -> None:
         """Mark hits as used now and delete rows that failed validation, in one transaction.
 
