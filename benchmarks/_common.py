@@ -518,7 +518,7 @@ def assemble_docs() -> Path:
         )
     extras = ["throughput-e5-small.md", "throughput_notes.md", "main_job.md", "int8-quality.md"]
     extras += sorted(p.name for p in RESULTS.glob("int8-quality-*.md"))  # the runtimes' int8
-    extras += ["openvino-int8-groups.md", "selfcheck.md"]
+    extras += ["openvino-int8-groups.md", "selfcheck.md", "njobs.md"]
     extras += ["memory.md", "ab.md"]
     # tuning.md (a full run) or the tuning-<experiments>.md of partial runs.
     extras += sorted(p.name for p in RESULTS.glob("tuning*.md"))

@@ -39,7 +39,9 @@ from ._encoders import EncodeOptions, Encoder
 from ._errors import NonFiniteOutputError, TruncationWarning, user_stacklevel
 from ._tokenize import Encoded
 
-__all__ = ["CLAIM_WAIT_S", "LOOKUP_BATCH", "STREAM_CHUNK", "Request", "encode", "stream"]
+__all__ = [
+    "CLAIM_GROUP", "CLAIM_WAIT_S", "LOOKUP_BATCH", "STREAM_CHUNK", "Request", "encode", "stream",
+]  # fmt: skip
 
 logger = logging.getLogger("xlmt_sklearn")
 
@@ -64,6 +66,10 @@ _PROGRESS_MIN_TEXTS = 256
 #: The longest a transform waits for keys another live process claimed (then it encodes
 #: them itself: a stalled owner costs time, never a missing or wrong vector).
 CLAIM_WAIT_S = 600.0
+#: Misses claimed at a time: small enough that two processes missing the same texts
+#: encode different groups side by side, large enough for length-sorted batches (the
+#: groups are cut from the misses sorted by length).
+CLAIM_GROUP = 256
 
 Results = tuple[np.ndarray, list[np.ndarray]]
 
@@ -164,7 +170,12 @@ def stream(req: Request) -> Iterator[Results]:
                 continue
             for encoder in req.encoders:  # a broken model fails before any work
                 encoder.load()
-            yield from _claimed(req, miss, long_, bar, counts)  # 2-5
+            started, before = time.perf_counter(), counts[0]
+            yield from _claimed(req, miss, long_, bar, counts)  # 2-4
+            encoded = counts[0] - before
+            rate = encoded / max(time.perf_counter() - started, 1e-9)
+            if encoded and rate < REGROUP_BELOW_TEXTS_PER_S:  # 5, in input order
+                req.cache.regroup([req.keys[i] for i in miss])
             if n > step:  # a huge call: return the chunk's free heap
                 from ._scheduler import release_free_memory
 
@@ -180,56 +191,63 @@ def _claimed(
 ) -> Iterator[Results]:
     """Encode the misses this process claims; wait for those another process encodes.
 
-    With a cache that coordinates processes (:attr:`CacheBase.coordinates`), a key
-    another live process has claimed is looked up until it appears, and taken
-    over when that process is gone or after :data:`CLAIM_WAIT_S` seconds; claimed
-    keys are looked up once more (stored meanwhile?) and released whatever happens.
+    With a cache that coordinates processes (:attr:`CacheBase.coordinates`), misses are
+    claimed :data:`CLAIM_GROUP` at a time, shortest texts first, so that processes
+    missing the same texts (a search's workers) encode different groups side by side.
+    A key another live process has claimed is looked up until it appears, and taken
+    over when that process is gone or after :data:`CLAIM_WAIT_S` seconds; claimed keys
+    are looked up once more (stored meanwhile?) and released whatever happens.
     """
     if not req.cache.coordinates:
         yield from _encode_misses(req, miss, long_, bar, counts)
         return
-    waiting, delay = miss, 0.02
-    deadline = time.monotonic() + CLAIM_WAIT_S
-    while len(waiting):
-        keys = [req.keys[i] for i in waiting]
-        late = time.monotonic() > deadline
-        mine = np.ones(len(waiting), dtype=bool) if late else np.asarray(req.cache.claim(keys))
-        own, waiting = waiting[mine], waiting[~mine]
-        try:
+    pending = miss[np.argsort([len(req.texts[i]) for i in miss], kind="stable")]
+    waiting = np.zeros(0, dtype=np.int64)
+    deadline, delay = time.monotonic() + CLAIM_WAIT_S, 0.02
+    while len(pending) or len(waiting):
+        if len(pending):
+            group, pending = pending[:CLAIM_GROUP], pending[CLAIM_GROUP:]
+        else:  # only other processes' keys are left: take what they stored
             found: list[int] = []
+            for got, arrays in _hits(req, waiting, long_, again=True):
+                found += got.tolist()
+                yield got, arrays
+            if bar is not None:
+                bar.update(len(found))
+            group = np.setdiff1d(waiting, found, assume_unique=True)
+            waiting = np.zeros(0, dtype=np.int64)
+            if not len(group):
+                break
+            if not found:
+                time.sleep(delay)
+                delay = min(delay * 1.5, 0.5)
+        late = time.monotonic() > deadline
+        keys = [req.keys[i] for i in group]
+        mine = np.ones(len(group), dtype=bool) if late else np.asarray(req.cache.claim(keys))
+        own = group[mine]
+        waiting = np.concatenate([waiting, group[~mine]])
+        try:
+            found = []
             for got, arrays in _hits(req, own, long_, again=True):  # stored meanwhile?
                 found += got.tolist()
                 yield got, arrays
             if bar is not None:
                 bar.update(len(found))
-            own_left = np.setdiff1d(own, found, assume_unique=True)
-            if len(own_left):
-                yield from _encode_misses(req, own_left, long_, bar, counts)
+            left = np.setdiff1d(own, found, assume_unique=True)
+            if len(left):
+                yield from _encode_misses(req, left, long_, bar, counts)
         finally:
             if len(own):
                 req.cache.release([req.keys[i] for i in own])
-        if not len(waiting):
-            break
-        found = []
-        for got, arrays in _hits(req, waiting, long_, again=True):  # another process's
-            found += got.tolist()
-            yield got, arrays
-        if bar is not None:
-            bar.update(len(found))
-        waiting = np.setdiff1d(waiting, found, assume_unique=True)
-        if len(waiting) and not found:
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.5)
 
 
 def _encode_misses(
     req: Request, miss: np.ndarray, long_: np.ndarray, bar, counts: list[int]
 ) -> Iterator[Results]:
-    """Steps 2-5 for the distinct inputs ``miss``: tokenize, encode, write, lay out."""
+    """Steps 2-4 for the distinct inputs ``miss``: tokenize, encode, write."""
     enc = _tokenize_misses(req, miss)  # 2
     long_[miss] = enc.truncated
     _refuse_long(req, long_)
-    started = time.perf_counter()
     try:
         for local, arrays in encode(req.encoders, enc, req.options):  # 3
             if req.finish is not None:
@@ -244,9 +262,6 @@ def _encode_misses(
         raise NonFiniteOutputError(
             exc.backend, exc.dtype, exc.quantize, exc.model, rows, req.n_total
         ) from None
-    rate = len(miss) / max(time.perf_counter() - started, 1e-9)
-    if rate < REGROUP_BELOW_TEXTS_PER_S:  # 5
-        req.cache.regroup([req.keys[i] for i in miss])
     counts[0] += len(miss)
     if req.truncation == "window":
         counts[1] += int(enc.truncated.sum())

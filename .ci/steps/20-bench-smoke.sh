@@ -15,3 +15,4 @@ python benchmarks/bench_openvino_int8.py --smoke
 python benchmarks/bench_search.py --smoke
 python benchmarks/bench_main_job.py --smoke
 python benchmarks/bench_selfcheck.py --smoke
+python benchmarks/bench_njobs.py --smoke
