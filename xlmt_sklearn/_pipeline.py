@@ -7,7 +7,8 @@ their own thread. Read top to bottom, per chunk of :data:`STREAM_CHUNK`
 distinct texts:
 
 1. look the chunk up in the cache, :data:`LOOKUP_BATCH` keys at a time, and
-   yield the hits;
+   yield the hits; with a cache shared by processes, claim the misses
+   :data:`CLAIM_GROUP` at a time and wait for those another process encodes;
 2. tokenize the misses (unless the request brings their tokenization);
 3. :func:`encode` them: plan length-sorted batches, compute them on the
    encoders (:func:`~xlmt_sklearn._scheduler.computed`), merge the windows of
