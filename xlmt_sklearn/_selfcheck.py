@@ -39,6 +39,7 @@ runtime raises :class:`~xlmt_sklearn.RuntimeCheckError`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -161,29 +162,32 @@ def selfcheck_enabled() -> bool:
 
 def verdict_fields(encoder: Any, layers: tuple[int, ...], threads: int) -> dict[str, Any]:
     """Everything a verdict depends on (its storage key), for ``encoder`` on this machine."""
-    from importlib.metadata import PackageNotFoundError, version
-
     from ._machine import cpu_identity
-
-    def installed(dist: str) -> str:
-        try:
-            return version(dist)
-        except PackageNotFoundError:  # a source build: the module's own version
-            module = sys.modules.get(dist)
-            return str(getattr(module, "__version__", "unknown"))
 
     key, _ = encoder.conversion(tuple(layers))
     return {
         "format": SELFCHECK_FORMAT,
         "cpu": cpu_identity(),
         "runtime": encoder.name,
-        "runtime_version": installed(encoder.name),
-        "torch": installed("torch"),
+        "runtime_version": _installed(encoder.name),
+        "torch": _installed("torch"),
         "converted": key,
         "precision": encoder.dtype,
         "quantize": encoder.scheme,
         "threads": int(threads),
     }
+
+
+@functools.cache
+def _installed(dist: str) -> str:
+    """The installed version of ``dist`` (read once per process: every transform asks)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:  # a source build: the module's own version
+        module = sys.modules.get(dist)
+        return str(getattr(module, "__version__", "unknown"))
 
 
 def check_runtime(encoder: Any, layers: tuple[int, ...]) -> Verdict | None:
