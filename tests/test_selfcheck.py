@@ -167,7 +167,7 @@ def test_a_failed_check_falls_back_under_auto_and_raises_when_explicit(
     with pytest.warns(RuntimeFallbackWarning, match=reason) as record:
         got = vec.fit_transform(TEXTS)
     assert np.array_equal(got, expected)  # torch float32, exactly
-    assert vec.backend_ == "torch (float32)"
+    assert clone(vec).fit().backend_ == "torch (float32)"  # fit reads the stored verdict
     message = str(record[0].message)
     assert "uses torch instead of openvino" in message and "delete that file" in message
     assert record[0].filename == __file__  # points at the user's line
@@ -277,3 +277,12 @@ def test_a_torn_verdict_is_checked_again(tmp_path):
     sc._write(path, v, {"k": 1})
     assert sc._read(path) == v
     assert sys.platform == "win32" or not list(tmp_path.glob(".*part"))
+
+
+def test_fit_converts_and_checks_nothing(tiny_model_dir, checked, monkeypatch):
+    """``backend_`` comes from the rule and a stored verdict only: a Spark driver (or a
+    laptop that ships the estimator) never converts a model or runs a check in ``fit``."""
+    monkeypatch.setenv("XLMT_TEST_FAULT", "abort")
+    vec = _auto(tiny_model_dir, monkeypatch).fit()
+    assert vec.backend_.startswith("openvino (")
+    assert _checks_run(checked) == 0 and not (checked / "converted").exists()

@@ -150,6 +150,7 @@ def make_encoders(
     backend: str = "auto",
     calibration: Any = None,
     layers: tuple[int, ...] = (-1,),
+    selfcheck: bool = True,
 ) -> list[Encoder]:
     """One encoder per device for a pinned model; loads nothing (but see ``layers``).
 
@@ -178,6 +179,9 @@ def make_encoders(
         passed its self-check with them on this machine
         (:func:`~xlmt_sklearn._selfcheck.check_runtime`: stored, so a check runs
         once per machine and configuration; the first one converts the model).
+    selfcheck : bool, default=True
+        False: only a verdict already stored counts (``fit`` describing
+        ``backend_``: nothing is converted or run, nothing is warned).
 
     Returns
     -------
@@ -199,7 +203,8 @@ def make_encoders(
     )  # fmt: skip
     if chosen != "torch":
         encoder = runtime_encoder(chosen, identity, dtype, trust_remote_code, quantize, calibration)
-        if _passes_selfcheck(encoder, tuple(layers), backend == "auto" and not _forced()):
+        auto = backend == "auto" and not _forced()
+        if _passes_selfcheck(encoder, tuple(layers), auto, run=selfcheck):
             return [encoder]
     devices = ["cpu"] if quantize == "int8" else resolve_devices(device)
     dtype = "float32" if quantize == "int8" else resolve_dtype(dtype, devices[0])
@@ -221,7 +226,9 @@ def _forced() -> bool:
 _WARNED: set[str] = set()
 
 
-def _passes_selfcheck(encoder: Encoder, layers: tuple[int, ...], auto: bool) -> bool:
+def _passes_selfcheck(
+    encoder: Encoder, layers: tuple[int, ...], auto: bool, run: bool = True
+) -> bool:
     """Whether ``encoder``'s runtime passed its self-check here (or checks are off).
 
     A failure raises :class:`~xlmt_sklearn.RuntimeCheckError` for an explicit
@@ -233,12 +240,12 @@ def _passes_selfcheck(encoder: Encoder, layers: tuple[int, ...], auto: bool) -> 
     from ._errors import RuntimeCheckError, RuntimeFallbackWarning, user_stacklevel
     from ._selfcheck import check_runtime
 
-    verdict = check_runtime(encoder, layers)
+    verdict = check_runtime(encoder, layers, run=run)
     if verdict is None or verdict.ok:
         return True
     if not auto:
         raise RuntimeCheckError(verdict)
-    if verdict.path not in _WARNED:
+    if run and verdict.path not in _WARNED:
         _WARNED.add(verdict.path)
         extra = " (calibration_texts are not used: torch has no static int8)" if getattr(
             encoder, "calibration", None) is not None else ""  # fmt: skip

@@ -125,9 +125,11 @@ class ModelFeaturizerMixin(ClassNameFeatureNamesMixin, TransformerMixin, BaseEst
         self._check_backend()
         self.model_identity_ = ident
         self._fitted_params_ = {k: copy.deepcopy(getattr(self, k)) for k in self._fit_params}
-        # What "auto" resolved to on this machine (a native runtime's first use here runs its
-        # self-check now); a Spark or Dask worker decides again on its own CPU.
-        self.backend_ = ", ".join(dict.fromkeys(e.describe() for e in self._encoders()))
+        # What "auto" resolves to on this machine, from the config and a stored self-check
+        # verdict only (fit converts nothing: a Spark driver, a laptop that ships the
+        # estimator); a transform decides again, checking a runtime's first use.
+        encoders = self._encoders(selfcheck=False)
+        self.backend_ = ", ".join(dict.fromkeys(e.describe() for e in encoders))
 
     def _check_backend(self) -> None:
         """A runtime backend: installed, on the CPU, in a precision it computes (at fit)."""
@@ -195,15 +197,17 @@ class ModelFeaturizerMixin(ClassNameFeatureNamesMixin, TransformerMixin, BaseEst
                 f"{type(self).__name__} changed after fit ({what}); call fit again."
             )
 
-    def _encoders(self) -> list[Encoder]:
-        """One encoder per device for this call (devices resolved now; nothing loaded)."""
+    def _encoders(self, selfcheck: bool = True) -> list[Encoder]:
+        """One encoder per device for this call (devices resolved now; nothing loaded; a
+        native runtime's first use on this machine runs its self-check, unless
+        ``selfcheck=False``: then only a stored verdict counts)."""
         from ._backends import make_encoders
 
         return make_encoders(
             self.model_identity_, device=self.device, dtype=self.dtype, quantize=self.quantize,
             compile=self.compile, trust_remote_code=self.trust_remote_code,
             backend=getattr(self, "backend", "auto"),  # absent in pickles of older versions
-            calibration=self._calibration(), layers=tuple(self.layers_),
+            calibration=self._calibration(), layers=tuple(self.layers_), selfcheck=selfcheck,
         )  # fmt: skip
 
     def _vector_options(self) -> dict[str, Any]:

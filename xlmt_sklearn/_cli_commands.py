@@ -354,5 +354,6 @@ def cmd_embed(args: argparse.Namespace) -> int:
     if cache is not None:
         st = cache.stats
         cached = f", {st.hits} distinct texts from the cache, {st.misses} encoded"
-    say(f"{PROG}: wrote {out_path} ({shape}) in {elapsed:.1f} s with {vectorizer.backend_}{cached}")
+    ran = ", ".join(dict.fromkeys(e.describe() for e in vectorizer._encoders()))  # after checks
+    say(f"{PROG}: wrote {out_path} ({shape}) in {elapsed:.1f} s with {ran}{cached}")
     return 0

@@ -190,13 +190,14 @@ def _installed(dist: str) -> str:
         return str(getattr(module, "__version__", "unknown"))
 
 
-def check_runtime(encoder: Any, layers: tuple[int, ...]) -> Verdict | None:
+def check_runtime(encoder: Any, layers: tuple[int, ...], run: bool = True) -> Verdict | None:
     """The self-check verdict of ``encoder`` (a RuntimeEncoder) with ``layers`` on this machine.
 
     Returns the stored verdict when there is one; otherwise converts the model
     if needed, runs the check in a child process (one process at a time per
     configuration; the others wait for its verdict) and stores the verdict.
-    None when the checks are off (``XLMT_SKLEARN_SELFCHECK=0``).
+    None when the checks are off (``XLMT_SKLEARN_SELFCHECK=0``), or with
+    ``run=False`` when no verdict is stored yet (nothing is converted or run).
     """
     if not selfcheck_enabled():
         return None
@@ -213,6 +214,8 @@ def check_runtime(encoder: Any, layers: tuple[int, ...]) -> Verdict | None:
     folder = converted_root() / "selfcheck"
     path = folder / f"{digest}.json"
     verdict = _read(path)
+    if verdict is None and not run:
+        return None
     if verdict is None:
         with contextlib.suppress(OSError):  # a read-only root: check, keep the verdict in memory
             folder.mkdir(parents=True, exist_ok=True)

@@ -159,7 +159,9 @@ class XLMTTokenVectorizer(ModelFeaturizerMixin, auto_wrap_output_keys=None):
     backend_ : str
         What computes the vectors on the machine that ran ``fit``: backend and
         precision, e.g. ``"openvino (bfloat16)"`` or ``"torch (float32)"``
-        (``backend="auto"`` resolved, after a native runtime's self-check).
+        (``backend="auto"`` resolved there). ``fit`` converts and checks
+        nothing: a runtime whose first-use self-check fails at ``transform``
+        is replaced by torch with a warning (a later ``fit`` says so).
     layers_ : tuple of int
         The validated ``layers``.
     n_features_out_ : int

@@ -147,7 +147,9 @@ class XLMTVectorizer(ModelFeaturizerMixin):
     backend_ : str
         What computes the vectors on the machine that ran ``fit``: backend and
         precision, e.g. ``"openvino (bfloat16)"`` or ``"torch (float32)"``
-        (``backend="auto"`` resolved, after a native runtime's self-check).
+        (``backend="auto"`` resolved there). ``fit`` converts and checks
+        nothing: a runtime whose first-use self-check fails at ``transform``
+        is replaced by torch with a warning (a later ``fit`` says so).
     layers_ : tuple of int
         The validated ``layers``.
     cache_layers_ : tuple of int or None
