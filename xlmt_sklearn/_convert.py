@@ -163,24 +163,10 @@ def _claim(folder: Path) -> None:
     (folder / _OWNER).write_text(json.dumps(owner), encoding="utf-8")
 
 
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    if sys.platform == "win32":
-        # os.kill(pid, 0) would terminate the process there.
-        # TODO(#27): ask Windows (OpenProcess); until then leftovers wait a day.
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True  # exists (another user's), or cannot tell: keep it
-    return True
-
-
 def _remove_stale(root: Path) -> None:
     """Delete the temporary folders of dead conversions, and only those (module docstring)."""
+    from ._machine import pid_alive
+
     now, host = time.time(), socket.gethostname()
     try:
         entries = list(root.iterdir())
@@ -195,7 +181,7 @@ def _remove_stale(root: Path) -> None:
             mine = owner["host"] == host
         except (OSError, ValueError, KeyError, TypeError):
             continue  # no owner file: not provably ours
-        if (mine and not _alive(pid)) or now - started > _STALE_TMP_S:
+        if (mine and not pid_alive(pid)) or now - started > _STALE_TMP_S:
             shutil.rmtree(p, ignore_errors=True)
 
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import platform
+import sys
 from pathlib import Path
 
-__all__ = ["ISA_FLAGS", "cpu_identity", "cpu_summary"]
+__all__ = ["ISA_FLAGS", "cpu_identity", "cpu_summary", "pid_alive"]
 
 #: The instruction-set flags that decide which kernels the runtimes run (for people:
 #: messages and tables name these; keys use every flag).
@@ -68,3 +70,24 @@ def cpu_summary() -> str:
     """One line for messages: model name and the :data:`ISA_FLAGS` present."""
     cpu = cpu_identity()
     return f"{cpu['model']} ({cpu['isa'] or 'no AVX2/AVX-512/AMX flags'})"
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host exists (when it cannot tell: True).
+
+    For leftovers of dead processes (claims, temporary folders): only a process
+    known to be gone lets another take over.
+    """
+    if pid == os.getpid():
+        return True
+    if sys.platform == "win32":
+        # os.kill(pid, 0) would terminate the process there.
+        # TODO(#27): ask Windows (OpenProcess); until then leftovers wait for their timeouts.
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # another user's process, or cannot tell
+    return True

@@ -20,9 +20,9 @@ from __future__ import annotations
 import os
 import socket
 import sqlite3
-import sys
 from collections.abc import Sequence
 
+from .._machine import pid_alive
 from ._sql import _chunks, _placeholders
 
 __all__ = ["CLAIMS_TABLE", "STALE_S", "claim", "owner", "release"]
@@ -39,20 +39,6 @@ def owner() -> tuple[str, str, int]:
     """This process as a claimant: ``(owner, host, pid)``."""
     host, pid = socket.gethostname(), os.getpid()
     return f"{host}:{pid}", host, pid
-
-
-def _alive(pid: int) -> bool:
-    if sys.platform == "win32":
-        # os.kill(pid, 0) would terminate the process there.
-        # TODO(#27): ask Windows (OpenProcess); until then a claim waits for CLAIM_WAIT_S.
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # another user's process, or cannot tell: alive
-    return True
 
 
 def claim(conn: sqlite3.Connection, ids: Sequence[int], now: float) -> list[bool]:
@@ -75,7 +61,7 @@ def claim(conn: sqlite3.Connection, ids: Sequence[int], now: float) -> list[bool
     for i in ids:
         h = held.get(i)
         out.append(h is None or h[0] == me or (
-            not _alive(h[2]) if h[1] == host else now - h[3] > STALE_S
+            not pid_alive(h[2]) if h[1] == host else now - h[3] > STALE_S
         ))  # fmt: skip
     conn.executemany(
         "INSERT OR REPLACE INTO claims(id, owner, host, pid, since) VALUES (?, ?, ?, ?, ?)",
