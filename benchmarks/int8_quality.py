@@ -15,6 +15,7 @@ Usage::
     python benchmarks/int8_quality.py --smoke    # tiny random model, a few texts, no file written
     python benchmarks/int8_quality.py --backend openvino   # the runtime's int8 vs torch float32
     python benchmarks/int8_quality.py --backend openvino --calibrate 300   # its static int8
+    python benchmarks/int8_quality.py --backend openvino --calibrate vocabulary
 
 Every vector of both variants must be finite, and the int8 vectors must meet the
 bar: cosine >= 0.99 to their float32 twins for 99% of the texts (:data:`COSINE_BAR`);
@@ -23,10 +24,13 @@ report is printed or written. The macro-F1 goal (within 1 point) is reported, no
 enforced.
 
 ``--calibrate N``: OpenVINO's static int8, ``calibration_texts`` = the first
-train tweets of every language in turn, N in all (what a user has at hand).
+train tweets of every language in turn, N in all (what a user has at hand);
+``--calibrate vocabulary``: ``calibration_texts="vocabulary"``, pseudo-texts drawn
+from the tokenizer (what ``backend="auto"`` uses on AMX CPUs: no text of the user's).
 
 Writes ``benchmarks/results/int8-quality.md`` (``int8-quality-<backend>.md`` with
-``--backend``, ``-static`` added with ``--calibrate``; full runs); ``assemble_docs.py``
+``--backend``, ``-static`` added with ``--calibrate N``, ``-vocabulary`` with
+``--calibrate vocabulary``; full runs); ``assemble_docs.py``
 puts it into docs/benchmarks.md. Each variant has its own cache in
 ``benchmarks/.assets`` so a rerun only trains the classifiers.
 """
@@ -47,6 +51,15 @@ from umsab_quality import LANGS, read_split
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CALIBRATION_NOTE = ", calibration_texts: the first train tweets of each language in turn"
+
+
+def _calibration_note(calibration: object) -> str:
+    """How the static int8 of the report was calibrated (empty for dynamic int8)."""
+    if calibration == "vocabulary":
+        return ", calibration_texts='vocabulary': pseudo-texts drawn from the tokenizer"
+    return CALIBRATION_NOTE if calibration else ""
+
+
 #: The int8 bar: cosine to float32 >= 0.99 for 99% of texts (``_common.check_vectors``).
 COSINE_BAR = {"min_cosine": 0.99, "share": 0.99}
 
@@ -58,9 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--langs", default=",".join(LANGS))
     p.add_argument("--backend", default="torch", choices=("torch", "openvino", "onnxruntime"),
                    help="whose int8 (the float32 reference is always torch)")  # fmt: skip
-    p.add_argument("--calibrate", type=int, default=None, metavar="N",
-                   help="static int8 on N train tweets (--backend openvino)")  # fmt: skip
+    p.add_argument("--calibrate", default=None, metavar="N|vocabulary",
+                   help="static int8 on N train tweets, or on the tokenizer's vocabulary "
+                        "(--backend openvino)")  # fmt: skip
     args = p.parse_args(argv)
+    if args.calibrate not in (None, "vocabulary") and not str(args.calibrate).isdigit():
+        p.error("--calibrate takes a number of tweets or 'vocabulary'")
     if args.calibrate is not None and args.backend != "openvino":
         p.error("--calibrate needs --backend openvino (only OpenVINO has static int8)")
 
@@ -100,11 +116,14 @@ def main(argv: list[str] | None = None) -> int:
     backends = {"float32": "torch", "int8": args.backend}
     suffix = "" if args.backend == "torch" else f"-{args.backend}"
     calibration = None
-    if args.calibrate:
+    if args.calibrate == "vocabulary":
+        suffix += "-vocabulary"
+        calibration = "vocabulary"
+    elif args.calibrate:
         suffix += "-static"
         per_lang = [read_split(root, lang, "train", limit)[0] for lang in langs]
         turns = (t for group in zip(*per_lang, strict=False) for t in group)
-        calibration = [t for t, _ in zip(turns, range(args.calibrate), strict=False)]
+        calibration = [t for t, _ in zip(turns, range(int(args.calibrate)), strict=False)]
     vecs = {
         k: XLMTVectorizer(
             str(model_dir),
@@ -164,7 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     below = int((cos < 0.99).sum())
     wall = time.perf_counter() - t_start
     title = f", backend={args.backend!r}" if suffix else ""
-    if calibration is not None:
+    if calibration == "vocabulary":
+        title += ", static int8 calibrated on the tokenizer's vocabulary"
+    elif calibration is not None:
         title += f", static int8 calibrated on {len(calibration)} train tweets"
     flags = f" --backend {args.backend}" if suffix else ""
     flags += f" --calibrate {args.calibrate}" if calibration is not None else ""
@@ -178,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         f"table). Model: {model_name}. {n_texts} UMSAB tweets per variant. Protocol: "
         "`XLMTVectorizer(prefix='query: ')` (mean pooling, last layer, tweets normalised), "
         f"`quantize=None` (torch) vs `quantize='int8'` (backend={args.backend!r}"
-        f"{CALIBRATION_NOTE if calibration else ''}); "
+        f"{_calibration_note(calibration)}); "
         "`LogisticRegression(C=1)` on each language's "
         "train split; macro-F1 on its test split.\n\n"
         + table

@@ -348,7 +348,9 @@ def test_runtime_refuses_what_it_cannot_do(tiny_model_dir, params, match):
 
 
 def test_auto_rule(monkeypatch):
+    """The rule of an AVX-512 BF16 CPU (every class: tests/test_auto_rule.py)."""
     monkeypatch.delenv(bk.AUTO_BACKEND_ENV)
+    monkeypatch.setenv("XLMT_SKLEARN_CPU_CLASS", "avx512_bf16")
     monkeypatch.setattr(bk, "native_bf16", lambda: True)
     monkeypatch.setattr(rt, "runtime_installed", lambda b: True)
     monkeypatch.setattr(rt, "int8_installed", lambda b: True)  # the rule, not the install
@@ -485,6 +487,7 @@ def test_auto_int8_is_openvino_int8_on_a_native_bf16_cpu(tiny_model_dir, monkeyp
     pytest.importorskip("openvino")
     pytest.importorskip("nncf")
     monkeypatch.delenv(bk.AUTO_BACKEND_ENV)
+    monkeypatch.setenv("XLMT_SKLEARN_CPU_CLASS", "avx512_bf16")  # AMX: tests/test_auto_rule.py
     monkeypatch.setattr(bk, "native_bf16", lambda: True)
     vec = XLMTVectorizer(str(tiny_model_dir), device="cpu", quantize="int8").fit()
     (encoder,) = vec._encoders()

@@ -1,16 +1,26 @@
 """Which backend computes a call, and the encoders for it.
 
 ``backend="auto"`` (:func:`resolve_backend`) is torch on CUDA/MPS, with
-``compile`` and for an explicit ``dtype="float32"``/``"float16"``. On a CPU that
-runs bf16 natively (AVX-512 BF16, AMX) with OpenVINO installed it is OpenVINO:
-in bfloat16 (2.2x torch float32 on the XLM-R base shape at cosine >= 0.9999,
-docs/backends.md) and, with ``quantize="int8"`` where NNCF is installed too,
-OpenVINO's int8 (faster than torch int8 and closer to float32). Elsewhere,
-including every AVX2-only CPU, torch. OpenVINO float32 and ONNX Runtime were
-barely faster than torch on the XLM-R base shape, so "auto" never picks them.
-``XLMT_SKLEARN_AUTO_BACKEND`` overrides the CPU choice. Calibration texts ask
-for OpenVINO's static int8, which only OpenVINO has: "auto" is then OpenVINO
-on any CPU (or a clear error when it is not installed).
+``compile`` and for an explicit ``dtype="float32"``/``"float16"``. On the CPU it
+follows :data:`AUTO_RULES`, one :class:`AutoRule` per CPU class
+(:func:`~xlmt_sklearn._machine.cpu_class`), decided from the measurements in
+docs/backends.md ("The auto rule"):
+
+* ``amx`` (Intel Xeon 4th generation on): OpenVINO bf16; torch bf16 where OpenVINO
+  is not installed (or failed its self-check); ``quantize="int8"``: OpenVINO static
+  int8 calibrated on the tokenizer's vocabulary (the fastest int8 there; dynamic
+  int8 is slower than bf16 on AMX), OpenVINO dynamic int8 for tokenizers without
+  unigram probabilities.
+* ``avx512_bf16`` (AMD EPYC 4th generation on): OpenVINO bf16, else torch float32;
+  ``quantize="int8"``: OpenVINO dynamic int8 (faster than torch int8 and closer to
+  float32), else torch int8.
+* ``avx512``, ``avx2``, ``other``: torch float32 and torch int8 (OpenVINO float32 and
+  ONNX Runtime were barely faster than torch on the XLM-R base shape).
+
+``XLMT_SKLEARN_AUTO_BACKEND`` overrides the CPU's backend and
+``XLMT_SKLEARN_CPU_CLASS`` its class. Calibration texts ask for OpenVINO's static
+int8, which only OpenVINO has: "auto" is then OpenVINO on any CPU (or a clear
+error when it is not installed).
 
 :func:`make_encoders` builds one :class:`~xlmt_sklearn._encoders.Encoder` per
 device: :class:`~xlmt_sklearn._encoders.TorchEncoder` or a runtime's
@@ -21,6 +31,7 @@ imports the other's choice.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import Any
 
 from ._encoders import Encoder, TorchEncoder
@@ -34,10 +45,53 @@ from ._encoders_runtime import (
 )
 from ._options import BACKENDS
 
-__all__ = ["AUTO_BACKEND_ENV", "make_encoders", "native_bf16", "resolve_backend"]
+__all__ = [
+    "AUTO_BACKEND_ENV", "AUTO_RULES", "AutoRule", "auto_rule", "make_encoders", "native_bf16",
+    "resolve_backend",
+]  # fmt: skip
 
 #: Environment variable that overrides what ``backend="auto"`` means on a CPU.
 AUTO_BACKEND_ENV = "XLMT_SKLEARN_AUTO_BACKEND"
+
+
+@dataclass(frozen=True)
+class AutoRule:
+    """What ``backend="auto"`` computes on one CPU class.
+
+    Attributes
+    ----------
+    runtime : str or None
+        The native runtime of float work where it is installed and runs bf16 natively
+        (:func:`native_bf16`), or None for torch.
+    torch_dtype : str
+        Torch's ``dtype="auto"`` on this class (without the runtime, or after its
+        self-check failed).
+    int8 : {"torch", "openvino", "openvino-static"}
+        ``quantize="int8"``: torch int8, OpenVINO's dynamic int8, or OpenVINO's static
+        int8 calibrated on the tokenizer's vocabulary
+        (:func:`~xlmt_sklearn._runtime_int8.vocabulary_samples`).
+    """
+
+    runtime: str | None
+    torch_dtype: str
+    int8: str
+
+
+#: The rule per :data:`~xlmt_sklearn._machine.CPU_CLASSES` (measurements: docs/backends.md).
+AUTO_RULES: dict[str, AutoRule] = {
+    "amx": AutoRule("openvino", "bfloat16", "openvino-static"),
+    "avx512_bf16": AutoRule("openvino", "float32", "openvino"),
+    "avx512": AutoRule(None, "float32", "torch"),
+    "avx2": AutoRule(None, "float32", "torch"),
+    "other": AutoRule(None, "float32", "torch"),
+}
+
+
+def auto_rule() -> AutoRule:
+    """This CPU's :class:`AutoRule` (its class: :func:`~xlmt_sklearn._machine.cpu_class`)."""
+    from ._machine import cpu_class
+
+    return AUTO_RULES[cpu_class()]
 
 
 @functools.cache
@@ -115,11 +169,13 @@ def _resolve(
             if quantize == "int8" and forced != "torch":
                 require_int8(forced)
             return forced
+        rule = auto_rule()
         if quantize == "int8":
-            return "openvino" if native_bf16() and int8_installed("openvino") else "torch"
-        if dtype in ("auto", "bfloat16") and native_bf16():
-            return "openvino"
-        return "torch"
+            runtime = rule.int8.partition("-")[0]
+            wanted = runtime != "torch" and native_bf16() and int8_installed(runtime)
+            return runtime if wanted else "torch"
+        wanted = rule.runtime is not None and dtype in ("auto", "bfloat16") and native_bf16()
+        return rule.runtime if wanted else "torch"
     if backend == "torch":
         return backend
     if device not in (None, "auto") and not _wants_cpu(device):
@@ -151,6 +207,7 @@ def make_encoders(
     calibration: Any = None,
     layers: tuple[int, ...] = (-1,),
     selfcheck: bool = True,
+    max_length: int = 512,
 ) -> list[Encoder]:
     """One encoder per device for a pinned model; loads nothing (but see ``layers``).
 
@@ -182,6 +239,8 @@ def make_encoders(
     selfcheck : bool, default=True
         False: only a verdict already stored counts (``fit`` describing
         ``backend_``: nothing is converted or run, nothing is warned).
+    max_length : int, default=512
+        As the estimators' (the longest pseudo-text of a vocabulary calibration).
 
     Returns
     -------
@@ -201,12 +260,18 @@ def make_encoders(
         backend, device, quantize=quantize, compile=compile, dtype=dtype,
         calibrated=calibration is not None,
     )  # fmt: skip
+    auto = backend == "auto" and not _forced()
     if chosen != "torch":
+        if auto and quantize == "int8" and calibration is None:
+            calibration = _auto_calibration(chosen, identity, trust_remote_code, max_length)
         encoder = runtime_encoder(chosen, identity, dtype, trust_remote_code, quantize, calibration)
-        auto = backend == "auto" and not _forced()
+        if calibration is not None and calibration.vocabulary:
+            _check_vocabulary(encoder)
         if _passes_selfcheck(encoder, tuple(layers), auto, run=selfcheck):
             return [encoder]
     devices = ["cpu"] if quantize == "int8" else resolve_devices(device)
+    if auto and dtype == "auto" and quantize is None and not compile and devices == ["cpu"]:
+        dtype = auto_rule().torch_dtype
     dtype = "float32" if quantize == "int8" else resolve_dtype(dtype, devices[0])
     common = dict(
         name=identity.name, revision=identity.revision, content_hash=identity.content_hash,
@@ -214,6 +279,52 @@ def make_encoders(
         trust_remote_code=bool(trust_remote_code),
     )  # fmt: skip
     return [TorchEncoder(ModelSpec(device=d, **common)) for d in devices]
+
+
+def _auto_calibration(runtime: str, identity: Any, trust_remote_code: bool, max_length: int) -> Any:
+    """The calibration of ``"auto"``'s int8 here: the vocabulary's where the rule says
+    static int8 and the tokenizer has unigram probabilities, else None (dynamic int8)."""
+    from ._model import ModelSpec, get_tokenizer
+    from ._runtime_int8 import Calibration
+
+    if auto_rule().int8 != f"{runtime}-static":
+        return None
+    spec = ModelSpec(
+        name=identity.name, revision=identity.revision, content_hash=identity.content_hash,
+        device="cpu", dtype="float32", trust_remote_code=bool(trust_remote_code),
+    )  # fmt: skip
+    if not _unigram(get_tokenizer(spec)):
+        return None
+    return Calibration.from_vocabulary(max_length)
+
+
+def _unigram(tokenizer: Any) -> bool:
+    """Whether ``tokenizer`` has unigram piece probabilities (cheap: no vocabulary is read)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    return backend is not None and type(backend.model).__name__ == "Unigram"
+
+
+def _check_vocabulary(encoder: Encoder) -> None:
+    """Refuse ``calibration_texts="vocabulary"`` for a tokenizer without unigram
+    probabilities, before anything is converted."""
+    from ._runtime_int8 import VOCABULARY
+
+    tokenizer = encoder.tokenizer()
+    if not _unigram(tokenizer):
+        raise ValueError(
+            f"calibration_texts={VOCABULARY!r} draws pseudo-texts from a SentencePiece unigram "
+            f"tokenizer's piece probabilities (XLM-R, XLM-T, multilingual-e5); the tokenizer of "
+            f"{encoder.spec.name!r} ({type(tokenizer).__name__}) has none: pass "
+            "calibration_texts=<a list of texts like the ones you will encode>."
+        )
+
+
+def _torch_how(encoder: Encoder) -> str:
+    """What torch computes instead of ``encoder`` under ``"auto"`` here, for the warning."""
+    if encoder.quantize == "int8":
+        return " with quantize='int8'"
+    dtype = auto_rule().torch_dtype
+    return f" in {dtype} (this CPU's rule)" if dtype != "float32" else ""
 
 
 def _forced() -> bool:
@@ -252,7 +363,7 @@ def _passes_selfcheck(
         warnings.warn(
             RuntimeFallbackWarning(
                 f"backend='auto' uses torch instead of {encoder.name}{extra}: the vectors "
-                f"are those of backend='torch'. {verdict.explain()}"
+                f"are those of backend='torch'{_torch_how(encoder)}. {verdict.explain()}"
             ),
             stacklevel=user_stacklevel(),
         )

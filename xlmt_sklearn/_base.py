@@ -154,7 +154,7 @@ class ModelFeaturizerMixin(ClassNameFeatureNamesMixin, TransformerMixin, BaseEst
         Calibration or None
         """
         from ._preprocess import apply_prefix, apply_preprocess, resolve_preprocess
-        from ._runtime_int8 import CALIBRATION_MAX_TEXTS, Calibration
+        from ._runtime_int8 import CALIBRATION_MAX_TEXTS, VOCABULARY, Calibration
 
         given = getattr(self, "calibration_texts", None)  # absent in pickles of older versions
         if given is None:
@@ -165,6 +165,8 @@ class ModelFeaturizerMixin(ClassNameFeatureNamesMixin, TransformerMixin, BaseEst
                 f"The 'calibration_texts' parameter of {name} calibrates quantize='int8'; got "
                 f"quantize={self.quantize!r}: set quantize='int8', or calibration_texts=None."
             )
+        if isinstance(given, str) and given == VOCABULARY:
+            return Calibration.from_vocabulary(self.max_length)
         texts = [given] if isinstance(given, str) else list(given)
         bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
         if isinstance(given, str) or bad or not texts:
@@ -175,7 +177,7 @@ class ModelFeaturizerMixin(ClassNameFeatureNamesMixin, TransformerMixin, BaseEst
             )  # fmt: skip
             raise ValueError(
                 f"The 'calibration_texts' parameter of {name} must be a non-empty list of "
-                f"texts like the ones you will encode; {what}."
+                f"texts like the ones you will encode, or {VOCABULARY!r}; {what}."
             )
         fn, seen, step = resolve_preprocess(self.preprocess), {}, CALIBRATION_MAX_TEXTS
         for start in range(0, len(texts), step):  # only as many as give the distinct ones used
@@ -208,6 +210,7 @@ class ModelFeaturizerMixin(ClassNameFeatureNamesMixin, TransformerMixin, BaseEst
             compile=self.compile, trust_remote_code=self.trust_remote_code,
             backend=getattr(self, "backend", "auto"),  # absent in pickles of older versions
             calibration=self._calibration(), layers=tuple(self.layers_), selfcheck=selfcheck,
+            max_length=int(self.max_length),
         )  # fmt: skip
 
     def _vector_options(self) -> dict[str, Any]:

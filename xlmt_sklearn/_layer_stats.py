@@ -58,9 +58,9 @@ def layer_stats(tokens: np.ndarray, n_layers: int) -> np.ndarray:
     [[2.0, 1.0], [3.0, 2.0], [1.0, 2.0]]
     """
     per_layer = tokens.reshape(len(tokens), n_layers, -1)
-    return np.stack(
-        [per_layer.mean(axis=0), per_layer.max(axis=0), per_layer[0]]
-    ).astype(np.float32, copy=False)
+    return np.stack([per_layer.mean(axis=0), per_layer.max(axis=0), per_layer[0]]).astype(
+        np.float32, copy=False
+    )
 
 
 def derivable(layers: Sequence[int], layer_aggregation: str, pooling: str) -> bool:

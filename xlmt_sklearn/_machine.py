@@ -4,7 +4,8 @@ Native runtimes (OpenVINO, ONNX Runtime) pick their kernels from the CPU's
 instruction sets, so anything they store or we conclude about them (a compiled
 model blob, a self-check verdict, :mod:`xlmt_sklearn._selfcheck`) is only valid
 on a CPU of the same model with the same flags. :func:`cpu_identity` is that
-CPU, read once per process; no third-party import.
+CPU, read once per process; no third-party import. :func:`cpu_class` sorts it
+into the classes of ``backend="auto"``'s rule (:mod:`xlmt_sklearn._backends`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ import platform
 import sys
 from pathlib import Path
 
-__all__ = ["ISA_FLAGS", "cpu_identity", "cpu_summary", "pid_alive"]
+__all__ = [
+    "CPU_CLASSES", "CPU_CLASS_ENV", "ISA_FLAGS", "cpu_class", "cpu_identity", "cpu_summary",
+    "pid_alive",
+]  # fmt: skip
 
 #: The instruction-set flags that decide which kernels the runtimes run (for people:
 #: messages and tables name these; keys use every flag).
@@ -64,6 +68,48 @@ def cpu_identity() -> dict[str, str]:
     digest = hashlib.sha256(" ".join(flags).encode()).hexdigest()[:16]
     isa = " ".join(f for f in ISA_FLAGS if f in flags)
     return {"model": model, "machine": platform.machine(), "isa": isa, "flags": digest}
+
+
+#: The CPU classes of ``backend="auto"``'s rule, by the matrix units they have:
+#: AMX tiles (bf16 and int8), AVX-512 with BF16 instructions, AVX-512 (with or without
+#: VNNI), AVX2 only, and anything else (no AVX2, an ARM CPU, flags unknown).
+CPU_CLASSES = ("amx", "avx512_bf16", "avx512", "avx2", "other")
+#: Environment variable that names the CPU class instead of the flags (tests; a CPU whose
+#: flags a virtual machine hides).
+CPU_CLASS_ENV = "XLMT_SKLEARN_CPU_CLASS"
+
+
+def cpu_class() -> str:
+    """This CPU's class in :data:`CPU_CLASSES`, from its flags or ``XLMT_SKLEARN_CPU_CLASS``.
+
+    Examples
+    --------
+    >>> cpu_class() in CPU_CLASSES
+    True
+    """
+    from ._env import env_choice
+
+    return env_choice(CPU_CLASS_ENV, CPU_CLASSES) or class_of(cpu_identity()["isa"].split())
+
+
+def class_of(isa: list[str] | tuple[str, ...] | set[str]) -> str:
+    """The class of a CPU with instruction-set flags ``isa`` (``/proc/cpuinfo`` names).
+
+    Examples
+    --------
+    >>> class_of(["avx2", "avx512f", "avx512_vnni", "avx512_bf16"])
+    'avx512_bf16'
+    >>> class_of(["avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8"])
+    'amx'
+    """
+    flags = set(isa)
+    if {"amx_tile", "amx_bf16"} <= flags:
+        return "amx"
+    if "avx512_bf16" in flags:
+        return "avx512_bf16"
+    if "avx512f" in flags:
+        return "avx512"
+    return "avx2" if "avx2" in flags else "other"
 
 
 def cpu_summary() -> str:

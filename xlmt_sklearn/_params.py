@@ -69,7 +69,7 @@ MODEL_PARAMETER_CONSTRAINTS: dict = {
     "device": [str, list, tuple, None],
     "dtype": [StrOptions(set(DTYPES))],
     "quantize": [StrOptions(set(QUANTIZE_MODES)), None],
-    "calibration_texts": ["array-like", None],
+    "calibration_texts": ["array-like", StrOptions({"vocabulary"}), None],
     "compile": ["boolean"],
     "cache": [str, os.PathLike, HasMethods(["get_many", "put_many"]), None],
     "progress": [StrOptions({"auto", "log"}), "boolean"],

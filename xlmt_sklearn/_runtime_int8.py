@@ -38,6 +38,18 @@ OpenVINO static int8 (:func:`openvino_static_scheme`, with ``calibration_texts``
     instead costs the whole speed gain. The calibration texts are part of the
     scheme string (a digest), so another calibration set is another converted
     model and another cache key.
+
+Calibration from the vocabulary (``calibration_texts="vocabulary"``)
+    Without texts of the user's, static int8 is calibrated on pseudo-texts drawn
+    from the tokenizer itself (:func:`vocabulary_samples`): token ids sampled by
+    a SentencePiece unigram tokenizer's own piece probabilities (XLM-R, XLM-T,
+    multilingual-e5), seeded, so the same tokenizer always gives the same model.
+    Such rows cover the scripts and subwords of every language the model was
+    trained on in the proportions of its training text, which is what the
+    activation ranges need; the cosine to float32 and the UMSAB macro-F1 of this
+    calibration against real tweets are in docs/backends.md ("Int8 on AMX").
+    ``backend="auto"`` uses it for ``quantize="int8"`` on AMX CPUs
+    (:mod:`xlmt_sklearn._backends`).
 """
 
 from __future__ import annotations
@@ -45,6 +57,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import itertools
 import json
 import logging
 import sys
@@ -60,6 +73,7 @@ __all__ = [
     "OPENVINO_DQ_GROUP",
     "OPENVINO_INT8_SCHEME",
     "OPENVINO_SMOOTH_QUANT_ALPHA",
+    "VOCABULARY",
     "Calibration",
     "calibration_samples",
     "compress_openvino",
@@ -67,6 +81,8 @@ __all__ = [
     "openvino_static_scheme",
     "quantize_onnx",
     "quantize_openvino_static",
+    "unigram_scores",
+    "vocabulary_samples",
     "width_reducing_matmuls",
 ]
 
@@ -84,6 +100,11 @@ OPENVINO_INT8_SCHEME = (
 OPENVINO_SMOOTH_QUANT_ALPHA = 0.75
 #: At most this many distinct calibration texts are used (the first ones).
 CALIBRATION_MAX_TEXTS = 300
+#: The ``calibration_texts`` value that calibrates on the tokenizer's vocabulary.
+VOCABULARY = "vocabulary"
+#: Token counts of the vocabulary's pseudo-texts (without special tokens): tweet to
+#: paragraph lengths, drawn uniformly; at most ``max_length`` with the special tokens.
+VOCABULARY_LENGTHS = (4, 64)
 
 
 @dataclass(frozen=True)
@@ -100,6 +121,15 @@ class Calibration:
 
     texts: tuple[str, ...]
     max_length: int
+    #: Pseudo-texts from the tokenizer's vocabulary instead of ``texts`` (which is empty):
+    #: :func:`vocabulary_samples`.
+    vocabulary: bool = False
+
+    @classmethod
+    def from_vocabulary(cls, max_length: int) -> Calibration:
+        """Calibration on :data:`CALIBRATION_MAX_TEXTS` pseudo-texts of the tokenizer's own
+        vocabulary (:func:`vocabulary_samples`)."""
+        return cls((), int(max_length), vocabulary=True)
 
     @classmethod
     def of(cls, texts: Iterable[str], max_length: int) -> Calibration:
@@ -111,6 +141,9 @@ class Calibration:
     def digest(self) -> str:
         """A short hash of the texts and ``max_length`` (part of the scheme string, which
         keys the compiled model of every batch: computed once)."""
+        if self.vocabulary:  # the samples follow from the tokenizer (in the model's key)
+            blob = json.dumps(["vocabulary-1", self.max_length, VOCABULARY_LENGTHS])
+            return "vocabulary-" + hashlib.sha256(blob.encode()).hexdigest()[:8]
         blob = json.dumps([self.max_length, list(self.texts)], ensure_ascii=False)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
@@ -197,9 +230,67 @@ def calibration_samples(tokenizer: Any, calibration: Calibration) -> list[dict[s
     shape (1, n_tokens)), so that padding never enters the activation ranges."""
     import numpy as np
 
-    rows = tokenizer(list(calibration.texts), truncation=True, max_length=calibration.max_length)
-    ids = [np.asarray([r], dtype=np.int64) for r in rows["input_ids"]]
+    if calibration.vocabulary:
+        rows = vocabulary_samples(tokenizer, calibration.max_length)
+    else:
+        enc = tokenizer(list(calibration.texts), truncation=True, max_length=calibration.max_length)
+        rows = enc["input_ids"]
+    ids = [np.asarray([r], dtype=np.int64) for r in rows]
     return [{"input_ids": i, "attention_mask": np.ones_like(i)} for i in ids]
+
+
+def unigram_scores(tokenizer: Any) -> Any:
+    """Each token id's log-probability in a SentencePiece unigram tokenizer, else None.
+
+    Special tokens and ``<...>`` control pieces get ``-inf`` (never drawn).
+    """
+    import numpy as np
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or type(backend.model).__name__ != "Unigram":
+        return None
+    vocab = json.loads(backend.to_str())["model"]["vocab"]
+    scores = np.array([float(score) for _, score in vocab])
+    control = [i for i, (piece, _) in enumerate(vocab) if piece[:1] == "<" and piece[-1:] == ">"]
+    special = [i for i in getattr(tokenizer, "all_special_ids", ()) if 0 <= i < len(scores)]
+    scores[control + special] = -np.inf
+    return scores
+
+
+def vocabulary_samples(
+    tokenizer: Any, max_length: int, n: int = CALIBRATION_MAX_TEXTS, seed: int = 0
+) -> list[list[int]]:
+    """``n`` pseudo-texts as token id rows (special tokens included), drawn from the
+    tokenizer's unigram probabilities (:func:`unigram_scores`) with ``seed``.
+
+    Raises
+    ------
+    ValueError
+        The tokenizer is not a SentencePiece unigram one (it has no piece probabilities).
+    """
+    import numpy as np
+
+    scores = unigram_scores(tokenizer)
+    if scores is None:
+        raise ValueError(
+            f"calibration_texts={VOCABULARY!r} draws pseudo-texts from a SentencePiece unigram "
+            f"tokenizer's piece probabilities; this model's tokenizer "
+            f"({type(tokenizer).__name__}) has none: pass calibration_texts=<a list of texts "
+            "like the ones you will encode>."
+        )
+    probs = np.exp(scores - scores.max())
+    probs /= probs.sum()
+    rng = np.random.default_rng(seed)
+    from ._model import _special_tokens
+
+    before, after = _special_tokens(tokenizer)
+    n_special = len(before) + len(after)
+    low, high = VOCABULARY_LENGTHS
+    high = max(1, min(high, int(max_length) - n_special))
+    lengths = rng.integers(min(low, high), high + 1, size=n)
+    drawn = rng.choice(len(probs), size=int(lengths.sum()), p=probs)
+    bounds = np.concatenate([[0], np.cumsum(lengths)])
+    return [[*before, *drawn[a:b].tolist(), *after] for a, b in itertools.pairwise(bounds.tolist())]
 
 
 def quantize_openvino_static(
