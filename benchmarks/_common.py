@@ -501,6 +501,26 @@ def _section(path: Path, title: str, missing: str) -> str:
     return f"## {title}\n\n{missing}; its results will be in `{rel}`.\n"
 
 
+def cpu_class() -> str:
+    """This CPU's class of the "auto" rule (``xlmt_sklearn._machine.cpu_class``)."""
+    from xlmt_sklearn._machine import cpu_class as of_this_cpu
+
+    return of_this_cpu()
+
+
+def class_results(stem: str) -> Path:
+    """The results file of ``stem`` on this CPU's class: a run on another class of CPU
+    (AMX, AVX-512 BF16, ...) keeps its own table instead of replacing the last one."""
+    return RESULTS / f"{stem}-{cpu_class()}.md"
+
+
+def per_class_results(stem: str) -> list[Path]:
+    """The results files of ``stem`` of every CPU class measured, fastest class first."""
+    from xlmt_sklearn._machine import CPU_CLASSES
+
+    return [p for c in CPU_CLASSES if (p := RESULTS / f"{stem}-{c}.md").is_file()]
+
+
 def assemble_docs() -> Path:
     """Write docs/benchmarks.md from the results files that exist.
 
@@ -509,14 +529,16 @@ def assemble_docs() -> Path:
     Missing parts are named with the command that produces them.
     """
     parts = [_DOC_HEADER]
-    thr = RESULTS / "throughput.md"
-    if thr.is_file():
-        parts.append(thr.read_text(encoding="utf-8").strip() + "\n")
-    else:
+    thr = per_class_results("throughput")
+    for p in thr:
+        parts.append(p.read_text(encoding="utf-8").strip() + "\n")
+    if not thr:
         parts.append(
             "## Throughput (CPU)\n\nNot run yet: `python benchmarks/bench_throughput.py`.\n"
         )
-    extras = ["throughput-e5-small.md", "throughput_notes.md", "main_job.md", "int8-quality.md"]
+    extras = [p.name for p in per_class_results("throughput-e5-small")]
+    extras += ["throughput_notes.md"]
+    extras += [p.name for p in per_class_results("main_job")] + ["int8-quality.md"]
     extras += sorted(p.name for p in RESULTS.glob("int8-quality-*.md"))  # the runtimes' int8
     extras += ["openvino-int8-groups.md", "selfcheck.md", "njobs.md"]
     extras += ["memory.md", "ab.md"]

@@ -170,7 +170,8 @@ def _markdown(args: argparse.Namespace, rows: list, seconds: float) -> str:
         f"over {args.rounds} rounds, every run a fresh process ({args.threads} torch "
         f"threads), A and B interleaved. Load average after: "
         f"{load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f}.\n\n"
-        + C.md_table(["machine", ""], [[k, v] for k, v in info.items()]) + "\n\n"
+        + C.md_table(["machine", ""], [[k, v] for k, v in info.items()])
+        + "\n\n"
         + C.md_table(header, rows)
         + "\n"
     )

@@ -217,9 +217,7 @@ def bench_vectorizer(model_dir: Path, texts: list[str], tmp: Path, rounds: int, 
     }
 
 
-def bench_gridsearch(
-    model_dir: Path, texts: list[str], labels: list[int], tmp: Path, log
-) -> dict:
+def bench_gridsearch(model_dir: Path, texts: list[str], labels: list[int], tmp: Path, log) -> dict:
     """GridSearchCV end to end, without then with a cache (one run each)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GridSearchCV
@@ -252,6 +250,7 @@ def render(res: dict) -> str:
     """The cache results page (``benchmarks/results/cache.md``)."""
     s, v, g = res["store"], res["vectorizer"], res["grid"]
     mach = C.md_table(["", ""], [[k, x] for k, x in res["machine"].items()])
+
     def verdict(vps: float) -> str:
         return "met" if vps >= 1e5 else "**missed**"
 
@@ -437,8 +436,10 @@ def main(argv: list[str] | None = None) -> int:
         "load_after": ", ".join(f"{x:.1f}" for x in os.getloadavg()),
     }  # fmt: skip
     med = vec["median"]
-    log(f"warm/cold speedup {med['cold cache (all misses)'] / med['warm cache (all hits)']:.1f}x; "
-        f"grid {grid['without cache']['seconds']:.1f} s -> {grid['with cache']['seconds']:.1f} s")
+    log(
+        f"warm/cold speedup {med['cold cache (all misses)'] / med['warm cache (all hits)']:.1f}x; "
+        f"grid {grid['without cache']['seconds']:.1f} s -> {grid['with cache']['seconds']:.1f} s"
+    )
     if write:
         C.RESULTS.mkdir(parents=True, exist_ok=True)
         (C.RESULTS / "cache.md").write_text(render(res), encoding="utf-8")

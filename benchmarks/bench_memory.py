@@ -128,15 +128,19 @@ def main(argv: list[str] | None = None) -> int:
         + C.md_table(
             ["", "MiB"],
             [
-                ["RSS before loading the model (Python, torch, transformers, input texts)",
-                 f"{base['VmRSS']:,.0f}"],
+                [
+                    "RSS before loading the model (Python, torch, transformers, input texts)",
+                    f"{base['VmRSS']:,.0f}",
+                ],
                 ["model weights file (float32; 250k-word embedding matrix)", f"{model_mb:,.0f}"],
                 ["anonymous memory added by loading (tokenizer, runtime)", f"{loaded_anon:,.0f}"],
                 ["output array (n x 768 float32)", f"{out_mb:,.0f}"],
                 ["**bound**: the above + 300", f"**{bound:,.0f}**"],
                 ["**peak RSS during the call**", f"**{rss.peak['VmRSS']:,.0f}**"],
-                ["peak anonymous RSS - before the call - output (working memory)",
-                 f"{working:,.0f}"],
+                [
+                    "peak anonymous RSS - before the call - output (working memory)",
+                    f"{working:,.0f}",
+                ],
             ],
         )
         + f"\n\nGoal (peak RSS <= model + output + 300 MB): **{'met' if ok else 'missed'}**. "

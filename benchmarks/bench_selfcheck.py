@@ -46,6 +46,7 @@ import numpy as np
 REPEATS = 3
 GOALS_S = {"e5-small": 15.0, "XLM-R base shape": 30.0, "tiny (smoke)": 30.0}
 
+
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 

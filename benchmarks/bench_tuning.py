@@ -568,7 +568,8 @@ def exp_profile(env: Env, rounds: int) -> str:
     rows = []
     total = st.total_tt  # type: ignore[attr-defined]
     for (file, line, fn), (_cc, _nc, tt, ct, _) in sorted(
-        st.stats.items(), key=lambda kv: -kv[1][2]  # type: ignore[attr-defined]
+        st.stats.items(),
+        key=lambda kv: -kv[1][2],  # type: ignore[attr-defined]
     )[:12]:
         where = f"{Path(file).name}:{line} {fn}" if file != "~" else fn
         rows.append([f"`{where}`", f"{tt:.3f}", f"{100 * tt / total:.1f}%", f"{ct:.3f}"])
