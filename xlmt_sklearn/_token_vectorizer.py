@@ -128,13 +128,14 @@ class XLMTTokenVectorizer(ModelFeaturizerMixin, auto_wrap_output_keys=None):
         apart.
     dtype : {"auto", "float32", "float16", "bfloat16"}, default="auto"
         Compute dtype, as in :class:`XLMTVectorizer` (``"auto"`` on a CPU: float32,
-        or bfloat16 with OpenVINO on CPUs that run it natively); output is float32.
+        or bfloat16 with OpenVINO on CPUs that run it natively, and with torch under
+        ``backend="auto"`` on AMX CPUs); output is float32.
     quantize : {"int8"} or None, default=None
         ``"int8"``: int8 weights, float32 activations (CPU only; torch or the
         runtime's own int8, docs/backends.md).
     calibration_texts : list of str or None, default=None
         With ``quantize="int8"``: OpenVINO's static int8, calibrated on these
-        texts, as in :class:`XLMTVectorizer`.
+        texts (or ``"vocabulary"``), as in :class:`XLMTVectorizer`.
     compile : bool, default=False
         ``torch.compile`` the model.
     cache : str, os.PathLike, EmbeddingCache, CacheBase or None, default=None

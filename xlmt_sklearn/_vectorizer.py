@@ -98,7 +98,8 @@ class XLMTVectorizer(ModelFeaturizerMixin):
         Compute dtype. ``"auto"``: bfloat16/float16 on a GPU; on a CPU, float32
         with torch and ONNX Runtime, and bfloat16 with OpenVINO on CPUs that run
         it natively (AVX-512 BF16, AMX), which is what ``backend="auto"`` picks
-        there. Output is always float32.
+        there; ``backend="auto"`` on an AMX CPU without OpenVINO is torch in
+        bfloat16 (docs/backends.md, "The auto rule"). Output is always float32.
     quantize : {"int8"} or None, default=None
         ``"int8"``: int8 weights, float32 activations (CPU only; faster).
         Torch: dynamic int8 quantization of the linear layers (cosine >= 0.98
@@ -111,6 +112,10 @@ class XLMTVectorizer(ModelFeaturizerMixin):
         (1.1-1.2x) and a little further from float32 (docs/backends.md, "Static
         int8"). OpenVINO only; ``backend="auto"`` then means OpenVINO on any
         CPU. Another set of texts is another converted model and cache key.
+        ``"vocabulary"``: pseudo-texts drawn from a SentencePiece unigram
+        tokenizer's own piece probabilities (XLM-R, XLM-T, multilingual-e5), no
+        texts needed; what ``backend="auto"`` uses for ``quantize="int8"`` on AMX
+        CPUs (docs/backends.md, "Int8 on AMX").
     compile : bool, default=False
         ``torch.compile`` the model. On CPUs this is slower than the default
         packed forward and costs about a minute of compilation (measured in

@@ -209,12 +209,14 @@ def _add_model_options(model: Any) -> None:
     model.add_argument(
         "--backend", default="auto", choices=BACKENDS,
         help="what computes the model (default: auto = OpenVINO bf16 on CPUs with native "
-        "bf16 when installed, else torch; docs/backends.md)",
+        "bf16 when installed, torch bf16 on AMX CPUs without it, else torch float32; "
+        "docs/backends.md)",
     )  # fmt: skip
     model.add_argument(
         "--dtype", default="auto", choices=DTYPES,
         help="compute dtype (default: auto = bf16 where --backend auto picks OpenVINO on an "
-        "AVX-512 BF16/AMX CPU, float32 elsewhere on CPU, bf16/fp16 on GPU)",
+        "AVX-512 BF16/AMX CPU or torch on an AMX CPU, float32 elsewhere on CPU, bf16/fp16 "
+        "on GPU)",
     )  # fmt: skip
     model.add_argument(
         "--quantize", default=None, choices=QUANTIZE_MODES,
