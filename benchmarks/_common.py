@@ -349,8 +349,9 @@ def machine_info() -> dict[str, str]:
         pass
     try:
         flags = Path("/proc/cpuinfo").read_text()
-        names = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile")
-        isa = [f for f in names if f in flags.split()]
+        from xlmt_sklearn._machine import ISA_FLAGS
+
+        isa = [f for f in ISA_FLAGS if f in flags.split()]
         info["ISA flags"] = ", ".join(isa) or "-"
     except OSError:
         pass

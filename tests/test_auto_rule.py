@@ -259,3 +259,16 @@ def test_auto_int8_on_amx_is_static_on_the_vocabulary(
     (encoder,) = vec.fit()._encoders()
     assert encoder.calibration is None
     assert encoder.fingerprint["quantize"] == OPENVINO_INT8_SCHEME
+
+
+def test_openvino_prices_a_cut_by_its_precision():
+    """bf16 and int8 tokens are cheap, calls are not: fewer, larger batches there
+    (docs/backends.md, "Batching"); float32 keeps the price measured for it."""
+    from xlmt_sklearn._batching import BATCH_OVERHEAD_TOKENS, FAST_BATCH_OVERHEAD_TOKENS
+
+    spec = object()  # stored only: nothing is loaded
+    assert rt.OpenVINOEncoder(spec, "float32").cut_tokens == BATCH_OVERHEAD_TOKENS
+    assert rt.OpenVINOEncoder(spec, "bfloat16").cut_tokens == FAST_BATCH_OVERHEAD_TOKENS
+    int8 = rt.OpenVINOEncoder(spec, "float32", quantize="int8")
+    assert int8.cut_tokens == FAST_BATCH_OVERHEAD_TOKENS
+    assert rt.OnnxRuntimeEncoder(spec, "float32").cut_tokens == BATCH_OVERHEAD_TOKENS

@@ -588,9 +588,7 @@ def test_spark_odd_texts_equal_in_process(spark, tiny_model_dir):
 
     est = XLMTVectorizer(str(tiny_model_dir), device="cpu", missing="zeros").fit()
     texts = [ODD_TEXTS[k] for k in ODD_TEXTS if "surrogate" not in k] + [None]
-    df = spark.createDataFrame(
-        [(i, t) for i, t in enumerate(texts)], "id long, text string"
-    )
+    df = spark.createDataFrame([(i, t) for i, t in enumerate(texts)], "id long, text string")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TruncationWarning)
         rows = embed_column(df, "text", est, batch_size=4).orderBy("id").collect()

@@ -6,7 +6,11 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from xlmt_sklearn._batching import BATCH_OVERHEAD_TOKENS, plan_batches
+from xlmt_sklearn._batching import (
+    BATCH_OVERHEAD_TOKENS,
+    FAST_BATCH_OVERHEAD_TOKENS,
+    plan_batches,
+)
 from xlmt_sklearn._dedupe import unique_texts
 from xlmt_sklearn._output import Scatter
 
@@ -43,7 +47,7 @@ def test_empty_plan():
         assert plan.batches == [] and plan.padding_fraction == 0.0
 
 
-def _brute_force_cost(desc, batch_size, max_tokens):
+def _brute_force_cost(desc, batch_size, max_tokens, cut_tokens=BATCH_OVERHEAD_TOKENS):
     """Least padded tokens + overhead over every way to cut ``desc`` (exponential)."""
     import functools
 
@@ -55,7 +59,7 @@ def _brute_force_cost(desc, batch_size, max_tokens):
         for j in range(i + 1, min(len(desc), i + batch_size) + 1):
             padded = (j - i) * desc[i]
             if max_tokens is None or padded <= max_tokens or j == i + 1:
-                options.append(padded + BATCH_OVERHEAD_TOKENS + best(j))
+                options.append(padded + cut_tokens + best(j))
         return min(options)
 
     return best(0)
@@ -65,12 +69,24 @@ def _brute_force_cost(desc, batch_size, max_tokens):
     st.lists(st.integers(1, 130), min_size=1, max_size=14),
     st.integers(1, 6),
     st.one_of(st.none(), st.integers(1, 400)),
+    st.sampled_from([BATCH_OVERHEAD_TOKENS, FAST_BATCH_OVERHEAD_TOKENS, 0, 500]),
 )
-def test_min_padding_plan_is_optimal(lengths, batch_size, max_tokens):
-    plan = plan_batches(lengths, batch_size, max_tokens, min_padding=True)
-    got = plan.padded_tokens + BATCH_OVERHEAD_TOKENS * len(plan.batches)
+def test_min_padding_plan_is_optimal(lengths, batch_size, max_tokens, cut_tokens):
+    plan = plan_batches(lengths, batch_size, max_tokens, min_padding=True, cut_tokens=cut_tokens)
+    got = plan.padded_tokens + cut_tokens * len(plan.batches)
     desc = tuple(sorted(lengths, reverse=True))
-    assert got == _brute_force_cost(desc, batch_size, max_tokens)
+    assert got == _brute_force_cost(desc, batch_size, max_tokens, cut_tokens)
+
+
+def test_a_dearer_cut_gives_fewer_batches():
+    """OpenVINO bf16/int8 price a cut at 72 tokens (a token is cheap there): fewer batches,
+    a little more padding, every batch still within batch_size."""
+    lengths = np.random.default_rng(0).integers(5, 61, size=320)
+    cheap = plan_batches(lengths, 32, min_padding=True)
+    dear = plan_batches(lengths, 32, min_padding=True, cut_tokens=FAST_BATCH_OVERHEAD_TOKENS)
+    assert len(dear.batches) < len(cheap.batches)
+    assert cheap.padding_fraction <= dear.padding_fraction < 0.1
+    assert max(map(len, dear.batches)) <= 32
 
 
 def test_min_padding_plan_wastes_less_on_a_small_spread_sample():

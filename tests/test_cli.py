@@ -679,7 +679,6 @@ def test_missing_backend_runtime_is_one_line(tiny_model_dir, tmp_path, capsys, m
     assert 'pip install "xlmt-sklearn[openvino]"' in error_of(capsys)
 
 
-
 # ------------------------------------------------------------------ documented forms
 def test_layers_as_the_docs_write_them(tmp_path, frame, tiny_model_dir, capsys):
     """``--layers -4,-3`` (a value starting with "-") works like ``--layers=-4,-3`` (#27)."""

@@ -103,9 +103,7 @@ def test_a_folder_copied_under_another_key_is_not_used(tmp_path):
     assert again == b and (b / "model.bin").read_bytes() == b"model B" and is_complete(b)
 
 
-def test_an_unwritable_root_without_the_model_names_the_folder_and_the_fix(
-    tmp_path, monkeypatch
-):
+def test_an_unwritable_root_without_the_model_names_the_folder_and_the_fix(tmp_path, monkeypatch):
     def refuse(self, *a, **k):
         raise OSError(errno.EROFS, "Read-only file system", str(self))
 

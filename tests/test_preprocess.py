@@ -72,4 +72,4 @@ def test_normalize_tweet_splits_on_any_whitespace_as_documented(sep):
     text = f"hi{sep}@maria{sep}https://x.co"
     assert normalize_tweet(text) == "hi @user http"
     assert _xlmt_reference(text) == text  # the reference leaves them: the documented difference
-    assert "splits on ``\" \"`` only" in normalize_tweet.__doc__
+    assert 'splits on ``" "`` only' in normalize_tweet.__doc__

@@ -35,6 +35,7 @@ def _own_converted_dir(tmp_path_factory):
         mp.setenv(CONVERTED_ENV, str(tmp_path_factory.mktemp("converted-static")))
         yield
 
+
 CALIBRATION = [
     "a tweet to calibrate on, about the weather 🙂",
     "bonjour tout le monde",

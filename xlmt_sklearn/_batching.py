@@ -20,7 +20,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["BATCH_OVERHEAD_TOKENS", "MAX_AUTO_TOKENS", "BatchPlan", "plan_batches", "token_budget"]
+__all__ = [
+    "BATCH_OVERHEAD_TOKENS", "FAST_BATCH_OVERHEAD_TOKENS", "MAX_AUTO_TOKENS", "BatchPlan",
+    "plan_batches", "token_budget",
+]  # fmt: skip
 
 #: Cap of the automatic (``max_tokens="auto"``) budget. A batch this large already keeps
 #: a data-centre GPU busy; larger ones only delay the first cache write and the first
@@ -31,6 +34,10 @@ MAX_AUTO_TOKENS = 1 << 18
 #: ``min_padding`` plan's price of a cut (measured: OpenVINO on the XLM-R base shape,
 #: 2 threads, spends ~5 ms per call beyond ~0.46 ms per padded token).
 BATCH_OVERHEAD_TOKENS = 16
+#: The same price where a token is cheap: OpenVINO bf16 and int8 (measured on the XLM-R base
+#: shape on an AMX CPU, 2 threads: ~9 ms per call beyond ~0.12 ms per padded token;
+#: ``benchmarks/bench_amx.py``, docs/backends.md "Batching").
+FAST_BATCH_OVERHEAD_TOKENS = 72
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,7 @@ def plan_batches(
     batch_size: int,
     max_tokens: int | None = None,
     min_padding: bool = False,
+    cut_tokens: int = BATCH_OVERHEAD_TOKENS,
 ) -> BatchPlan:
     """Sort by length (descending, stable) and cut batches.
 
@@ -86,6 +94,8 @@ def plan_batches(
     min_padding : bool, default=False
         Cut where the fewest padded tokens are wasted (each batch still within
         ``batch_size`` and ``max_tokens``), not every ``batch_size`` texts.
+    cut_tokens : int, default=BATCH_OVERHEAD_TOKENS
+        With ``min_padding``: what one more batch costs, in padded tokens.
 
     Examples
     --------
@@ -96,7 +106,7 @@ def plan_batches(
     lengths = np.asarray(lengths, dtype=np.int64)
     order = np.argsort(-lengths, kind="stable")
     if min_padding:
-        cuts = _min_padding_cuts(lengths[order], batch_size, max_tokens)
+        cuts = _min_padding_cuts(lengths[order], batch_size, max_tokens, cut_tokens)
         return BatchPlan([order[a:b] for a, b in itertools.pairwise(cuts)], lengths)
     batches: list[np.ndarray] = []
     start, n = 0, len(order)
@@ -110,16 +120,18 @@ def plan_batches(
     return BatchPlan(batches=batches, lengths=lengths)
 
 
-def _min_padding_cuts(desc: np.ndarray, batch_size: int, max_tokens: int | None) -> list[int]:
+def _min_padding_cuts(
+    desc: np.ndarray, batch_size: int, max_tokens: int | None, cut_tokens: int
+) -> list[int]:
     """Batch boundaries over lengths sorted descending that minimise the padded tokens.
 
     Dynamic programming over prefixes: ``cost[j]`` is the least padded tokens
-    (plus :data:`BATCH_OVERHEAD_TOKENS` per batch) for the first ``j`` texts; a
+    (plus ``cut_tokens`` per batch) for the first ``j`` texts; a
     batch ``[i, j)`` pads to ``desc[i]``. O(n * batch_size).
 
     Examples
     --------
-    >>> _min_padding_cuts(np.array([40, 39, 38, 10, 9, 8]), 4, None)
+    >>> _min_padding_cuts(np.array([40, 39, 38, 10, 9, 8]), 4, None, 16)
     [0, 3, 6]
     """
     n = len(desc)
@@ -131,7 +143,7 @@ def _min_padding_cuts(desc: np.ndarray, batch_size: int, max_tokens: int | None)
         padded = (j - starts) * desc[starts]
         if max_tokens is not None:  # a single text over the cap still gets its own batch
             padded = np.where((padded <= max_tokens) | (starts == j - 1), padded, np.inf)
-        total = cost[starts] + padded + BATCH_OVERHEAD_TOKENS
+        total = cost[starts] + padded + cut_tokens
         k = int(np.argmin(total))
         cost[j], back[j] = total[k], starts[k]
     cuts = [n]

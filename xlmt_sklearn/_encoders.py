@@ -38,6 +38,8 @@ from typing import Any
 
 import numpy as np
 
+from ._batching import BATCH_OVERHEAD_TOKENS
+
 __all__ = [
     "BatchOutput", "EncodeOptions", "Encoder", "TorchEncoder", "finish_batch", "pad_rows",
 ]  # fmt: skip
@@ -92,12 +94,16 @@ class Encoder(ABC):
         grows with the padded tokens, not with the number of batches (the CPU
         runtimes): the batch plan then cuts where padding is least
         (:func:`~xlmt_sklearn._batching.plan_batches` ``min_padding``).
+    cut_tokens : int
+        With ``pads_batches``: what one more batch costs, in padded tokens' worth of
+        compute (the plan's price of a cut; ``plan_batches``' ``cut_tokens``).
     """
 
     name: str
     device: str
     dtype: str
     pads_batches: bool = False
+    cut_tokens: int = BATCH_OVERHEAD_TOKENS
 
     @property
     @abstractmethod
