@@ -4,10 +4,10 @@ Runs the command of the README's "Set up and run the main job" on the UMSAB test
 tweets with the real multilingual-e5-small weights, once per backend, each in a
 fresh process with a fresh cache directory, and compares the wall times (the
 goal: ``auto`` at most half of ``torch`` on a CPU where ``auto`` picks a
-runtime). Two times per run: the wall time of the whole command, and its encode
-time (what the command reports as "wrote ... in N s": model load, tokenization
-and encoding, without interpreter start, imports, input reading and output
-writing); the issue's goal is on the encode time. The runtime's one-off
+runtime; a quarter on an AMX CPU, issue #25). Two times per run: the wall time
+of the whole command, and its encode time (what the command reports as "wrote ...
+in N s": model load, tokenization and encoding, without interpreter start, imports,
+input reading and output writing); the issue's goal is on the encode time. The runtime's one-off
 conversion is done before the timed runs and reported apart (it happens once per
 model, not per job). The outputs of the two runs are compared row by row (cosine).
 
@@ -137,13 +137,14 @@ def main(argv: list[str] | None = None) -> int:
     load_after = os.getloadavg()
     info = C.machine_info()
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    goal = "met" if ratio <= 0.5 else "**missed**"
+    bar = 0.25 if C.cpu_class() == "amx" else 0.5  # #25's goal on AMX, #16's elsewhere
+    goal = "met" if ratio <= bar else "**missed**"
     rows = [
         ["torch (float32)", f"{enc_s['torch']:.1f}", "1.00x", f"{times['torch']:.1f}", "1.00x",
          "", ""],
         [f"auto ({chosen})", f"{enc_s['auto']:.1f}", f"{enc_s['torch'] / enc_s['auto']:.2f}x",
          f"{times['auto']:.1f}", f"{times['torch'] / times['auto']:.2f}x",
-         "encode time <= 1/2 of torch's", goal],
+         f"encode time <= 1/{round(1 / bar)} of torch's", goal],
     ]  # fmt: skip
     lines_md = [
         f"## The README main job: `--backend auto` vs `torch`, CPU class {C.cpu_class()}",

@@ -261,12 +261,15 @@ def test_auto_int8_on_amx_is_static_on_the_vocabulary(
     assert encoder.fingerprint["quantize"] == OPENVINO_INT8_SCHEME
 
 
-def test_openvino_prices_a_cut_by_its_precision():
-    """bf16 and int8 tokens are cheap, calls are not: fewer, larger batches there
-    (docs/backends.md, "Batching"); float32 keeps the price measured for it."""
+def test_openvino_prices_a_cut_by_its_precision(monkeypatch):
+    """On AMX bf16 and int8 tokens are cheap, calls are not: fewer, larger batches there
+    (docs/backends.md, "Batching"); float32, and every other class, keep the price of 16."""
     from xlmt_sklearn._batching import BATCH_OVERHEAD_TOKENS, FAST_BATCH_OVERHEAD_TOKENS
 
     spec = object()  # stored only: nothing is loaded
+    monkeypatch.setenv(CPU_CLASS_ENV, "avx512_bf16")
+    assert rt.OpenVINOEncoder(spec, "bfloat16").cut_tokens == BATCH_OVERHEAD_TOKENS
+    monkeypatch.setenv(CPU_CLASS_ENV, "amx")
     assert rt.OpenVINOEncoder(spec, "float32").cut_tokens == BATCH_OVERHEAD_TOKENS
     assert rt.OpenVINOEncoder(spec, "bfloat16").cut_tokens == FAST_BATCH_OVERHEAD_TOKENS
     int8 = rt.OpenVINOEncoder(spec, "float32", quantize="int8")

@@ -360,12 +360,15 @@ class OpenVINOEncoder(RuntimeEncoder):
 
     @property
     def cut_tokens(self) -> int:  # type: ignore[override]
-        """A bf16 or int8 token costs a quarter of a float32 one, a call as much: fewer,
-        larger batches (docs/backends.md, "Batching")."""
+        """On AMX a bf16 or int8 token costs a quarter of a float32 one, a call as much:
+        fewer, larger batches there (docs/backends.md, "Batching"; measured on AMX only)."""
         from ._batching import BATCH_OVERHEAD_TOKENS, FAST_BATCH_OVERHEAD_TOKENS
+        from ._machine import cpu_class
 
         fast = self.dtype == "bfloat16" or self.quantize == "int8"
-        return FAST_BATCH_OVERHEAD_TOKENS if fast else BATCH_OVERHEAD_TOKENS
+        return (
+            FAST_BATCH_OVERHEAD_TOKENS if fast and cpu_class() == "amx" else BATCH_OVERHEAD_TOKENS
+        )
 
     @classmethod
     def resolve_precision(cls, dtype: str) -> str:
