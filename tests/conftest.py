@@ -25,12 +25,18 @@ from pathlib import Path
 import pytest
 from sklearn.base import clone
 
+from tests._eager_runtime import EagerRuntime
 from tests._models import (
     SHARED,
     build_tiny_model,
     real_tokenizer_dir,
     umsab_texts,
 )
+from xlmt_sklearn._encoders_runtime import register_runtime
+
+# A runtime defined only in the tests, registered as a plugin: the backend contract tests
+# (tests/test_backends.py) run on it too.
+register_runtime(EagerRuntime)
 
 _REPO = Path(__file__).resolve().parents[1]
 

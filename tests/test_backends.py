@@ -25,7 +25,8 @@ from xlmt_sklearn import _encoders_runtime as rt
 from xlmt_sklearn._convert import CONVERTED_ENV, converted_root, ensure_converted, is_complete
 from xlmt_sklearn._runtime_int8 import OPENVINO_INT8_SCHEME
 
-RUNTIMES = ["openvino", "onnxruntime"]
+#: The built-in runtimes and the plugin defined in the tests (tests/_eager_runtime.py).
+RUNTIMES = ["openvino", "onnxruntime", "eager-test"]
 TEXTS = [
     "hello world this is a tweet about the weather",
     "hola",
@@ -40,8 +41,19 @@ INT8_COSINE = 0.999
 
 @pytest.fixture(params=RUNTIMES)
 def runtime(request) -> str:
-    pytest.importorskip(request.param)
+    if not rt.runtime_installed(request.param):
+        pytest.skip(f"{request.param} is not installed")
     return request.param
+
+
+@pytest.fixture
+def int8_runtime(runtime) -> str:
+    """A runtime that has int8."""
+    if rt.runtime_encoder_class(runtime).int8_tool is None:
+        pytest.skip(f"{runtime} has no int8")
+    if not rt.int8_installed(runtime):
+        pytest.skip(f"{rt.runtime_encoder_class(runtime).int8_tool} is not installed")
+    return runtime
 
 
 def _pair(cls, model_dir, backend, **kw):
@@ -109,9 +121,9 @@ def _int8_pair(cls, model_dir, backend, **kw):
 
 
 @pytest.mark.parametrize("pooling", ["mean", "cls", "max", "mean_max"])
-def test_int8_pooled_close_to_torch_float32(tiny_model_dir, runtime, pooling):
+def test_int8_pooled_close_to_torch_float32(tiny_model_dir, int8_runtime, pooling):
     ref, int8 = _int8_pair(
-        XLMTVectorizer, tiny_model_dir, runtime, pooling=pooling, max_length=32,
+        XLMTVectorizer, tiny_model_dir, int8_runtime, pooling=pooling, max_length=32,
         truncation="window",
     )  # fmt: skip
     texts = [*TEXTS, LONG]
@@ -122,9 +134,9 @@ def test_int8_pooled_close_to_torch_float32(tiny_model_dir, runtime, pooling):
 
 
 @pytest.mark.parametrize("granularity", ["subword", "word"])
-def test_int8_tokens_close_to_torch_float32(tiny_model_dir, runtime, granularity):
+def test_int8_tokens_close_to_torch_float32(tiny_model_dir, int8_runtime, granularity):
     ref, int8 = _int8_pair(
-        XLMTTokenVectorizer, tiny_model_dir, runtime, granularity=granularity, max_length=24,
+        XLMTTokenVectorizer, tiny_model_dir, int8_runtime, granularity=granularity, max_length=24,
         truncation="window",
     )  # fmt: skip
     texts = [*TEXTS, LONG]
@@ -133,25 +145,25 @@ def test_int8_tokens_close_to_torch_float32(tiny_model_dir, runtime, granularity
     assert min(_cosines(g, w).min() for g, w in zip(got, want, strict=True)) >= INT8_COSINE
 
 
-def test_int8_is_converted_once_next_to_float32(tiny_model_dir, runtime):
+def test_int8_is_converted_once_next_to_float32(tiny_model_dir, int8_runtime):
     from xlmt_sklearn._runtime_int8 import int8_scheme
 
-    vec = XLMTVectorizer(str(tiny_model_dir), backend=runtime, quantize="int8", device="cpu",
+    vec = XLMTVectorizer(str(tiny_model_dir), backend=int8_runtime, quantize="int8", device="cpu",
                          progress=False).fit()  # fmt: skip
     vec.transform(TEXTS)
     (encoder,) = vec._encoders()
-    assert encoder.fingerprint["quantize"] == int8_scheme(runtime)
+    assert encoder.fingerprint["quantize"] == int8_scheme(int8_runtime)
     folders = {
         json.loads(p.read_text())["model"]["weights"]: p.parent
         for p in converted_root().glob("*/manifest.json")
         if json.loads(p.read_text())["model"].items()
-        >= {"runtime": runtime, "model": str(tiny_model_dir), "layers": [-1]}.items()
+        >= {"runtime": int8_runtime, "model": str(tiny_model_dir), "layers": [-1]}.items()
     }
-    assert set(folders) == {"float32", int8_scheme(runtime)}
+    assert set(folders) == {"float32", int8_scheme(int8_runtime)}
     assert all(is_complete(f) for f in folders.values())
     int8_bytes, float_bytes = (
         sum(p.stat().st_size for p in folders[w].iterdir())
-        for w in (int8_scheme(runtime), "float32")
+        for w in (int8_scheme(int8_runtime), "float32")
     )
     assert int8_bytes < float_bytes  # int8 weights stored
 
@@ -181,7 +193,8 @@ def test_batch_plan_and_order_within_tolerance(tiny_model_dir, runtime):
     texts = [*TEXTS, LONG, "ok", "a bit longer text with a few words"]
     order = np.random.default_rng(0).permutation(len(texts))
     dtypes = ["float32"] + (["auto"] if runtime == "openvino" and rt.openvino_has_bf16() else [])
-    for dtype, quantize in [*((d, None) for d in dtypes), ("auto", "int8")]:
+    int8 = [("auto", "int8")] if rt.runtime_encoder_class(runtime).int8_tool else []
+    for dtype, quantize in [*((d, None) for d in dtypes), *int8]:
         vec = XLMTVectorizer(str(tiny_model_dir), backend=runtime, dtype=dtype, device="cpu",
                              quantize=quantize, progress=False)  # fmt: skip
         ref = clone(vec).set_params(batch_size=32).fit_transform(texts)
@@ -419,7 +432,11 @@ def test_reset_process_state_drops_compiled_runtimes(tiny_model_dir, runtime):
 def test_cli_backend_option(tiny_model_dir, runtime, tmp_path, monkeypatch):
     from collections import OrderedDict
 
+    from xlmt_sklearn._options import BACKENDS
     from xlmt_sklearn.cli import main
+
+    if runtime not in BACKENDS:
+        pytest.skip("the command line takes the built-in backends (plugins: the Python API)")
 
     # A fresh process's view: nothing compiled, an empty folder of converted models.
     monkeypatch.setattr(rt, "_COMPILED", OrderedDict())

@@ -36,6 +36,7 @@ from typing import Any
 
 from ._encoders import Encoder, TorchEncoder
 from ._encoders_runtime import (
+    backend_names,
     int8_installed,
     openvino_has_bf16,
     require_int8,
@@ -43,7 +44,6 @@ from ._encoders_runtime import (
     runtime_encoder,
     runtime_installed,
 )
-from ._options import BACKENDS
 
 __all__ = [
     "AUTO_BACKEND_ENV", "AUTO_RULES", "AutoRule", "auto_rule", "make_encoders", "native_bf16",
@@ -163,7 +163,7 @@ def _resolve(
             return "torch"
         if quantize == "int8" and calibrated:  # only OpenVINO has it, on any CPU
             return _resolve("openvino", device, quantize, compile, dtype, calibrated)
-        forced = env_choice(AUTO_BACKEND_ENV, BACKENDS[1:])
+        forced = env_choice(AUTO_BACKEND_ENV, backend_names()[1:])
         if forced is not None:
             require_runtime(forced)
             if quantize == "int8" and forced != "torch":
@@ -331,7 +331,7 @@ def _forced() -> bool:
     """Whether ``XLMT_SKLEARN_AUTO_BACKEND`` names the backend (then it is the user's choice)."""
     from ._env import env_choice
 
-    return env_choice(AUTO_BACKEND_ENV, BACKENDS[1:]) is not None
+    return env_choice(AUTO_BACKEND_ENV, backend_names()[1:]) is not None
 
 
 _WARNED: set[str] = set()

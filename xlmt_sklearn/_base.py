@@ -19,8 +19,8 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from ._encoders import EncodeOptions, Encoder
+from ._encoders_runtime import BACKEND_NAMES
 from ._mixins import ClassNameFeatureNamesMixin
-from ._options import BACKENDS
 from ._params import StrOptions
 from ._pipeline import Request
 from ._preprocess import check_prefix, preprocess_identity_key
@@ -28,7 +28,9 @@ from ._preprocess import check_prefix, preprocess_identity_key
 __all__ = ["BACKEND_CONSTRAINTS", "ModelFeaturizerMixin", "validate_layers"]
 
 #: Constraint of the vectorizers' ``backend`` parameter.
-BACKEND_CONSTRAINTS: dict = {"backend": [StrOptions(set(BACKENDS))]}
+#: The registry's own set: a runtime registered later (:func:`~xlmt_sklearn._encoders_runtime.
+#: register_runtime`) is a valid ``backend`` at once.
+BACKEND_CONSTRAINTS: dict = {"backend": [StrOptions(BACKEND_NAMES)]}
 
 
 def validate_layers(

@@ -18,6 +18,12 @@ the float32 model and stored beside it.
 Which backend a call gets (``backend="auto"``) is decided in
 :mod:`xlmt_sklearn._backends`, and a runtime is used only once it passed its
 first-use self-check on this machine (:mod:`xlmt_sklearn._selfcheck`).
+
+Runtimes are plugins: a :class:`RuntimeEncoder` subclass declares its name, the
+package it needs, its precisions, its int8 tool and scheme, and implements
+export, quantize, compile and run; :func:`register_runtime` makes its name a value
+of every estimator's ``backend`` (the registry :data:`RUNTIMES`; nothing else
+dispatches on a runtime's name).
 """
 
 from __future__ import annotations
@@ -35,11 +41,15 @@ import numpy as np
 from ._encoders import BatchOutput, EncodeOptions, Encoder, finish_batch, pad_rows
 
 __all__ = [
+    "RUNTIMES",
     "OnnxRuntimeEncoder",
     "OpenVINOEncoder",
+    "RuntimeEncoder",
+    "backend_names",
     "drop_openvino_compile_cache",
     "int8_installed",
     "openvino_has_bf16",
+    "register_runtime",
     "require_int8",
     "require_runtime",
     "runtime_encoder",
@@ -47,8 +57,11 @@ __all__ = [
     "runtime_installed",
 ]
 
-#: Import name of each runtime (also the name of the package's extra).
-_MODULES = {"openvino": "openvino", "onnxruntime": "onnxruntime"}
+#: The registered runtimes by name (:func:`register_runtime`), in registration order.
+RUNTIMES: dict[str, type[RuntimeEncoder]] = {}
+#: ``"auto"``, ``"torch"`` and every registered runtime: the set the estimators'
+#: ``backend`` constraint holds (a registration extends it in place).
+BACKEND_NAMES: set[str] = {"auto", "torch"}
 
 _COMPILED: OrderedDict[tuple, Any] = OrderedDict()
 #: Guards :data:`_COMPILED` and :data:`_BUILDING` (held for dictionary work only).
@@ -65,39 +78,67 @@ def _importable(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
+def register_runtime(cls: type[RuntimeEncoder]) -> type[RuntimeEncoder]:
+    """Make runtime ``cls`` a ``backend`` of the estimators (usable as a class decorator).
+
+    Raises
+    ------
+    ValueError
+        ``cls.name`` is ``"auto"``, ``"torch"`` or another class's name.
+    """
+    known = RUNTIMES.get(cls.name)
+    if cls.name in ("auto", "torch") or (known is not None and known is not cls):
+        raise ValueError(f"A backend named {cls.name!r} is registered already.")
+    RUNTIMES[cls.name] = cls
+    BACKEND_NAMES.add(cls.name)
+    return cls
+
+
+def unregister_runtime(name: str) -> None:
+    """Remove runtime ``name`` from the registry (tests; a plugin that unloads)."""
+    RUNTIMES.pop(name, None)
+    BACKEND_NAMES.discard(name)
+
+
+def backend_names() -> tuple[str, ...]:
+    """``"auto"``, ``"torch"`` and the registered runtimes."""
+    return ("auto", "torch", *RUNTIMES)
+
+
 def runtime_installed(backend: str) -> bool:
     """Whether ``backend``'s runtime can be imported (without importing it)."""
-    return backend == "torch" or _importable(_MODULES[backend])
+    return backend == "torch" or _importable(runtime_encoder_class(backend).package)
 
 
 def require_runtime(backend: str) -> None:
     """Raise an ``ImportError`` naming the ``pip install`` when the runtime is missing."""
     if not runtime_installed(backend):
+        cls = runtime_encoder_class(backend)
         raise ImportError(
-            f"backend={backend!r} needs the {_MODULES[backend]} package, which is not "
-            f'installed: pip install "xlmt-sklearn[{backend}]" (or backend="torch").'
+            f"backend={backend!r} needs the {cls.package} package, which is not "
+            f'installed: pip install "{cls.extra}" (or backend="torch").'
         )
 
 
 def int8_installed(backend: str) -> bool:
-    """Whether ``backend``'s int8 tool (:data:`~xlmt_sklearn._runtime_int8.INT8_TOOLS`) can be
-    imported (without importing it)."""
-    from ._runtime_int8 import INT8_TOOLS
-
-    return _importable(INT8_TOOLS[backend])
+    """Whether ``backend``'s int8 tool (:attr:`RuntimeEncoder.int8_tool`) can be imported
+    (without importing it); False for a runtime without int8."""
+    tool = runtime_encoder_class(backend).int8_tool
+    return tool is not None and _importable(tool)
 
 
 def require_int8(backend: str) -> None:
     """Raise an ``ImportError`` naming the ``pip install`` when ``backend``'s int8 tool is
-    missing."""
-    from ._runtime_int8 import INT8_TOOLS
-
+    missing (a ``ValueError`` for a runtime without int8)."""
+    cls = runtime_encoder_class(backend)
+    needs = cls.int8_tool
+    if needs is None:
+        raise ValueError(f"backend={backend!r} has no int8: use quantize=None, or another backend.")
     if not int8_installed(backend):
-        needs = INT8_TOOLS[backend]
         raise ImportError(
             f"quantize='int8' with backend={backend!r} needs the {needs} package, which is "
-            f'not installed: pip install "xlmt-sklearn[{backend}]" (or pip install {needs}; '
-            f'or backend="torch").'
+            f'not installed: pip install "{cls.extra}" (or pip install {needs}; or '
+            f'backend="torch").'
         )
 
 
@@ -129,8 +170,20 @@ def runtime_encoder(
 
 
 def runtime_encoder_class(backend: str) -> type[RuntimeEncoder]:
-    """The encoder class of runtime ``backend`` ("openvino" or "onnxruntime")."""
-    return OpenVINOEncoder if backend == "openvino" else OnnxRuntimeEncoder
+    """The encoder class of registered runtime ``backend`` (:data:`RUNTIMES`).
+
+    Raises
+    ------
+    ValueError
+        No runtime of that name is registered.
+    """
+    try:
+        return RUNTIMES[backend]
+    except KeyError:
+        raise ValueError(
+            f"backend={backend!r} is not a registered runtime; the backends are "
+            f"{', '.join(map(repr, backend_names()))}."
+        ) from None
 
 
 class RuntimeEncoder(Encoder):
@@ -151,10 +204,22 @@ class RuntimeEncoder(Encoder):
     """
 
     name = "runtime"
+    #: Import name of the package the runtime needs.
+    package = ""
+    #: What to ``pip install`` for it (named by the ``ImportError`` when it is missing).
+    extra = ""
+    #: Import name of its int8 tool, or None: the runtime has no ``quantize="int8"``.
+    int8_tool: str | None = None
     precisions: tuple[str, ...] = ("float32",)
     pads_batches = True
     #: Whether this runtime has static int8 (``calibration``).
     calibrates = False
+
+    @classmethod
+    def int8_scheme(cls, calibration: Any = None) -> str:
+        """The scheme string of this runtime's int8 (part of the converted folder's key and
+        the cache fingerprint): :mod:`xlmt_sklearn._runtime_int8`."""
+        raise NotImplementedError(f"backend={cls.name!r} has no int8.")
 
     def __init__(
         self, spec: Any, precision: str, quantize: str | None = None, calibration: Any = None
@@ -181,10 +246,8 @@ class RuntimeEncoder(Encoder):
 
     @property
     def scheme(self) -> str | None:
-        """The int8 scheme string (:mod:`xlmt_sklearn._runtime_int8`), or None for float."""
-        from ._runtime_int8 import int8_scheme
-
-        return int8_scheme(self.name, self.calibration) if self.quantize == "int8" else None
+        """The int8 scheme string (:meth:`int8_scheme`), or None for float."""
+        return self.int8_scheme(self.calibration) if self.quantize == "int8" else None
 
     @property
     def fingerprint(self) -> dict[str, Any]:
@@ -293,6 +356,7 @@ class RuntimeEncoder(Encoder):
         ids, mask = pad_rows(rows, 0 if pad_id is None else int(pad_id))
         with lock:
             stacked = self._run(runner, ids, mask)
+        # TODO(#24): pool on numpy, so that a runtime needs no torch at inference.
         hs = torch.from_numpy(np.ascontiguousarray(stacked, dtype=np.float32))
         with torch.inference_mode():
             return finish_batch(
@@ -346,6 +410,7 @@ def drop_openvino_compile_cache(root: str) -> None:
     shutil.rmtree(Path(root) / "openvino-cache", ignore_errors=True)
 
 
+@register_runtime
 class OpenVINOEncoder(RuntimeEncoder):
     """The model as OpenVINO IR on the CPU plugin.
 
@@ -355,8 +420,17 @@ class OpenVINOEncoder(RuntimeEncoder):
     """
 
     name = "openvino"
+    package = "openvino"
+    extra = "xlmt-sklearn[openvino]"
+    int8_tool = "nncf"  # its weight compression and quantization (in the extra)
     precisions = ("float32", "bfloat16")
     calibrates = True
+
+    @classmethod
+    def int8_scheme(cls, calibration: Any = None) -> str:
+        from ._runtime_int8 import OPENVINO_INT8_SCHEME, openvino_static_scheme
+
+        return OPENVINO_INT8_SCHEME if calibration is None else openvino_static_scheme(calibration)
 
     @property
     def cut_tokens(self) -> int:  # type: ignore[override]
@@ -422,11 +496,21 @@ class OpenVINOEncoder(RuntimeEncoder):
         return runner({"input_ids": ids, "attention_mask": mask})[0]
 
 
+@register_runtime
 class OnnxRuntimeEncoder(RuntimeEncoder):
     """The model as ONNX (TorchScript exporter) on ONNX Runtime's CPU provider, float32
     (``quantize="int8"``: int8 weights, dynamically quantized activations)."""
 
     name = "onnxruntime"
+    package = "onnxruntime"
+    extra = "xlmt-sklearn[onnxruntime]"
+    int8_tool = "onnx"  # its quantizer ships with onnxruntime and needs onnx
+
+    @classmethod
+    def int8_scheme(cls, calibration: Any = None) -> str:
+        from ._runtime_int8 import ONNXRUNTIME_INT8_SCHEME
+
+        return ONNXRUNTIME_INT8_SCHEME
 
     def _export(self, model: Any, layers: tuple[int, ...], folder: Any) -> None:
         from ._convert import export_onnx

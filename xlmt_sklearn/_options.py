@@ -25,6 +25,8 @@ POOLING_MODES = ("mean", "cls", "max", "mean_max")
 LAYER_AGGREGATIONS = ("mean", "concat")
 TRUNCATION_MODES = ("warn", "error", "window")
 MISSING_POLICIES = ("error", "empty", "zeros")
+#: The built-in backends (the command line's choices; the estimators also take any runtime
+#: registered with :func:`xlmt_sklearn._encoders_runtime.register_runtime`).
 BACKENDS = ("auto", "torch", "openvino", "onnxruntime")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 QUANTIZE_MODES = ("int8",)

@@ -68,7 +68,6 @@ from typing import Any
 
 __all__ = [
     "CALIBRATION_MAX_TEXTS",
-    "INT8_TOOLS",
     "ONNXRUNTIME_INT8_SCHEME",
     "OPENVINO_DQ_GROUP",
     "OPENVINO_INT8_SCHEME",
@@ -157,16 +156,10 @@ def openvino_static_scheme(calibration: Calibration) -> str:
 
 
 def int8_scheme(backend: str, calibration: Calibration | None = None) -> str:
-    """The int8 scheme string of runtime ``backend`` ("openvino" or "onnxruntime")."""
-    if calibration is not None:
-        return openvino_static_scheme(calibration)
-    return OPENVINO_INT8_SCHEME if backend == "openvino" else ONNXRUNTIME_INT8_SCHEME
+    """The int8 scheme string of registered runtime ``backend`` (its ``int8_scheme``)."""
+    from ._encoders_runtime import runtime_encoder_class
 
-
-#: The package each runtime's int8 needs besides the runtime: OpenVINO's weight
-#: compression is NNCF's (in the ``[openvino]`` extra); ONNX Runtime's quantizer
-#: ships with ``onnxruntime`` and needs ``onnx``.
-INT8_TOOLS = {"openvino": "nncf", "onnxruntime": "onnx"}
+    return runtime_encoder_class(backend).int8_scheme(calibration)
 
 
 # ------------------------------------------------------------------ ONNX Runtime
