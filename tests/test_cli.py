@@ -456,7 +456,6 @@ def _str_options(constraints: list) -> set[str]:
 def test_option_choices_are_the_package_constants(dest, constant, estimator):
     """Choices come from _params (the very tuple), which equals the estimator's constraint."""
     from xlmt_sklearn import _params
-
     from xlmt_sklearn._encoders_runtime import RUNTIMES
 
     choices = _embed_actions()[dest].choices

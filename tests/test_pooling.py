@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -65,3 +66,22 @@ def test_aggregate_layers():
 def test_l2_normalize():
     x = torch.tensor([[3.0, 4.0], [0.0, 0.0]])
     torch.testing.assert_close(l2_normalize(x), torch.tensor([[0.6, 0.8], [0.0, 0.0]]))
+
+
+@pytest.mark.parametrize("mode", ["mean", "cls", "max", "mean_max"])
+@pytest.mark.parametrize("how", ["mean", "concat"])
+def test_numpy_twins_of_the_batch_pooling_equal_torch(mode, how):
+    """The runtimes pool on numpy (``pool_padded``, ``aggregate_stacked``): the same
+    numbers as the torch encoder's ``pool``/``aggregate_layers`` (float32 < 1e-6)."""
+    from xlmt_sklearn._pooling import aggregate_stacked, pool_padded
+
+    rng = np.random.default_rng(0)
+    stacked = rng.standard_normal((3, 4, 7, 5)).astype(np.float32)
+    mask = (np.arange(7)[None, :] < np.array([[7], [3], [1], [5]])).astype(np.int64)
+    want_tokens = aggregate_layers(list(torch.from_numpy(stacked)), (0, 1, 2), how)
+    tokens = aggregate_stacked(stacked, how)
+    np.testing.assert_allclose(tokens, want_tokens.numpy(), atol=1e-6)
+    want = pool(want_tokens, torch.from_numpy(mask), mode).numpy()
+    got = pool_padded(tokens, mask, mode)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, want, atol=1e-6)

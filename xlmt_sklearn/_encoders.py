@@ -260,6 +260,25 @@ def finish_batch(
     return BatchOutput(pooled, tokens_np)
 
 
+def finish_stacked(
+    stacked: np.ndarray, mask: np.ndarray, options: EncodeOptions, pool_rows: np.ndarray
+) -> BatchOutput:
+    """:func:`finish_batch` on numpy, for a runtime's (n_layers, batch, seq, hidden) output
+    (the chosen layers in order): no torch at inference."""
+    from ._pooling import aggregate_stacked, l2_normalize_rows, pool_padded
+
+    keep_tokens = options.pooling is None
+    tokens = aggregate_stacked(np.asarray(stacked, dtype=np.float32), options.layer_aggregation)
+    pooled = None
+    if not keep_tokens and pool_rows.any():
+        pooled = pool_padded(tokens, mask, options.pooling)
+        if options.normalize:
+            pooled = l2_normalize_rows(pooled)
+        pooled = np.ascontiguousarray(pooled, dtype=np.float32)
+    keep = keep_tokens or not pool_rows.all()
+    return BatchOutput(pooled, np.ascontiguousarray(tokens) if keep else None)
+
+
 def pad_rows(rows: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
     """``input_ids`` and ``attention_mask`` (int64) of token-id rows padded to the longest."""
     width = max(len(r) for r in rows)

@@ -5,8 +5,9 @@ Same contract as :class:`~xlmt_sklearn._encoders.TorchEncoder` (see
 model is converted once per identity and ``layers`` (:mod:`xlmt_sklearn._convert`),
 compiled once per process and precision (without OpenVINO's compiled-model
 cache: :func:`drop_openvino_compile_cache`), and run on padded batches; the graph returns the
-chosen hidden states, which :func:`~xlmt_sklearn._encoders.finish_batch`
-aggregates and pools with the same torch code as the torch backend.
+chosen hidden states, which :func:`~xlmt_sklearn._encoders.finish_stacked`
+aggregates and pools on numpy (the twins of the torch backend's code in
+:mod:`xlmt_sklearn._pooling`).
 
 Both runtimes use as many threads as torch (``torch.set_num_threads``).
 
@@ -38,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from ._encoders import BatchOutput, EncodeOptions, Encoder, finish_batch, pad_rows
+from ._encoders import BatchOutput, EncodeOptions, Encoder, finish_stacked, pad_rows
 
 __all__ = [
     "RUNTIMES",
@@ -349,19 +350,12 @@ class RuntimeEncoder(Encoder):
     def encode(
         self, rows: list[list[int]], options: EncodeOptions, pool_rows: np.ndarray
     ) -> BatchOutput:
-        import torch
-
         runner, lock = self.session(tuple(options.layers))
         pad_id = self.tokenizer().pad_token_id
         ids, mask = pad_rows(rows, 0 if pad_id is None else int(pad_id))
         with lock:
             stacked = self._run(runner, ids, mask)
-        # TODO(#24): pool on numpy, so that a runtime needs no torch at inference.
-        hs = torch.from_numpy(np.ascontiguousarray(stacked, dtype=np.float32))
-        with torch.inference_mode():
-            return finish_batch(
-                list(hs), tuple(range(hs.shape[0])), torch.from_numpy(mask), options, pool_rows
-            )
+        return finish_stacked(stacked, mask, options, pool_rows)  # numpy: no torch here
 
     # ----------------------------------------------------- runtime-specific
     @abstractmethod

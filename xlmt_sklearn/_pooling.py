@@ -13,11 +13,13 @@ Layers are aggregated *per token* first (mean or concatenation of the chosen
 ``hidden_states``), then pooled, and the L2 normalisation, when asked, is
 applied last to the whole output row.
 
-Two twins, side by side: :func:`pool` and :func:`l2_normalize` work on padded
-torch batches inside the encoders; :func:`pool_matrix` and :func:`l2_normalize_rows`
-work on one text's numpy token matrix (no padding) for :class:`TokenPooler`,
-which also offers ``first_last``. torch is imported by the torch twins only,
-so the numpy ones cost no torch import.
+Twins, side by side: :func:`aggregate_layers`, :func:`pool` and :func:`l2_normalize`
+work on padded torch batches inside the torch encoder; :func:`aggregate_stacked` and
+:func:`pool_padded` on the padded numpy batches of the CPU runtimes, so that a
+runtime needs no torch at inference; :func:`pool_matrix` and :func:`l2_normalize_rows`
+on one text's numpy token matrix (no padding) for :class:`TokenPooler`, which also
+offers ``first_last``. torch is imported by the torch twins only, so the numpy
+ones cost no torch import.
 """
 
 from __future__ import annotations
@@ -30,7 +32,10 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["aggregate_layers", "l2_normalize", "l2_normalize_rows", "pool", "pool_matrix"]
+__all__ = [
+    "aggregate_layers", "aggregate_stacked", "l2_normalize", "l2_normalize_rows", "pool",
+    "pool_matrix", "pool_padded",
+]  # fmt: skip
 
 
 def aggregate_layers(
@@ -86,6 +91,47 @@ def pool(tokens: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
         # would give -1e9 as sentence-transformers does.
         mx = tokens.masked_fill(m == 0, -1e9).amax(dim=1)
         return mx if mode == "max" else torch.cat([mean, mx], dim=-1)
+    raise ValueError(f"Unknown pooling {mode!r}; expected one of mean, cls, max, mean_max.")
+
+
+def aggregate_stacked(stacked: np.ndarray, how: str) -> np.ndarray:
+    """The numpy twin of :func:`aggregate_layers` for a runtime's output: ``stacked``
+    is (n_layers, batch, seq, hidden), the chosen layers in order.
+
+    Examples
+    --------
+    >>> aggregate_stacked(np.ones((2, 1, 3, 4), np.float32), "concat").shape
+    (1, 3, 8)
+    """
+    if len(stacked) == 1:
+        return stacked[0]
+    if how == "mean":
+        return stacked.mean(axis=0, dtype=np.float32)
+    if how == "concat":
+        return np.concatenate(list(stacked), axis=-1)
+    raise ValueError(f"Unknown layer aggregation {how!r}; expected 'mean' or 'concat'.")
+
+
+def pool_padded(tokens: np.ndarray, mask: np.ndarray, mode: str) -> np.ndarray:
+    """The numpy twin of :func:`pool`: (batch, seq, dim) float32 and a (batch, seq) 0/1
+    mask to (batch, dim') rows.
+
+    Examples
+    --------
+    >>> t = np.array([[[1.0, 2.0], [3.0, 0.0], [9.0, 9.0]]], np.float32)
+    >>> pool_padded(t, np.array([[1, 1, 0]]), "mean_max").tolist()
+    [[2.0, 1.0, 3.0, 2.0]]
+    """
+    if mode == "cls":
+        return tokens[:, 0]
+    m = mask[..., None].astype(tokens.dtype)
+    if mode in ("mean", "mean_max"):
+        mean = (tokens * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1e-9)
+        if mode == "mean":
+            return mean
+    if mode in ("max", "mean_max"):
+        mx = np.where(m == 0, np.float32(-1e9), tokens).max(axis=1)
+        return mx if mode == "max" else np.concatenate([mean, mx], axis=-1)
     raise ValueError(f"Unknown pooling {mode!r}; expected one of mean, cls, max, mean_max.")
 
 
