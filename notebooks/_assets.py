@@ -123,7 +123,7 @@ def fresh_cache(name: str):
 
     Kept at ``$XLMT_NOTEBOOK_CACHE/<name>.sqlite``: one file per notebook, reused run after run.
     """
-    from xlmt_sklearn._cache import EmbeddingCache
+    from xlmt_sklearn import EmbeddingCache
 
     CACHE.mkdir(parents=True, exist_ok=True)
     cache = EmbeddingCache(CACHE / f"{name}.sqlite")
@@ -151,7 +151,5 @@ def umsab(split: str, per_language: int, seed: int = 0) -> pd.DataFrame:
     else:
         for lang, texts in _TOY.items():
             n = max(1, per_language // len(texts))
-            frames.append(
-                pd.DataFrame({"text": texts * n, "label": _TOY_LABELS * n, "lang": lang})
-            )
+            frames.append(pd.DataFrame({"text": texts * n, "label": _TOY_LABELS * n, "lang": lang}))
     return pd.concat(frames, ignore_index=True)

@@ -19,6 +19,8 @@ import pytest
 from sklearn.base import clone
 
 from tests import _convert_worker
+from tests._runtime_cases import INT8_COSINE, LONG, TEXTS
+from tests._runtime_cases import cosines as _cosines
 from xlmt_sklearn import XLMTTokenVectorizer, XLMTVectorizer
 from xlmt_sklearn import _backends as bk
 from xlmt_sklearn import _encoders_runtime as rt
@@ -27,16 +29,7 @@ from xlmt_sklearn._runtime_int8 import OPENVINO_INT8_SCHEME
 
 #: The built-in runtimes and the plugin defined in the tests (tests/_eager_runtime.py).
 RUNTIMES = ["openvino", "onnxruntime", "eager-test"]
-TEXTS = [
-    "hello world this is a tweet about the weather",
-    "hola",
-    "@user bonjour le monde 😀 #hashtag!!! ciao mondo, tutto bene? 🙂🙂",
-    "hello world this is a tweet about the weather",
-]
-LONG = " ".join(["guten Tag liebe Welt, wie geht's?"] * 12)
 ATOL = 1e-4
-#: Cosine per row of runtime int8 to torch float32 (tiny models; real weights: docs/backends.md).
-INT8_COSINE = 0.999
 
 
 @pytest.fixture(params=RUNTIMES)
@@ -61,10 +54,6 @@ def _pair(cls, model_dir, backend, **kw):
     return cls(str(model_dir), backend="torch", **common), cls(
         str(model_dir), backend=backend, dtype="float32", **common
     )
-
-
-def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
 
 @pytest.mark.parametrize("pooling", ["mean", "cls", "max", "mean_max"])

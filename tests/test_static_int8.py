@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 
-from tests.test_backends import INT8_COSINE, LONG, TEXTS, _cosines
+from tests._runtime_cases import INT8_COSINE, LONG, TEXTS
+from tests._runtime_cases import cosines as _cosines
 from xlmt_sklearn import XLMTTokenVectorizer, XLMTVectorizer
 from xlmt_sklearn import _backends as bk
 from xlmt_sklearn import _encoders_runtime as rt

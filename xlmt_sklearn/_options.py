@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __all__ = [
     "BACKENDS",
+    "DEFAULT_MODEL",
     "DTYPES",
     "GRANULARITIES",
     "LAYER_AGGREGATIONS",
@@ -21,6 +22,8 @@ __all__ = [
     "WORD_VECTORS",
 ]
 
+#: The estimators' and the command line's default model: XLM-T.
+DEFAULT_MODEL = "cardiffnlp/twitter-xlm-roberta-base"
 POOLING_MODES = ("mean", "cls", "max", "mean_max")
 LAYER_AGGREGATIONS = ("mean", "concat")
 TRUNCATION_MODES = ("warn", "error", "window")

@@ -13,6 +13,7 @@ from ._base import BACKEND_CONSTRAINTS, ModelFeaturizerMixin
 from ._dedupe import unique_texts
 from ._encoders import EncodeOptions
 from ._inputs import as_texts
+from ._options import DEFAULT_MODEL
 from ._output import Scatter, TokenFeatures, token_output, token_width
 from ._params import MODEL_PARAMETER_CONSTRAINTS, StrOptions, _fit_context
 from ._pipeline import stream
@@ -27,7 +28,6 @@ from ._tokens import (
     word_spans,
     word_vectors,
 )
-from ._vectorizer import DEFAULT_MODEL
 
 __all__ = ["XLMTTokenVectorizer"]
 

@@ -13,14 +13,13 @@ from ._dedupe import unique_texts
 from ._encoders import EncodeOptions
 from ._inputs import TextBatch, as_texts
 from ._layer_stats import derivable, derive, layer_stats, stats_shape
+from ._options import DEFAULT_MODEL
 from ._output import Scatter, pooled_width
 from ._params import MODEL_PARAMETER_CONSTRAINTS, POOLING_MODES, StrOptions, _fit_context
 from ._pipeline import stream
 from ._preprocess import apply_prefix, apply_preprocess, resolve_preprocess
 
 __all__ = ["DEFAULT_MODEL", "XLMTVectorizer"]
-
-DEFAULT_MODEL = "cardiffnlp/twitter-xlm-roberta-base"
 
 
 class XLMTVectorizer(ModelFeaturizerMixin):

@@ -49,6 +49,7 @@ from ._cli_commands import (
 )
 from ._options import (
     BACKENDS,
+    DEFAULT_MODEL,
     DTYPES,
     GRANULARITIES,
     LAYER_AGGREGATIONS,
@@ -62,10 +63,6 @@ from ._options import (
 from ._table_io import EMBEDDING_COLUMN, WIDE_PREFIX, TableIOError
 
 __all__ = ["CLIError", "build_parser", "main"]
-
-# The estimators' default (``_vectorizer.DEFAULT_MODEL``), repeated here so that
-# parsing imports no estimator module; tests/test_cli.py checks that they agree.
-DEFAULT_MODEL = "cardiffnlp/twitter-xlm-roberta-base"
 
 
 class _Parser(argparse.ArgumentParser):
