@@ -31,12 +31,11 @@ __all__ = [
 MAX_AUTO_TOKENS = 1 << 18
 
 #: What one more batch costs a padded CPU runtime, in tokens' worth of compute: the
-#: ``min_padding`` plan's price of a cut (measured: OpenVINO on the XLM-R base shape,
-#: 2 threads, spends ~5 ms per call beyond ~0.46 ms per padded token).
+#: ``min_padding`` plan's price of a cut (measured for OpenVINO float32: docs/architecture.md,
+#: "Measurements behind constants").
 BATCH_OVERHEAD_TOKENS = 16
-#: The same price where a token is cheap: OpenVINO bf16 and int8 (measured on the XLM-R base
-#: shape on an AMX CPU, 2 threads: ~9 ms per call beyond ~0.12 ms per padded token;
-#: ``benchmarks/bench_amx.py``, docs/backends.md "Batching").
+#: The same price where a token is cheap: OpenVINO bf16 and int8 on AMX CPUs
+#: (``benchmarks/bench_amx.py``; docs/backends.md, "Batching").
 FAST_BATCH_OVERHEAD_TOKENS = 72
 
 

@@ -22,15 +22,16 @@ OpenVINO (:data:`OPENVINO_INT8_SCHEME`)
     compute precision, which the CPU plugin quantizes on the fly per group of
     :data:`OPENVINO_DQ_GROUP` values (``DYNAMIC_QUANTIZATION_GROUP_SIZE``, set
     explicitly so that a change of the plugin's default cannot change vectors;
-    128 was 1.3x faster than 32 at a cosine minimum of 0.9994 instead of 0.9998,
-    ``benchmarks/bench_openvino_int8.py``). Activations never see one scale for a
+    the size was chosen by ``benchmarks/bench_openvino_int8.py``: docs/backends.md,
+    "Group size"). Activations never see one scale for a
     whole tensor, so the down-projections need no exception.
 
 OpenVINO static int8 (:func:`openvino_static_scheme`, with ``calibration_texts``)
     NNCF's ``quantize`` (post-training quantization, ``ModelType.TRANSFORMER``):
     int8 weights (symmetric, per output channel) and int8 activations whose
     scales are fixed from the calibration texts (one per tensor), so no
-    activation is quantized at run time: 1.1-1.2x faster than the dynamic scheme.
+    activation is quantized at run time: faster than the dynamic scheme
+    (docs/backends.md, "Static int8").
     One scale per tensor is what the feed-forward down-projections' outlier
     features punish; SmoothQuant moves part of their range into the weights
     (alpha :data:`OPENVINO_SMOOTH_QUANT_ALPHA`, chosen in

@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-try:  # The same CRC-32 as zlib's with SIMD: ~3.5x faster on a 768-d float32 vector.
+try:  # The same CRC-32 as zlib's, with SIMD (docs/architecture.md, "Measurements behind constants")
     from zlib_ng.zlib_ng import crc32 as _crc32
 
     CRC32_IMPLEMENTATION = "zlib-ng"
@@ -196,9 +196,8 @@ def _finite_rows(arrays: np.ndarray) -> np.ndarray:
     issue 23 cached the NaN vectors of a broken runtime), so the readers treat its
     entry like a failed checksum: a miss that is recomputed and purged. For float32
     the test is each row's sum (a NaN or inf anywhere makes it non-finite), by
-    ``einsum``: 0.09 ms per 1,000 rows of 768 values against 0.15 ms for
-    ``isfinite(...).all()``. A BLAS product was faster alone (0.02 ms) but took
-    0.6 ms beside a runtime's threads (``benchmarks/bench_selfcheck.py``). A finite
+    ``einsum``, the fastest way measured beside a runtime's threads (docs/architecture.md,
+    "Measurements behind constants"). A finite
     row whose sum overflows float32 (values near 1e35) counts as non-finite: a miss,
     never a wrong vector.
     """
