@@ -156,7 +156,7 @@ class ModelFeaturizerMixin(ClassNameFeatureNamesMixin, TransformerMixin, BaseEst
         Calibration or None
         """
         from ._preprocess import apply_prefix, apply_preprocess, resolve_preprocess
-        from ._runtime_int8 import CALIBRATION_MAX_TEXTS, VOCABULARY, Calibration
+        from ._runtime_int8 import VOCABULARY, Calibration
 
         given = getattr(self, "calibration_texts", None)  # absent in pickles of older versions
         if given is None:
@@ -181,13 +181,14 @@ class ModelFeaturizerMixin(ClassNameFeatureNamesMixin, TransformerMixin, BaseEst
                 f"The 'calibration_texts' parameter of {name} must be a non-empty list of "
                 f"texts like the ones you will encode, or {VOCABULARY!r}; {what}."
             )
-        fn, seen, step = resolve_preprocess(self.preprocess), {}, CALIBRATION_MAX_TEXTS
-        for start in range(0, len(texts), step):  # only as many as give the distinct ones used
-            chunk = apply_preprocess(fn, texts[start : start + step], range(start, start + step))
-            seen.update(dict.fromkeys(apply_prefix(self.prefix, chunk)))
-            if len(seen) >= step:
-                break
-        return Calibration.of(seen, self.max_length)
+        fn = resolve_preprocess(self.preprocess)
+
+        def seen() -> Iterator[str]:  # lazily: only as many as give the distinct ones used
+            for start in range(0, len(texts), 64):
+                chunk = apply_preprocess(fn, texts[start : start + 64], range(start, start + 64))
+                yield from apply_prefix(self.prefix, chunk)
+
+        return Calibration.of(seen(), self.max_length)
 
     def _check_fitted(self) -> None:
         """Fitted, and with the parameters it was fitted with (see :attr:`_fit_params`)."""

@@ -133,9 +133,14 @@ class Calibration:
 
     @classmethod
     def of(cls, texts: Iterable[str], max_length: int) -> Calibration:
-        """The first :data:`CALIBRATION_MAX_TEXTS` distinct ``texts``."""
-        distinct = tuple(dict.fromkeys(texts))[:CALIBRATION_MAX_TEXTS]
-        return cls(distinct, int(max_length))
+        """The first :data:`CALIBRATION_MAX_TEXTS` distinct ``texts`` (an iterable is read
+        only as far as they go)."""
+        distinct: dict[str, None] = {}
+        for text in texts:
+            distinct.setdefault(text, None)
+            if len(distinct) == CALIBRATION_MAX_TEXTS:
+                break
+        return cls(tuple(distinct), int(max_length))
 
     @functools.cached_property
     def digest(self) -> str:
