@@ -16,3 +16,5 @@ python benchmarks/bench_search.py --smoke
 python benchmarks/bench_main_job.py --smoke
 python benchmarks/bench_selfcheck.py --smoke
 python benchmarks/bench_njobs.py --smoke
+python benchmarks/bench_amx.py --smoke
+python benchmarks/int8_quality.py --smoke --backend openvino --calibrate vocabulary
