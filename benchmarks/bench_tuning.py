@@ -110,13 +110,16 @@ def encode_all(loaded: object, enc: object, opts: object) -> list[np.ndarray]:
 
 @contextlib.contextmanager
 def input_order_plan() -> Iterator[None]:
-    """Temporarily make the encode loop cut batches in input order (no sorting)."""
+    """Temporarily make the encode loop cut batches in input order (no sorting).
+
+    TODO(#24): an option of the batch plan instead of a patched private function.
+    """
     import xlmt_sklearn._batching as fw
     from xlmt_sklearn._batching import BatchPlan
 
     orig = fw.plan_batches
 
-    def in_order(lengths, batch_size, max_tokens=None, min_padding=False):
+    def in_order(lengths, batch_size, max_tokens=None, min_padding=False, cut_tokens=None):
         lengths = np.asarray(lengths, dtype=np.int64)
         idx = np.arange(len(lengths))
         return BatchPlan([idx[s : s + batch_size] for s in range(0, len(idx), batch_size)],

@@ -25,6 +25,7 @@ from xlmt_sklearn import XLMTTokenVectorizer, XLMTVectorizer
 from xlmt_sklearn import _backends as bk
 from xlmt_sklearn import _encoders_runtime as rt
 from xlmt_sklearn._convert import CONVERTED_ENV, converted_root, ensure_converted, is_complete
+from xlmt_sklearn._registry import LRURegistry
 from xlmt_sklearn._runtime_int8 import OPENVINO_INT8_SCHEME
 
 #: The built-in runtimes and the plugin defined in the tests (tests/_eager_runtime.py).
@@ -419,8 +420,6 @@ def test_reset_process_state_drops_compiled_runtimes(tiny_model_dir, runtime):
 
 
 def test_cli_backend_option(tiny_model_dir, runtime, tmp_path, monkeypatch):
-    from collections import OrderedDict
-
     from xlmt_sklearn._options import BACKENDS
     from xlmt_sklearn.cli import main
 
@@ -428,7 +427,7 @@ def test_cli_backend_option(tiny_model_dir, runtime, tmp_path, monkeypatch):
         pytest.skip("the command line takes the built-in backends (plugins: the Python API)")
 
     # A fresh process's view: nothing compiled, an empty folder of converted models.
-    monkeypatch.setattr(rt, "_COMPILED", OrderedDict())
+    monkeypatch.setattr(rt, "_COMPILED", LRURegistry())
     monkeypatch.setenv(CONVERTED_ENV, str(tmp_path / "converted"))
 
     src = tmp_path / "in.txt"
@@ -450,7 +449,6 @@ def test_a_first_conversion_blocks_only_the_threads_that_want_that_model(monkeyp
     """Converting and compiling one model (minutes on a real one) holds a lock of its own:
     another model's session is served meanwhile, and the model is built once."""
     import threading
-    from collections import OrderedDict
 
     release, started, builds = threading.Event(), threading.Event(), []
 
@@ -469,7 +467,7 @@ def test_a_first_conversion_blocks_only_the_threads_that_want_that_model(monkeyp
 
         _export = _quantize = _run = None
 
-    monkeypatch.setattr(rt, "_COMPILED", OrderedDict())
+    monkeypatch.setattr(rt, "_COMPILED", LRURegistry())
     encoder, got = Slow("spec", "float32"), []
     first = threading.Thread(target=lambda: got.append(encoder.session((0,))))
     first.start()

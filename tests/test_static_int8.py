@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections import OrderedDict
 
 import numpy as np
 import pytest
@@ -22,6 +21,7 @@ from xlmt_sklearn import _backends as bk
 from xlmt_sklearn import _encoders_runtime as rt
 from xlmt_sklearn import _runtime_int8 as ri
 from xlmt_sklearn._convert import CONVERTED_ENV, converted_root
+from xlmt_sklearn._registry import LRURegistry
 from xlmt_sklearn._runtime_int8 import Calibration
 
 pytest.importorskip("openvino")
@@ -110,7 +110,7 @@ def test_calibration_is_what_the_model_sees():
 def test_calibration_is_part_of_the_cache_key_and_the_converted_model(
     tiny_model_dir, monkeypatch, tmp_path
 ):
-    monkeypatch.setattr(rt, "_COMPILED", OrderedDict())
+    monkeypatch.setattr(rt, "_COMPILED", LRURegistry())
     monkeypatch.setenv(CONVERTED_ENV, str(tmp_path / "converted"))
     built = []
     quantize = ri.quantize_openvino_static
@@ -129,7 +129,7 @@ def test_calibration_is_part_of_the_cache_key_and_the_converted_model(
 
     vec = clone(base).set_params(calibration_texts=CALIBRATION).fit()
     first = vec.transform(TEXTS)
-    monkeypatch.setattr(rt, "_COMPILED", OrderedDict())  # another process's view
+    monkeypatch.setattr(rt, "_COMPILED", LRURegistry())  # another process's view
     np.testing.assert_array_equal(clone(vec).fit().transform(TEXTS), first)
     assert len(built) == 1  # converted once, then reused from disk
     (samples,) = {len(b[2]) for b in built}

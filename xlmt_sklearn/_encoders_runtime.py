@@ -34,12 +34,12 @@ import importlib.util
 import sys
 import threading
 from abc import abstractmethod
-from collections import OrderedDict
 from typing import Any
 
 import numpy as np
 
 from ._encoders import BatchOutput, EncodeOptions, Encoder, finish_stacked, pad_rows
+from ._registry import LRURegistry
 
 __all__ = [
     "RUNTIMES",
@@ -64,12 +64,9 @@ RUNTIMES: dict[str, type[RuntimeEncoder]] = {}
 #: ``backend`` constraint holds (a registration extends it in place).
 BACKEND_NAMES: set[str] = {"auto", "torch"}
 
-_COMPILED: OrderedDict[tuple, Any] = OrderedDict()
-#: Guards :data:`_COMPILED` and :data:`_BUILDING` (held for dictionary work only).
-_COMPILED_LOCK = threading.RLock()
-#: One lock per key being converted/compiled: a first conversion takes minutes, and
-#: only the threads that want that same model wait for it.
-_BUILDING: dict[tuple, threading.Lock] = {}
+#: Compiled models and their run locks, built once per key (a first conversion takes
+#: minutes: only the threads that want that same model wait for it).
+_COMPILED = LRURegistry()
 
 
 def _importable(name: str) -> bool:
@@ -330,22 +327,10 @@ class RuntimeEncoder(Encoder):
 
         threads = torch.get_num_threads()
         key = (self.name, self.spec, tuple(layers), self.dtype, self.scheme, threads)
-        with _COMPILED_LOCK:
-            if key in _COMPILED:
-                _COMPILED.move_to_end(key)
-                return _COMPILED[key]
-            building = _BUILDING.setdefault(key, threading.Lock())
-        with building:  # one build per key; other keys and cached models go on meanwhile
-            with _COMPILED_LOCK:
-                if key in _COMPILED:  # built while this thread waited
-                    return _COMPILED[key]
-            compiled = (self._compile(self.converted(layers), threads), threading.Lock())
-            with _COMPILED_LOCK:
-                _COMPILED[key] = compiled
-                _BUILDING.pop(key, None)
-                while len(_COMPILED) > max_models():
-                    _COMPILED.popitem(last=False)
-            return compiled
+        return _COMPILED.get_or_build(
+            key, lambda: (self._compile(self.converted(layers), threads), threading.Lock()),
+            max_models(),
+        )  # fmt: skip
 
     def encode(
         self, rows: list[list[int]], options: EncodeOptions, pool_rows: np.ndarray

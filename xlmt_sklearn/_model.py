@@ -22,13 +22,13 @@ import os
 import socket
 import threading
 import warnings
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ._env import env_int
 from ._errors import ModelLoadError, ModelNotFoundError
+from ._registry import LRURegistry
 
 __all__ = [
     "LoadedModel",
@@ -327,9 +327,11 @@ class LoadedModel:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-_REGISTRY: OrderedDict[ModelSpec, LoadedModel] = OrderedDict()
+#: Loaded models by spec, built once per spec (other specs load meanwhile).
+_REGISTRY = LRURegistry()
 _TOKENIZERS: dict[tuple, Any] = {}
-_REGISTRY_LOCK = threading.RLock()
+#: Guards the tokenizers and the registry's dictionary work (never a model load).
+_REGISTRY_LOCK = _REGISTRY.lock
 _LOADS = {"model": 0, "tokenizer": 0}
 
 
@@ -438,20 +440,16 @@ def _torch_dtype(name: str):
 def get_model(spec: ModelSpec) -> LoadedModel:
     """Return the loaded model for ``spec``, loading it on first use."""
     limit = max_models()  # a bad XLMT_SKLEARN_MAX_MODELS fails before any load
-    with _REGISTRY_LOCK:
-        loaded = _REGISTRY.get(spec)
-        if loaded is not None:
-            _REGISTRY.move_to_end(spec)
-            return loaded
+
+    def load() -> LoadedModel:
         tokenizer = get_tokenizer(spec)  # checked against the model's vocabulary size
         model = _load_model(spec)
         prefix, suffix = _special_tokens(tokenizer)
-        loaded = LoadedModel(model, tokenizer, spec.device, spec.dtype, prefix, suffix)
-        _REGISTRY[spec] = loaded
-        while len(_REGISTRY) > limit:
-            _REGISTRY.popitem(last=False)
-        _LOADS["model"] += 1
-        return loaded
+        with _REGISTRY_LOCK:
+            _LOADS["model"] += 1
+        return LoadedModel(model, tokenizer, spec.device, spec.dtype, prefix, suffix)
+
+    return _REGISTRY.get_or_build(spec, load, limit)
 
 
 #: Loggers through which transformers prints its "LOAD REPORT" of missing/unexpected weights.

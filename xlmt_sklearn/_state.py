@@ -57,9 +57,7 @@ def _reset_packed_weights() -> None:
 
 def _reset_runtimes() -> None:
     if (mod := _module("_encoders_runtime")) is not None:
-        with mod._COMPILED_LOCK:
-            mod._COMPILED.clear()
-            mod._BUILDING.clear()  # locks of builds under way: their holders keep theirs
+        mod._COMPILED.clear()
         mod.openvino_has_bf16.cache_clear()
         mod.drop_openvino_compile_cache.cache_clear()
     if (mod := _module("_convert")) is not None:
