@@ -189,6 +189,9 @@ def test_vocabulary_samples_are_seeded_tweet_length_rows(tiny_model_dir):
     drawn = {i for r in body for i in r}
     assert not drawn & set(tok.all_special_ids)
     assert len(drawn) > 50  # many pieces, not a few frequent ones
+    repeated = [r for r in body if len(r) > 1 and len(set(r)) == 1]
+    assert 30 <= len(repeated) <= 90  # about a fifth repeat one piece, as "🔥🔥🔥" does
+    assert sum(len(r) <= 8 for r in body) > 60  # short texts as often as long ones
     short = vocabulary_samples(tok, max_length=10)
     assert max(map(len, short)) <= 10
 
