@@ -262,11 +262,16 @@ def make_encoders(
     )  # fmt: skip
     auto = backend == "auto" and not _forced()
     if chosen != "torch":
-        if auto and quantize == "int8" and calibration is None:
-            calibration = _auto_calibration(chosen, identity, trust_remote_code, max_length)
         encoder = runtime_encoder(chosen, identity, dtype, trust_remote_code, quantize, calibration)
+        if auto and quantize == "int8" and calibration is None:
+            calibration = _auto_calibration(encoder, max_length)
+            if calibration is not None:
+                encoder = runtime_encoder(chosen, identity, dtype, trust_remote_code, quantize,
+                                          calibration)  # fmt: skip
         if calibration is not None and calibration.vocabulary:
-            _check_vocabulary(encoder)
+            from ._runtime_int8 import require_unigram
+
+            require_unigram(encoder.tokenizer(), repr(encoder.spec.name))
         if _passes_selfcheck(encoder, tuple(layers), auto, run=selfcheck):
             return [encoder]
     devices = ["cpu"] if quantize == "int8" else resolve_devices(device)
@@ -281,42 +286,14 @@ def make_encoders(
     return [TorchEncoder(ModelSpec(device=d, **common)) for d in devices]
 
 
-def _auto_calibration(runtime: str, identity: Any, trust_remote_code: bool, max_length: int) -> Any:
+def _auto_calibration(encoder: Encoder, max_length: int) -> Any:
     """The calibration of ``"auto"``'s int8 here: the vocabulary's where the rule says
     static int8 and the tokenizer has unigram probabilities, else None (dynamic int8)."""
-    from ._model import ModelSpec, get_tokenizer
-    from ._runtime_int8 import Calibration
+    from ._runtime_int8 import Calibration, has_unigram
 
-    if auto_rule().int8 != f"{runtime}-static":
-        return None
-    spec = ModelSpec(
-        name=identity.name, revision=identity.revision, content_hash=identity.content_hash,
-        device="cpu", dtype="float32", trust_remote_code=bool(trust_remote_code),
-    )  # fmt: skip
-    if not _unigram(get_tokenizer(spec)):
+    if auto_rule().int8 != f"{encoder.name}-static" or not has_unigram(encoder.tokenizer()):
         return None
     return Calibration.from_vocabulary(max_length)
-
-
-def _unigram(tokenizer: Any) -> bool:
-    """Whether ``tokenizer`` has unigram piece probabilities (cheap: no vocabulary is read)."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    return backend is not None and type(backend.model).__name__ == "Unigram"
-
-
-def _check_vocabulary(encoder: Encoder) -> None:
-    """Refuse ``calibration_texts="vocabulary"`` for a tokenizer without unigram
-    probabilities, before anything is converted."""
-    from ._runtime_int8 import VOCABULARY
-
-    tokenizer = encoder.tokenizer()
-    if not _unigram(tokenizer):
-        raise ValueError(
-            f"calibration_texts={VOCABULARY!r} draws pseudo-texts from a SentencePiece unigram "
-            f"tokenizer's piece probabilities (XLM-R, XLM-T, multilingual-e5); the tokenizer of "
-            f"{encoder.spec.name!r} ({type(tokenizer).__name__}) has none: pass "
-            "calibration_texts=<a list of texts like the ones you will encode>."
-        )
 
 
 def _torch_how(encoder: Encoder) -> str:

@@ -77,10 +77,12 @@ __all__ = [
     "Calibration",
     "calibration_samples",
     "compress_openvino",
+    "has_unigram",
     "int8_scheme",
     "openvino_static_scheme",
     "quantize_onnx",
     "quantize_openvino_static",
+    "require_unigram",
     "unigram_scores",
     "vocabulary_samples",
     "width_reducing_matmuls",
@@ -244,6 +246,23 @@ def calibration_samples(tokenizer: Any, calibration: Calibration) -> list[dict[s
     return [{"input_ids": i, "attention_mask": np.ones_like(i)} for i in ids]
 
 
+def has_unigram(tokenizer: Any) -> bool:
+    """Whether ``tokenizer`` has unigram piece probabilities (cheap: no vocabulary is read)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    return backend is not None and type(backend.model).__name__ == "Unigram"
+
+
+def require_unigram(tokenizer: Any, model: str = "this model") -> None:
+    """Refuse ``calibration_texts="vocabulary"`` for a tokenizer without unigram probabilities."""
+    if not has_unigram(tokenizer):
+        raise ValueError(
+            f"calibration_texts={VOCABULARY!r} draws pseudo-texts from a SentencePiece unigram "
+            f"tokenizer's piece probabilities (XLM-R, XLM-T, multilingual-e5); the tokenizer of "
+            f"{model} ({type(tokenizer).__name__}) has none: pass "
+            "calibration_texts=<a list of texts like the ones you will encode>."
+        )
+
+
 def unigram_scores(tokenizer: Any) -> Any:
     """Each token id's log-probability in a SentencePiece unigram tokenizer, else None.
 
@@ -251,10 +270,9 @@ def unigram_scores(tokenizer: Any) -> Any:
     """
     import numpy as np
 
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None or type(backend.model).__name__ != "Unigram":
+    if not has_unigram(tokenizer):
         return None
-    vocab = json.loads(backend.to_str())["model"]["vocab"]
+    vocab = json.loads(tokenizer.backend_tokenizer.to_str())["model"]["vocab"]
     scores = np.array([float(score) for _, score in vocab])
     control = [i for i, (piece, _) in enumerate(vocab) if piece[:1] == "<" and piece[-1:] == ">"]
     special = [i for i in getattr(tokenizer, "all_special_ids", ()) if 0 <= i < len(scores)]
@@ -275,14 +293,8 @@ def vocabulary_samples(
     """
     import numpy as np
 
+    require_unigram(tokenizer)
     scores = unigram_scores(tokenizer)
-    if scores is None:
-        raise ValueError(
-            f"calibration_texts={VOCABULARY!r} draws pseudo-texts from a SentencePiece unigram "
-            f"tokenizer's piece probabilities; this model's tokenizer "
-            f"({type(tokenizer).__name__}) has none: pass calibration_texts=<a list of texts "
-            "like the ones you will encode>."
-        )
     probs = np.exp(scores - scores.max())
     probs /= probs.sum()
     rng = np.random.default_rng(seed)
