@@ -32,14 +32,15 @@ import sys
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import synthetic_texts, tiny_model_dir  # noqa: E402
+from _common import synthetic_texts, tiny_model_dir
 
-from xlmt_sklearn import XLMTTokenVectorizer, XLMTVectorizer  # noqa: E402
+from xlmt_sklearn import XLMTTokenVectorizer, XLMTVectorizer
 
 TEXTS = [
     *synthetic_texts(40, seed=3),
@@ -123,31 +124,29 @@ def snapshot(model: Path, cache_dir: Path) -> tuple[dict[str, np.ndarray], dict[
         arrays.update(got)
         tolerance.update(dict.fromkeys(got, "exact" if name.endswith("/meta") else tol))
 
+    pooled = partial(XLMTVectorizer, str(model), **common)
+    token = partial(XLMTTokenVectorizer, str(model), **common)
     for label, backend, tol in _backends():
-        cases = _pooled_cases() if label == "torch-f32" else iter([("pooled-mean", {})])
-        for case, params in cases:
-            run(f"{label}/{case}", lambda p=params, b=backend: XLMTVectorizer(  # noqa: B023
-                str(model), **common, **b, **p), tol)  # fmt: skip
-        tcases = _token_cases() if label == "torch-f32" else iter([("tokens-subword", {})])
-        for case, params in tcases:
-            run(f"{label}/{case}", lambda p=params, b=backend: XLMTTokenVectorizer(  # noqa: B023
-                str(model), **common, **b, **p), tol, tokens=True)  # fmt: skip
-    torch = dict(backend="torch", dtype="float32")
-    run("torch-f32/tokens-presplit", lambda: XLMTTokenVectorizer(
-        str(model), **common, **torch, granularity="word"), "exact", tokens=True, X=WORDS)  # fmt: skip
-    run("torch-f32/tokens-padded", lambda: XLMTTokenVectorizer(
-        str(model), **common, **torch, output="padded"), "exact", tokens=True)  # fmt: skip
-    run("torch-f32/tokens-frame", lambda: XLMTTokenVectorizer(
-        str(model), **common, **torch, output="frame", granularity="word"), "exact",
+        full = label == "torch-f32"
+        for case, params in _pooled_cases() if full else [("pooled-mean", {})]:
+            run(f"{label}/{case}", partial(pooled, **backend, **params), tol)
+        for case, params in _token_cases() if full else [("tokens-subword", {})]:
+            run(f"{label}/{case}", partial(token, **backend, **params), tol, tokens=True)
+    torch = partial(token, backend="torch", dtype="float32")
+    run("torch-f32/tokens-presplit", partial(torch, granularity="word"), "exact", tokens=True,
+        X=WORDS)  # fmt: skip
+    run("torch-f32/tokens-padded", partial(torch, output="padded"), "exact", tokens=True)
+    run("torch-f32/tokens-frame", partial(torch, output="frame", granularity="word"), "exact",
         tokens=True)  # fmt: skip
     for i, (pooling, layers, agg) in enumerate(
         [("cls", [-2, -1], "concat"), ("mean", [0, -1], "mean"), ("mean_max", -1, "mean")]
     ):  # cache_layers: the second estimator's rows are derived from the first one's stats
-        cache = cache_dir / f"derive-{i}.sqlite"
+        make = partial(
+            pooled, backend="torch", dtype="float32", pooling=pooling, layers=layers,
+            layer_aggregation=agg, cache=cache_dir / f"derive-{i}.sqlite", cache_layers="all",
+        )  # fmt: skip
         for tag in ("miss", "derived"):
-            run(f"torch-f32/cache-layers-{i}-{tag}", lambda p=pooling, L=layers, a=agg, c=cache:
-                XLMTVectorizer(str(model), **common, **torch, pooling=p, layers=L,  # noqa: B023
-                               layer_aggregation=a, cache=c, cache_layers="all"), "exact")  # fmt: skip
+            run(f"torch-f32/cache-layers-{i}-{tag}", make, "exact")
     return arrays, tolerance
 
 
