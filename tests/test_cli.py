@@ -473,9 +473,8 @@ def test_preprocess_choices_and_defaults_follow_the_estimator():
     assert set(actions["preprocess"].choices) == xlmt | {"none"}
     signature = inspect.signature(XLMTVectorizer).parameters
     for dest, action in actions.items():
-        if dest in signature and dest not in ("preprocess", "progress", "layers"):
+        if dest in signature and dest not in ("preprocess", "progress"):
             assert action.default == signature[dest].default, dest
-    assert actions["layers"].default == [signature["layers"].default]
 
 
 # ----------------------------------------------------------------------------- fail fast

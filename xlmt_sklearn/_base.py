@@ -19,18 +19,13 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from ._encoders import EncodeOptions, Encoder
-from ._encoders_runtime import BACKEND_NAMES
 from ._mixins import ClassNameFeatureNamesMixin
-from ._params import StrOptions
+from ._options import key_options, refit_names
+from ._params import constraints
 from ._pipeline import Request
-from ._preprocess import check_prefix, preprocess_identity_key
+from ._preprocess import check_prefix
 
-__all__ = ["BACKEND_CONSTRAINTS", "ModelFeaturizerMixin", "validate_layers"]
-
-#: Constraint of the vectorizers' ``backend`` parameter.
-#: The registry's own set: a runtime registered later (:func:`~xlmt_sklearn._encoders_runtime.
-#: register_runtime`) is a valid ``backend`` at once.
-BACKEND_CONSTRAINTS: dict = {"backend": [StrOptions(BACKEND_NAMES)]}
+__all__ = ["ModelFeaturizerMixin", "validate_layers"]
 
 
 def validate_layers(
@@ -67,20 +62,23 @@ def _changed(before: Any, now: Any) -> bool:
 class ModelFeaturizerMixin(ClassNameFeatureNamesMixin, TransformerMixin, BaseEstimator):
     """Fit/transform plumbing shared by the model-running estimators.
 
-    Subclasses define ``__init__``, ``_parameter_constraints``, ``fit``,
-    ``transform``, :attr:`_kind` (what a cache entry holds),
-    :attr:`_prefix_template` (whether a ``{text}`` prefix template is allowed)
-    and ``_fingerprint_options`` (their vector-changing options).
+    Subclasses define ``__init__``, ``fit``, ``transform``, :attr:`_kind` (what a
+    cache entry holds, and which of the declared options
+    (:data:`xlmt_sklearn._options.OPTIONS`) they take) and :attr:`_prefix_template`
+    (whether a ``{text}`` prefix template is allowed). Their parameter constraints,
+    the parameters that need a new ``fit`` and the option part of the cache key
+    come from the declared options.
     """
 
     _kind = "pooled"
     _prefix_template = True
-    #: Parameters whose fitted state (model identity, layers, widths) ``transform`` relies
-    #: on: changing one after ``fit`` (``set_params``) requires fitting again.
-    _fit_params: tuple[str, ...] = (
-        "model", "revision", "layers", "layer_aggregation", "max_length", "dtype", "quantize",
-        "calibration_texts", "trust_remote_code",
-    )  # fmt: skip
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._parameter_constraints = constraints(cls._kind)
+        #: Parameters whose fitted state (model identity, layers, widths) ``transform``
+        #: relies on: changing one after ``fit`` (``set_params``) requires fitting again.
+        cls._fit_params = refit_names(cls._kind)
 
     # ----------------------------------------------------------------- public
     def __sklearn_is_fitted__(self) -> bool:
@@ -217,19 +215,12 @@ class ModelFeaturizerMixin(ClassNameFeatureNamesMixin, TransformerMixin, BaseEst
         )  # fmt: skip
 
     def _vector_options(self) -> dict[str, Any]:
-        """Vector-changing options shared by both vectorizers (fingerprint)."""
-        return {
-            "max_length": int(self.max_length),
-            "truncation": "window" if self.truncation == "window" else "truncate",
-            "stride": self._stride() if self.truncation == "window" else None,
-            "preprocess": preprocess_identity_key(self.preprocess),
-            "prefix": self.prefix,
-            "layers": list(self.layers_),
-            "layer_aggregation": self.layer_aggregation if len(self.layers_) > 1 else None,
-        }
+        """Vector-changing options shared by both vectorizers (part of the cache key)."""
+        return key_options(self, None)
 
     def _fingerprint_options(self) -> dict[str, Any]:
-        return self._vector_options()
+        """This estimator's vector-changing options (the option part of its cache key)."""
+        return key_options(self, self._kind)
 
     def _store_dtype(self) -> str:
         return "float32"

@@ -202,28 +202,23 @@ def _calibration_texts(path: str | None) -> list[str] | None:
 
 
 def _make_vectorizer(args: argparse.Namespace, cache: Any, progress: bool | str) -> Any:
-    options = dict(
-        revision=args.revision, layers=args.layers, layer_aggregation=args.layer_aggregation,
+    from ._options import estimator_params
+
+    kind = "tokens" if args.tokens else "pooled"
+    params = estimator_params(args, kind)  # the declared options' flags
+    params.update(
         preprocess=None if args.preprocess == NO_PREPROCESS else args.preprocess,
-        prefix=args.prefix, max_length=args.max_length, truncation=args.truncation,
-        stride=args.stride, missing=args.missing, batch_size=args.batch_size,
-        max_tokens=args.max_tokens, device=args.device, dtype=args.dtype,
-        quantize=args.quantize, cache=cache, progress=progress, backend=args.backend,
-        calibration_texts=_calibration_texts(args.calibration_file),
+        calibration_texts=_calibration_texts(args.calibration_file), cache=cache,
+        progress=progress,
     )  # fmt: skip
     if args.tokens:
         from ._token_vectorizer import XLMTTokenVectorizer
 
-        vectorizer: Any = XLMTTokenVectorizer(
-            args.model, output="frame", granularity=args.granularity,
-            word_vector=args.word_vector, **options,
-        )  # fmt: skip
+        vectorizer: Any = XLMTTokenVectorizer(output="frame", **params)
     else:
         from ._vectorizer import XLMTVectorizer
 
-        vectorizer = XLMTVectorizer(
-            args.model, pooling=args.pooling, normalize=args.normalize, **options
-        )
+        vectorizer = XLMTVectorizer(**params)
     try:  # the estimator's own parameter constraints, checked without the model
         vectorizer._validate_params()
     except (TypeError, ValueError) as exc:

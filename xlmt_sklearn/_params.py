@@ -8,8 +8,8 @@ change in them touches one file; the supported scikit-learn range is pinned in
 
 from __future__ import annotations
 
-import os
 from numbers import Integral
+from typing import Any
 
 from sklearn.base import _fit_context
 from sklearn.utils._param_validation import (
@@ -24,7 +24,6 @@ __all__ = [
     "GRANULARITIES",
     "LAYER_AGGREGATIONS",
     "MISSING_POLICIES",
-    "MODEL_PARAMETER_CONSTRAINTS",
     "POOLING_MODES",
     "PREPROCESSORS",
     "QUANTIZE_MODES",
@@ -34,6 +33,7 @@ __all__ = [
     "Interval",
     "StrOptions",
     "_fit_context",
+    "constraints",
     "resolve_device",
     "resolve_devices",
     "resolve_dtype",
@@ -48,33 +48,35 @@ from ._options import (
     POOLING_MODES,
     PREPROCESSORS,
     QUANTIZE_MODES,
+    RUNTIME,
     TRUNCATION_MODES,
     WORD_VECTORS,
+    AtLeast,
+    Choice,
+    Methods,
+    options_of,
 )
 
-#: Constraints shared by every estimator that runs the model.
-MODEL_PARAMETER_CONSTRAINTS: dict = {
-    "model": [str, os.PathLike],
-    "revision": [str, None],
-    "layers": [Integral, "array-like"],
-    "layer_aggregation": [StrOptions(set(LAYER_AGGREGATIONS))],
-    "preprocess": [StrOptions(set(PREPROCESSORS)), callable, None],
-    "prefix": [str, None],
-    "max_length": [Interval(Integral, 3, None, closed="left")],
-    "truncation": [StrOptions(set(TRUNCATION_MODES))],
-    "stride": [Interval(Integral, 0, None, closed="left"), None],
-    "missing": [StrOptions(set(MISSING_POLICIES))],
-    "batch_size": [Interval(Integral, 1, None, closed="left")],
-    "max_tokens": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"}), None],
-    "device": [str, list, tuple, None],
-    "dtype": [StrOptions(set(DTYPES))],
-    "quantize": [StrOptions(set(QUANTIZE_MODES)), None],
-    "calibration_texts": ["array-like", StrOptions({"vocabulary"}), None],
-    "compile": ["boolean"],
-    "cache": [str, os.PathLike, HasMethods(["get_many", "put_many"]), None],
-    "progress": [StrOptions({"auto", "log"}), "boolean"],
-    "trust_remote_code": ["boolean"],
-}
+
+def _constraint(accepted: Any) -> Any:
+    """One of an :class:`~xlmt_sklearn._options.Option`'s ``accepts`` as sklearn states it."""
+    if isinstance(accepted, Choice):
+        return StrOptions(set(accepted.values))
+    if isinstance(accepted, AtLeast):
+        return Interval(Integral, accepted.low, None, closed="left")
+    if isinstance(accepted, Methods):
+        return HasMethods(list(accepted.names))
+    if isinstance(accepted, str) and accepted == RUNTIME:
+        from ._encoders_runtime import BACKEND_NAMES
+
+        # The registry's own set: a runtime registered later is a valid ``backend`` at once.
+        return StrOptions(BACKEND_NAMES)
+    return accepted
+
+
+def constraints(kind: str) -> dict[str, list]:
+    """``_parameter_constraints`` of the estimator of ``kind``, from the declared options."""
+    return {o.name: [_constraint(a) for a in o.accepts] for o in options_of(kind)}
 
 
 def resolve_device(device: str | None) -> str:

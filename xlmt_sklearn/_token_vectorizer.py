@@ -9,13 +9,13 @@ from typing import Any
 
 import numpy as np
 
-from ._base import BACKEND_CONSTRAINTS, ModelFeaturizerMixin
+from ._base import ModelFeaturizerMixin
 from ._dedupe import unique_texts
 from ._encoders import EncodeOptions
 from ._inputs import as_texts
 from ._options import DEFAULT_MODEL
 from ._output import Scatter, TokenFeatures, token_output, token_width
-from ._params import MODEL_PARAMETER_CONSTRAINTS, StrOptions, _fit_context
+from ._params import _fit_context
 from ._pipeline import stream
 from ._preprocess import (
     apply_preprocess,
@@ -179,16 +179,7 @@ class XLMTTokenVectorizer(ModelFeaturizerMixin, auto_wrap_output_keys=None):
     >>> vec.fit_transform(["Hello @maria 😀"])  # doctest: +SKIP
     """
 
-    _parameter_constraints: dict = {
-        **MODEL_PARAMETER_CONSTRAINTS,
-        **BACKEND_CONSTRAINTS,
-        "granularity": [StrOptions({"subword", "word"})],
-        "word_vector": [StrOptions({"first", "mean"})],
-        "word_splitter": [callable, None],
-        "special_tokens": ["boolean"],
-        "output": [StrOptions({"ragged", "padded", "frame"})],
-        "cache_dtype": [StrOptions({"float32", "float16"})],
-    }
+    _kind = "tokens"
 
     def __init__(
         self,
@@ -336,7 +327,6 @@ class XLMTTokenVectorizer(ModelFeaturizerMixin, auto_wrap_output_keys=None):
         return self
 
     # ---------------------------------------------------------------- private
-    _kind = "tokens"
     _prefix_template = False
 
     def _pandas_output(self) -> bool:

@@ -8,14 +8,14 @@ from typing import Any
 
 import numpy as np
 
-from ._base import BACKEND_CONSTRAINTS, ModelFeaturizerMixin, validate_layers
+from ._base import ModelFeaturizerMixin, validate_layers
 from ._dedupe import unique_texts
 from ._encoders import EncodeOptions
 from ._inputs import TextBatch, as_texts
 from ._layer_stats import derivable, derive, layer_stats, stats_shape
 from ._options import DEFAULT_MODEL
 from ._output import Scatter, pooled_width
-from ._params import MODEL_PARAMETER_CONSTRAINTS, POOLING_MODES, StrOptions, _fit_context
+from ._params import _fit_context
 from ._pipeline import stream
 from ._preprocess import apply_prefix, apply_preprocess, resolve_preprocess
 
@@ -182,15 +182,7 @@ class XLMTVectorizer(ModelFeaturizerMixin):
     >>> clf.fit(["I love it", "I hate it"], [1, 0])  # doctest: +SKIP
     """
 
-    _fit_params = (*ModelFeaturizerMixin._fit_params, "pooling", "cache_layers")
-
-    _parameter_constraints: dict = {
-        **MODEL_PARAMETER_CONSTRAINTS,
-        **BACKEND_CONSTRAINTS,
-        "pooling": [StrOptions(set(POOLING_MODES))],
-        "normalize": ["boolean"],
-        "cache_layers": [StrOptions({"all"}), "array-like", None],
-    }
+    _kind = "pooled"
 
     def __init__(
         self,
@@ -345,13 +337,6 @@ class XLMTVectorizer(ModelFeaturizerMixin):
             layer_aggregation=self.layer_aggregation, pooling=self.pooling,
             normalize=bool(self.normalize),
         )  # fmt: skip
-
-    def _fingerprint_options(self) -> dict[str, Any]:
-        return {
-            **self._vector_options(),
-            "pooling": self.pooling,
-            "normalize": bool(self.normalize),
-        }
 
     def _encode_options(self) -> EncodeOptions:
         return EncodeOptions(

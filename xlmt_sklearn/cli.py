@@ -47,19 +47,7 @@ from ._cli_commands import (
     cmd_embed,
     say,
 )
-from ._options import (
-    BACKENDS,
-    DEFAULT_MODEL,
-    DTYPES,
-    GRANULARITIES,
-    LAYER_AGGREGATIONS,
-    MISSING_POLICIES,
-    POOLING_MODES,
-    PREPROCESSORS,
-    QUANTIZE_MODES,
-    TRUNCATION_MODES,
-    WORD_VECTORS,
-)
+from ._options import PREPROCESSORS, add_flags
 from ._table_io import EMBEDDING_COLUMN, WIDE_PREFIX, TableIOError
 
 __all__ = ["CLIError", "build_parser", "main"]
@@ -71,44 +59,6 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # type: ignore[override]
         self.print_usage(sys.stderr)
         raise CLIError(message)
-
-
-# --------------------------------------------------------------------------- parsing
-def _layers(value: str) -> list[int]:
-    try:
-        layers = [int(v) for v in value.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers such as -1 or -4,-3,-2,-1; got {value!r}"
-        ) from None
-    if not layers:
-        raise argparse.ArgumentTypeError("expected at least one layer index")
-    return layers
-
-
-def _positive_int(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
-    return n
-
-
-def _tokens_cap(value: str) -> int | str | None:
-    named = {"auto": "auto", "none": None}
-    return named[value.lower()] if value.lower() in named else _positive_int(value)
-
-
-def _non_negative_int(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        n = -1
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value!r}")
-    return n
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -172,16 +122,13 @@ def _add_embed_parser(sub: Any) -> None:
         help="one row per subword or word (a long table: row, position, token, begin, end, "
         "embedding; parquet or csv) instead of one vector per text",
     )
-    tok.add_argument(
-        "--granularity", default=GRANULARITIES[0], choices=GRANULARITIES,
-        help="--tokens: one vector per model subword or per input word (default: %(default)s)",
-    )  # fmt: skip
-    tok.add_argument(
-        "--word-vector", default=WORD_VECTORS[0], choices=WORD_VECTORS,
-        help="--tokens --granularity word: first subword's vector (Spark NLP) or their mean",
-    )  # fmt: skip
-    _add_model_options(embed.add_argument_group("model"))
-    _add_vector_options(embed.add_argument_group("vectors"))
+    groups = {
+        "tokens": tok,
+        "model": embed.add_argument_group("model"),
+        "vectors": embed.add_argument_group("vectors"),
+    }
+    add_flags(groups)  # the declared options' flags (xlmt_sklearn._options.OPTIONS)
+    _add_own_flags(groups)
     run = embed.add_argument_group("run")
     run.add_argument(
         "--cache-dir", default=None, metavar="DIR",
@@ -196,87 +143,16 @@ def _add_embed_parser(sub: Any) -> None:
     embed.set_defaults(func=cmd_embed)
 
 
-def _add_model_options(model: Any) -> None:
-    model.add_argument(
-        "--model", default=DEFAULT_MODEL,
-        help="hub id or local folder (save_pretrained output; default: %(default)s)",
-    )  # fmt: skip
-    model.add_argument("--revision", default=None, help="hub branch, tag or commit")
-    model.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
-    model.add_argument(
-        "--backend", default="auto", choices=BACKENDS,
-        help="what computes the model (default: auto = OpenVINO bf16 on CPUs with native "
-        "bf16 when installed, torch bf16 on AMX CPUs without it, else torch float32; "
-        "docs/backends.md)",
-    )  # fmt: skip
-    model.add_argument(
-        "--dtype", default="auto", choices=DTYPES,
-        help="compute dtype (default: auto = bf16 where --backend auto picks OpenVINO on an "
-        "AVX-512 BF16/AMX CPU or torch on an AMX CPU, float32 elsewhere on CPU, bf16/fp16 "
-        "on GPU)",
-    )  # fmt: skip
-    model.add_argument(
-        "--quantize", default=None, choices=QUANTIZE_MODES,
-        help="int8 weights and activations (CPU only; torch or the runtime's own int8)",
-    )  # fmt: skip
-    model.add_argument(
+def _add_own_flags(groups: dict[str, Any]) -> None:
+    """The flags whose values the command line turns into estimator parameters itself."""
+    groups["model"].add_argument(
         "--calibration-file", default=None, metavar="PATH",
         help="with --quantize int8: a UTF-8 text file, one text per line, from which "
         "OpenVINO's static int8 fixes its activation scales (faster; docs/backends.md)",
     )  # fmt: skip
-    model.add_argument(
-        "--batch-size", type=_positive_int, default=32, metavar="N",
-        help="texts per forward pass (default: %(default)s)",
-    )  # fmt: skip
-    model.add_argument(
-        "--max-tokens", type=_tokens_cap, default="auto", metavar="N|auto|none",
-        help="most padded tokens per forward pass: a number, 'none', or 'auto' "
-        "(sized for the GPU's free memory; no cap on a CPU) (default: %(default)s)",
-    )  # fmt: skip
-
-
-def _add_vector_options(vec: Any) -> None:
-    vec.add_argument(
-        "--pooling", default="mean", choices=POOLING_MODES,
-        help="how token vectors become one vector per text (default: %(default)s)",
-    )  # fmt: skip
-    vec.add_argument(
-        "--layers", type=_layers, default=[-1], metavar="L[,L...]",
-        help="hidden-state layers, comma-separated (0 = embeddings, -1 = last; default: -1)",
-    )  # fmt: skip
-    vec.add_argument(
-        "--layer-aggregation", default="mean", choices=LAYER_AGGREGATIONS,
-        help="how several --layers are combined (default: %(default)s)",
-    )  # fmt: skip
-    vec.add_argument("--normalize", action="store_true", help="L2-normalise every vector")
-    vec.add_argument(
-        "--max-length", type=_positive_int, default=128, metavar="N",
-        help="longest input in tokens, special tokens included (default: %(default)s)",
-    )  # fmt: skip
-    vec.add_argument(
-        "--truncation", default="warn", choices=TRUNCATION_MODES,
-        help="longer texts: truncate with a warning, fail, or encode in overlapping windows",
-    )  # fmt: skip
-    vec.add_argument(
-        "--stride", type=_non_negative_int, default=None, metavar="N",
-        help="tokens shared by consecutive windows (--truncation window; default max-length/4)",
-    )  # fmt: skip
-    vec.add_argument(
-        "--prefix", default=None,
-        help='text put before every input, e.g. "query: " for E5 models ("{text}" = template)',
-    )  # fmt: skip
-    vec.add_argument(
+    groups["vectors"].add_argument(
         "--preprocess", default=PREPROCESSORS[0], choices=(*PREPROCESSORS, NO_PREPROCESS),
         help="xlmt: @handles -> @user, links -> http (XLM-T's rule; default); none: as is",
-    )  # fmt: skip
-    # An empty string is a text: the estimators embed "" like any other text
-    # (an empty line of a .txt too). Only a *missing* value (empty CSV field,
-    # JSON/Parquet null) follows --missing (#18 item 12).
-    vec.add_argument(
-        "--missing", default="error", choices=MISSING_POLICIES,
-        help="missing values (an empty csv/tsv field, a null in jsonl/parquet): fail "
-        "(default), embed as the empty text, or zero rows. An empty text (an empty "
-        "line of a .txt, \"\" in jsonl/parquet) is a text and is always embedded",
     )  # fmt: skip
 
 
