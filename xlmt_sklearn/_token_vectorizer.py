@@ -285,12 +285,13 @@ class XLMTTokenVectorizer(ModelFeaturizerMixin, auto_wrap_output_keys=None):
         uniq_keys, inverse = unique_texts([d.key for d in docs_all])  # 3: dedupe
         scatter = Scatter(inverse, rows)
         docs = [docs_all[j] for j in np.unique(inverse, return_index=True)[1]]
-        tokenizer = self._encoders()[0].tokenizer()
+        encoders = self._encoders()
+        tokenizer = encoders[0].tokenizer()
         enc = self._tokenize(tokenizer, docs, batch.words)
         shapes = [(self._n_rows(enc, i), self.n_features_out_) for i in range(len(docs))]
         request = self._request(
             uniq_keys, self._encode_options(), positions=scatter.positions, n_total=len(batch),
-            expected_shapes=shapes, encoded=enc,
+            expected_shapes=shapes, encoded=enc, encoders=encoders,
         )  # fmt: skip
         mats: list[np.ndarray] = [np.empty(0)] * len(docs)
         for idx, arrays in stream(request):  # 4-9: cache, encode (token matrices), store
