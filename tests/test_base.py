@@ -37,7 +37,7 @@ def test_calibration_is_built_once_per_fitted_state(calibrated):
 def test_calibration_follows_an_in_place_change_of_the_texts(calibrated):
     first = calibrated._calibration()
     calibrated.calibration_texts[0] = "another text entirely"
-    with pytest.raises(ValueError, match="calibration_texts.*changed after fit"):
+    with pytest.raises(ValueError, match=r"calibration_texts.*changed after fit"):
         calibrated.transform(["hello"])
     calibrated.fit()
     assert calibrated._calibration().digest != first.digest

@@ -30,6 +30,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.base import clone
 
+from tests._keys import cache_keys
 from tests._kill_worker import HAS_FORK, fork_call, report
 from tests._models import CORPUS
 from xlmt_sklearn import (
@@ -63,12 +64,6 @@ def make_texts(n: int, seed: int) -> list[str]:
 def fresh(tiny_model_dir):
     """A cache-less vectorizer: the reference every cached vector must equal."""
     return XLMTVectorizer(str(tiny_model_dir), device="cpu", progress=False).fit()
-
-
-def cache_keys(est, texts) -> list[bytes]:
-    """The cache keys ``est`` uses for ``texts`` (pooled vectors)."""
-    _, model_inputs = est._texts(texts)
-    return est._cache_keys(model_inputs, est._encoders())
 
 
 def assert_close(got, expected) -> float:

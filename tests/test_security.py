@@ -30,6 +30,7 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 
+from tests._keys import cache_keys
 from tests._raw_cache import insert_raw
 from xlmt_sklearn import (
     CacheWarning,
@@ -71,12 +72,8 @@ def _same(kind, got, expected):
 
 
 def _keys(est, kind):
-    """The cache keys ``est`` looks up for TEXTS."""
-    if kind == "pooled":
-        _, inputs = est._texts(TEXTS)
-    else:
-        inputs = [est._doc(t, False).key for t in TEXTS]
-    return est._cache_keys(inputs, est._encoders())
+    """The cache keys ``est`` (of ``kind``) looks up for TEXTS."""
+    return cache_keys(est, TEXTS)
 
 
 # ------------------------------------------------------------ hostile cache files

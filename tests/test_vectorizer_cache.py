@@ -17,6 +17,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 
+from tests._keys import cache_keys
 from tests._models import build_tiny_model
 from xlmt_sklearn import (
     CacheWarning,
@@ -211,8 +212,7 @@ def test_new_entries_are_laid_out_in_input_order(tiny_model_dir, tmp_path, monke
     path = tmp_path / "c.sqlite"
     vec = XLMTVectorizer(str(tiny_model_dir), device="cpu", cache=str(path), batch_size=4).fit()
     cold = vec.transform(texts)
-    _, model_inputs = vec._texts(texts)
-    keys = vec._cache_keys(model_inputs, vec._encoders())
+    keys = cache_keys(vec, texts)
     EmbeddingCache(path).close()
     with sqlite3.connect(path) as conn:
         where = {k: (b, p) for k, b, p in conn.execute("SELECT key, block, pos FROM entries")}

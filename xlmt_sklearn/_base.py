@@ -174,6 +174,19 @@ class ModelFeaturizerMixin(ClassNameFeatureNamesMixin, TransformerMixin, BaseEst
         encoders = self._encoders(selfcheck=False)
         self.backend_ = ", ".join(dict.fromkeys(e.describe() for e in encoders))
 
+    def _distinct(self, batch: Any, rows: np.ndarray) -> tuple[list[str], Any]:
+        """Steps 2-3 for text input: each distinct input preprocessed and prefixed once
+        (:func:`~xlmt_sklearn._preprocess.prepare`), then the distinct model inputs and
+        the :class:`~xlmt_sklearn._output.Scatter` from them back to the input rows."""
+        from ._dedupe import distinct_inputs, unique_texts
+        from ._output import Scatter
+        from ._preprocess import prepare
+
+        raw, raw_inverse, first = distinct_inputs([batch.texts[r] for r in rows], rows)
+        inputs, _ = prepare(raw, self.preprocess, self.prefix, first.tolist())
+        uniq, key_of = unique_texts(inputs)
+        return uniq, Scatter(key_of[raw_inverse], rows)
+
     def _check_backend(self) -> None:
         """A runtime backend: installed, on the CPU, in a precision it computes (at fit)."""
         from ._backends import resolve_backend

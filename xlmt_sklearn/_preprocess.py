@@ -2,10 +2,11 @@
 
 ``resolve_preprocess(spec) -> callable(str) -> str``. The XLM-T rule is the
 one its authors used for pre-training and fine-tuning: user handles become
-``@user`` and links become ``http``. :func:`apply_preprocess` and
-:func:`apply_prefix` (pooled vectors) and :func:`preprocess_with_offsets`
-(token features) apply them with the same checks and messages;
-:func:`check_prefix` refuses, at ``fit``, a prefix an estimator cannot apply.
+``@user`` and links become ``http``. :func:`prepare` is the one path both
+estimators take from a distinct input text to the model's input: preprocess,
+then the prefix (or ``{text}`` template), and on request the character maps
+back to the input (token features); :func:`check_prefix` refuses, at ``fit``, a
+prefix an estimator cannot apply.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ __all__ = [
     "apply_preprocess",
     "check_prefix",
     "normalize_tweet",
+    "prepare",
     "preprocess_identity",
     "preprocess_with_offsets",
     "resolve_preprocess",
@@ -204,3 +206,48 @@ def preprocess_with_offsets(
     new_text = _checked(resolve_preprocess(spec)(text), position)
     ident = list(range(len(new_text) + 1))
     return new_text, ident, ident
+
+
+def prepare(
+    texts: Sequence[str],
+    preprocess: str | Callable[[str], str] | None,
+    prefix: str | None,
+    positions: Sequence[int],
+    *,
+    offsets: bool = False,
+) -> tuple[list[str], list[tuple[list[int], list[int]]] | None]:
+    """The model inputs of distinct input ``texts``: preprocessed, then prefixed.
+
+    Parameters
+    ----------
+    texts : sequence of str
+        Distinct input texts (each is prepared once, whatever its duplicates).
+    preprocess, prefix
+        As the estimators' parameters. With ``offsets`` the prefix must be plain
+        (:func:`check_prefix`): offsets need the text right after it.
+    positions : sequence of int
+        The input row of each text, for error messages.
+    offsets : bool, default=False
+        Also return, per text, the ``(start_map, end_map)`` of
+        :func:`preprocess_with_offsets` (relative to the text after the prefix).
+
+    Returns
+    -------
+    inputs : list of str
+    maps : list of (list of int, list of int), or None without ``offsets``
+
+    Examples
+    --------
+    >>> prepare(["@ana hi"], "xlmt", "query: ", [0])
+    (['query: @user hi'], None)
+    """
+    if not offsets:
+        done = apply_preprocess(resolve_preprocess(preprocess), list(texts), positions)
+        return apply_prefix(prefix, done), None
+    head = prefix or ""
+    inputs, maps = [], []
+    for text, position in zip(texts, positions, strict=True):
+        new, start_map, end_map = preprocess_with_offsets(preprocess, text, position)
+        inputs.append(head + new)
+        maps.append((start_map, end_map))
+    return inputs, maps

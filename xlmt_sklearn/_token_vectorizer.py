@@ -10,19 +10,14 @@ from typing import Any
 import numpy as np
 
 from ._base import ModelFeaturizerMixin
-from ._dedupe import unique_texts
+from ._dedupe import distinct_inputs, unique_texts
 from ._encoders import EncodeOptions
 from ._inputs import as_texts
 from ._options import DEFAULT_MODEL
 from ._output import Scatter, TokenFeatures, token_output, token_width
 from ._params import _fit_context
 from ._pipeline import stream
-from ._preprocess import (
-    apply_preprocess,
-    check_prefix,
-    preprocess_with_offsets,
-    resolve_preprocess,
-)
+from ._preprocess import apply_preprocess, check_prefix, prepare, resolve_preprocess
 from ._tokens import (
     assign_words,
     word_spans,
@@ -281,28 +276,32 @@ class XLMTTokenVectorizer(ModelFeaturizerMixin, auto_wrap_output_keys=None):
         self._check_fitted()
         batch = as_texts(X, missing=self.missing, words=True)  # 1: inputs
         rows = batch.encoded_rows(self.missing)
-        docs_all = [self._doc(batch.texts[r], batch.words, r) for r in rows]  # 2: preprocess
-        uniq_keys, inverse = unique_texts([d.key for d in docs_all])  # 3: dedupe
-        scatter = Scatter(inverse, rows)
-        docs = [docs_all[j] for j in np.unique(inverse, return_index=True)[1]]
+        values = [tuple(v) if batch.words else v for v in (batch.texts[r] for r in rows)]
+        _, raw_inverse, first = distinct_inputs(values, rows)  # 2: each input once
+        docs = self._docs([batch.texts[r] for r in first], batch.words, first.tolist())
+        keys, key_of = unique_texts([d.key for d in docs])  # 3: each model input once
         encoders = self._encoders()
         tokenizer = encoders[0].tokenizer()
-        enc = self._tokenize(tokenizer, docs, batch.words)
-        shapes = [(self._n_rows(enc, i), self.n_features_out_) for i in range(len(docs))]
+        firsts = np.unique(key_of, return_index=True)[1]
+        enc = self._tokenize(tokenizer, [docs[j] for j in firsts], batch.words)
         request = self._request(
-            uniq_keys, self._encode_options(), positions=scatter.positions, n_total=len(batch),
-            expected_shapes=shapes, encoded=enc, encoders=encoders,
+            keys, self._encode_options(), positions=Scatter(key_of[raw_inverse], rows).positions,
+            n_total=len(batch), expected_shapes=[
+                (self._n_rows(enc, i), self.n_features_out_) for i in range(len(keys))
+            ], encoded=enc, encoders=encoders,
         )  # fmt: skip
-        mats: list[np.ndarray] = [np.empty(0)] * len(docs)
+        mats: list[np.ndarray] = [np.empty(0)] * len(keys)
         for idx, arrays in stream(request):  # 4-9: cache, encode (token matrices), store
-            scatter.assign(mats, idx, arrays)
-        feats = [
-            self._features(tokenizer, enc, i, d, mats[i], batch.words) for i, d in enumerate(docs)
+            Scatter.assign(mats, idx, arrays)
+        feats = [  # per distinct input: its own words and offsets, its model input's vectors
+            self._features(tokenizer, enc, k, d, mats[k], batch.words)
+            for d, k in zip(docs, key_of.tolist(), strict=True)
         ]
         return token_output(  # 10: scatter, output
-            scatter.gather(feats, len(batch), TokenFeatures.empty(self.n_features_out_)),
-            batch.index, self.output, self.n_features_out_, words=self.granularity == "word",
-            series=self._pandas_output(),
+            Scatter(raw_inverse, rows).gather(
+                feats, len(batch), TokenFeatures.empty(self.n_features_out_)
+            ), batch.index, self.output, self.n_features_out_,
+            words=self.granularity == "word", series=self._pandas_output(),
         )  # fmt: skip
 
     def set_output(self, *, transform: str | None = None) -> XLMTTokenVectorizer:
@@ -357,26 +356,34 @@ class XLMTTokenVectorizer(ModelFeaturizerMixin, auto_wrap_output_keys=None):
                 stacklevel=3,
             )
 
-    def _doc(self, value: Any, presplit: bool, position: int = 0) -> _Doc:
-        """One input made ready for the model; ``position`` names its row in messages."""
-        prefix = self.prefix or ""
+    def _docs(self, values: list[Any], presplit: bool, positions: list[int]) -> list[_Doc]:
+        """Distinct inputs made ready for the model (:func:`~xlmt_sklearn._preprocess.
+        prepare`), with their maps back to the input; ``positions`` name their rows."""
         if presplit:
-            fn = resolve_preprocess(self.preprocess)
-            words = apply_preprocess(fn, list(value), [position] * len(value))
-            reference = " ".join(value)
-            spans, pos = [], 0
-            for w in value:
-                spans.append((pos, pos + len(w)))
-                pos += len(w) + 1
-            model_words = ([prefix.strip()] if prefix.strip() else []) + words
-            key = _SPLIT_MARK + "\x1f".join(model_words)
-            changed = [a != b for a, b in zip(words, value, strict=True)]
-            return _Doc(key, model_words, reference, None, None, spans, changed)
+            return [self._split_doc(v, p) for v, p in zip(values, positions, strict=True)]
         check_prefix(self.prefix, type(self).__name__, template=False)  # set after fit?
-        text, smap, emap = preprocess_with_offsets(self.preprocess, value, position)
-        reference = value if (self.preprocess in ("xlmt", None)) else text
-        spans = word_spans(reference, self.word_splitter)
-        return _Doc(prefix + text, prefix + text, reference, smap, emap, spans, None)
+        texts, maps = prepare(values, self.preprocess, self.prefix, positions, offsets=True)
+        xlmt_or_none = self.preprocess in ("xlmt", None)
+        docs = []
+        for value, text, (smap, emap) in zip(values, texts, maps, strict=True):
+            reference = value if xlmt_or_none else text[len(self.prefix or "") :]
+            spans = word_spans(reference, self.word_splitter)
+            docs.append(_Doc(text, text, reference, smap, emap, spans, None))
+        return docs
+
+    def _split_doc(self, value: list[str], position: int) -> _Doc:
+        """A pre-split input: its words preprocessed one by one, the prefix a word."""
+        prefix = (self.prefix or "").strip()
+        words = apply_preprocess(resolve_preprocess(self.preprocess), list(value),
+                                 [position] * len(value))  # fmt: skip
+        spans, pos = [], 0
+        for w in value:
+            spans.append((pos, pos + len(w)))
+            pos += len(w) + 1
+        model_words = ([prefix] if prefix else []) + words
+        key = _SPLIT_MARK + "\x1f".join(model_words)
+        changed = [a != b for a, b in zip(words, value, strict=True)]
+        return _Doc(key, model_words, " ".join(value), None, None, spans, changed)
 
     def _tokenize(self, tokenizer: Any, docs: list[_Doc], presplit: bool):
         from ._model import _special_tokens

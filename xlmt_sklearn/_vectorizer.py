@@ -9,15 +9,13 @@ from typing import Any
 import numpy as np
 
 from ._base import ModelFeaturizerMixin, validate_layers
-from ._dedupe import unique_texts
 from ._encoders import EncodeOptions
-from ._inputs import TextBatch, as_texts
+from ._inputs import as_texts
 from ._layer_stats import derivable, derive, layer_stats, stats_shape
 from ._options import DEFAULT_MODEL
-from ._output import Scatter, pooled_width
+from ._output import pooled_width
 from ._params import _fit_context
 from ._pipeline import stream
-from ._preprocess import apply_prefix, apply_preprocess, resolve_preprocess
 
 __all__ = ["DEFAULT_MODEL", "XLMTVectorizer"]
 
@@ -274,24 +272,17 @@ class XLMTVectorizer(ModelFeaturizerMixin):
         -------
         ndarray of shape (n_texts, n_features_out_), float32
         """
-        batch, texts = self._texts(X)  # 1-2: inputs, preprocess, prefix
+        self._check_fitted()
+        batch = as_texts(X, missing=self.missing)  # 1: inputs
         rows = batch.encoded_rows(self.missing)
-        uniq, inverse = unique_texts([texts[i] for i in rows])  # 3: dedupe
-        scatter = Scatter(inverse, rows)
-        request, derive = self._pooled_request(uniq, scatter.positions, len(texts))
-        out = np.zeros((len(texts), self.n_features_out_), dtype=np.float32)
+        uniq, scatter = self._distinct(batch, rows)  # 2-3: preprocess, prefix, dedupe
+        request, derive = self._pooled_request(uniq, scatter.positions, len(batch))
+        out = np.zeros((len(batch), self.n_features_out_), dtype=np.float32)
         for idx, arrays in stream(request):  # 4-9: cache, tokenize, encode, pool, store
             scatter.into(out, idx, arrays if derive is None else list(map(derive, arrays)))
         return out
 
     # ---------------------------------------------------------------- private
-    def _texts(self, X: Any) -> tuple[TextBatch, list[str]]:
-        """Steps 1-2: coerce, then preprocess and apply the prefix/template."""
-        self._check_fitted()
-        batch = as_texts(X, missing=self.missing)
-        texts = apply_preprocess(resolve_preprocess(self.preprocess), batch.texts)
-        return batch, apply_prefix(self.prefix, texts)
-
     def _resolve_cache_layers(self) -> tuple[int, ...] | None:
         """``cache_layers`` as ``hidden_states`` indices >= 0 (validated against the model)."""
         if self.cache_layers is None:
