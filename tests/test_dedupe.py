@@ -1,4 +1,4 @@
-"""Dedupe twice: each distinct input is preprocessed once, each distinct model input encoded once."""
+"""Dedupe twice: each distinct input preprocessed once, each distinct model input encoded once."""
 
 from __future__ import annotations
 

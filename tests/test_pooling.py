@@ -85,3 +85,20 @@ def test_numpy_twins_of_the_batch_pooling_equal_torch(mode, how):
     got = pool_padded(tokens, mask, mode)
     assert got.dtype == np.float32
     np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_every_mode_and_width_comes_from_one_table():
+    """POOLING_PARTS defines the modes: the estimators' modes, TokenPooler's, the widths."""
+    from xlmt_sklearn import TokenPooler
+    from xlmt_sklearn._options import POOLING_MODES
+    from xlmt_sklearn._pooling import POOLING_PARTS, pool_matrix, pooled_width
+
+    assert set(POOLING_MODES) < set(POOLING_PARTS)
+    assert TokenPooler._parameter_constraints["pooling"][0].options == set(POOLING_PARTS)
+    mat = np.arange(12, dtype=np.float32).reshape(3, 4)
+    for mode, parts in POOLING_PARTS.items():
+        assert pool_matrix(mat, mode).shape == (4 * len(parts),)
+        pooler = TokenPooler(pooling=mode).fit([mat])
+        assert pooler.n_features_out_ == 4 * len(parts) == pooled_width(4, 1, "mean", mode)
+    assert pooled_width(4, 3, "concat", "mean_max") == 24
+    assert pooled_width(4, 3, "mean", "mean_max") == 8

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ._pooling import l2_normalize_rows
+from ._pooling import POOLING_PARTS, l2_normalize_rows
 
 __all__ = ["derivable", "derive", "layer_stats", "stats_shape"]
 
@@ -100,11 +100,7 @@ def derive(
         combined = chosen.reshape(3, -1)
     else:
         combined = chosen.mean(axis=1, dtype=np.float32)  # only mean and first token are used
-    parts = {
-        "mean": [combined[_MEAN]],
-        "cls": [combined[_FIRST]],
-        "max": [combined[_MAX]],
-        "mean_max": [combined[_MEAN], combined[_MAX]],
-    }[pooling]
+    which = {"mean": _MEAN, "max": _MAX, "first": _FIRST}
+    parts = [combined[which[p]] for p in POOLING_PARTS[pooling]]
     row = np.concatenate(parts).astype(np.float32, copy=False)
     return l2_normalize_rows(row[None])[0] if normalize else row

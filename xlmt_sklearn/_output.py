@@ -1,12 +1,12 @@
-"""Step 10 -- output: where each distinct text's result goes, how wide it is, its container.
+"""Step 10 -- output: where each distinct text's result goes, and its container.
 
 :class:`Scatter` maps the distinct texts of a call back to the input rows
 they came from (duplicates included, missing rows left out), so that an
 estimator writes each result straight into its output as the encode stream
-yields it: no second output-sized array. The output widths are defined here
-once: :func:`token_width` for a token vector, :func:`pooled_width` for a
-pooled one. Token features per text are a :class:`TokenFeatures`, assembled
-into the ragged, padded or long-frame output by :func:`token_output`.
+yields it: no second output-sized array. (The output widths are defined in
+:mod:`._pooling`, next to the pooling modes they follow from.) Token features per
+text are a :class:`TokenFeatures`, assembled into the ragged, padded or
+long-frame output by :func:`token_output`.
 """
 
 from __future__ import annotations
@@ -19,23 +19,7 @@ import numpy as np
 
 from ._tokens import pad_ragged
 
-__all__ = ["Scatter", "TokenFeatures", "pooled_width", "token_output", "token_width"]
-
-
-def token_width(hidden: int, n_layers: int, layer_aggregation: str) -> int:
-    """Width of one token vector: ``hidden``, times the layers when they are concatenated."""
-    return hidden * (n_layers if layer_aggregation == "concat" and n_layers > 1 else 1)
-
-
-def pooled_width(hidden: int, n_layers: int, layer_aggregation: str, pooling: str) -> int:
-    """Width of one pooled row: the token width, doubled by ``mean_max``.
-
-    Examples
-    --------
-    >>> pooled_width(768, 4, "concat", "mean_max")
-    6144
-    """
-    return token_width(hidden, n_layers, layer_aggregation) * (2 if pooling == "mean_max" else 1)
+__all__ = ["Scatter", "TokenFeatures", "token_output"]
 
 
 class Scatter:

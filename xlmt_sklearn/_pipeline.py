@@ -38,6 +38,7 @@ import numpy as np
 from ._cache_base import CacheBase
 from ._encoders import EncodeOptions, Encoder
 from ._errors import NonFiniteOutputError, TruncationWarning, user_stacklevel
+from ._pooling import pool_merged
 from ._tokenize import Encoded
 
 __all__ = [
@@ -314,7 +315,7 @@ def encode(
                 value = _merge_when_complete(enc, pending, text, int(r), window)
                 if value is None:
                     continue
-                value = _pool_merged(value, options)
+                value = pool_merged(value, options.pooling, options.normalize)
             if not np.isfinite(value).all():
                 broken.append(text)
                 continue
@@ -406,21 +407,6 @@ def _merge_when_complete(
     return merge_windows(
         [got[o] for o in order], [int(enc.row_start[o]) for o in order], enc.n_prefix, enc.n_suffix
     )
-
-
-def _pool_merged(tokens: np.ndarray, options: EncodeOptions) -> np.ndarray:
-    """Pool one merged (windowed) text, as the encoders pool a whole one."""
-    if options.pooling is None:
-        return tokens
-    import torch
-
-    from ._pooling import l2_normalize, pool
-
-    t = torch.from_numpy(tokens)[None]
-    pooled = pool(t, torch.ones(t.shape[:2]), options.pooling)
-    if options.normalize:
-        pooled = l2_normalize(pooled)
-    return pooled[0].numpy()
 
 
 def _refuse_long(req: Request, long_: np.ndarray) -> None:

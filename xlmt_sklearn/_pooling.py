@@ -20,6 +20,11 @@ runtime needs no torch at inference; :func:`pool_matrix` and :func:`l2_normalize
 on one text's numpy token matrix (no padding) for :class:`TokenPooler`, which also
 offers ``first_last``. torch is imported by the torch twins only, so the numpy
 ones cost no torch import.
+
+Every mode is defined once, in :data:`POOLING_PARTS`, as the per-token statistics it
+concatenates; the output widths (:func:`token_width`, :func:`pooled_width`) follow
+from it, and so do :func:`pool_matrix`, the layer statistics' derivation
+(:func:`xlmt_sklearn._layer_stats.derive`) and :class:`TokenPooler`'s width.
 """
 
 from __future__ import annotations
@@ -33,9 +38,36 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
-    "aggregate_layers", "aggregate_stacked", "l2_normalize", "l2_normalize_rows", "pool",
-    "pool_matrix", "pool_padded",
+    "POOLING_PARTS", "aggregate_layers", "aggregate_stacked", "l2_normalize",
+    "l2_normalize_rows", "pool", "pool_matrix", "pool_merged", "pool_padded", "pooled_width",
+    "token_width",
 ]  # fmt: skip
+
+#: Each pooling mode as the statistics over a text's tokens it concatenates, in order.
+#: The estimators take the first four; :class:`TokenPooler` also ``first_last``.
+POOLING_PARTS: dict[str, tuple[str, ...]] = {
+    "mean": ("mean",),
+    "cls": ("first",),
+    "max": ("max",),
+    "mean_max": ("mean", "max"),
+    "first_last": ("first", "last"),
+}
+
+
+def token_width(hidden: int, n_layers: int, layer_aggregation: str) -> int:
+    """Width of one token vector: ``hidden``, times the layers when they are concatenated."""
+    return hidden * (n_layers if layer_aggregation == "concat" and n_layers > 1 else 1)
+
+
+def pooled_width(hidden: int, n_layers: int, layer_aggregation: str, pooling: str) -> int:
+    """Width of one pooled row: the token width times the statistics the mode concatenates.
+
+    Examples
+    --------
+    >>> pooled_width(768, 4, "concat", "mean_max")
+    6144
+    """
+    return token_width(hidden, n_layers, layer_aggregation) * len(POOLING_PARTS[pooling])
 
 
 def aggregate_layers(
@@ -140,31 +172,45 @@ def l2_normalize(x: torch.Tensor) -> torch.Tensor:
     return x / x.norm(dim=-1, keepdim=True).clamp(min=1e-12)
 
 
+_STATISTICS = {
+    "mean": lambda m: m.mean(axis=0),
+    "max": lambda m: m.max(axis=0),
+    "first": lambda m: m[0],
+    "last": lambda m: m[-1],
+}
+
+
 def pool_matrix(mat: np.ndarray, mode: str) -> np.ndarray:
     """Pool one text's (n_tokens, dim) token matrix (no padding): the numpy twin of :func:`pool`.
 
-    ``mode`` is one of ``mean``, ``cls``, ``max``, ``mean_max`` (as :func:`pool`) or
-    ``first_last`` (the first and the last token concatenated). The caller handles
-    a matrix without tokens.
+    ``mode`` is one of :data:`POOLING_PARTS` (``first_last``: the first and the last
+    token concatenated). The caller handles a matrix without tokens.
 
     Examples
     --------
     >>> pool_matrix(np.array([[1.0, 2.0], [3.0, 0.0]]), "mean_max").tolist()
     [2.0, 1.0, 3.0, 2.0]
     """
-    if mode == "mean":
-        return mat.mean(axis=0)
-    if mode == "max":
-        return mat.max(axis=0)
-    if mode == "cls":
-        return mat[0]
-    if mode == "mean_max":
-        return np.concatenate([mat.mean(axis=0), mat.max(axis=0)])
-    if mode == "first_last":
-        return np.concatenate([mat[0], mat[-1]])
-    raise ValueError(
-        f"Unknown pooling {mode!r}; expected one of mean, cls, max, mean_max, first_last."
-    )
+    parts = POOLING_PARTS.get(mode)
+    if parts is None:
+        raise ValueError(f"Unknown pooling {mode!r}; expected one of {', '.join(POOLING_PARTS)}.")
+    if len(parts) == 1:
+        return _STATISTICS[parts[0]](mat)
+    return np.concatenate([_STATISTICS[p](mat) for p in parts])
+
+
+def pool_merged(tokens: np.ndarray, mode: str | None, normalize: bool) -> np.ndarray:
+    """Pool one text whose windows were merged, as the torch encoder pools a whole text
+    (its own operations, so that a windowed text's vector is the same on every backend)."""
+    if mode is None:
+        return tokens
+    import torch
+
+    t = torch.from_numpy(tokens)[None]
+    pooled = pool(t, torch.ones(t.shape[:2]), mode)
+    if normalize:
+        pooled = l2_normalize(pooled)
+    return pooled[0].numpy()
 
 
 def l2_normalize_rows(x: np.ndarray) -> np.ndarray:

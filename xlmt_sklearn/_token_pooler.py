@@ -10,7 +10,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._mixins import ClassNameFeatureNamesMixin, TokenInputMixin, as_ragged, token_input_width
 from ._params import StrOptions, _fit_context
-from ._pooling import l2_normalize_rows, pool_matrix
+from ._pooling import POOLING_PARTS, l2_normalize_rows, pool_matrix
 
 __all__ = ["TokenPooler"]
 
@@ -49,7 +49,7 @@ class TokenPooler(TokenInputMixin, ClassNameFeatureNamesMixin, TransformerMixin,
     """
 
     _parameter_constraints: dict = {
-        "pooling": [StrOptions({"mean", "max", "cls", "mean_max", "first_last"})],
+        "pooling": [StrOptions(set(POOLING_PARTS))],
         "normalize": ["boolean"],
     }
 
@@ -72,8 +72,7 @@ class TokenPooler(TokenInputMixin, ClassNameFeatureNamesMixin, TransformerMixin,
         self : TokenPooler
         """
         self.n_features_in_ = token_input_width(X, as_ragged(X, "TokenPooler"), "TokenPooler")
-        double = self.pooling in ("mean_max", "first_last")
-        self.n_features_out_ = self.n_features_in_ * (2 if double else 1)
+        self.n_features_out_ = self.n_features_in_ * len(POOLING_PARTS[self.pooling])
         return self
 
     def transform(self, X: Any) -> np.ndarray:

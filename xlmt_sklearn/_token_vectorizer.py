@@ -14,9 +14,10 @@ from ._dedupe import distinct_inputs, unique_texts
 from ._encoders import EncodeOptions
 from ._inputs import as_texts
 from ._options import DEFAULT_MODEL
-from ._output import Scatter, TokenFeatures, token_output, token_width
+from ._output import Scatter, TokenFeatures, token_output
 from ._params import _fit_context
 from ._pipeline import stream
+from ._pooling import token_width
 from ._preprocess import apply_preprocess, check_prefix, prepare, resolve_preprocess
 from ._tokens import (
     assign_words,

@@ -13,9 +13,9 @@ from ._encoders import EncodeOptions
 from ._inputs import as_texts
 from ._layer_stats import derivable, derive, layer_stats, stats_shape
 from ._options import DEFAULT_MODEL
-from ._output import pooled_width
 from ._params import _fit_context
 from ._pipeline import stream
+from ._pooling import pooled_width
 
 __all__ = ["DEFAULT_MODEL", "XLMTVectorizer"]
 
