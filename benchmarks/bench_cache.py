@@ -47,10 +47,10 @@ def bench_store(tmp: Path, n: int, dim: int, rounds: int, chunk: int, batch: int
     import sqlite3
     import zlib
 
-    from xlmt_sklearn import _sqlite_store as S
-    from xlmt_sklearn._cache import EmbeddingCache, make_keys
-    from xlmt_sklearn._pipeline import LOOKUP_BATCH, STREAM_CHUNK
-    from xlmt_sklearn._sqlite_store import INDEX_COLUMNS, MMAP_SIZE, key_id
+    from xlmt_sklearn.flow._pipeline import LOOKUP_BATCH, STREAM_CHUNK
+    from xlmt_sklearn.store import _sqlite as S
+    from xlmt_sklearn.store._cache import EmbeddingCache, make_keys
+    from xlmt_sklearn.store._sqlite import INDEX_COLUMNS, MMAP_SIZE, key_id
 
     assert chunk == LOOKUP_BATCH, "time the calls a transform makes"
 
@@ -291,7 +291,7 @@ def render(res: dict) -> str:
         [[k, f"{t:.3f}", f"{res['n_vec'] / t:,.1f}", f"{med['cold cache (all misses)'] / t:.1f}x"]
          for k, t in med.items()],
     )  # fmt: skip
-    from xlmt_sklearn._sqlite_store import PROBE_STRIDE
+    from xlmt_sklearn.store._sqlite import PROBE_STRIDE
 
     zlib_line = (
         f"With the standard `zlib` CRC-32 instead of zlib-ng (A/B in the same passes): "
@@ -389,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     def log(s: str) -> None:
         print(s, flush=True)
 
-    from xlmt_sklearn._preprocess import normalize_tweet
+    from xlmt_sklearn.flow._preprocess import normalize_tweet
 
     with tempfile.TemporaryDirectory(prefix="xlmt-bench-cache-") as tmpd:
         tmp = Path(tmpd)

@@ -130,7 +130,7 @@ def build_contenders(
     import torch
 
     from xlmt_sklearn import XLMTVectorizer
-    from xlmt_sklearn._batching import plan_batches
+    from xlmt_sklearn.flow._batching import plan_batches
 
     out: dict[str, Contender] = {}
     hidden = C.model_shape(model_dir)["hidden"]
@@ -155,8 +155,8 @@ def build_contenders(
             dtype=dtype,
         )  # fmt: skip
         vec.fit()
-        from xlmt_sklearn._encoders import EncodeOptions
-        from xlmt_sklearn._packed import PackedForward
+        from xlmt_sklearn.backends._encoders import EncodeOptions
+        from xlmt_sklearn.backends._packed import PackedForward
 
         encoder = vec._encoders()[0]
         cap = encoder.token_cap(EncodeOptions(max_tokens=vec.max_tokens), int(max(lengths)))
@@ -300,7 +300,7 @@ def one_contender(name: str, model_dir: Path, texts: list[str], lengths: np.ndar
 
 def runtime_variants() -> list[tuple[str, str, str, str | None]]:
     """(contender name, backend, dtype, quantize) of each installed runtime and precision."""
-    from xlmt_sklearn import _encoders_runtime as rt
+    from xlmt_sklearn.backends import _runtime as rt
 
     out = []
     if rt.runtime_installed("openvino"):
@@ -321,8 +321,8 @@ def runtime_variants() -> list[tuple[str, str, str, str | None]]:
 
 def auto_backend() -> str:
     """What ``backend="auto"`` resolves to on this CPU (and its precision)."""
-    from xlmt_sklearn import _encoders_runtime as rt
-    from xlmt_sklearn._backends import auto_rule, resolve_backend
+    from xlmt_sklearn.backends import _runtime as rt
+    from xlmt_sklearn.backends._auto import auto_rule, resolve_backend
 
     backend = resolve_backend("auto", "cpu", quantize=None, compile=False, dtype="auto")
     if backend == "torch":
@@ -332,7 +332,7 @@ def auto_backend() -> str:
 
 def auto_int8_contender() -> str:
     """The contender that ``backend="auto"`` with ``quantize="int8"`` is on this CPU."""
-    from xlmt_sklearn._backends import auto_rule, resolve_backend
+    from xlmt_sklearn.backends._auto import auto_rule, resolve_backend
 
     backend = resolve_backend("auto", "cpu", quantize="int8", compile=False, dtype="auto")
     if backend == "torch":
@@ -343,7 +343,7 @@ def auto_int8_contender() -> str:
 
 def calibration_texts(texts: list[str], n: int = 300) -> list[str]:
     """``n`` normalised UMSAB tweets that are not among ``texts``, for static int8."""
-    from xlmt_sklearn._preprocess import normalize_tweet
+    from xlmt_sklearn.flow._preprocess import normalize_tweet
 
     seen = set(texts)
     pool = dict.fromkeys(normalize_tweet(t) for t in C.load_tweets(n + 2 * len(texts), seed=7))
@@ -365,7 +365,7 @@ def make_runtime(
     ``calibration_texts="vocabulary"`` (what ``"auto"`` uses on AMX CPUs).
     """
     from xlmt_sklearn import XLMTVectorizer
-    from xlmt_sklearn._batching import plan_batches
+    from xlmt_sklearn.flow._batching import plan_batches
 
     calibration: list[str] | str | None = None
     if quantize == "int8-static":
@@ -477,8 +477,8 @@ def yardstick(name: str, res: dict) -> str:
 def tokenization_seconds(model_dir: Path, texts: list[str]) -> Callable[[], None]:
     """xlmt_sklearn's own steps before the forward pass (preprocess + tokenize)."""
     from xlmt_sklearn._model import get_tokenizer
-    from xlmt_sklearn._preprocess import normalize_tweet
-    from xlmt_sklearn._tokenize import tokenize
+    from xlmt_sklearn.flow._preprocess import normalize_tweet
+    from xlmt_sklearn.flow._tokenize import tokenize
 
     tok = get_tokenizer_for(model_dir, get_tokenizer)
     from xlmt_sklearn._model import _special_tokens
@@ -797,7 +797,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from xlmt_sklearn._preprocess import normalize_tweet
+    from xlmt_sklearn.flow._preprocess import normalize_tweet
 
     tmp = None
     if args.smoke:
@@ -831,7 +831,7 @@ def main(argv: list[str] | None = None) -> int:
         "its load + warm-up time, printed by the run, includes that; "
         "docs/backends.md gives measured conversion times"
     )
-    from xlmt_sklearn._batching import plan_batches
+    from xlmt_sklearn.flow._batching import plan_batches
 
     default_plan = plan_batches(lengths, 32)
     m = int(np.median([len(b) * lengths[b].max() for b in default_plan.batches]))
@@ -905,7 +905,7 @@ def main(argv: list[str] | None = None) -> int:
         res["contenders"][k]["cos_fp32_p1"] = float(np.percentile(cos_k, 1))
     res["auto"] = auto_backend()
     res["auto_int8"] = auto_int8_contender()
-    from xlmt_sklearn._machine import cpu_class
+    from xlmt_sklearn.backends._machine import cpu_class
 
     res["cpu_class"] = cpu_class()
     res["model_text"] = model_text(args.model, sh, args.smoke)

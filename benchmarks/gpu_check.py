@@ -93,9 +93,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import tempfile
 
-    from xlmt_sklearn import EmbeddingCache, XLMTVectorizer, _scheduler
+    from xlmt_sklearn import EmbeddingCache, XLMTVectorizer
     from xlmt_sklearn._model import clear_model_registry
-    from xlmt_sklearn._preprocess import normalize_tweet
+    from xlmt_sklearn.flow import _scheduler
+    from xlmt_sklearn.flow._preprocess import normalize_tweet
 
     t_start = time.perf_counter()
     tmp = tempfile.TemporaryDirectory(prefix="xlmt-gpu-")

@@ -16,7 +16,7 @@ PAYLOAD = b"weights" * 1000
 
 
 def convert(root: str, barrier: Any, results: Any) -> None:
-    from xlmt_sklearn._convert import ensure_converted
+    from xlmt_sklearn.backends._convert import ensure_converted
 
     def build(folder: Path) -> None:
         (folder / "model.bin").write_bytes(PAYLOAD)

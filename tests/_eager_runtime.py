@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from xlmt_sklearn._encoders_runtime import RuntimeEncoder
+from xlmt_sklearn.backends._runtime import RuntimeEncoder
 
 
 class EagerRuntime(RuntimeEncoder):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from xlmt_sklearn._preprocess import prepare
+from xlmt_sklearn.flow._preprocess import prepare
 
 
 def cache_keys(est, texts) -> list[bytes]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from xlmt_sklearn._sqlite_store import key_id
+from xlmt_sklearn.store._sqlite import key_id
 
 
 def insert_raw(conn: sqlite3.Connection, rows: list[tuple]) -> None:

@@ -32,7 +32,7 @@ from tests._models import (
     real_tokenizer_dir,
     umsab_texts,
 )
-from xlmt_sklearn._encoders_runtime import register_runtime
+from xlmt_sklearn.backends._runtime import register_runtime
 
 # A runtime defined only in the tests, registered as a plugin: the backend contract tests
 # (tests/test_backends.py) run on it too.
@@ -46,7 +46,7 @@ def _converted_dir(tmp_path_factory):
     """Models converted for the runtimes go to one folder of this session, never to the
     user's ``~/.cache`` (subprocesses inherit it); each (model, layers, runtime) converts
     once per session."""
-    from xlmt_sklearn._convert import CONVERTED_ENV
+    from xlmt_sklearn.backends._convert import CONVERTED_ENV
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(CONVERTED_ENV, str(tmp_path_factory.mktemp("converted")))

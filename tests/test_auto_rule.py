@@ -13,17 +13,17 @@ import numpy as np
 import pytest
 
 from xlmt_sklearn import XLMTTokenVectorizer, XLMTVectorizer
-from xlmt_sklearn import _backends as bk
-from xlmt_sklearn import _encoders_runtime as rt
-from xlmt_sklearn._convert import CONVERTED_ENV
-from xlmt_sklearn._machine import CPU_CLASS_ENV, CPU_CLASSES, class_of, cpu_class
-from xlmt_sklearn._runtime_int8 import (
+from xlmt_sklearn.backends import _auto as bk
+from xlmt_sklearn.backends import _runtime as rt
+from xlmt_sklearn.backends._convert import CONVERTED_ENV
+from xlmt_sklearn.backends._int8 import (
     OPENVINO_INT8_SCHEME,
     VOCABULARY_LENGTHS,
     Calibration,
     unigram_scores,
     vocabulary_samples,
 )
+from xlmt_sklearn.backends._machine import CPU_CLASS_ENV, CPU_CLASSES, class_of, cpu_class
 
 TEXTS = [
     "hello world this is a tweet about the weather",
@@ -267,7 +267,7 @@ def test_auto_int8_on_amx_is_static_on_the_vocabulary(
 def test_openvino_prices_a_cut_by_its_precision(monkeypatch):
     """On AMX bf16 and int8 tokens are cheap, calls are not: fewer, larger batches there
     (docs/backends.md, "Batching"); float32, and every other class, keep the price of 16."""
-    from xlmt_sklearn._batching import BATCH_OVERHEAD_TOKENS, FAST_BATCH_OVERHEAD_TOKENS
+    from xlmt_sklearn.flow._batching import BATCH_OVERHEAD_TOKENS, FAST_BATCH_OVERHEAD_TOKENS
 
     spec = object()  # stored only: nothing is loaded
     monkeypatch.setenv(CPU_CLASS_ENV, "avx512_bf16")

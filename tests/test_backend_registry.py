@@ -1,4 +1,4 @@
-"""Runtimes as plugins: the registry of xlmt_sklearn._encoders_runtime (issue #24).
+"""Runtimes as plugins: the registry of xlmt_sklearn.backends._runtime (issue #24).
 
 tests/conftest.py registers a runtime defined only in the tests (tests/_eager_runtime.py);
 the backend contract tests of tests/test_backends.py run on it. These tests check the
@@ -13,7 +13,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 
 from tests._eager_runtime import EagerRuntime
 from xlmt_sklearn import XLMTVectorizer
-from xlmt_sklearn import _encoders_runtime as rt
+from xlmt_sklearn.backends import _runtime as rt
 
 TEXTS = ["hello world", "hola, ¿qué tal?", "guten Tag liebe Welt"]
 

@@ -22,11 +22,16 @@ from tests import _convert_worker
 from tests._runtime_cases import INT8_COSINE, LONG, TEXTS
 from tests._runtime_cases import cosines as _cosines
 from xlmt_sklearn import XLMTTokenVectorizer, XLMTVectorizer
-from xlmt_sklearn import _backends as bk
-from xlmt_sklearn import _encoders_runtime as rt
-from xlmt_sklearn._convert import CONVERTED_ENV, converted_root, ensure_converted, is_complete
-from xlmt_sklearn._registry import LRURegistry
-from xlmt_sklearn._runtime_int8 import OPENVINO_INT8_SCHEME
+from xlmt_sklearn.backends import _auto as bk
+from xlmt_sklearn.backends import _runtime as rt
+from xlmt_sklearn.backends._convert import (
+    CONVERTED_ENV,
+    converted_root,
+    ensure_converted,
+    is_complete,
+)
+from xlmt_sklearn.backends._int8 import OPENVINO_INT8_SCHEME
+from xlmt_sklearn.backends._registry import LRURegistry
 
 #: The built-in runtimes and the plugin defined in the tests (tests/_eager_runtime.py).
 RUNTIMES = ["openvino", "onnxruntime", "eager-test"]
@@ -136,7 +141,7 @@ def test_int8_tokens_close_to_torch_float32(tiny_model_dir, int8_runtime, granul
 
 
 def test_int8_is_converted_once_next_to_float32(tiny_model_dir, int8_runtime):
-    from xlmt_sklearn._runtime_int8 import int8_scheme
+    from xlmt_sklearn.backends._int8 import int8_scheme
 
     vec = XLMTVectorizer(str(tiny_model_dir), backend=int8_runtime, quantize="int8", device="cpu",
                          progress=False).fit()  # fmt: skip
@@ -231,7 +236,7 @@ def test_runtime_vectors_are_cached_apart(tiny_model_dir, runtime, tmp_path):
     ref.fit_transform(TEXTS)
     other.fit()
     keys = other._cache_keys(["hola"], other._encoders())
-    from xlmt_sklearn._cache import as_cache
+    from xlmt_sklearn.store._cache import as_cache
 
     assert as_cache(cache).get_many(keys)[0] is None  # torch's entry is not served
     np.testing.assert_allclose(other.transform(TEXTS), ref.transform(TEXTS), atol=ATOL)

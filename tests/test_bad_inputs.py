@@ -24,7 +24,7 @@ from sklearn.base import clone
 
 from tests._kill_worker import HAS_FORK, report, run_with_deadline
 from xlmt_sklearn import TruncationWarning, XLMTTokenVectorizer, XLMTVectorizer
-from xlmt_sklearn._inputs import as_texts, replace_surrogates
+from xlmt_sklearn.flow._inputs import as_texts, replace_surrogates
 
 TOL = 1e-5
 DIM = 32  # the tiny model's width
@@ -157,7 +157,7 @@ def test_lone_surrogates_become_replacement_characters(vec, tok, tiny_model_dir)
 
 
 def test_surrogates_share_a_cache_entry(tiny_model_dir, tmp_path):
-    from xlmt_sklearn._cache import EmbeddingCache
+    from xlmt_sklearn.store._cache import EmbeddingCache
 
     path = tmp_path / "c.sqlite"
     est = XLMTVectorizer(str(tiny_model_dir), device="cpu", cache=str(path)).fit()
@@ -369,8 +369,8 @@ def test_generators_and_numpy_str_scalars(vec):
 @pytest.mark.skipif(not HAS_FORK, reason="needs os.fork")
 def test_window_merge_of_a_long_text_does_not_hang():
     """50k tokens in 532 windows (a ~100k-character text): linear work is ~10 ms."""
-    from xlmt_sklearn._tokenize import window_starts
-    from xlmt_sklearn._tokens import merge_windows
+    from xlmt_sklearn.flow._tokenize import window_starts
+    from xlmt_sklearn.flow._tokens import merge_windows
 
     n, capacity, stride = 50_000, 126, 32
     starts = window_starts(n, capacity, stride)

@@ -6,13 +6,13 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from xlmt_sklearn._batching import (
+from xlmt_sklearn.flow._batching import (
     BATCH_OVERHEAD_TOKENS,
     FAST_BATCH_OVERHEAD_TOKENS,
     plan_batches,
 )
-from xlmt_sklearn._dedupe import unique_texts
-from xlmt_sklearn._output import Scatter
+from xlmt_sklearn.flow._dedupe import unique_texts
+from xlmt_sklearn.flow._output import Scatter
 
 
 @given(

@@ -20,8 +20,10 @@ import pytest
 from tests import _cache_worker
 from tests._raw_cache import insert_raw
 from tests._subprocesses import read_line, spawn_cache_worker
-from xlmt_sklearn import _cache, _sqlite_store
-from xlmt_sklearn._cache import (
+from xlmt_sklearn._errors import CacheWarning
+from xlmt_sklearn.store import _cache
+from xlmt_sklearn.store import _sqlite as _sqlite_store
+from xlmt_sklearn.store._cache import (
     CacheStats,
     EmbeddingCache,
     NullCache,
@@ -29,7 +31,6 @@ from xlmt_sklearn._cache import (
     make_keys,
     parse_size,
 )
-from xlmt_sklearn._errors import CacheWarning
 
 
 def _vectors(n: int, dim: int = 16, start: int = 0) -> list[np.ndarray]:
@@ -374,7 +375,8 @@ def test_a_user_object_with_get_many_and_put_many_is_a_cache(
     tiny_model_dir, monkeypatch, kind, user_cache
 ):
     """#15: the cache parameter accepted such an object at fit and refused it at transform."""
-    from xlmt_sklearn import XLMTTokenVectorizer, XLMTVectorizer, _pipeline
+    from xlmt_sklearn import XLMTTokenVectorizer, XLMTVectorizer
+    from xlmt_sklearn.flow import _pipeline
 
     monkeypatch.setattr(_pipeline, "REGROUP_BELOW_TEXTS_PER_S", float("inf"))  # always regroup
     est = XLMTVectorizer if kind == "pooled" else XLMTTokenVectorizer
@@ -559,7 +561,7 @@ def test_hostile_rows_are_never_unpickled(tmp_path):
     payload = pickle.dumps(_Exploit(str(marker)))
     aligned = payload + b"\x00" * (-len(payload) % 4)
     keys = _keys(7)
-    from xlmt_sklearn._sqlite_store import row_crc
+    from xlmt_sklearn.store._sqlite import row_crc
 
     shape0 = str(len(aligned) // 4)
     rows = [

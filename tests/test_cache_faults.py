@@ -22,9 +22,9 @@ import pytest
 
 from tests import _cache_worker
 from tests._subprocesses import read_line, spawn_cache_worker
-from xlmt_sklearn import _sqlite_store
-from xlmt_sklearn._cache import EmbeddingCache, make_keys
 from xlmt_sklearn._errors import CacheWarning
+from xlmt_sklearn.store import _sqlite as _sqlite_store
+from xlmt_sklearn.store._cache import EmbeddingCache, make_keys
 
 # --------------------------------------------------------------------------------------
 # Ctrl-C during a cached operation
@@ -196,7 +196,7 @@ def _filled(path: Path, n: int = 100) -> tuple[list[bytes], list[np.ndarray]]:
 )
 def test_read_write_open_fails_reads_are_served(tmp_path, monkeypatch, message):
     """Injected: the read-write open fails as in a read-only directory; reads still work."""
-    from xlmt_sklearn._sqlite_store import _store
+    from xlmt_sklearn.store._sqlite import _store
 
     path = tmp_path / "emb.sqlite"
     keys, vecs = _filled(path)
@@ -330,7 +330,7 @@ def test_a_file_deleted_mid_write_is_recreated_without_a_warning(tmp_path, monke
     import os
     import warnings
 
-    from xlmt_sklearn._sqlite_store import SQLiteStore
+    from xlmt_sklearn.store._sqlite import SQLiteStore
 
     path = tmp_path / "c.sqlite"
     cache = EmbeddingCache(path)
@@ -361,7 +361,7 @@ def test_a_file_deleted_mid_write_is_recreated_without_a_warning(tmp_path, monke
 def test_a_failing_cache_warns_once_per_process_and_cause(tmp_path, monkeypatch):
     import pickle
 
-    from xlmt_sklearn._sqlite_store import SQLiteStore
+    from xlmt_sklearn.store._sqlite import SQLiteStore
 
     def fail(self, *args, **kwargs):
         raise sqlite3.OperationalError("unable to open database file")

@@ -14,8 +14,8 @@ import pytest
 
 from tests._subprocesses import REPO, run_python
 from xlmt_sklearn import XLMTTokenVectorizer, XLMTVectorizer
-from xlmt_sklearn._cache import DEFAULT_FILENAME, EmbeddingCache
 from xlmt_sklearn.cli import build_parser, main
+from xlmt_sklearn.store._cache import DEFAULT_FILENAME, EmbeddingCache
 
 TEXTS = [
     "hello world this is a tweet about the weather",
@@ -456,7 +456,7 @@ def _str_options(constraints: list) -> set[str]:
 def test_option_choices_are_the_package_constants(dest, constant, estimator):
     """Choices come from _params (the very tuple), which equals the estimator's constraint."""
     from xlmt_sklearn import _params
-    from xlmt_sklearn._encoders_runtime import RUNTIMES
+    from xlmt_sklearn.backends._runtime import RUNTIMES
 
     choices = _embed_actions()[dest].choices
     assert choices is getattr(_params, constant)

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from tests._subprocesses import REPO, read_line
-from xlmt_sklearn import _convert
-from xlmt_sklearn._convert import CONVERTED_ENV, ensure_converted, is_complete
+from xlmt_sklearn.backends import _convert
+from xlmt_sklearn.backends._convert import CONVERTED_ENV, ensure_converted, is_complete
 
 TEXTS = ["hola mundo", "a longer text about the weather today", "ok"]
 
@@ -71,7 +71,7 @@ def test_only_provably_own_folders_are_swept(tmp_path):
 def test_a_killed_conversion_is_cleaned_up_by_the_next(tmp_path):
     code = (
         "import time\nfrom pathlib import Path\n"
-        "from xlmt_sklearn._convert import ensure_converted\n"
+        "from xlmt_sklearn.backends._convert import ensure_converted\n"
         "def build(folder):\n"
         "    (folder / 'model.bin').write_bytes(b'x' * 1000)\n"
         "    print('building', flush=True)\n"
@@ -148,7 +148,7 @@ def test_four_processes_compiling_one_model_at_once(tiny_model_dir, tmp_path):
     converted by one of them, compiled by all, in float32 and bf16) all finish with the same
     vectors; with a shared compiled-model cache some died with SIGBUS or a filesystem error."""
     pytest.importorskip("openvino")
-    from xlmt_sklearn._encoders_runtime import openvino_has_bf16
+    from xlmt_sklearn.backends._runtime import openvino_has_bf16
 
     dtypes = ["float32", "bfloat16" if openvino_has_bf16() else "float32"] * 2
     start = tmp_path / "go"

@@ -7,7 +7,7 @@ import pytest
 
 from tests._counting_cache import CountingCache
 from xlmt_sklearn import XLMTTokenVectorizer, XLMTVectorizer
-from xlmt_sklearn._dedupe import distinct_inputs, unique_texts
+from xlmt_sklearn.flow._dedupe import distinct_inputs, unique_texts
 
 
 def test_unique_texts_first_seen_order_and_inverse():

@@ -17,11 +17,12 @@ import numpy as np
 import pytest
 import torch
 
-from xlmt_sklearn import EmbeddingCache, XLMTTokenVectorizer, XLMTVectorizer, _scheduler
-from xlmt_sklearn._batching import MAX_AUTO_TOKENS, token_budget
-from xlmt_sklearn._encoders import EncodeOptions, TorchEncoder, cuda_token_budget
+from xlmt_sklearn import EmbeddingCache, XLMTTokenVectorizer, XLMTVectorizer
 from xlmt_sklearn._params import resolve_devices
-from xlmt_sklearn._pipeline import encode
+from xlmt_sklearn.backends._encoders import EncodeOptions, TorchEncoder, cuda_token_budget
+from xlmt_sklearn.flow import _scheduler
+from xlmt_sklearn.flow._batching import MAX_AUTO_TOKENS, token_budget
+from xlmt_sklearn.flow._pipeline import encode
 
 TEXTS = [("word " * (1 + (i * 7) % 19)) + f"text {i}" for i in range(30)]
 
@@ -166,7 +167,7 @@ def test_every_device_takes_batches_and_callbacks_never_overlap(
         with guard:
             active[0] -= 1
 
-    from xlmt_sklearn._tokenize import tokenize
+    from xlmt_sklearn.flow._tokenize import tokenize
 
     enc = tokenize(
         models[0].tokenizer, TEXTS * 2, prefix_ids=models[0].special_prefix,
@@ -273,7 +274,7 @@ def overlap(monkeypatch):
 
 
 def _tiny(tiny_model_dir, **kw):
-    from xlmt_sklearn._tokenize import tokenize
+    from xlmt_sklearn.flow._tokenize import tokenize
 
     vec = XLMTVectorizer(str(tiny_model_dir), device="cpu", **kw).fit()
     (encoder,) = vec._encoders()
@@ -391,8 +392,8 @@ def test_a_memory_error_while_delivering_is_not_a_device_out_of_memory(
 def test_encoders_that_pad_get_the_least_padding_plan(tiny_model_dir):
     """An encoder with ``pads_batches`` (the CPU runtimes) is handed batches cut where
     padding is least; the vectors are the same."""
-    from xlmt_sklearn._encoders_runtime import RuntimeEncoder
-    from xlmt_sklearn._tokenize import tokenize
+    from xlmt_sklearn.backends._runtime import RuntimeEncoder
+    from xlmt_sklearn.flow._tokenize import tokenize
 
     assert RuntimeEncoder.pads_batches and not TorchEncoder.pads_batches
     texts = [" ".join(["word"] * (1 + (7 * i) % 40)) for i in range(48)]

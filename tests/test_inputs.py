@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xlmt_sklearn._inputs import as_texts, is_missing
+from xlmt_sklearn.flow._inputs import as_texts, is_missing
 
 
 @pytest.mark.parametrize(

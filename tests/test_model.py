@@ -172,7 +172,7 @@ def test_max_models_variable_is_validated_before_any_load(tiny_model_dir, monkey
 
 
 def test_malloc_tuning_variable_is_validated_before_any_batch(tiny_model_dir, monkeypatch):
-    from xlmt_sklearn import _scheduler
+    from xlmt_sklearn.flow import _scheduler
 
     _scheduler._glibc.cache_clear()
     monkeypatch.setenv("XLMT_SKLEARN_MALLOC_TUNING", "maybe")

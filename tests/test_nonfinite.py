@@ -22,9 +22,9 @@ from xlmt_sklearn import (
     XLMTTokenVectorizer,
     XLMTVectorizer,
 )
-from xlmt_sklearn import _encoders as enc_mod
-from xlmt_sklearn import _encoders_runtime as rt
-from xlmt_sklearn._sqlite_store import row_crc
+from xlmt_sklearn.backends import _encoders as enc_mod
+from xlmt_sklearn.backends import _runtime as rt
+from xlmt_sklearn.store._sqlite import row_crc
 
 #: Six distinct lengths (so batches of two are fixed by the length sort), one duplicate.
 TEXTS = [

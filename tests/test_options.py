@@ -22,7 +22,7 @@ from xlmt_sklearn._options import (
     options_of,
     refit_names,
 )
-from xlmt_sklearn._preprocess import preprocess_identity_key
+from xlmt_sklearn.flow._preprocess import preprocess_identity_key
 
 ESTIMATORS = [(XLMTVectorizer, "pooled"), (XLMTTokenVectorizer, "tokens")]
 

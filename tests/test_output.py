@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from xlmt_sklearn._output import Scatter, TokenFeatures, token_output
-from xlmt_sklearn._pooling import pooled_width, token_width
+from xlmt_sklearn.flow._output import Scatter, TokenFeatures, token_output
+from xlmt_sklearn.flow._pooling import pooled_width, token_width
 
 
 @pytest.mark.parametrize(

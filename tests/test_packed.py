@@ -7,8 +7,8 @@ import pytest
 import torch
 from transformers import AutoModel
 
-from xlmt_sklearn._packed import PackedForward, fuse_int8_qkv
-from xlmt_sklearn._quantize import quantize_int8
+from xlmt_sklearn.backends._packed import PackedForward, fuse_int8_qkv
+from xlmt_sklearn.backends._quantize import quantize_int8
 
 
 def _model(folder):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from xlmt_sklearn._pooling import aggregate_layers, l2_normalize, pool
+from xlmt_sklearn.flow._pooling import aggregate_layers, l2_normalize, pool
 
 TOK = torch.tensor(
     [
@@ -73,7 +73,7 @@ def test_l2_normalize():
 def test_numpy_twins_of_the_batch_pooling_equal_torch(mode, how):
     """The runtimes pool on numpy (``pool_padded``, ``aggregate_stacked``): the same
     numbers as the torch encoder's ``pool``/``aggregate_layers`` (float32 < 1e-6)."""
-    from xlmt_sklearn._pooling import aggregate_stacked, pool_padded
+    from xlmt_sklearn.flow._pooling import aggregate_stacked, pool_padded
 
     rng = np.random.default_rng(0)
     stacked = rng.standard_normal((3, 4, 7, 5)).astype(np.float32)
@@ -91,7 +91,7 @@ def test_every_mode_and_width_comes_from_one_table():
     """POOLING_PARTS defines the modes: the estimators' modes, TokenPooler's, the widths."""
     from xlmt_sklearn import TokenPooler
     from xlmt_sklearn._options import POOLING_MODES
-    from xlmt_sklearn._pooling import POOLING_PARTS, pool_matrix, pooled_width
+    from xlmt_sklearn.flow._pooling import POOLING_PARTS, pool_matrix, pooled_width
 
     assert set(POOLING_MODES) < set(POOLING_PARTS)
     assert TokenPooler._parameter_constraints["pooling"][0].options == set(POOLING_PARTS)

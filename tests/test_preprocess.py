@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from xlmt_sklearn import normalize_tweet
-from xlmt_sklearn._preprocess import preprocess_identity_key, resolve_preprocess
+from xlmt_sklearn.flow._preprocess import preprocess_identity_key, resolve_preprocess
 
 
 @pytest.mark.parametrize(

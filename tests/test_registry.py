@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from xlmt_sklearn._registry import LRURegistry
+from xlmt_sklearn.backends._registry import LRURegistry
 
 
 def test_built_once_per_key_and_least_recently_used_dropped():

@@ -40,10 +40,10 @@ from xlmt_sklearn import (
     TruncationWarning,
     XLMTTokenVectorizer,
     XLMTVectorizer,
-    _sqlite_store,
 )
 from xlmt_sklearn import _model as model_mod
-from xlmt_sklearn._cache import DEFAULT_FILENAME, EmbeddingCache
+from xlmt_sklearn.store import _sqlite as _sqlite_store
+from xlmt_sklearn.store._cache import DEFAULT_FILENAME, EmbeddingCache
 
 TOL = 1e-5
 needs_fork = pytest.mark.skipif(not HAS_FORK, reason="needs os.fork (POSIX)")

@@ -12,7 +12,7 @@ import threading
 import numpy as np
 import pytest
 
-from xlmt_sklearn._scheduler import computed
+from xlmt_sklearn.flow._scheduler import computed
 
 
 class FakeDevice:

@@ -1,6 +1,6 @@
 """Native runtimes on any CPU: no shared compiled-model cache, the first-use
-self-check (:mod:`xlmt_sklearn._selfcheck`) and what "auto" and explicit runtimes do when it
-fails.
+self-check (:mod:`xlmt_sklearn.backends._selfcheck`) and what "auto" and explicit
+runtimes do when it fails.
 
 Faults are injected into the check's child process only, through ``tests/_faults``
 (a ``sitecustomize`` on ``PYTHONPATH``; see its docstring): the test's own process runs
@@ -27,9 +27,9 @@ from xlmt_sklearn import (
     XLMTVectorizer,
     reset_process_state,
 )
-from xlmt_sklearn import _backends as bk
-from xlmt_sklearn import _selfcheck as sc
-from xlmt_sklearn._convert import CONVERTED_ENV
+from xlmt_sklearn.backends import _auto as bk
+from xlmt_sklearn.backends import _selfcheck as sc
+from xlmt_sklearn.backends._convert import CONVERTED_ENV
 
 FAULTS = str(Path(__file__).with_name("_faults"))
 TEXTS = ["hola mundo", "a somewhat longer text about the weather today 🙂", "ok", "hola mundo"]
@@ -75,7 +75,7 @@ def test_precisions_alternate_in_fresh_processes_on_one_converted_root(tiny_mode
     no compiled blob is kept at all."""
     pytest.importorskip("openvino")
     pytest.importorskip("nncf")
-    from xlmt_sklearn._encoders_runtime import openvino_has_bf16
+    from xlmt_sklearn.backends._runtime import openvino_has_bf16
 
     ref = XLMTVectorizer(str(tiny_model_dir), backend="torch", device="cpu", progress=False)
     ref = ref.fit_transform(TEXTS)
@@ -193,7 +193,7 @@ def test_a_stored_failure_is_not_checked_again_by_another_process(
         _auto(tiny_model_dir, monkeypatch).fit_transform(TEXTS)
     code = (
         "import warnings, torch; from xlmt_sklearn import XLMTVectorizer\n"
-        "from xlmt_sklearn import _backends as bk\n"
+        "from xlmt_sklearn.backends import _auto as bk\n"
         "torch.set_num_threads(1)  # as this process: the same configuration\n"
         "bk.native_bf16 = lambda: True\n"
         f"v = XLMTVectorizer({str(tiny_model_dir)!r}, device='cpu', progress=False)\n"
@@ -231,7 +231,7 @@ def test_bad_environment_values_name_the_variable(monkeypatch):
 
 def test_verdict_key_covers_cpu_versions_model_precision_threads(tiny_model_dir):
     pytest.importorskip("openvino")
-    from xlmt_sklearn._encoders_runtime import runtime_encoder
+    from xlmt_sklearn.backends._runtime import runtime_encoder
 
     ident = XLMTVectorizer(str(tiny_model_dir), device="cpu").fit().model_identity_
     f32 = runtime_encoder("openvino", ident, "float32", False)

@@ -17,7 +17,7 @@ import pytest
 from tests._store_checks import check_blocks as _check_blocks
 from tests._store_checks import counts_by_scan as _counts_by_scan
 from tests._store_checks import store_keys as _keys
-from xlmt_sklearn import _sqlite_store as S
+from xlmt_sklearn.store import _sqlite as S
 
 
 def _ids(keys) -> list[int]:
@@ -875,7 +875,7 @@ def test_the_store_works_without_zlib_ng(tmp_path):
         "import sys; sys.modules['zlib_ng'] = None\n"
         "import numpy as np\n"
         "from pathlib import Path\n"
-        "from xlmt_sklearn import _sqlite_store as S\n"
+        "from xlmt_sklearn.store import _sqlite as S\n"
         "assert S.CRC32_IMPLEMENTATION == 'zlib', S.CRC32_IMPLEMENTATION\n"
         "S.PROBE_STRIDE = 2\n"
         f"store = S.SQLiteStore(Path({str(tmp_path / 'c.sqlite')!r}), timeout=5)\n"

@@ -17,12 +17,12 @@ from sklearn.base import clone
 from tests._runtime_cases import INT8_COSINE, LONG, TEXTS
 from tests._runtime_cases import cosines as _cosines
 from xlmt_sklearn import XLMTTokenVectorizer, XLMTVectorizer
-from xlmt_sklearn import _backends as bk
-from xlmt_sklearn import _encoders_runtime as rt
-from xlmt_sklearn import _runtime_int8 as ri
-from xlmt_sklearn._convert import CONVERTED_ENV, converted_root
-from xlmt_sklearn._registry import LRURegistry
-from xlmt_sklearn._runtime_int8 import Calibration
+from xlmt_sklearn.backends import _auto as bk
+from xlmt_sklearn.backends import _int8 as ri
+from xlmt_sklearn.backends import _runtime as rt
+from xlmt_sklearn.backends._convert import CONVERTED_ENV, converted_root
+from xlmt_sklearn.backends._int8 import Calibration
+from xlmt_sklearn.backends._registry import LRURegistry
 
 pytest.importorskip("openvino")
 pytest.importorskip("nncf")

@@ -23,7 +23,7 @@ from hypothesis.stateful import (
 from tests._store_checks import check_blocks as _check_blocks
 from tests._store_checks import counts_by_scan as _counts_by_scan
 from tests._store_checks import store_keys as _keys
-from xlmt_sklearn import _sqlite_store as S
+from xlmt_sklearn.store import _sqlite as S
 
 # Twelve ordinary keys and two that share a row id (a collision of 8-byte prefixes).
 POOL = [*_keys(12), b"\x07" * 8 + b"a" * 24, b"\x07" * 8 + b"b" * 24]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from xlmt_sklearn import XLMTTokenVectorizer, XLMTVectorizer, _pipeline
+from xlmt_sklearn import XLMTTokenVectorizer, XLMTVectorizer
+from xlmt_sklearn.flow import _pipeline
 
 _DISTINCT = [f"tweet number {i} with words {'x ' * (i % 9)}" for i in range(17)]
 TEXTS = [_DISTINCT[i % 17] for i in range(53)]
@@ -69,7 +70,7 @@ def test_lookups_in_small_batches_inside_chunks(tiny_model_dir, monkeypatch, tmp
     """Each chunk is looked up LOOKUP_BATCH keys at a time; hits and misses still line up."""
     monkeypatch.setattr(_pipeline, "STREAM_CHUNK", 7)
     monkeypatch.setattr(_pipeline, "LOOKUP_BATCH", 3)
-    from xlmt_sklearn._cache import EmbeddingCache
+    from xlmt_sklearn.store._cache import EmbeddingCache
 
     calls: list[int] = []
     real = EmbeddingCache.get_many
@@ -133,7 +134,7 @@ def test_progress_log_writes_whole_lines(tiny_model_dir, capsys):
 def test_progress_lines_report_rate_and_eta():
     import io
 
-    from xlmt_sklearn._pipeline import ProgressLines
+    from xlmt_sklearn.flow._pipeline import ProgressLines
 
     out = io.StringIO()
     bar = ProgressLines(100, "x", stream=out)

@@ -1,4 +1,4 @@
-"""xlmt_sklearn._table_io: reading inputs and writing outputs for the command line."""
+"""xlmt_sklearn.cli._table_io: reading inputs and writing outputs for the command line."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xlmt_sklearn._table_io import (
+from xlmt_sklearn.cli._table_io import (
     INPUT_FORMATS,
     OUTPUT_FORMATS,
     TableIOError,

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from xlmt_sklearn._preprocess import normalize_tweet, preprocess_with_offsets
-from xlmt_sklearn._tokenize import window_starts
-from xlmt_sklearn._tokens import assign_words, pad_ragged, word_spans, word_vectors
+from xlmt_sklearn.flow._preprocess import normalize_tweet, preprocess_with_offsets
+from xlmt_sklearn.flow._tokenize import window_starts
+from xlmt_sklearn.flow._tokens import assign_words, pad_ragged, word_spans, word_vectors
 
 WORDS = st.sampled_from(
     ["@maria", "@", "http://t.co/x", "https", "hi", "😀", "مرحبا", "a.b", "HTTP"]

@@ -27,7 +27,7 @@ from xlmt_sklearn import (
     reset_process_state,
 )
 from xlmt_sklearn import _model as model_mod
-from xlmt_sklearn._cache import EmbeddingCache
+from xlmt_sklearn.store._cache import EmbeddingCache
 
 REPO = Path(__file__).resolve().parents[1]
 TEXTS = [f"tweet {i % 23} about things @user{i % 3} http://x.co/{i}" for i in range(60)]
@@ -205,7 +205,7 @@ def test_new_entries_are_laid_out_in_input_order(tiny_model_dir, tmp_path, monke
     """Batches are written in length order; a slow encoder's are regrouped in input order."""
     import sqlite3
 
-    from xlmt_sklearn import _pipeline
+    from xlmt_sklearn.flow import _pipeline
 
     monkeypatch.setattr(_pipeline, "REGROUP_BELOW_TEXTS_PER_S", float("inf") if slow else 0.0)
     texts = [("word " * (1 + (i * 7) % 13)) + str(i) for i in range(40)]  # mixed lengths
@@ -233,9 +233,9 @@ def test_new_entries_are_laid_out_in_input_order(tiny_model_dir, tmp_path, monke
 def test_cache_keys_keep_their_format(tiny_model_dir, cls, quantize):
     """Keys are computed as before the encoder interface (caches written then still hit):
     the encoder's dtype and quantization scheme, the storage dtype and the options."""
-    from xlmt_sklearn._cache import make_keys
-    from xlmt_sklearn._fingerprint import fingerprint
-    from xlmt_sklearn._quantize import INT8_SCHEME
+    from xlmt_sklearn.backends._quantize import INT8_SCHEME
+    from xlmt_sklearn.store._cache import make_keys
+    from xlmt_sklearn.store._fingerprint import fingerprint
 
     est = cls(str(tiny_model_dir), device="cpu", quantize=quantize).fit()
     fp = fingerprint(
@@ -379,7 +379,7 @@ def test_claims_of_a_live_process_are_respected(tmp_path):
     import sqlite3
 
     from xlmt_sklearn import EmbeddingCache
-    from xlmt_sklearn._sqlite_store import key_id
+    from xlmt_sklearn.store._sqlite import key_id
 
     path = tmp_path / "c.sqlite"
     cache = EmbeddingCache(path)

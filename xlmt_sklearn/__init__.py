@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and documentation tools
-    from ._cache import CacheBase, CacheStats, EmbeddingCache, NullCache
     from ._errors import (
         CacheWarning,
         ModelLoadError,
@@ -24,18 +23,19 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and documentatio
         TruncationWarning,
     )
     from ._layer_selector import LayerSelector
-    from ._preprocess import normalize_tweet
     from ._state import reset_process_state
     from ._token_pooler import TokenPooler
     from ._token_vectorizer import XLMTTokenVectorizer
-    from ._tokens import PaddedTokens
     from ._vectorizer import XLMTVectorizer
+    from .flow._preprocess import normalize_tweet
+    from .flow._tokens import PaddedTokens
+    from .store._cache import CacheBase, CacheStats, EmbeddingCache, NullCache
 
 _WHERE = {
-    "CacheBase": "._cache",
-    "CacheStats": "._cache",
-    "EmbeddingCache": "._cache",
-    "NullCache": "._cache",
+    "CacheBase": ".store._cache",
+    "CacheStats": ".store._cache",
+    "EmbeddingCache": ".store._cache",
+    "NullCache": ".store._cache",
     "CacheWarning": "._errors",
     "ModelLoadError": "._errors",
     "ModelNotFoundError": "._errors",
@@ -44,11 +44,11 @@ _WHERE = {
     "RuntimeFallbackWarning": "._errors",
     "TruncationWarning": "._errors",
     "LayerSelector": "._layer_selector",
-    "normalize_tweet": "._preprocess",
+    "normalize_tweet": ".flow._preprocess",
     "reset_process_state": "._state",
     "TokenPooler": "._token_pooler",
     "XLMTTokenVectorizer": "._token_vectorizer",
-    "PaddedTokens": "._tokens",
+    "PaddedTokens": ".flow._tokens",
     "XLMTVectorizer": "._vectorizer",
 }
 

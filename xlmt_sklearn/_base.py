@@ -2,9 +2,9 @@
 
 The estimator classes stay short: they validate, then read as a table of
 contents of the flow (inputs -> preprocess -> dedupe -> :func:`stream
-<xlmt_sklearn._pipeline.stream>` -> scatter -> output). This module holds what
+<xlmt_sklearn.flow._pipeline.stream>` -> scatter -> output). This module holds what
 both vectorizers share: pinning the model in ``fit``, their encoders, their
-cache keys and the :class:`~xlmt_sklearn._pipeline.Request` they stream.
+cache keys and the :class:`~xlmt_sklearn.flow._pipeline.Request` they stream.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from ._encoders import EncodeOptions, Encoder
 from ._mixins import ClassNameFeatureNamesMixin
 from ._options import key_options, refit_names
 from ._params import constraints
-from ._pipeline import Request
-from ._preprocess import check_prefix
+from .backends._encoders import EncodeOptions, Encoder
+from .flow._pipeline import Request
+from .flow._preprocess import check_prefix
 
 __all__ = ["ModelFeaturizerMixin", "validate_layers"]
 
@@ -140,7 +140,7 @@ class ModelFeaturizerMixin(ClassNameFeatureNamesMixin, TransformerMixin, BaseEst
     def _check_fit_input(self, X: Any) -> None:
         """``fit(X)`` checks X's type and missing values, but never consumes an iterator
         (``fit_transform(generator)`` must still transform every text)."""
-        from ._inputs import as_texts
+        from .flow._inputs import as_texts
 
         if X is not None and not isinstance(X, Iterator):
             as_texts(X, missing=self.missing, words=self._kind == "tokens")
@@ -176,11 +176,11 @@ class ModelFeaturizerMixin(ClassNameFeatureNamesMixin, TransformerMixin, BaseEst
 
     def _distinct(self, batch: Any, rows: np.ndarray) -> tuple[list[str], Any]:
         """Steps 2-3 for text input: each distinct input preprocessed and prefixed once
-        (:func:`~xlmt_sklearn._preprocess.prepare`), then the distinct model inputs and
-        the :class:`~xlmt_sklearn._output.Scatter` from them back to the input rows."""
-        from ._dedupe import distinct_inputs, unique_texts
-        from ._output import Scatter
-        from ._preprocess import prepare
+        (:func:`~xlmt_sklearn.flow._preprocess.prepare`), then the distinct model inputs and
+        the :class:`~xlmt_sklearn.flow._output.Scatter` from them back to the input rows."""
+        from .flow._dedupe import distinct_inputs, unique_texts
+        from .flow._output import Scatter
+        from .flow._preprocess import prepare
 
         raw, raw_inverse, first = distinct_inputs([batch.texts[r] for r in rows], rows)
         inputs, _ = prepare(raw, self.preprocess, self.prefix, first.tolist())
@@ -189,8 +189,8 @@ class ModelFeaturizerMixin(ClassNameFeatureNamesMixin, TransformerMixin, BaseEst
 
     def _check_backend(self) -> None:
         """A runtime backend: installed, on the CPU, in a precision it computes (at fit)."""
-        from ._backends import resolve_backend
-        from ._encoders_runtime import runtime_encoder_class
+        from .backends._auto import resolve_backend
+        from .backends._runtime import runtime_encoder_class
 
         backend = getattr(self, "backend", "auto")
         calibrated = getattr(self, "calibration_texts", None) is not None
@@ -217,8 +217,8 @@ class ModelFeaturizerMixin(ClassNameFeatureNamesMixin, TransformerMixin, BaseEst
         return memo.get("calibration", params, self._build_calibration)
 
     def _build_calibration(self) -> Any:
-        from ._preprocess import apply_prefix, apply_preprocess, resolve_preprocess
-        from ._runtime_int8 import VOCABULARY, Calibration
+        from .backends._int8 import VOCABULARY, Calibration
+        from .flow._preprocess import apply_prefix, apply_preprocess, resolve_preprocess
 
         given = getattr(self, "calibration_texts", None)  # absent in pickles of older versions
         if given is None:
@@ -268,7 +268,7 @@ class ModelFeaturizerMixin(ClassNameFeatureNamesMixin, TransformerMixin, BaseEst
         """One encoder per device for this call (devices resolved now; nothing loaded; a
         native runtime's first use on this machine runs its self-check, unless
         ``selfcheck=False``: then only a stored verdict counts)."""
-        from ._backends import make_encoders
+        from .backends._auto import make_encoders
 
         return make_encoders(
             self.model_identity_, device=self.device, dtype=self.dtype, quantize=self.quantize,
@@ -302,8 +302,8 @@ class ModelFeaturizerMixin(ClassNameFeatureNamesMixin, TransformerMixin, BaseEst
         """The cache key of each model input: the model, every vector-changing option,
         what the encoder changes (dtype, quantization) and the storage precision.
         ``kind``/``options`` replace the estimator's own (another kind of entry)."""
-        from ._cache import make_keys
-        from ._fingerprint import fingerprint
+        from .store._cache import make_keys
+        from .store._fingerprint import fingerprint
 
         fp = fingerprint(
             self.model_identity_, kind or self._kind, store_dtype=self._store_dtype(),
@@ -326,10 +326,10 @@ class ModelFeaturizerMixin(ClassNameFeatureNamesMixin, TransformerMixin, BaseEst
         finish: Callable[[np.ndarray], np.ndarray] | None = None,
         encoders: list[Encoder] | None = None,
     ) -> Request:
-        """The :class:`~xlmt_sklearn._pipeline.Request` for distinct ``inputs`` (``kind``,
+        """The :class:`~xlmt_sklearn.flow._pipeline.Request` for distinct ``inputs`` (``kind``,
         ``fingerprint_options`` and ``finish``: another kind of cache entry; ``encoders``:
         the ones this call already made)."""
-        from ._cache import as_cache
+        from .store._cache import as_cache
 
         encoders = self._encoders() if encoders is None else encoders
         return Request(

@@ -191,7 +191,7 @@ def missing_rows(values: list[Any]) -> list[int]:
     -------
     list of int
     """
-    from ._inputs import is_missing
+    from .flow._inputs import is_missing
 
     return [i for i, v in enumerate(values) if is_missing(v)]
 

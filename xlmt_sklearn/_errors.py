@@ -87,7 +87,7 @@ class RuntimeCheckError(RuntimeError):
 
     The message says what failed (crash, hang, NaN, disagreement with torch
     float32), the check's last lines of output and how to check again
-    (:mod:`xlmt_sklearn._selfcheck`). With ``backend="auto"`` the same failure
+    (:mod:`xlmt_sklearn.backends._selfcheck`). With ``backend="auto"`` the same failure
     falls back to torch with a :class:`RuntimeFallbackWarning` instead.
 
     Attributes

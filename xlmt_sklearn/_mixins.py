@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from ._tokens import PaddedTokens
+from .flow._tokens import PaddedTokens
 
 __all__ = ["ClassNameFeatureNamesMixin", "TokenInputMixin", "as_ragged", "token_input_width"]
 

@@ -28,7 +28,8 @@ from typing import Any
 
 from ._env import env_int
 from ._errors import ModelLoadError, ModelNotFoundError
-from ._registry import LRURegistry
+from ._state import owns
+from .backends._registry import LRURegistry
 
 __all__ = [
     "LoadedModel",
@@ -522,7 +523,7 @@ def _load_model(spec: ModelSpec):
         raise ModelLoadError(f"Model {spec.name!r} is configured as a decoder; use an encoder.")
     model.eval()
     if spec.quantize == "int8":
-        from ._quantize import quantize_int8
+        from .backends._quantize import quantize_int8
 
         if spec.device != "cpu":
             raise ValueError("quantize='int8' runs on the CPU only; set device='cpu'.")
@@ -531,3 +532,15 @@ def _load_model(spec: ModelSpec):
     if spec.compile:
         model = torch.compile(model, dynamic=True)
     return model
+
+
+@owns("models")
+def _reset_models() -> None:
+    clear_model_registry()
+    for key in _LOADS:
+        _LOADS[key] = 0
+
+
+@owns("model_hashes")
+def _reset_model_hashes() -> None:
+    _HASH_MEMO.clear()

@@ -62,7 +62,7 @@ LAYER_AGGREGATIONS = ("mean", "concat")
 TRUNCATION_MODES = ("warn", "error", "window")
 MISSING_POLICIES = ("error", "empty", "zeros")
 #: The built-in backends (the command line's choices; the estimators also take any runtime
-#: registered with :func:`xlmt_sklearn._encoders_runtime.register_runtime`).
+#: registered with :func:`xlmt_sklearn.backends._runtime.register_runtime`).
 BACKENDS = ("auto", "torch", "openvino", "onnxruntime")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 QUANTIZE_MODES = ("int8",)
@@ -198,7 +198,7 @@ def _attr(name: str, convert: Callable[[Any], Any] = lambda v: v) -> Callable[[A
 
 
 def _preprocess_key(est: Any) -> Any:
-    from ._preprocess import preprocess_identity_key
+    from .flow._preprocess import preprocess_identity_key
 
     return preprocess_identity_key(est.preprocess)
 

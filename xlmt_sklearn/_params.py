@@ -67,7 +67,7 @@ def _constraint(accepted: Any) -> Any:
     if isinstance(accepted, Methods):
         return HasMethods(list(accepted.names))
     if isinstance(accepted, str) and accepted == RUNTIME:
-        from ._encoders_runtime import BACKEND_NAMES
+        from .backends._runtime import BACKEND_NAMES
 
         # The registry's own set: a runtime registered later is a valid ``backend`` at once.
         return StrOptions(BACKEND_NAMES)

@@ -10,7 +10,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._mixins import ClassNameFeatureNamesMixin, TokenInputMixin, as_ragged, token_input_width
 from ._params import StrOptions, _fit_context
-from ._pooling import POOLING_PARTS, l2_normalize_rows, pool_matrix
+from .flow._pooling import POOLING_PARTS, l2_normalize_rows, pool_matrix
 
 __all__ = ["TokenPooler"]
 

@@ -10,16 +10,16 @@ from typing import Any
 import numpy as np
 
 from ._base import ModelFeaturizerMixin
-from ._dedupe import distinct_inputs, unique_texts
-from ._encoders import EncodeOptions
-from ._inputs import as_texts
 from ._options import DEFAULT_MODEL
-from ._output import Scatter, TokenFeatures, token_output
 from ._params import _fit_context
-from ._pipeline import stream
-from ._pooling import token_width
-from ._preprocess import apply_preprocess, check_prefix, prepare, resolve_preprocess
-from ._tokens import (
+from .backends._encoders import EncodeOptions
+from .flow._dedupe import distinct_inputs, unique_texts
+from .flow._inputs import as_texts
+from .flow._output import Scatter, TokenFeatures, token_output
+from .flow._pipeline import stream
+from .flow._pooling import token_width
+from .flow._preprocess import apply_preprocess, check_prefix, prepare, resolve_preprocess
+from .flow._tokens import (
     assign_words,
     word_spans,
     word_vectors,
@@ -358,7 +358,7 @@ class XLMTTokenVectorizer(ModelFeaturizerMixin, auto_wrap_output_keys=None):
             )
 
     def _docs(self, values: list[Any], presplit: bool, positions: list[int]) -> list[_Doc]:
-        """Distinct inputs made ready for the model (:func:`~xlmt_sklearn._preprocess.
+        """Distinct inputs made ready for the model (:func:`~xlmt_sklearn.flow._preprocess.
         prepare`), with their maps back to the input; ``positions`` name their rows."""
         if presplit:
             return [self._split_doc(v, p) for v, p in zip(values, positions, strict=True)]
@@ -388,7 +388,7 @@ class XLMTTokenVectorizer(ModelFeaturizerMixin, auto_wrap_output_keys=None):
 
     def _tokenize(self, tokenizer: Any, docs: list[_Doc], presplit: bool):
         from ._model import _special_tokens
-        from ._tokenize import tokenize
+        from .flow._tokenize import tokenize
 
         pre, suf = _special_tokens(tokenizer)
         return tokenize(

@@ -9,13 +9,13 @@ from typing import Any
 import numpy as np
 
 from ._base import ModelFeaturizerMixin, validate_layers
-from ._encoders import EncodeOptions
-from ._inputs import as_texts
-from ._layer_stats import derivable, derive, layer_stats, stats_shape
 from ._options import DEFAULT_MODEL
 from ._params import _fit_context
-from ._pipeline import stream
-from ._pooling import pooled_width
+from .backends._encoders import EncodeOptions
+from .flow._inputs import as_texts
+from .flow._layer_stats import derivable, derive, layer_stats, stats_shape
+from .flow._pipeline import stream
+from .flow._pooling import pooled_width
 
 __all__ = ["DEFAULT_MODEL", "XLMTVectorizer"]
 

@@ -3,7 +3,7 @@
 Python imports ``sitecustomize`` at start-up from ``sys.path``: a test puts this
 folder on ``PYTHONPATH`` and names a fault in ``XLMT_TEST_FAULT``. It acts only in
 the self-check's child process (the one started with ``XLMT_SKLEARN_SELFCHECK=0``
-by :mod:`xlmt_sklearn._selfcheck`), never in the test's own process, and patches
+by :mod:`xlmt_sklearn.backends._selfcheck`), never in the test's own process, and patches
 the runtimes' raw forward pass, the way a broken native library misbehaves:
 
 ``abort``  the process dies (SIGABRT), as OpenVINO did on AMX;
@@ -32,7 +32,7 @@ def _install() -> None:
 
     import numpy as np
 
-    from xlmt_sklearn import _encoders_runtime as rt
+    from xlmt_sklearn.backends import _runtime as rt
 
     def patch(cls):
         real = cls._run

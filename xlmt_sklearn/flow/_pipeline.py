@@ -11,7 +11,7 @@ distinct texts:
    :data:`CLAIM_GROUP` at a time and wait for those another process encodes;
 2. tokenize the misses (unless the request brings their tokenization);
 3. :func:`encode` them: plan length-sorted batches, compute them on the
-   encoders (:func:`~xlmt_sklearn._scheduler.computed`), merge the windows of
+   encoders (:func:`~xlmt_sklearn.flow._scheduler.computed`), merge the windows of
    long texts, pool what still needs pooling;
 4. write each finished batch to the cache, then yield it;
 5. lay the chunk's new entries out in input order when that is cheap.
@@ -35,9 +35,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._cache_base import CacheBase
-from ._encoders import EncodeOptions, Encoder
-from ._errors import NonFiniteOutputError, TruncationWarning, user_stacklevel
+from .._errors import NonFiniteOutputError, TruncationWarning, user_stacklevel
+from ..backends._encoders import EncodeOptions, Encoder
+from ..store._base import CacheBase
 from ._pooling import pool_merged
 from ._tokenize import Encoded
 
@@ -92,9 +92,9 @@ class Request:
         (token features); otherwise only the misses are tokenized, and an
         all-hit call loads neither tokenizer nor model.
     encoders : list of Encoder
-        One per device (see :mod:`xlmt_sklearn._encoders`).
+        One per device (see :mod:`xlmt_sklearn.backends._encoders`).
     cache : CacheBase
-        From :func:`~xlmt_sklearn._cache.as_cache`: an ``EmbeddingCache``, a
+        From :func:`~xlmt_sklearn.store._cache.as_cache`: an ``EmbeddingCache``, a
         ``NullCache`` or a user object behind the :class:`CacheBase` interface.
     options : EncodeOptions
         Layers, pooling, batch sizes.
@@ -118,7 +118,7 @@ class Request:
         The estimator's name, for log records.
     finish : callable (array) -> array, optional
         Turns each encoded array into what is stored and yielded (e.g. token
-        matrices into per-layer statistics, :mod:`xlmt_sklearn._layer_stats`);
+        matrices into per-layer statistics, :mod:`xlmt_sklearn.flow._layer_stats`);
         a cache hit is already in that form.
     """
 
@@ -278,7 +278,7 @@ def encode(
     Pooled options give (dim,) float32 rows; ``pooling=None`` gives
     (n_tokens, dim) matrices, special tokens included. A text cut into windows
     is yielded once all its windows are done, merged
-    (:func:`~xlmt_sklearn._tokens.merge_windows`) and then pooled.
+    (:func:`~xlmt_sklearn.flow._tokens.merge_windows`) and then pooled.
     """
     from ._batching import plan_batches
     from ._scheduler import computed

@@ -5,7 +5,7 @@ we never measured can crash them or make them return garbage (OpenVINO
 2026.4.1 aborts or returns NaN on AMX CPUs in a case we met: docs/backends.md,
 "Known issues"). So the first time a runtime, a precision (or int8 scheme) and
 a converted model are used on a machine, :func:`check_runtime` runs
-``python -m xlmt_sklearn._selfcheck JOB`` in a child process. The child
+``python -m xlmt_sklearn.backends._selfcheck JOB`` in a child process. The child
 compiles the converted model exactly as the encoder will (same object, same
 threads, same compiled-model cache), encodes :data:`PROBE_TEXTS` (varied
 lengths, padded batches, one text at the model's length limit) and compares
@@ -31,7 +31,7 @@ hardware checks itself; an upgrade of either library checks again. Deleting the
 file checks again; ``XLMT_SKLEARN_SELFCHECK=0`` turns the checks off.
 
 What a failed check means is decided by the caller
-(:func:`xlmt_sklearn._backends.make_encoders`): ``backend="auto"`` falls back
+(:func:`xlmt_sklearn.backends._auto.make_encoders`): ``backend="auto"`` falls back
 to torch with one :class:`~xlmt_sklearn.RuntimeFallbackWarning`; an explicit
 runtime raises :class:`~xlmt_sklearn.RuntimeCheckError`.
 """
@@ -55,6 +55,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .._state import owns
 
 __all__ = [
     "BF16_COSINE",
@@ -155,7 +157,7 @@ class Verdict:
 
 def selfcheck_enabled() -> bool:
     """Whether ``XLMT_SKLEARN_SELFCHECK`` leaves the checks on (the default)."""
-    from ._env import env_flag
+    from .._env import env_flag
 
     return env_flag(SELFCHECK_ENV, True)
 
@@ -239,7 +241,7 @@ def _describe(encoder: Any) -> str:
 
 
 def _timeout() -> int:
-    from ._env import env_int
+    from .._env import env_int
 
     return env_int(SELFCHECK_TIMEOUT_ENV, DEFAULT_TIMEOUT_S, minimum=1)
 
@@ -328,7 +330,7 @@ def _run_child(
         start = time.perf_counter()
         try:
             proc = subprocess.run(
-                [sys.executable, "-m", "xlmt_sklearn._selfcheck", str(job)],
+                [sys.executable, "-m", "xlmt_sklearn.backends._selfcheck", str(job)],
                 capture_output=True, text=True, errors="replace", timeout=timeout, env=env,
                 stdin=subprocess.DEVNULL,
             )  # fmt: skip
@@ -453,8 +455,8 @@ def _child(job_path: str) -> int:
     """The child process: check the pickled encoder, print one ``XLMT_SELFCHECK`` line."""
     import torch
 
+    from .._model import ModelSpec, get_model
     from ._encoders import TorchEncoder
-    from ._model import ModelSpec, get_model
 
     job = pickle.loads(Path(job_path).read_bytes())
     encoder, layers = job["encoder"], tuple(job["layers"])
@@ -477,3 +479,9 @@ def _child(job_path: str) -> int:
 
 if __name__ == "__main__":  # pragma: no cover - run as a child process
     sys.exit(_child(sys.argv[1]))
+
+
+@owns("verdicts")
+def _reset_verdicts() -> None:
+    with _LOCK:
+        _VERDICTS.clear()

@@ -3,7 +3,7 @@
 The store's own exceptions, and :func:`classify_error`, which sorts any
 exception into ``"corrupt"``, ``"busy"``, ``"nowrite"`` or ``"fatal"``: the
 policy built on that (warnings, degrading to no cache) lives in
-:mod:`xlmt_sklearn._cache`.
+:mod:`xlmt_sklearn.store._cache`.
 """
 
 from __future__ import annotations

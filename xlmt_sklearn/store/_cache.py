@@ -3,14 +3,14 @@
 An :class:`EmbeddingCache` maps a 32-byte key (see :func:`make_keys`) to one
 float32 or float16 array plus an integer ``meta``. It is backed by one SQLite
 file that any number of threads and processes may share (see
-:mod:`xlmt_sklearn._sqlite_store`).
+:mod:`xlmt_sklearn.store._sqlite`).
 
 A cache can only ever make things faster: every I/O or database problem is
 reported as a :class:`~xlmt_sklearn._errors.CacheWarning` and turned into
 misses or dropped writes, never into an exception or a wrong vector.
 
 The interface the vectorizers call, :class:`CacheBase`, and the do-nothing
-:class:`NullCache` used for ``cache=None`` live in :mod:`._cache_base` and are
+:class:`NullCache` used for ``cache=None`` live in :mod:`._base` and are
 re-exported here; :func:`as_cache` turns every accepted ``cache=`` value (None,
 a path, a cache object, any object with ``get_many`` and ``put_many``) into a
 :class:`CacheBase`.
@@ -30,9 +30,10 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from . import _sqlite_store as store_mod
-from ._cache_base import CacheBase, CacheStats, NullCache, _DuckCache
-from ._errors import CacheWarning, user_stacklevel
+from .._errors import CacheWarning, user_stacklevel
+from .._state import owns
+from . import _sqlite as store_mod
+from ._base import CacheBase, CacheStats, NullCache, _DuckCache
 
 __all__ = [
     "DEFAULT_FILENAME",
@@ -254,7 +255,7 @@ class EmbeddingCache(CacheBase):
     [None, None]
     """
 
-    returns_finite_only = True  # its readers drop non-finite entries (see _sqlite_store)
+    returns_finite_only = True  # its readers drop non-finite entries (see store._sqlite)
     coordinates = True  # claim() keeps processes from encoding one key at once
 
     def __init__(
@@ -600,3 +601,14 @@ def as_cache(cache: object) -> CacheBase:
         "an EmbeddingCache, a NullCache, or an object with get_many and put_many methods "
         f"(see CacheBase); got {type(cache).__name__}"
     )
+
+
+@owns("caches")
+def _reset_caches() -> None:
+    with _WARNED_LOCK:
+        _WARNED.clear()
+    with _MEMO_LOCK:
+        caches = list(_MEMO.values())
+        _MEMO.clear()
+    for cache in caches:
+        cache.close()

@@ -1,24 +1,24 @@
 """Encoders on CPU inference runtimes: OpenVINO and ONNX Runtime.
 
-Same contract as :class:`~xlmt_sklearn._encoders.TorchEncoder` (see
-:mod:`xlmt_sklearn._encoders`): token id rows in, float32 arrays out. The
-model is converted once per identity and ``layers`` (:mod:`xlmt_sklearn._convert`),
+Same contract as :class:`~xlmt_sklearn.backends._encoders.TorchEncoder` (see
+:mod:`xlmt_sklearn.backends._encoders`): token id rows in, float32 arrays out. The
+model is converted once per identity and ``layers`` (:mod:`xlmt_sklearn.backends._convert`),
 compiled once per process and precision (without OpenVINO's compiled-model
 cache: :func:`drop_openvino_compile_cache`), and run on padded batches; the graph returns the
-chosen hidden states, which :func:`~xlmt_sklearn._encoders.finish_stacked`
+chosen hidden states, which :func:`~xlmt_sklearn.backends._encoders.finish_stacked`
 aggregates and pools on numpy (the twins of the torch backend's code in
-:mod:`xlmt_sklearn._pooling`).
+:mod:`xlmt_sklearn.flow._pooling`).
 
 Both runtimes use as many threads as torch (``torch.set_num_threads``).
 
-``quantize="int8"`` runs the runtime's own int8 (:mod:`xlmt_sklearn._runtime_int8`:
+``quantize="int8"`` runs the runtime's own int8 (:mod:`xlmt_sklearn.backends._int8`:
 ONNX Runtime dynamic quantization, OpenVINO weight compression; OpenVINO's
 static int8 when the estimator has ``calibration_texts``), converted once from
 the float32 model and stored beside it.
 
 Which backend a call gets (``backend="auto"``) is decided in
-:mod:`xlmt_sklearn._backends`, and a runtime is used only once it passed its
-first-use self-check on this machine (:mod:`xlmt_sklearn._selfcheck`).
+:mod:`xlmt_sklearn.backends._auto`, and a runtime is used only once it passed its
+first-use self-check on this machine (:mod:`xlmt_sklearn.backends._selfcheck`).
 
 Runtimes are plugins: a :class:`RuntimeEncoder` subclass declares its name, the
 package it needs, its precisions, its int8 tool and scheme, and implements
@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from .._state import owns
 from ._encoders import BatchOutput, EncodeOptions, Encoder, finish_stacked, pad_rows
 from ._registry import LRURegistry
 
@@ -151,10 +152,10 @@ def runtime_encoder(
     """The :class:`RuntimeEncoder` of ``backend`` for a pinned model (loads nothing).
 
     With ``quantize="int8"`` the compute precision is float32 whatever ``dtype``;
-    ``calibration`` (a :class:`~xlmt_sklearn._runtime_int8.Calibration`, OpenVINO
+    ``calibration`` (a :class:`~xlmt_sklearn.backends._int8.Calibration`, OpenVINO
     only) makes it static int8.
     """
-    from ._model import ModelSpec
+    from .._model import ModelSpec
 
     spec = ModelSpec(
         name=identity.name, revision=identity.revision, content_hash=identity.content_hash,
@@ -195,7 +196,7 @@ class RuntimeEncoder(Encoder):
         The compute precision (already resolved).
     quantize : {None, "int8"}, default=None
         ``"int8"``: the runtime's int8 copy of the converted model
-        (:mod:`xlmt_sklearn._runtime_int8`).
+        (:mod:`xlmt_sklearn.backends._int8`).
     calibration : Calibration or None, default=None
         With ``quantize="int8"``, the texts of static int8 (runtimes that have
         it: :attr:`calibrates`).
@@ -216,7 +217,7 @@ class RuntimeEncoder(Encoder):
     @classmethod
     def int8_scheme(cls, calibration: Any = None) -> str:
         """The scheme string of this runtime's int8 (part of the converted folder's key and
-        the cache fingerprint): :mod:`xlmt_sklearn._runtime_int8`."""
+        the cache fingerprint): :mod:`xlmt_sklearn.backends._int8`."""
         raise NotImplementedError(f"backend={cls.name!r} has no int8.")
 
     def __init__(
@@ -254,12 +255,12 @@ class RuntimeEncoder(Encoder):
         return {"dtype": self.dtype, "quantize": self.scheme, "backend": self.name}
 
     def tokenizer(self) -> Any:
-        from ._model import get_tokenizer
+        from .._model import get_tokenizer
 
         return get_tokenizer(self.spec)
 
     def special_tokens(self) -> tuple[list[int], list[int]]:
-        from ._model import _special_tokens
+        from .._model import _special_tokens
 
         return _special_tokens(self.tokenizer())
 
@@ -292,7 +293,7 @@ class RuntimeEncoder(Encoder):
             if weights != "float32":
                 self._quantize(self.converted(layers, "float32"), folder)
                 return
-            from ._model import _load_model
+            from .._model import _load_model
 
             self._export(_load_model(self.spec), layers, folder)
 
@@ -323,7 +324,7 @@ class RuntimeEncoder(Encoder):
         """The compiled model for ``layers`` (once per process, precision and threads)."""
         import torch
 
-        from ._model import max_models
+        from .._model import max_models
 
         threads = torch.get_num_threads()
         key = (self.name, self.spec, tuple(layers), self.dtype, self.scheme, threads)
@@ -407,7 +408,7 @@ class OpenVINOEncoder(RuntimeEncoder):
 
     @classmethod
     def int8_scheme(cls, calibration: Any = None) -> str:
-        from ._runtime_int8 import OPENVINO_INT8_SCHEME, openvino_static_scheme
+        from ._int8 import OPENVINO_INT8_SCHEME, openvino_static_scheme
 
         return OPENVINO_INT8_SCHEME if calibration is None else openvino_static_scheme(calibration)
 
@@ -415,7 +416,7 @@ class OpenVINOEncoder(RuntimeEncoder):
     def cut_tokens(self) -> int:  # type: ignore[override]
         """On AMX a bf16 or int8 token costs a quarter of a float32 one, a call as much:
         fewer, larger batches there (docs/backends.md, "Batching"; measured on AMX only)."""
-        from ._batching import BATCH_OVERHEAD_TOKENS, FAST_BATCH_OVERHEAD_TOKENS
+        from ..flow._batching import BATCH_OVERHEAD_TOKENS, FAST_BATCH_OVERHEAD_TOKENS
         from ._machine import cpu_class
 
         fast = self.dtype == "bfloat16" or self.quantize == "int8"
@@ -441,7 +442,7 @@ class OpenVINOEncoder(RuntimeEncoder):
         export_openvino(model, layers, folder)
 
     def _quantize(self, float_folder: Any, folder: Any) -> None:
-        from ._runtime_int8 import calibration_samples, compress_openvino, quantize_openvino_static
+        from ._int8 import calibration_samples, compress_openvino, quantize_openvino_static
 
         if self.calibration is None:
             compress_openvino(float_folder, folder)
@@ -457,7 +458,7 @@ class OpenVINOEncoder(RuntimeEncoder):
             "INFERENCE_NUM_THREADS": int(threads),
         }
         if self.quantize == "int8" and self.calibration is None:
-            from ._runtime_int8 import openvino_int8_config
+            from ._int8 import openvino_int8_config
 
             config.update(openvino_int8_config())
         return config
@@ -487,7 +488,7 @@ class OnnxRuntimeEncoder(RuntimeEncoder):
 
     @classmethod
     def int8_scheme(cls, calibration: Any = None) -> str:
-        from ._runtime_int8 import ONNXRUNTIME_INT8_SCHEME
+        from ._int8 import ONNXRUNTIME_INT8_SCHEME
 
         return ONNXRUNTIME_INT8_SCHEME
 
@@ -497,7 +498,7 @@ class OnnxRuntimeEncoder(RuntimeEncoder):
         export_onnx(model, layers, folder)
 
     def _quantize(self, float_folder: Any, folder: Any) -> None:
-        from ._runtime_int8 import quantize_onnx
+        from ._int8 import quantize_onnx
 
         quantize_onnx(float_folder, folder)
 
@@ -514,3 +515,10 @@ class OnnxRuntimeEncoder(RuntimeEncoder):
 
     def _run(self, runner: Any, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         return runner.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+
+
+@owns("runtimes")
+def _reset_runtimes() -> None:
+    _COMPILED.clear()
+    openvino_has_bf16.cache_clear()
+    drop_openvino_compile_cache.cache_clear()

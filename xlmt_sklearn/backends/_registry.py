@@ -1,7 +1,7 @@
 """What a process keeps loaded: one least-recently-used map per kind of thing.
 
 :class:`LRURegistry` serves the loaded torch models (:mod:`xlmt_sklearn._model`) and
-the compiled runtime models (:mod:`xlmt_sklearn._encoders_runtime`) alike: a value is
+the compiled runtime models (:mod:`xlmt_sklearn.backends._runtime`) alike: a value is
 built once per key (threads that want the same key wait for its build; other keys and
 cached values are served meanwhile), and the least recently used values beyond a limit
 are dropped. No third-party import.

@@ -1,7 +1,7 @@
 """SQLite storage primitives for the embedding cache.
 
 This package only knows how to store and load arrays; the policy (warnings,
-degrading to no cache, memoisation) lives in :mod:`xlmt_sklearn._cache`.
+degrading to no cache, memoisation) lives in :mod:`xlmt_sklearn.store._cache`.
 
 Layout of a cache file (schema 5, :mod:`._schema`)::
 
@@ -52,7 +52,7 @@ every submodule that holds that name, so such a switch is never silently ignored
 from __future__ import annotations
 
 # ``os`` and ``sqlite3`` stay reachable as attributes: tests replace their functions
-# (``_sqlite_store.sqlite3.connect``, ``_sqlite_store.os.open``) through this package.
+# (``store._sqlite.sqlite3.connect``, ``store._sqlite.os.open``) through this package.
 import os  # noqa: F401
 import sqlite3  # noqa: F401
 import sys

@@ -26,8 +26,8 @@ reported at once; torch and transformers are imported only after that, when
 the model is needed, and ``--help`` never loads them.
 
 This module holds the parser and :func:`main` (the ``xlmt-sklearn`` entry
-point); the commands live in :mod:`xlmt_sklearn._cli_commands` and reading and
-writing the files in :mod:`xlmt_sklearn._table_io`.
+point); the commands live in :mod:`xlmt_sklearn.cli._commands` and reading and
+writing the files in :mod:`xlmt_sklearn.cli._table_io`.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._cli_commands import (
+from .._options import PREPROCESSORS, add_flags
+from ._commands import (
     NO_PREPROCESS,
     PROG,
     CLIError,
@@ -47,7 +48,6 @@ from ._cli_commands import (
     cmd_embed,
     say,
 )
-from ._options import PREPROCESSORS, add_flags
 from ._table_io import EMBEDDING_COLUMN, WIDE_PREFIX, TableIOError
 
 __all__ = ["CLIError", "build_parser", "main"]
@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         With the ``embed`` and ``cache`` commands; each parsed namespace has
         a ``func`` attribute, the command to run.
     """
-    from ._version import __version__
+    from .._version import __version__
 
     parser = _Parser(
         prog=PROG,

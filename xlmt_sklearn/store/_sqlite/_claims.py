@@ -6,7 +6,7 @@ counted 800 encodes for 600 distinct texts). Before encoding its misses a proces
 *claims* them in the ``claims`` table, in one write transaction: a key is its own
 when no other live process claims it (it then looks the key up once more, in case
 it was stored meanwhile). A key claimed by
-another process is waited for (:mod:`xlmt_sklearn._pipeline`), and its claim is
+another process is waited for (:mod:`xlmt_sklearn.flow._pipeline`), and its claim is
 taken over when that process is gone: on this host when its pid no longer exists,
 from another host (a shared file) after :data:`STALE_S`. Claims are released as
 soon as the claimed batch is written or the transform ends, whatever the outcome.
@@ -22,7 +22,7 @@ import socket
 import sqlite3
 from collections.abc import Sequence
 
-from .._machine import pid_alive
+from ...backends._machine import pid_alive
 from ._sql import _chunks, _placeholders
 
 __all__ = ["CLAIMS_TABLE", "STALE_S", "claim", "owner", "release"]

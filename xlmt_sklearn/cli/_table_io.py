@@ -191,7 +191,7 @@ def _read_jsonl(path: Path) -> Any:
 
     import pandas as pd
 
-    from ._inputs import replace_surrogates
+    from ..flow._inputs import replace_surrogates
 
     records = []
     # Split on "\n" only: U+2028 and friends may appear raw inside JSON strings.

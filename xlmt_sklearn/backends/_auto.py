@@ -3,7 +3,7 @@
 ``backend="auto"`` (:func:`resolve_backend`) is torch on CUDA/MPS, with
 ``compile`` and for an explicit ``dtype="float32"``/``"float16"``. On the CPU it
 follows :data:`AUTO_RULES`, one :class:`AutoRule` per CPU class
-(:func:`~xlmt_sklearn._machine.cpu_class`), decided from the measurements in
+(:func:`~xlmt_sklearn.backends._machine.cpu_class`), decided from the measurements in
 docs/backends.md ("The auto rule"):
 
 * ``amx`` (Intel Xeon 4th generation on): OpenVINO bf16; torch bf16 where OpenVINO
@@ -22,9 +22,9 @@ docs/backends.md ("The auto rule"):
 int8, which only OpenVINO has: "auto" is then OpenVINO on any CPU (or a clear
 error when it is not installed).
 
-:func:`make_encoders` builds one :class:`~xlmt_sklearn._encoders.Encoder` per
-device: :class:`~xlmt_sklearn._encoders.TorchEncoder` or a runtime's
-(:mod:`xlmt_sklearn._encoders_runtime`). This module sits above both, so neither
+:func:`make_encoders` builds one :class:`~xlmt_sklearn.backends._encoders.Encoder` per
+device: :class:`~xlmt_sklearn.backends._encoders.TorchEncoder` or a runtime's
+(:mod:`xlmt_sklearn.backends._runtime`). This module sits above both, so neither
 imports the other's choice.
 """
 
@@ -34,8 +34,9 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
+from .._state import owns
 from ._encoders import Encoder, TorchEncoder
-from ._encoders_runtime import (
+from ._runtime import (
     backend_names,
     int8_installed,
     openvino_has_bf16,
@@ -69,7 +70,7 @@ class AutoRule:
     int8 : {"torch", "openvino", "openvino-static"}
         ``quantize="int8"``: torch int8, OpenVINO's dynamic int8, or OpenVINO's static
         int8 calibrated on the tokenizer's vocabulary
-        (:func:`~xlmt_sklearn._runtime_int8.vocabulary_samples`).
+        (:func:`~xlmt_sklearn.backends._int8.vocabulary_samples`).
     """
 
     runtime: str | None
@@ -77,7 +78,7 @@ class AutoRule:
     int8: str
 
 
-#: The rule per :data:`~xlmt_sklearn._machine.CPU_CLASSES` (measurements: docs/backends.md).
+#: The rule per :data:`~._machine.CPU_CLASSES` (measurements: docs/backends.md).
 AUTO_RULES: dict[str, AutoRule] = {
     "amx": AutoRule("openvino", "bfloat16", "openvino-static"),
     "avx512_bf16": AutoRule("openvino", "float32", "openvino"),
@@ -88,7 +89,7 @@ AUTO_RULES: dict[str, AutoRule] = {
 
 
 def auto_rule() -> AutoRule:
-    """This CPU's :class:`AutoRule` (its class: :func:`~xlmt_sklearn._machine.cpu_class`)."""
+    """This CPU's :class:`AutoRule` (its class: :func:`~._machine.cpu_class`)."""
     from ._machine import cpu_class
 
     return AUTO_RULES[cpu_class()]
@@ -103,7 +104,7 @@ def native_bf16() -> bool:
 def _wants_cpu(device: Any) -> bool:
     """Whether ``device`` (the estimator's parameter) means this process's CPU."""
     if device in (None, "auto"):
-        from ._params import resolve_device
+        from .._params import resolve_device
 
         return resolve_device(device) == "cpu"
     return device == "cpu" or (isinstance(device, (list, tuple)) and list(device) == ["cpu"])
@@ -156,7 +157,7 @@ def _resolve(
     backend: str, device: Any, quantize: str | None, compile: bool, dtype: str, calibrated: bool
 ) -> str:
     """:func:`resolve_backend` before its calibration check."""
-    from ._env import env_choice
+    from .._env import env_choice
 
     if backend == "auto":
         if quantize not in (None, "int8") or compile or not _wants_cpu(device):
@@ -230,11 +231,11 @@ def make_encoders(
         one CPU.
     calibration : Calibration or None, default=None
         The texts of OpenVINO's static int8
-        (:class:`~xlmt_sklearn._runtime_int8.Calibration`).
+        (:class:`~xlmt_sklearn.backends._int8.Calibration`).
     layers : tuple of int, default=(-1,)
         The hidden states the call uses. A native runtime is used only once it
         passed its self-check with them on this machine
-        (:func:`~xlmt_sklearn._selfcheck.check_runtime`: stored, so a check runs
+        (:func:`~xlmt_sklearn.backends._selfcheck.check_runtime`: stored, so a check runs
         once per machine and configuration; the first one converts the model).
     selfcheck : bool, default=True
         False: only a verdict already stored counts (``fit`` describing
@@ -253,8 +254,8 @@ def make_encoders(
         failed its self-check. ``"auto"`` warns
         (:class:`~xlmt_sklearn.RuntimeFallbackWarning`) and returns torch encoders.
     """
-    from ._model import ModelSpec
-    from ._params import resolve_devices, resolve_dtype
+    from .._model import ModelSpec
+    from .._params import resolve_devices, resolve_dtype
 
     chosen = resolve_backend(
         backend, device, quantize=quantize, compile=compile, dtype=dtype,
@@ -269,7 +270,7 @@ def make_encoders(
                 encoder = runtime_encoder(chosen, identity, dtype, trust_remote_code, quantize,
                                           calibration)  # fmt: skip
         if calibration is not None and calibration.vocabulary:
-            from ._runtime_int8 import require_unigram
+            from ._int8 import require_unigram
 
             require_unigram(encoder.tokenizer(), repr(encoder.spec.name))
         if _passes_selfcheck(encoder, tuple(layers), auto, run=selfcheck):
@@ -289,7 +290,7 @@ def make_encoders(
 def _auto_calibration(encoder: Encoder, max_length: int) -> Any:
     """The calibration of ``"auto"``'s int8 here: the vocabulary's where the rule says
     static int8 and the tokenizer has unigram probabilities, else None (dynamic int8)."""
-    from ._runtime_int8 import Calibration, has_unigram
+    from ._int8 import Calibration, has_unigram
 
     if auto_rule().int8 != f"{encoder.name}-static" or not has_unigram(encoder.tokenizer()):
         return None
@@ -306,7 +307,7 @@ def _torch_how(encoder: Encoder) -> str:
 
 def _forced() -> bool:
     """Whether ``XLMT_SKLEARN_AUTO_BACKEND`` names the backend (then it is the user's choice)."""
-    from ._env import env_choice
+    from .._env import env_choice
 
     return env_choice(AUTO_BACKEND_ENV, backend_names()[1:]) is not None
 
@@ -325,7 +326,7 @@ def _passes_selfcheck(
     """
     import warnings
 
-    from ._errors import RuntimeCheckError, RuntimeFallbackWarning, user_stacklevel
+    from .._errors import RuntimeCheckError, RuntimeFallbackWarning, user_stacklevel
     from ._selfcheck import check_runtime
 
     verdict = check_runtime(encoder, layers, run=run)
@@ -345,3 +346,13 @@ def _passes_selfcheck(
             stacklevel=user_stacklevel(),
         )
     return False
+
+
+@owns("runtimes")
+def _reset_probes() -> None:
+    native_bf16.cache_clear()
+
+
+@owns("verdicts")
+def _reset_warned() -> None:
+    _WARNED.clear()

@@ -2,7 +2,7 @@
 
 Each command takes the parsed :class:`argparse.Namespace` of
 :func:`xlmt_sklearn.cli.build_parser` and returns an exit status; a user
-error raises :class:`CLIError` (or :class:`~xlmt_sklearn._table_io.TableIOError`),
+error raises :class:`CLIError` (or :class:`~xlmt_sklearn.cli._table_io.TableIOError`),
 which :func:`xlmt_sklearn.cli.main` prints as one line.
 
 ``embed`` runs in this order, so that a mistake costs no model load: the
@@ -95,7 +95,7 @@ def _quiet_transformers() -> Iterator[None]:
 
 # --------------------------------------------------------------------------- cache
 def _cache_file(path: str) -> Path:
-    from ._cache import DEFAULT_FILENAME
+    from ..store._cache import DEFAULT_FILENAME
 
     p = Path(path).expanduser()
     return p / DEFAULT_FILENAME if p.is_dir() else p
@@ -110,8 +110,8 @@ def _open_existing_cache(path: str) -> Any:
     """
     import sqlite3
 
-    from ._cache import EmbeddingCache
-    from ._sqlite_store import MAGIC
+    from ..store._cache import EmbeddingCache
+    from ..store._sqlite import MAGIC
 
     file = _cache_file(path)
     if file.is_symlink():
@@ -184,8 +184,8 @@ def _check_files(args: argparse.Namespace) -> tuple[Path, str, Path, str]:
 def _check_model_name(model: str) -> None:
     """A mistyped model folder is refused before scikit-learn and torch are imported
     (5.3 s before, issue 27); the rest of the model's checks come with fit."""
-    from ._errors import ModelNotFoundError
-    from ._model import check_model_name
+    from .._errors import ModelNotFoundError
+    from .._model import check_model_name
 
     try:
         check_model_name(model)
@@ -202,7 +202,7 @@ def _calibration_texts(path: str | None) -> list[str] | None:
 
 
 def _make_vectorizer(args: argparse.Namespace, cache: Any, progress: bool | str) -> Any:
-    from ._options import estimator_params
+    from .._options import estimator_params
 
     kind = "tokens" if args.tokens else "pooled"
     params = estimator_params(args, kind)  # the declared options' flags
@@ -212,11 +212,11 @@ def _make_vectorizer(args: argparse.Namespace, cache: Any, progress: bool | str)
         progress=progress,
     )  # fmt: skip
     if args.tokens:
-        from ._token_vectorizer import XLMTTokenVectorizer
+        from .._token_vectorizer import XLMTTokenVectorizer
 
         vectorizer: Any = XLMTTokenVectorizer(output="frame", **params)
     else:
-        from ._vectorizer import XLMTVectorizer
+        from .._vectorizer import XLMTVectorizer
 
         vectorizer = XLMTVectorizer(**params)
     try:  # the estimator's own parameter constraints, checked without the model
@@ -248,7 +248,7 @@ def _read_input(args: argparse.Namespace, in_path: Path, in_fmt: str, out_fmt: s
                 f"--keep-columns: the input already has column(s) {clash[:5]} that the output "
                 "uses for the embedding; rename them first"
             )
-    from ._inputs import as_texts
+    from ..flow._inputs import as_texts
 
     try:  # cheap check of missing/non-string values before any model is loaded
         as_texts(df[args.text_column], missing=args.missing)
@@ -259,7 +259,7 @@ def _read_input(args: argparse.Namespace, in_path: Path, in_fmt: str, out_fmt: s
 
 
 def _model_error(exc: BaseException, model: str) -> CLIError:
-    from ._model import _offline_hint, looks_like_path
+    from .._model import _offline_hint, looks_like_path
 
     if looks_like_path(model):
         hint = (
@@ -279,7 +279,7 @@ def _model_error(exc: BaseException, model: str) -> CLIError:
 
 def _encode(vectorizer: Any, texts: Any, model: str, cache: Any) -> Any | None:
     """``vectorizer.fit().transform(texts)``; None when interrupted (after saying so)."""
-    from ._errors import ModelLoadError, NonFiniteOutputError, RuntimeCheckError
+    from .._errors import ModelLoadError, NonFiniteOutputError, RuntimeCheckError
 
     try:
         with _quiet_transformers():
@@ -328,7 +328,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     in_path, in_fmt, out_path, out_fmt = _check_files(args)
     cache = None
     if args.cache_dir is not None:
-        from ._cache import DEFAULT_FILENAME, EmbeddingCache
+        from ..store._cache import DEFAULT_FILENAME, EmbeddingCache
 
         # EmbeddingCache creates missing folders itself, private (0o700), on first use.
         cache = EmbeddingCache(Path(args.cache_dir).expanduser() / DEFAULT_FILENAME)

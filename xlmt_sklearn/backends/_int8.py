@@ -1,6 +1,6 @@
 """``quantize="int8"`` on the CPU runtimes: ONNX Runtime and OpenVINO.
 
-Both start from the runtime's float32 converted model (:mod:`xlmt_sklearn._convert`)
+Both start from the runtime's float32 converted model (:mod:`xlmt_sklearn.backends._convert`)
 and write an int8 copy of it once, into its own converted-model folder (same
 atomic rename and manifest checks), keyed by the scheme string below: a change
 of scheme is a new folder and a new cache key, never a reuse.
@@ -10,7 +10,7 @@ ONNX Runtime (:data:`ONNXRUNTIME_INT8_SCHEME`)
     scale per output channel; activations quantized per batch at run time
     (``DynamicQuantizeLinear`` + ``MatMulInteger``). The embedding tables
     (``Gather``) are stored int8 too. As for torch int8
-    (:mod:`xlmt_sklearn._quantize`), the width-reducing matmuls (the feed-forward
+    (:mod:`xlmt_sklearn.backends._quantize`), the width-reducing matmuls (the feed-forward
     down-projections, whose GELU inputs carry outlier features) stay float32:
     on multilingual-e5-small's real weights, quantizing them as well drops the
     cosine to float32 from 0.998 (min, 300 UMSAB tweets) to 0.987
@@ -50,7 +50,7 @@ Calibration from the vocabulary (``calibration_texts="vocabulary"``)
     activation ranges need; the cosine to float32 and the UMSAB macro-F1 of this
     calibration against real tweets are in docs/backends.md ("Int8 on AMX").
     ``backend="auto"`` uses it for ``quantize="int8"`` on AMX CPUs
-    (:mod:`xlmt_sklearn._backends`).
+    (:mod:`xlmt_sklearn.backends._auto`).
 """
 
 from __future__ import annotations
@@ -171,7 +171,7 @@ def openvino_static_scheme(calibration: Calibration) -> str:
 
 def int8_scheme(backend: str, calibration: Calibration | None = None) -> str:
     """The int8 scheme string of registered runtime ``backend`` (its ``int8_scheme``)."""
-    from ._encoders_runtime import runtime_encoder_class
+    from ._runtime import runtime_encoder_class
 
     return runtime_encoder_class(backend).int8_scheme(calibration)
 
@@ -182,7 +182,7 @@ def width_reducing_matmuls(graph: Any) -> list[str]:
 
     A weight initializer of shape ``(in, out)`` with ``out < in``: torch's
     ``nn.Linear`` with fewer outputs than inputs, exported (the rule of
-    :func:`xlmt_sklearn._quantize._int8_layer_names`).
+    :func:`xlmt_sklearn.backends._quantize._int8_layer_names`).
     """
     shapes = {init.name: tuple(init.dims) for init in graph.initializer}
     names = []
@@ -298,7 +298,7 @@ def vocabulary_samples(
     probs = np.exp(scores - scores.max())
     probs /= probs.sum()
     rng = np.random.default_rng(seed)
-    from ._model import _special_tokens
+    from .._model import _special_tokens
 
     before, after = _special_tokens(tokenizer)
     n_special = len(before) + len(after)

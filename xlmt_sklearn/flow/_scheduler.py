@@ -33,7 +33,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from ._env import env_flag
+from .._env import env_flag
+from .._state import owns
 
 __all__ = [
     "DELIVERY_DEPTH",
@@ -217,3 +218,8 @@ def _threaded(
             t.join()
     if error is not None:
         raise error
+
+
+@owns("environment")
+def _reset_environment() -> None:
+    _glibc.cache_clear()

@@ -12,6 +12,7 @@ import os
 import threading
 from pathlib import Path
 
+from ..._state import owns
 from ._files import _abandon
 from ._store import SQLiteStore
 
@@ -84,3 +85,9 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+@owns("connections")
+def _reset_connections() -> None:
+    for store in list(_POOL.values()):
+        close_store(store.path)

@@ -11,7 +11,7 @@ import hashlib
 import json
 from typing import Any
 
-from ._version import __version__
+from .._version import __version__
 
 __all__ = ["FORMAT_VERSION", "fingerprint"]
 

@@ -2,14 +2,14 @@
 
 An :class:`Encoder` is everything that turns one batch of token id rows into
 arrays: the runtime and its weights on one device, in one precision. The
-pipeline (:mod:`xlmt_sklearn._pipeline`) sees nothing else, so a new backend
+pipeline (:mod:`xlmt_sklearn.flow._pipeline`) sees nothing else, so a new backend
 (another runtime, another precision) is one new subclass plus a line in
 :func:`make_encoders`. Its data contract:
 
 ``encode(rows, options, pool_rows) -> BatchOutput``
     ``rows`` are token id lists (special tokens included), at most
     ``options.batch_size`` of them. The result holds, per row, the chosen
-    layers aggregated (:func:`~xlmt_sklearn._pooling.aggregate_layers`) and,
+    layers aggregated (:func:`~xlmt_sklearn.flow._pooling.aggregate_layers`) and,
     when ``options.pooling`` is set, pooled and optionally L2-normalised for
     the rows flagged in ``pool_rows`` (whole texts; windows of a long text are
     pooled after merging). Token matrices are returned padded to the longest
@@ -22,11 +22,11 @@ encoder changes in a vector (its dtype, a quantization scheme) is its
 
 :class:`TorchEncoder` is the first implementation: a transformers model from
 the per-process registry (:mod:`xlmt_sklearn._model`), on the CPU through the
-padding-free :class:`~xlmt_sklearn._packed.PackedForward` when the
+padding-free :class:`~xlmt_sklearn.backends._packed.PackedForward` when the
 architecture allows, otherwise (GPUs, other architectures, compiled models,
 models with forward hooks) through the model itself on padded batches;
 ``quantize="int8"`` is a torch.ao dynamically quantized copy of it.
-OpenVINO and ONNX Runtime encoders live in :mod:`xlmt_sklearn._encoders_runtime`
+OpenVINO and ONNX Runtime encoders live in :mod:`xlmt_sklearn.backends._runtime`
 and reuse :func:`finish_batch`, so pooling is the same code on every backend.
 """
 
@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from ._batching import BATCH_OVERHEAD_TOKENS
+from ..flow._batching import BATCH_OVERHEAD_TOKENS
 
 __all__ = [
     "BatchOutput", "EncodeOptions", "Encoder", "TorchEncoder", "finish_batch", "pad_rows",
@@ -93,7 +93,7 @@ class Encoder(ABC):
         True when every batch is computed padded to its longest row and its time
         grows with the padded tokens, not with the number of batches (the CPU
         runtimes): the batch plan then cuts where padding is least
-        (:func:`~xlmt_sklearn._batching.plan_batches` ``min_padding``).
+        (:func:`~xlmt_sklearn.flow._batching.plan_batches` ``min_padding``).
     cut_tokens : int
         With ``pads_batches``: what one more batch costs, in padded tokens' worth of
         compute (the plan's price of a cut; ``plan_batches``' ``cut_tokens``).
@@ -182,7 +182,7 @@ class TorchEncoder(Encoder):
         than ``XLMT_SKLEARN_MAX_MODELS`` cannot evict each other batch after batch.
         """
         if self._loaded is None:
-            from ._model import get_model
+            from .._model import get_model
 
             self._loaded = get_model(self.spec)
         return self._loaded
@@ -191,12 +191,12 @@ class TorchEncoder(Encoder):
         self.loaded()
 
     def tokenizer(self) -> Any:
-        from ._model import get_tokenizer
+        from .._model import get_tokenizer
 
         return get_tokenizer(self.spec)
 
     def special_tokens(self) -> tuple[list[int], list[int]]:
-        from ._model import _special_tokens
+        from .._model import _special_tokens
 
         return _special_tokens(self.tokenizer())
 
@@ -246,7 +246,7 @@ def finish_batch(
     Shared by every backend, so that pooling is the same code whatever computed
     the hidden states (torch tensors; ``mask`` is the (batch, seq) 0/1 mask).
     """
-    from ._pooling import aggregate_layers, l2_normalize, pool
+    from ..flow._pooling import aggregate_layers, l2_normalize, pool
 
     keep_tokens = options.pooling is None
     tokens = aggregate_layers(hidden_states, layers, options.layer_aggregation)
@@ -265,7 +265,7 @@ def finish_stacked(
 ) -> BatchOutput:
     """:func:`finish_batch` on numpy, for a runtime's (n_layers, batch, seq, hidden) output
     (the chosen layers in order): no torch at inference."""
-    from ._pooling import aggregate_stacked, l2_normalize_rows, pool_padded
+    from ..flow._pooling import aggregate_stacked, l2_normalize_rows, pool_padded
 
     keep_tokens = options.pooling is None
     tokens = aggregate_stacked(np.asarray(stacked, dtype=np.float32), options.layer_aggregation)
@@ -310,10 +310,10 @@ def _padded_hidden(loaded: Any, rows: list[list[int]], layers: tuple[int, ...]):
 
 
 def cuda_token_budget(loaded: Any, layers: tuple[int, ...], longest: int) -> int:
-    """The :func:`~xlmt_sklearn._batching.token_budget` of a CUDA card's free memory now."""
+    """The :func:`~xlmt_sklearn.flow._batching.token_budget` of a CUDA card's free memory now."""
     import torch
 
-    from ._batching import token_budget
+    from ..flow._batching import token_budget
 
     free, _ = torch.cuda.mem_get_info(torch.device(loaded.device))
     config = loaded.model.config

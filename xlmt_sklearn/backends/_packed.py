@@ -7,7 +7,7 @@ fused into one matmul, also for torch.ao int8 weights), and only attention
 sees a padded layout. The same modules and weights compute the same numbers as
 ``model(input_ids, attention_mask)`` (float noise, < 1e-5), with no FLOPs
 spent on padding and far fewer framework calls; docs/benchmarks.md has the
-measurements. :class:`~xlmt_sklearn._encoders.TorchEncoder` uses it where
+measurements. :class:`~xlmt_sklearn.backends._encoders.TorchEncoder` uses it where
 :meth:`PackedForward.of` accepts the model; everything else (GPUs, other
 architectures, compiled models, models with user forward hooks) runs the
 model itself on padded batches.
@@ -21,6 +21,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .._state import owns
 
 __all__ = ["PackedForward", "fuse_int8_qkv"]
 
@@ -271,3 +273,8 @@ class PackedForward:
         inter = layer.intermediate.intermediate_act_fn(layer.intermediate.dense(x))
         out = layer.output
         return out.LayerNorm(out.dense(inter) + x)
+
+
+@owns("packed_weights")
+def _reset_packed() -> None:
+    _PACKED.clear()

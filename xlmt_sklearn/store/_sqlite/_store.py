@@ -93,7 +93,7 @@ FAST_READS: tuple[FastRead, ...] = (read_directed,)
 #: main file as it is, without locks or the WAL (a writer with more rights may
 #: change it meanwhile: whatever fails validation is a miss, a malformed page is
 #: treated as corruption). Writes on a read-only store fail with SQLITE_READONLY,
-#: which :class:`~xlmt_sklearn._cache.EmbeddingCache` reports once and then skips.
+#: which :class:`~xlmt_sklearn.store._cache.EmbeddingCache` reports once and then skips.
 OPEN_MODES = ("rw", "ro", "immutable")
 
 _SQLITE_CANTOPEN = 14

@@ -2,10 +2,10 @@
 
 Native runtimes (OpenVINO, ONNX Runtime) pick their kernels from the CPU's
 instruction sets, so anything they store or we conclude about them (a compiled
-model blob, a self-check verdict, :mod:`xlmt_sklearn._selfcheck`) is only valid
+model blob, a self-check verdict, :mod:`xlmt_sklearn.backends._selfcheck`) is only valid
 on a CPU of the same model with the same flags. :func:`cpu_identity` is that
 CPU, read once per process; no third-party import. :func:`cpu_class` sorts it
-into the classes of ``backend="auto"``'s rule (:mod:`xlmt_sklearn._backends`).
+into the classes of ``backend="auto"``'s rule (:mod:`xlmt_sklearn.backends._auto`).
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def cpu_class() -> str:
     >>> cpu_class() in CPU_CLASSES
     True
     """
-    from ._env import env_choice
+    from .._env import env_choice
 
     return env_choice(CPU_CLASS_ENV, CPU_CLASSES) or class_of(cpu_identity()["isa"].split())
 

@@ -29,7 +29,7 @@ class Scatter:
     ----------
     inverse : ndarray of int
         For each row in ``rows``, the index of its distinct text
-        (:func:`~xlmt_sklearn._dedupe.unique_texts`).
+        (:func:`~xlmt_sklearn.flow._dedupe.unique_texts`).
     rows : ndarray of int
         The input rows that hold a text (missing rows under
         ``missing="zeros"`` are left out), in input order.

@@ -24,7 +24,7 @@ ones cost no torch import.
 Every mode is defined once, in :data:`POOLING_PARTS`, as the per-token statistics it
 concatenates; the output widths (:func:`token_width`, :func:`pooled_width`) follow
 from it, and so do :func:`pool_matrix`, the layer statistics' derivation
-(:func:`xlmt_sklearn._layer_stats.derive`) and :class:`TokenPooler`'s width.
+(:func:`xlmt_sklearn.flow._layer_stats.derive`) and :class:`TokenPooler`'s width.
 """
 
 from __future__ import annotations

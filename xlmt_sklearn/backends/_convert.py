@@ -6,7 +6,7 @@ commit, or a local folder's content hash, not its path), the runtime, the
 hidden states the graph outputs (the estimator's ``layers``) and the
 precision of the stored weights (float32: the runtime's own precision hint
 picks bf16 at compile time; or an int8 scheme of
-:mod:`xlmt_sklearn._runtime_int8`, built from the float32 folder). ``root``
+:mod:`xlmt_sklearn.backends._int8`, built from the float32 folder). ``root``
 is ``$XLMT_SKLEARN_CONVERTED_DIR`` when set, else
 ``~/.cache/xlmt_sklearn/converted`` (``$XDG_CACHE_HOME`` is honoured).
 
@@ -49,6 +49,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .._state import owns
+
 __all__ = [
     "CONVERTED_ENV",
     "conversion_key",
@@ -75,7 +77,7 @@ _STALE_TMP_S = 24 * 3600.0
 
 def converted_root() -> Path:
     """The folder holding converted models (see the module docstring)."""
-    from ._env import env_dir
+    from .._env import env_dir
 
     root = env_dir(CONVERTED_ENV)
     if root is not None:
@@ -193,7 +195,7 @@ def _free_bytes(path: Path) -> int | None:
 
 
 def _unwritable(root: Path, exc: OSError) -> OSError:
-    from ._env import env_dir
+    from .._env import env_dir
 
     where = "XLMT_SKLEARN_CONVERTED_DIR" if env_dir(CONVERTED_ENV) else "the default folder"
     return OSError(
@@ -394,3 +396,8 @@ def export_onnx(model: Any, layers: tuple[int, ...], folder: Path) -> None:
                           "hidden_states": {1: "batch", 2: "sequence"}},
             opset_version=17, dynamo=False,
         )  # fmt: skip
+
+
+@owns("runtimes")
+def _reset_verified() -> None:
+    _VERIFIED.clear()

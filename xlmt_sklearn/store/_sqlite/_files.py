@@ -36,7 +36,7 @@ def refuse_links(path: Path) -> None:
     SQLite opens (and creates) these files by name and follows links, so a link
     planted there would make it write, or :func:`move_aside` rename, whatever the
     link points to. Directories above the file are not checked: they are resolved
-    when the path is (see :func:`xlmt_sklearn._cache._resolve_path`).
+    when the path is (see :func:`xlmt_sklearn.store._cache._resolve_path`).
 
     Parameters
     ----------

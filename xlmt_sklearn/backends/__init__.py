@@ -1,0 +1,1 @@
+"""What computes the model: the Encoder interface, torch, the runtime plugins, the "auto" rule."""

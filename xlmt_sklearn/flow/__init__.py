@@ -1,0 +1,1 @@
+"""The encode flow: inputs, preprocessing, dedupe, tokenizing, batching, stream, pooling, output."""
