@@ -62,3 +62,27 @@ def test_transform_leaves_the_estimator_dict_unchanged(cls, tiny_model_dir):
     before = dict(vars(est))
     est.transform(["a text", "another"])
     assert vars(est) == before
+
+
+def test_a_parameter_that_cannot_be_copied_is_compared_by_identity(tiny_model_dir):
+    """A preprocess callable holding a lock (it cannot be deep-copied) still works."""
+    import threading
+
+    class Locked:
+        def __init__(self):
+            self.lock = threading.Lock()
+
+        def __call__(self, text):
+            with self.lock:
+                return text.lower()
+
+    pytest.importorskip("openvino", reason="calibration_texts is OpenVINO's static int8")
+    est = XLMTVectorizer(
+        str(tiny_model_dir), backend="openvino", quantize="int8", preprocess=Locked(),
+        calibration_texts=["Some text", "Another"], progress=False,
+    ).fit()  # fmt: skip
+    first = est._calibration()
+    assert est._calibration() is first
+    assert first.texts[0] == "some text"
+    est.set_params(preprocess=Locked())
+    assert est._calibration() is not first

@@ -54,6 +54,15 @@ def validate_layers(
 _CALIBRATION_PARAMS = ("calibration_texts", "quantize", "preprocess", "prefix", "max_length")
 
 
+def _snapshot(value: Any) -> Any:
+    """A copy to compare later (an object that cannot be copied, e.g. a callable holding
+    a lock, is compared by identity)."""
+    try:
+        return copy.deepcopy(value)
+    except Exception:  # any object a user passes
+        return value
+
+
 def _changed(before: Any, now: Any) -> bool:
     """Whether a parameter differs from its value at fit (arrays compare by value)."""
     before, now = (v.tolist() if isinstance(v, np.ndarray) else v for v in (before, now))
@@ -84,7 +93,7 @@ class _FitMemo:
         if entry is not None and not any(_changed(entry[0][k], v) for k, v in params.items()):
             return entry[1]
         value = build()
-        self._entries[name] = (copy.deepcopy(params), value)
+        self._entries[name] = ({k: _snapshot(v) for k, v in params.items()}, value)
         return value
 
     def __deepcopy__(self, memo: dict) -> _FitMemo:
