@@ -165,7 +165,7 @@ def _patched(module, **values):
 def bench_vectorizer(model_dir: Path, texts: list[str], tmp: Path, rounds: int, log) -> dict:
     """Cold vs warm vs no-cache transform times (medians over interleaved rounds)."""
     from xlmt_sklearn import XLMTVectorizer
-    from xlmt_sklearn._model import load_count
+    from xlmt_sklearn.backends._loading import load_count
 
     base = XLMTVectorizer(str(model_dir), device="cpu", backend="torch", progress=False).fit()
     base.transform(texts[:8])  # load the model once (shared registry), outside the timings
@@ -224,7 +224,7 @@ def bench_gridsearch(model_dir: Path, texts: list[str], labels: list[int], tmp: 
     from sklearn.pipeline import Pipeline
 
     from xlmt_sklearn import XLMTVectorizer
-    from xlmt_sklearn._model import get_model  # noqa: F401  (registry warm-up below)
+    from xlmt_sklearn.backends._loading import get_model  # noqa: F401  (registry warm-up below)
 
     grid = {"clf__C": [0.1, 1.0, 10.0]}
     out = {}

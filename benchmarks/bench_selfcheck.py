@@ -73,7 +73,8 @@ print(time.perf_counter() - t)
 def _encoders(model: Path):
     """The runtime encoders to check: (label, encoder)."""
     from xlmt_sklearn import XLMTVectorizer
-    from xlmt_sklearn.backends._runtime import openvino_has_bf16, runtime_encoder
+    from xlmt_sklearn.backends._openvino import openvino_has_bf16
+    from xlmt_sklearn.backends._runtime import runtime_encoder
 
     ident = XLMTVectorizer(str(model), device="cpu").fit().model_identity_
     out = [("openvino float32", runtime_encoder("openvino", ident, "float32", False))]

@@ -300,12 +300,13 @@ def one_contender(name: str, model_dir: Path, texts: list[str], lengths: np.ndar
 
 def runtime_variants() -> list[tuple[str, str, str, str | None]]:
     """(contender name, backend, dtype, quantize) of each installed runtime and precision."""
+    from xlmt_sklearn.backends import _openvino as ov_rt
     from xlmt_sklearn.backends import _runtime as rt
 
     out = []
     if rt.runtime_installed("openvino"):
         out.append(("xlmt_sklearn openvino f32", "openvino", "float32", None))
-        if rt.openvino_has_bf16():
+        if ov_rt.openvino_has_bf16():
             out.append(("xlmt_sklearn openvino bf16", "openvino", "bfloat16", None))
         if rt.int8_installed("openvino"):
             out.append(("xlmt_sklearn openvino int8", "openvino", "float32", "int8"))
@@ -476,12 +477,12 @@ def yardstick(name: str, res: dict) -> str:
 
 def tokenization_seconds(model_dir: Path, texts: list[str]) -> Callable[[], None]:
     """xlmt_sklearn's own steps before the forward pass (preprocess + tokenize)."""
-    from xlmt_sklearn._model import get_tokenizer
+    from xlmt_sklearn.backends._loading import get_tokenizer
     from xlmt_sklearn.flow._preprocess import normalize_tweet
     from xlmt_sklearn.flow._tokenize import tokenize
 
     tok = get_tokenizer_for(model_dir, get_tokenizer)
-    from xlmt_sklearn._model import _special_tokens
+    from xlmt_sklearn.backends._loading import _special_tokens
 
     pre, suf = _special_tokens(tok)
 
@@ -495,7 +496,8 @@ def tokenization_seconds(model_dir: Path, texts: list[str]) -> Callable[[], None
 
 
 def get_tokenizer_for(model_dir: Path, get_tokenizer: Callable) -> object:
-    from xlmt_sklearn._model import ModelSpec, resolve_identity
+    from xlmt_sklearn._model import resolve_identity
+    from xlmt_sklearn.backends._loading import ModelSpec
 
     ident, _ = resolve_identity(str(model_dir))
     return get_tokenizer(ModelSpec(str(model_dir), None, ident.content_hash, "cpu", "float32"))
@@ -905,7 +907,7 @@ def main(argv: list[str] | None = None) -> int:
         res["contenders"][k]["cos_fp32_p1"] = float(np.percentile(cos_k, 1))
     res["auto"] = auto_backend()
     res["auto_int8"] = auto_int8_contender()
-    from xlmt_sklearn.backends._machine import cpu_class
+    from xlmt_sklearn._machine import cpu_class
 
     res["cpu_class"] = cpu_class()
     res["model_text"] = model_text(args.model, sh, args.smoke)

@@ -56,7 +56,8 @@ class Env:
     """The model folder, tokenized sample and loaded models shared by experiments."""
 
     def __init__(self, model_dir: Path, texts: list[str], log: Callable[[str], None]):
-        from xlmt_sklearn._model import ModelSpec, get_model, resolve_identity
+        from xlmt_sklearn._model import resolve_identity
+        from xlmt_sklearn.backends._loading import ModelSpec, get_model
         from xlmt_sklearn.flow._tokenize import tokenize
 
         self.model_dir = model_dir
@@ -77,7 +78,7 @@ class Env:
 
     def variant(self, model) -> object:
         """A LoadedModel sharing tokenizer/specials with the default one."""
-        from xlmt_sklearn._model import LoadedModel
+        from xlmt_sklearn.backends._loading import LoadedModel
 
         lm = self.loaded
         return LoadedModel(model, lm.tokenizer, "cpu", "float32", lm.special_prefix,

@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     import tempfile
 
     from xlmt_sklearn import EmbeddingCache, XLMTVectorizer
-    from xlmt_sklearn._model import clear_model_registry
+    from xlmt_sklearn.backends._loading import clear_model_registry
     from xlmt_sklearn.flow import _scheduler
     from xlmt_sklearn.flow._preprocess import normalize_tweet
 

@@ -13,7 +13,10 @@ import numpy as np
 import pytest
 
 from xlmt_sklearn import XLMTTokenVectorizer, XLMTVectorizer
+from xlmt_sklearn._machine import CPU_CLASS_ENV, CPU_CLASSES, class_of, cpu_class
 from xlmt_sklearn.backends import _auto as bk
+from xlmt_sklearn.backends import _onnxruntime as ort_rt
+from xlmt_sklearn.backends import _openvino as ov_rt
 from xlmt_sklearn.backends import _runtime as rt
 from xlmt_sklearn.backends._convert import CONVERTED_ENV
 from xlmt_sklearn.backends._int8 import (
@@ -23,7 +26,6 @@ from xlmt_sklearn.backends._int8 import (
     unigram_scores,
     vocabulary_samples,
 )
-from xlmt_sklearn.backends._machine import CPU_CLASS_ENV, CPU_CLASSES, class_of, cpu_class
 
 TEXTS = [
     "hello world this is a tweet about the weather",
@@ -166,7 +168,7 @@ def test_torch_dtype_per_class_without_openvino(tiny_model_dir, auto_here, monke
 
 def test_auto_bf16_on_amx_is_openvino_bf16(tiny_model_dir, auto_here, own_converted):
     pytest.importorskip("openvino")
-    if not rt.openvino_has_bf16():
+    if not ov_rt.openvino_has_bf16():
         pytest.skip("this CPU runs no bf16 natively (OpenVINO's bf16 needs AVX-512 BF16 or AMX)")
     auto_here("amx")
     vec = XLMTVectorizer(str(tiny_model_dir), device="cpu", progress=False).fit()
@@ -251,7 +253,7 @@ def test_auto_int8_on_amx_is_static_on_the_vocabulary(
     auto_here("amx")
     vec = XLMTVectorizer(str(tiny_model_dir), device="cpu", quantize="int8", progress=False)
     (encoder,) = vec.fit()._encoders()
-    assert isinstance(encoder, rt.OpenVINOEncoder) and encoder.calibration.vocabulary
+    assert isinstance(encoder, ov_rt.OpenVINOEncoder) and encoder.calibration.vocabulary
     assert "static-activations" in encoder.fingerprint["quantize"]
     ref = XLMTVectorizer(str(tiny_model_dir), device="cpu", backend="torch",
                          progress=False).fit_transform(TEXTS)  # fmt: skip
@@ -271,10 +273,10 @@ def test_openvino_prices_a_cut_by_its_precision(monkeypatch):
 
     spec = object()  # stored only: nothing is loaded
     monkeypatch.setenv(CPU_CLASS_ENV, "avx512_bf16")
-    assert rt.OpenVINOEncoder(spec, "bfloat16").cut_tokens == BATCH_OVERHEAD_TOKENS
+    assert ov_rt.OpenVINOEncoder(spec, "bfloat16").cut_tokens == BATCH_OVERHEAD_TOKENS
     monkeypatch.setenv(CPU_CLASS_ENV, "amx")
-    assert rt.OpenVINOEncoder(spec, "float32").cut_tokens == BATCH_OVERHEAD_TOKENS
-    assert rt.OpenVINOEncoder(spec, "bfloat16").cut_tokens == FAST_BATCH_OVERHEAD_TOKENS
-    int8 = rt.OpenVINOEncoder(spec, "float32", quantize="int8")
+    assert ov_rt.OpenVINOEncoder(spec, "float32").cut_tokens == BATCH_OVERHEAD_TOKENS
+    assert ov_rt.OpenVINOEncoder(spec, "bfloat16").cut_tokens == FAST_BATCH_OVERHEAD_TOKENS
+    int8 = ov_rt.OpenVINOEncoder(spec, "float32", quantize="int8")
     assert int8.cut_tokens == FAST_BATCH_OVERHEAD_TOKENS
-    assert rt.OnnxRuntimeEncoder(spec, "float32").cut_tokens == BATCH_OVERHEAD_TOKENS
+    assert ort_rt.OnnxRuntimeEncoder(spec, "float32").cut_tokens == BATCH_OVERHEAD_TOKENS

@@ -13,6 +13,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 
 from tests._eager_runtime import EagerRuntime
 from xlmt_sklearn import XLMTVectorizer
+from xlmt_sklearn.backends import _openvino as ov_rt
 from xlmt_sklearn.backends import _runtime as rt
 
 TEXTS = ["hello world", "hola, ¿qué tal?", "guten Tag liebe Welt"]
@@ -21,7 +22,7 @@ TEXTS = ["hello world", "hola, ¿qué tal?", "guten Tag liebe Welt"]
 def test_builtins_and_the_plugin_are_registered():
     assert rt.backend_names()[:4] == ("auto", "torch", "openvino", "onnxruntime")
     assert "eager-test" in rt.backend_names() and rt.RUNTIMES["eager-test"] is EagerRuntime
-    assert rt.runtime_encoder_class("openvino") is rt.OpenVINOEncoder
+    assert rt.runtime_encoder_class("openvino") is ov_rt.OpenVINOEncoder
 
 
 def test_a_plugin_is_a_backend_end_to_end(tiny_model_dir):

@@ -23,6 +23,7 @@ from tests._runtime_cases import INT8_COSINE, LONG, TEXTS
 from tests._runtime_cases import cosines as _cosines
 from xlmt_sklearn import XLMTTokenVectorizer, XLMTVectorizer
 from xlmt_sklearn.backends import _auto as bk
+from xlmt_sklearn.backends import _openvino as ov_rt
 from xlmt_sklearn.backends import _runtime as rt
 from xlmt_sklearn.backends._convert import (
     CONVERTED_ENV,
@@ -141,7 +142,10 @@ def test_int8_tokens_close_to_torch_float32(tiny_model_dir, int8_runtime, granul
 
 
 def test_int8_is_converted_once_next_to_float32(tiny_model_dir, int8_runtime):
-    from xlmt_sklearn.backends._int8 import int8_scheme
+    from xlmt_sklearn.backends._runtime import runtime_encoder_class
+
+    def int8_scheme(name):
+        return runtime_encoder_class(name).int8_scheme(None)
 
     vec = XLMTVectorizer(str(tiny_model_dir), backend=int8_runtime, quantize="int8", device="cpu",
                          progress=False).fit()  # fmt: skip
@@ -173,7 +177,7 @@ def test_openvino_int8_needs_nncf(tiny_model_dir, monkeypatch):
 
 def test_openvino_bf16_close_to_float32(tiny_model_dir):
     pytest.importorskip("openvino")
-    if not rt.openvino_has_bf16():
+    if not ov_rt.openvino_has_bf16():
         pytest.skip("this CPU has no native bf16 (AVX-512 BF16 / AMX)")
     vec = XLMTVectorizer(str(tiny_model_dir), backend="openvino", device="cpu", progress=False)
     ref = clone(vec).set_params(backend="torch").fit_transform(TEXTS)
@@ -187,7 +191,7 @@ def test_batch_plan_and_order_within_tolerance(tiny_model_dir, runtime):
     composition (padding, blocking), within cosine 0.999."""
     texts = [*TEXTS, LONG, "ok", "a bit longer text with a few words"]
     order = np.random.default_rng(0).permutation(len(texts))
-    dtypes = ["float32"] + (["auto"] if runtime == "openvino" and rt.openvino_has_bf16() else [])
+    dtypes = ["float32"] + (["auto"] if runtime == "openvino" and ov_rt.openvino_has_bf16() else [])
     int8 = [("auto", "int8")] if rt.runtime_encoder_class(runtime).int8_tool else []
     for dtype, quantize in [*((d, None) for d in dtypes), *int8]:
         vec = XLMTVectorizer(str(tiny_model_dir), backend=runtime, dtype=dtype, device="cpu",
@@ -220,7 +224,7 @@ def test_cache_keys_differ_by_backend_and_precision(tiny_model_dir):
         dict(backend="openvino", dtype="float32", quantize="int8"),
         dict(backend="onnxruntime", quantize="int8"),
     ]
-    if rt.openvino_has_bf16():
+    if ov_rt.openvino_has_bf16():
         variants.append(dict(backend="openvino", dtype="bfloat16"))
     keys = [_keys(clone(base).set_params(**v))[0] for v in variants]
     assert len(set(keys)) == len(keys)
@@ -405,7 +409,7 @@ def test_auto_uses_openvino_where_the_rule_says(tiny_model_dir, monkeypatch):
     monkeypatch.setenv(bk.AUTO_BACKEND_ENV, "openvino")
     vec = XLMTVectorizer(str(tiny_model_dir), device="cpu", progress=False).fit()
     (encoder,) = vec._encoders()
-    assert isinstance(encoder, rt.OpenVINOEncoder)
+    assert isinstance(encoder, ov_rt.OpenVINOEncoder)
     ref = clone(vec).set_params(backend="torch").fit_transform(TEXTS)
     assert _cosines(vec.transform(TEXTS), ref).min() >= 0.999
 
@@ -500,7 +504,7 @@ def test_auto_int8_is_openvino_int8_on_a_native_bf16_cpu(tiny_model_dir, monkeyp
     monkeypatch.setattr(bk, "native_bf16", lambda: True)
     vec = XLMTVectorizer(str(tiny_model_dir), device="cpu", quantize="int8").fit()
     (encoder,) = vec._encoders()
-    assert isinstance(encoder, rt.OpenVINOEncoder) and encoder.quantize == "int8"
+    assert isinstance(encoder, ov_rt.OpenVINOEncoder) and encoder.quantize == "int8"
     assert encoder.fingerprint["quantize"] == OPENVINO_INT8_SCHEME
     ref = clone(vec).set_params(backend="torch", quantize=None).fit_transform(TEXTS)
     assert _cosines(vec.transform(TEXTS), ref).min() >= INT8_COSINE

@@ -148,7 +148,7 @@ def test_four_processes_compiling_one_model_at_once(tiny_model_dir, tmp_path):
     converted by one of them, compiled by all, in float32 and bf16) all finish with the same
     vectors; with a shared compiled-model cache some died with SIGBUS or a filesystem error."""
     pytest.importorskip("openvino")
-    from xlmt_sklearn.backends._runtime import openvino_has_bf16
+    from xlmt_sklearn.backends._openvino import openvino_has_bf16
 
     dtypes = ["float32", "bfloat16" if openvino_has_bf16() else "float32"] * 2
     start = tmp_path / "go"

@@ -121,7 +121,7 @@ def test_bad_arguments(tiny_model_dir, small_frame):
 @pytest.mark.slow
 def test_local_cluster_two_processes(tiny_model_dir):
     distributed = pytest.importorskip("distributed", reason="pip install xlmt-sklearn[dask]")
-    from xlmt_sklearn._model import load_count
+    from xlmt_sklearn.backends._loading import load_count
     from xlmt_sklearn.dask import embed_partitions
 
     texts = make_texts(2000)

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from xlmt_sklearn import EmbeddingCache, XLMTTokenVectorizer, XLMTVectorizer
-from xlmt_sklearn._params import resolve_devices
+from xlmt_sklearn.backends._devices import resolve_devices
 from xlmt_sklearn.backends._encoders import EncodeOptions, TorchEncoder, cuda_token_budget
 from xlmt_sklearn.flow import _scheduler
 from xlmt_sklearn.flow._batching import MAX_AUTO_TOKENS, token_budget
@@ -146,7 +146,7 @@ def test_device_lists_and_the_courier_give_the_single_device_result(
 def test_every_device_takes_batches_and_callbacks_never_overlap(
     tiny_model_dir, monkeypatch, delivery
 ):
-    from xlmt_sklearn._model import get_model
+    from xlmt_sklearn.backends._loading import get_model
 
     monkeypatch.setattr(_scheduler, "OVERLAP_DELIVERY", delivery)
 
@@ -251,15 +251,15 @@ def test_out_of_memory_halves_the_batch_after_releasing_the_failed_one():
 def test_more_devices_than_the_registry_holds_load_once_per_call(tiny_model_dir, monkeypatch):
     """Three replicas with XLMT_SKLEARN_MAX_MODELS=2: each loads once per transform, not
     once per batch (they used to evict each other from the registry)."""
-    from xlmt_sklearn import _model
+    from xlmt_sklearn.backends import _loading
 
     monkeypatch.setenv("XLMT_SKLEARN_MAX_MODELS", "2")
     vec = XLMTVectorizer(str(tiny_model_dir), device=["cpu", "cpu:0", "cpu:1"], batch_size=1,
                          progress=False).fit()  # fmt: skip
     texts = [f"text number {i} " * (1 + i % 5) for i in range(16)]
-    before = _model.load_count()["model"]
+    before = _loading.load_count()["model"]
     out = vec.transform(texts)
-    assert _model.load_count()["model"] - before <= 3
+    assert _loading.load_count()["model"] - before <= 3
     ref = XLMTVectorizer(str(tiny_model_dir), device="cpu", progress=False).fit_transform(texts)
     np.testing.assert_allclose(out, ref, atol=1e-5)
 

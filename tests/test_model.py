@@ -159,14 +159,14 @@ def test_trust_remote_code_off_by_default():
 
 @pytest.mark.parametrize("value", ["-1", "0", "abc", "1.5"])
 def test_max_models_variable_is_validated_before_any_load(tiny_model_dir, monkeypatch, value):
-    from xlmt_sklearn import _model
+    from xlmt_sklearn.backends import _loading
 
-    _model.clear_model_registry()
+    _loading.clear_model_registry()
     monkeypatch.setenv("XLMT_SKLEARN_MAX_MODELS", value)
     vec = XLMTVectorizer(str(tiny_model_dir), device="cpu").fit()
     with pytest.raises(ValueError, match=r"XLMT_SKLEARN_MAX_MODELS must be an integer >= 1"):
         vec.transform(["hello"])
-    assert _model.load_count()["model"] == 0 or not _model._REGISTRY
+    assert _loading.load_count()["model"] == 0 or not _loading._REGISTRY
     monkeypatch.setenv("XLMT_SKLEARN_MAX_MODELS", "1")
     assert vec.transform(["hello"]).shape == (1, 32)
 
@@ -278,7 +278,7 @@ def test_missing_encoder_weights_are_a_warning(tiny_model_dir, tmp_path):
 
 def test_weights_swapped_in_place_with_the_same_size_and_mtime_are_noticed(tmp_path):
     """ctime and inode are part of the folder-hash memo: size+mtime alone can be faked."""
-    from xlmt_sklearn import _model
+    from xlmt_sklearn.backends import _loading
 
     folder = build_tiny_model(tmp_path / "m", seed=3)
     other = build_tiny_model(tmp_path / "o", seed=4)
@@ -295,7 +295,7 @@ def test_weights_swapped_in_place_with_the_same_size_and_mtime_are_noticed(tmp_p
             os.replace(tmp_path / "x", weights)
         os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))
         assert weights.stat().st_size == st.st_size and weights.stat().st_mtime_ns == st.st_mtime_ns
-        _model.clear_model_registry()
+        _loading.clear_model_registry()
         with pytest.raises(ModelLoadError, match="changed since the estimator was fitted"):
             vec.transform(["hello"])
         assert XLMTVectorizer(str(folder)).fit().model_identity_ != vec.model_identity_

@@ -23,7 +23,8 @@ from xlmt_sklearn import (
     XLMTVectorizer,
 )
 from xlmt_sklearn.backends import _encoders as enc_mod
-from xlmt_sklearn.backends import _runtime as rt
+from xlmt_sklearn.backends import _onnxruntime as ort_rt
+from xlmt_sklearn.backends import _openvino as ov_rt
 from xlmt_sklearn.store._sqlite import row_crc
 
 #: Six distinct lengths (so batches of two are fixed by the length sort), one duplicate.
@@ -56,7 +57,7 @@ def _poison_second_batch(monkeypatch, backend: str) -> list[int]:
         monkeypatch.setattr(enc_mod.TorchEncoder, "encode", encode)
     else:
         pytest.importorskip(backend)
-        cls = rt.OpenVINOEncoder if backend == "openvino" else rt.OnnxRuntimeEncoder
+        cls = ov_rt.OpenVINOEncoder if backend == "openvino" else ort_rt.OnnxRuntimeEncoder
         real_run = cls._run
 
         def _run(self, runner, ids, mask):

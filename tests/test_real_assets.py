@@ -36,7 +36,7 @@ def test_real_tokenizer_umsab_matches_reference(real_tok_model, umsab_sample, po
 
 def test_real_tokenizer_ids_match_direct_call(real_tok_model, umsab_sample):
     from tests.reference import load_reference
-    from xlmt_sklearn._model import _special_tokens
+    from xlmt_sklearn.backends._loading import _special_tokens
     from xlmt_sklearn.flow._tokenize import tokenize
 
     tok, _ = load_reference(str(real_tok_model))

@@ -41,7 +41,7 @@ from xlmt_sklearn import (
     XLMTTokenVectorizer,
     XLMTVectorizer,
 )
-from xlmt_sklearn import _model as model_mod
+from xlmt_sklearn.backends import _loading as loading_mod
 from xlmt_sklearn.store import _sqlite as _sqlite_store
 from xlmt_sklearn.store._cache import DEFAULT_FILENAME, EmbeddingCache
 
@@ -402,7 +402,7 @@ class ForwardRows:
         self.rows = 0
         self.handles = [
             loaded.model.register_forward_hook(self._hook, with_kwargs=True)
-            for loaded in model_mod._REGISTRY.values()
+            for loaded in loading_mod._REGISTRY.values()
         ]
 
     def _hook(self, module, args, kwargs, out):
@@ -423,7 +423,7 @@ def _wait_for(flag: Path) -> None:
 
 def _worker(model_dir: str, path: str, texts: list[str], go: str) -> np.ndarray:
     warnings.simplefilter("error", CacheWarning)
-    model_mod.clear_model_registry()  # load the weights again, as a new process does
+    loading_mod.clear_model_registry()  # load the weights again, as a new process does
     est = XLMTVectorizer(model_dir, device="cpu", cache=path, batch_size=8, progress=False)
     est.fit()
     _wait_for(Path(go))
@@ -567,7 +567,7 @@ def test_same_vectors_in_another_process_after_reloading(tiny_model_dir, fresh):
     texts = make_texts(30, seed=10)
 
     def encode_after_reload():
-        model_mod.clear_model_registry()
+        loading_mod.clear_model_registry()
         return XLMTVectorizer(str(tiny_model_dir), device="cpu").fit().transform(texts)
 
     here = fresh.transform(texts)
@@ -713,7 +713,7 @@ def test_model_load_faults_give_one_clear_error(tiny_model_dir, tmp_path, cls, f
         with pytest.raises(error, match=pattern) as info:
             est.transform(["hello world"])
         assert not any(
-            spec.content_hash == est.model_identity_.content_hash for spec in model_mod._REGISTRY
+            spec.content_hash == est.model_identity_.content_hash for spec in loading_mod._REGISTRY
         )  # nothing half-loaded stays registered
     assert type(info.value) is error
     assert len(str(info.value).splitlines()[0]) < 1000

@@ -39,7 +39,7 @@ from xlmt_sklearn import (
     XLMTTokenVectorizer,
     XLMTVectorizer,
 )
-from xlmt_sklearn import _model as model_mod
+from xlmt_sklearn.backends import _loading as loading_mod
 from xlmt_sklearn.store import _sqlite as _sqlite_store
 from xlmt_sklearn.store._cache import DEFAULT_FILENAME, EmbeddingCache, make_keys
 from xlmt_sklearn.store._fingerprint import fingerprint
@@ -257,7 +257,7 @@ def test_auth_token_never_stored_logged_or_cached(tiny_model_dir, tmp_path, monk
     monkeypatch.setenv("HF_TOKEN", SENTINEL)
     monkeypatch.setenv("HUGGING_FACE_HUB_TOKEN", SENTINEL)
     caplog.set_level(logging.DEBUG)  # every logger, every level
-    model_mod.clear_model_registry()  # load (and log) again with the token set
+    loading_mod.clear_model_registry()  # load (and log) again with the token set
     seen: list[str | bytes] = []
     cache = tmp_path / "cache"
     with warnings.catch_warnings(record=True) as caught:

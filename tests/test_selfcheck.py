@@ -75,7 +75,7 @@ def test_precisions_alternate_in_fresh_processes_on_one_converted_root(tiny_mode
     no compiled blob is kept at all."""
     pytest.importorskip("openvino")
     pytest.importorskip("nncf")
-    from xlmt_sklearn.backends._runtime import openvino_has_bf16
+    from xlmt_sklearn.backends._openvino import openvino_has_bf16
 
     ref = XLMTVectorizer(str(tiny_model_dir), backend="torch", device="cpu", progress=False)
     ref = ref.fit_transform(TEXTS)

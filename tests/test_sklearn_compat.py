@@ -40,7 +40,7 @@ from xlmt_sklearn import (
     XLMTVectorizer,
     reset_process_state,
 )
-from xlmt_sklearn import _model as model_mod
+from xlmt_sklearn.backends import _loading as loading_mod
 
 ESTIMATORS = [XLMTVectorizer, XLMTTokenVectorizer, TokenPooler, LayerSelector]
 
@@ -120,14 +120,14 @@ def test_param_validation_messages(tiny_model_dir, param, value, match):
 
 @pytest.mark.fresh_models
 def test_no_model_load_in_init_get_params_clone_or_fitted_check(tiny_model_dir):
-    before = model_mod.load_count()
+    before = loading_mod.load_count()
     vec = XLMTVectorizer(str(tiny_model_dir))
     clone(vec).get_params()
     with pytest.raises(NotFittedError, match="XLMTVectorizer instance is not fitted"):
         vec.transform(["x"])
     vec.fit(["a"])  # reads the config only
     clone(vec)
-    assert model_mod.load_count() == before
+    assert loading_mod.load_count() == before
 
 
 def test_transform_leaves_dict_unchanged_and_fit_idempotent(vectorizer):
@@ -214,8 +214,8 @@ def test_clones_share_one_loaded_model(vectorizer):
     b = clone(vectorizer).set_params(pooling="max").fit()
     a.transform(["x"])
     b.transform(["y"])
-    assert model_mod.load_count()["model"] - 0 >= 1
-    assert len(model_mod._REGISTRY) == 1
+    assert loading_mod.load_count()["model"] - 0 >= 1
+    assert len(loading_mod._REGISTRY) == 1
 
 
 # ---------------------------------------------------------- set_params after fit (#18)

@@ -19,6 +19,7 @@ from tests._runtime_cases import cosines as _cosines
 from xlmt_sklearn import XLMTTokenVectorizer, XLMTVectorizer
 from xlmt_sklearn.backends import _auto as bk
 from xlmt_sklearn.backends import _int8 as ri
+from xlmt_sklearn.backends import _openvino as ov_rt
 from xlmt_sklearn.backends import _runtime as rt
 from xlmt_sklearn.backends._convert import CONVERTED_ENV, converted_root
 from xlmt_sklearn.backends._int8 import Calibration
@@ -175,7 +176,7 @@ def test_auto_with_calibration_is_openvino_on_any_cpu(tiny_model_dir, monkeypatc
     vec = XLMTVectorizer(str(tiny_model_dir), quantize="int8", calibration_texts=CALIBRATION,
                          device="cpu").fit()  # fmt: skip
     (encoder,) = vec._encoders()
-    assert isinstance(encoder, rt.OpenVINOEncoder) and encoder.calibration is not None
+    assert isinstance(encoder, ov_rt.OpenVINOEncoder) and encoder.calibration is not None
     assert encoder.fingerprint["quantize"].startswith("int8:nncf-quantize:")
     with pytest.raises(ValueError, match="resolves to 'torch'"):
         clone(vec).set_params(device="cuda").fit()

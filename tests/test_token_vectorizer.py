@@ -244,11 +244,11 @@ def test_window_pooled_is_mean_of_merged_tokens(tiny_model_dir):
 
 
 def test_grid_search_over_pooling_encodes_each_text_once(tiny_model_dir, tmp_path):
-    from xlmt_sklearn import _model
+    from xlmt_sklearn.backends import _loading
 
     texts = [f"tweet number {i % 15} hello" for i in range(40)]
     labels = [i % 2 for i in range(40)]
-    _model.clear_model_registry()
+    _loading.clear_model_registry()
     seen: list[int] = []
     cache = tmp_path / "tok.sqlite"
     vec = XLMTTokenVectorizer(
@@ -256,7 +256,7 @@ def test_grid_search_over_pooling_encodes_each_text_once(tiny_model_dir, tmp_pat
     )
     # Load once, then hook the shared model so every forward pass is counted.
     vec.fit().transform(["warm up"])
-    loaded = next(iter(_model._REGISTRY.values()))
+    loaded = next(iter(_loading._REGISTRY.values()))
     loaded.model.register_forward_hook(
         lambda m, args, kwargs, out: seen.append(int(kwargs["attention_mask"].shape[0])),
         with_kwargs=True,

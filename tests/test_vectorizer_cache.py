@@ -26,7 +26,7 @@ from xlmt_sklearn import (
     normalize_tweet,
     reset_process_state,
 )
-from xlmt_sklearn import _model as model_mod
+from xlmt_sklearn.backends import _loading as loading_mod
 from xlmt_sklearn.store._cache import EmbeddingCache
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,10 +38,10 @@ class ForwardCounter:
     """Counts the rows the shared model actually encodes (a forward hook)."""
 
     def __init__(self, vec):
-        model_mod.clear_model_registry()
+        loading_mod.clear_model_registry()
         clone(vec).fit().transform(["load the model once"])
         self.rows = 0
-        (loaded,) = model_mod._REGISTRY.values()
+        (loaded,) = loading_mod._REGISTRY.values()
         loaded.model.register_forward_hook(self._hook, with_kwargs=True)
 
     def _hook(self, module, args, kwargs, out):
@@ -89,9 +89,9 @@ def test_all_hits_load_no_model(tiny_model_dir, tmp_path):
     vec = XLMTVectorizer(str(tiny_model_dir), cache=str(tmp_path / "c.sqlite")).fit()
     expected = vec.transform(TEXTS)
     reset_process_state()  # as in a new process
-    before = model_mod.load_count()
+    before = loading_mod.load_count()
     again = pickle.loads(pickle.dumps(vec)).transform(TEXTS)
-    assert model_mod.load_count() == before
+    assert loading_mod.load_count() == before
     np.testing.assert_array_equal(again, expected)
 
 
@@ -154,9 +154,10 @@ def test_new_process_hits(tiny_model_dir, tmp_path):
         f"""
         import pickle, numpy as np
         from xlmt_sklearn import _model
+        from xlmt_sklearn.backends import _loading
         vec = pickle.loads(open({str(blob)!r}, "rb").read())
         out = vec.transform({TEXTS!r})
-        assert _model.load_count() == {{"model": 0, "tokenizer": 0}}, _model.load_count()
+        assert _loading.load_count() == {{"model": 0, "tokenizer": 0}}, _loading.load_count()
         assert np.array_equal(out, np.load({str(tmp_path / "expected.npy")!r}))
         print("OK")
         """

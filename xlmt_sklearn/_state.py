@@ -5,7 +5,7 @@ between calls lives in a few module-level objects. Each owner registers its own
 reset (:func:`owns`), next to its state; :func:`reset_process_state` runs them all.
 The state, by name:
 
-- ``models``: ``_model._REGISTRY``, ``_TOKENIZERS`` and ``_LOADS``: loaded models
+- ``models``: ``backends._loading._REGISTRY``, ``_TOKENIZERS`` and ``_LOADS``: loaded models
   (an LRU of ``XLMT_SKLEARN_MAX_MODELS``), their tokenizers, the load counters.
 - ``model_hashes``: ``_model._HASH_MEMO``: content hashes of local model folders.
 - ``packed_weights``: ``backends._packed._PACKED``: fused q/k/v weights per model (weak refs).

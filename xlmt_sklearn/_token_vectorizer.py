@@ -387,7 +387,7 @@ class XLMTTokenVectorizer(ModelFeaturizerMixin, auto_wrap_output_keys=None):
         return _Doc(key, model_words, " ".join(value), None, None, spans, changed)
 
     def _tokenize(self, tokenizer: Any, docs: list[_Doc], presplit: bool):
-        from ._model import _special_tokens
+        from .backends._loading import _special_tokens
         from .flow._tokenize import tokenize
 
         pre, suf = _special_tokens(tokenizer)

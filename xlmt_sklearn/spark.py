@@ -388,7 +388,7 @@ class _PredictFactory:
             import torch
             from pyspark import TaskContext
 
-            from ._model import load_count
+            from .backends._loading import load_count
 
             n = len(values)
             ctx = TaskContext.get()

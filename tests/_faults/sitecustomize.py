@@ -32,7 +32,8 @@ def _install() -> None:
 
     import numpy as np
 
-    from xlmt_sklearn.backends import _runtime as rt
+    from xlmt_sklearn.backends import _onnxruntime as ort_rt
+    from xlmt_sklearn.backends import _openvino as ov_rt
 
     def patch(cls):
         real = cls._run
@@ -51,8 +52,8 @@ def _install() -> None:
 
         cls._run = _run
 
-    patch(rt.OpenVINOEncoder)
-    patch(rt.OnnxRuntimeEncoder)
+    patch(ov_rt.OpenVINOEncoder)
+    patch(ort_rt.OnnxRuntimeEncoder)
 
 
 _install()

@@ -3,7 +3,7 @@
 ``backend="auto"`` (:func:`resolve_backend`) is torch on CUDA/MPS, with
 ``compile`` and for an explicit ``dtype="float32"``/``"float16"``. On the CPU it
 follows :data:`AUTO_RULES`, one :class:`AutoRule` per CPU class
-(:func:`~xlmt_sklearn.backends._machine.cpu_class`), decided from the measurements in
+(:func:`~xlmt_sklearn._machine.cpu_class`), decided from the measurements in
 docs/backends.md ("The auto rule"):
 
 * ``amx`` (Intel Xeon 4th generation on): OpenVINO bf16; torch bf16 where OpenVINO
@@ -36,10 +36,10 @@ from typing import Any
 
 from .._state import owns
 from ._encoders import Encoder, TorchEncoder
+from ._openvino import openvino_has_bf16
 from ._runtime import (
     backend_names,
     int8_installed,
-    openvino_has_bf16,
     require_int8,
     require_runtime,
     runtime_encoder,
@@ -90,7 +90,7 @@ AUTO_RULES: dict[str, AutoRule] = {
 
 def auto_rule() -> AutoRule:
     """This CPU's :class:`AutoRule` (its class: :func:`~._machine.cpu_class`)."""
-    from ._machine import cpu_class
+    from .._machine import cpu_class
 
     return AUTO_RULES[cpu_class()]
 
@@ -104,7 +104,7 @@ def native_bf16() -> bool:
 def _wants_cpu(device: Any) -> bool:
     """Whether ``device`` (the estimator's parameter) means this process's CPU."""
     if device in (None, "auto"):
-        from .._params import resolve_device
+        from ._devices import resolve_device
 
         return resolve_device(device) == "cpu"
     return device == "cpu" or (isinstance(device, (list, tuple)) and list(device) == ["cpu"])
@@ -254,8 +254,8 @@ def make_encoders(
         failed its self-check. ``"auto"`` warns
         (:class:`~xlmt_sklearn.RuntimeFallbackWarning`) and returns torch encoders.
     """
-    from .._model import ModelSpec
-    from .._params import resolve_devices, resolve_dtype
+    from ._devices import resolve_devices, resolve_dtype
+    from ._loading import ModelSpec
 
     chosen = resolve_backend(
         backend, device, quantize=quantize, compile=compile, dtype=dtype,

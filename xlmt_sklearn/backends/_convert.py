@@ -167,7 +167,7 @@ def _claim(folder: Path) -> None:
 
 def _remove_stale(root: Path) -> None:
     """Delete the temporary folders of dead conversions, and only those (module docstring)."""
-    from ._machine import pid_alive
+    from .._machine import pid_alive
 
     now, host = time.time(), socket.gethostname()
     try:

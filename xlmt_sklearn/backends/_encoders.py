@@ -176,13 +176,13 @@ class TorchEncoder(Encoder):
         return {"dtype": self.dtype, "quantize": quantize}
 
     def loaded(self) -> Any:
-        """The registry's :class:`~xlmt_sklearn._model.LoadedModel`, kept for this encoder's life.
+        """The registry's :class:`~._loading.LoadedModel`, kept for this encoder's life.
 
         Encoders live for one call; holding the model here means that more devices
         than ``XLMT_SKLEARN_MAX_MODELS`` cannot evict each other batch after batch.
         """
         if self._loaded is None:
-            from .._model import get_model
+            from ._loading import get_model
 
             self._loaded = get_model(self.spec)
         return self._loaded
@@ -191,12 +191,12 @@ class TorchEncoder(Encoder):
         self.loaded()
 
     def tokenizer(self) -> Any:
-        from .._model import get_tokenizer
+        from ._loading import get_tokenizer
 
         return get_tokenizer(self.spec)
 
     def special_tokens(self) -> tuple[list[int], list[int]]:
-        from .._model import _special_tokens
+        from ._loading import _special_tokens
 
         return _special_tokens(self.tokenizer())
 

@@ -78,7 +78,6 @@ __all__ = [
     "calibration_samples",
     "compress_openvino",
     "has_unigram",
-    "int8_scheme",
     "openvino_static_scheme",
     "quantize_onnx",
     "quantize_openvino_static",
@@ -167,13 +166,6 @@ def openvino_static_scheme(calibration: Calibration) -> str:
         "int8:nncf-quantize:transformer:static-activations:"
         f"smoothquant-{OPENVINO_SMOOTH_QUANT_ALPHA}:calibration-{calibration.digest}"
     )
-
-
-def int8_scheme(backend: str, calibration: Calibration | None = None) -> str:
-    """The int8 scheme string of registered runtime ``backend`` (its ``int8_scheme``)."""
-    from ._runtime import runtime_encoder_class
-
-    return runtime_encoder_class(backend).int8_scheme(calibration)
 
 
 # ------------------------------------------------------------------ ONNX Runtime
@@ -298,7 +290,7 @@ def vocabulary_samples(
     probs = np.exp(scores - scores.max())
     probs /= probs.sum()
     rng = np.random.default_rng(seed)
-    from .._model import _special_tokens
+    from ._loading import _special_tokens
 
     before, after = _special_tokens(tokenizer)
     n_special = len(before) + len(after)

@@ -1,10 +1,12 @@
-"""Encoders on CPU inference runtimes: OpenVINO and ONNX Runtime.
+"""The runtime plugin interface: :class:`RuntimeEncoder`, :func:`register_runtime`, the registry.
+
+The built-in runtimes are one module each, :mod:`._openvino` and
+:mod:`._onnxruntime`, registered when :mod:`xlmt_sklearn.backends` is imported.
 
 Same contract as :class:`~xlmt_sklearn.backends._encoders.TorchEncoder` (see
 :mod:`xlmt_sklearn.backends._encoders`): token id rows in, float32 arrays out. The
 model is converted once per identity and ``layers`` (:mod:`xlmt_sklearn.backends._convert`),
-compiled once per process and precision (without OpenVINO's compiled-model
-cache: :func:`drop_openvino_compile_cache`), and run on padded batches; the graph returns the
+compiled once per process and precision, and run on padded batches; the graph returns the
 chosen hidden states, which :func:`~xlmt_sklearn.backends._encoders.finish_stacked`
 aggregates and pools on numpy (the twins of the torch backend's code in
 :mod:`xlmt_sklearn.flow._pooling`).
@@ -29,7 +31,6 @@ dispatches on a runtime's name).
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import sys
 import threading
@@ -44,13 +45,9 @@ from ._registry import LRURegistry
 
 __all__ = [
     "RUNTIMES",
-    "OnnxRuntimeEncoder",
-    "OpenVINOEncoder",
     "RuntimeEncoder",
     "backend_names",
-    "drop_openvino_compile_cache",
     "int8_installed",
-    "openvino_has_bf16",
     "register_runtime",
     "require_int8",
     "require_runtime",
@@ -155,7 +152,7 @@ def runtime_encoder(
     ``calibration`` (a :class:`~xlmt_sklearn.backends._int8.Calibration`, OpenVINO
     only) makes it static int8.
     """
-    from .._model import ModelSpec
+    from ._loading import ModelSpec
 
     spec = ModelSpec(
         name=identity.name, revision=identity.revision, content_hash=identity.content_hash,
@@ -255,12 +252,12 @@ class RuntimeEncoder(Encoder):
         return {"dtype": self.dtype, "quantize": self.scheme, "backend": self.name}
 
     def tokenizer(self) -> Any:
-        from .._model import get_tokenizer
+        from ._loading import get_tokenizer
 
         return get_tokenizer(self.spec)
 
     def special_tokens(self) -> tuple[list[int], list[int]]:
-        from .._model import _special_tokens
+        from ._loading import _special_tokens
 
         return _special_tokens(self.tokenizer())
 
@@ -293,7 +290,7 @@ class RuntimeEncoder(Encoder):
             if weights != "float32":
                 self._quantize(self.converted(layers, "float32"), folder)
                 return
-            from .._model import _load_model
+            from ._loading import _load_model
 
             self._export(_load_model(self.spec), layers, folder)
 
@@ -324,7 +321,7 @@ class RuntimeEncoder(Encoder):
         """The compiled model for ``layers`` (once per process, precision and threads)."""
         import torch
 
-        from .._model import max_models
+        from ._loading import max_models
 
         threads = torch.get_num_threads()
         key = (self.name, self.spec, tuple(layers), self.dtype, self.scheme, threads)
@@ -361,164 +358,6 @@ class RuntimeEncoder(Encoder):
         """The stacked hidden states, (n_layers, batch, seq, hidden) float32."""
 
 
-@functools.cache
-def openvino_has_bf16() -> bool:
-    """Whether OpenVINO's CPU plugin runs bf16 natively here (AVX-512 BF16 or AMX).
-
-    Asked once per process: every transform resolves ``dtype="auto"`` through it.
-    """
-    import openvino as ov
-
-    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-
-
-@functools.cache
-def drop_openvino_compile_cache(root: str) -> None:
-    """Delete ``<root>/openvino-cache``, OpenVINO's compiled-model cache of 0.x (once per
-    process and converted root).
-
-    OpenVINO 2026.4.1 names a model's cached blob the same for every
-    ``INFERENCE_PRECISION_HINT``, and a bf16 compile that finds the float32 blob
-    crashes or returns NaN on AMX CPUs (docs/backends.md, "Known issues"). The
-    cache saved 0.1-0.2 s per process at 0.1-1 GB of disk per configuration
-    (``benchmarks/bench_selfcheck.py``), so no ``CACHE_DIR`` is set any more, and
-    the blobs it left are deleted.
-    """
-    import shutil
-    from pathlib import Path
-
-    shutil.rmtree(Path(root) / "openvino-cache", ignore_errors=True)
-
-
-@register_runtime
-class OpenVINOEncoder(RuntimeEncoder):
-    """The model as OpenVINO IR on the CPU plugin.
-
-    ``dtype="auto"`` is bfloat16 where the CPU executes it natively (AVX-512
-    BF16, AMX: OpenVINO's ``INFERENCE_PRECISION_HINT``), float32 elsewhere;
-    ``"float32"`` is exact float32 (no bf16 hint).
-    """
-
-    name = "openvino"
-    package = "openvino"
-    extra = "xlmt-sklearn[openvino]"
-    int8_tool = "nncf"  # its weight compression and quantization (in the extra)
-    precisions = ("float32", "bfloat16")
-    calibrates = True
-
-    @classmethod
-    def int8_scheme(cls, calibration: Any = None) -> str:
-        from ._int8 import OPENVINO_INT8_SCHEME, openvino_static_scheme
-
-        return OPENVINO_INT8_SCHEME if calibration is None else openvino_static_scheme(calibration)
-
-    @property
-    def cut_tokens(self) -> int:  # type: ignore[override]
-        """On AMX a bf16 or int8 token costs a quarter of a float32 one, a call as much:
-        fewer, larger batches there (docs/backends.md, "Batching"; measured on AMX only)."""
-        from ..flow._batching import BATCH_OVERHEAD_TOKENS, FAST_BATCH_OVERHEAD_TOKENS
-        from ._machine import cpu_class
-
-        fast = self.dtype == "bfloat16" or self.quantize == "int8"
-        return (
-            FAST_BATCH_OVERHEAD_TOKENS if fast and cpu_class() == "amx" else BATCH_OVERHEAD_TOKENS
-        )
-
-    @classmethod
-    def resolve_precision(cls, dtype: str) -> str:
-        require_runtime(cls.name)
-        if dtype == "auto":
-            return "bfloat16" if openvino_has_bf16() else "float32"
-        if dtype == "bfloat16" and not openvino_has_bf16():
-            raise ValueError(
-                "dtype='bfloat16' with backend='openvino' needs a CPU with native bf16 "
-                "(AVX-512 BF16 or AMX); this one has none: use dtype='auto' or 'float32'."
-            )
-        return super().resolve_precision(dtype)
-
-    def _export(self, model: Any, layers: tuple[int, ...], folder: Any) -> None:
-        from ._convert import export_openvino
-
-        export_openvino(model, layers, folder)
-
-    def _quantize(self, float_folder: Any, folder: Any) -> None:
-        from ._int8 import calibration_samples, compress_openvino, quantize_openvino_static
-
-        if self.calibration is None:
-            compress_openvino(float_folder, folder)
-            return
-        samples = calibration_samples(self.tokenizer(), self.calibration)
-        quantize_openvino_static(float_folder, folder, samples)
-
-    def compile_config(self, threads: int) -> dict[str, Any]:
-        """The CPU plugin's options for this encoder's precision, int8 scheme and threads."""
-        config: dict[str, Any] = {
-            "INFERENCE_PRECISION_HINT": "bf16" if self.dtype == "bfloat16" else "f32",
-            "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_NUM_THREADS": int(threads),
-        }
-        if self.quantize == "int8" and self.calibration is None:
-            from ._int8 import openvino_int8_config
-
-            config.update(openvino_int8_config())
-        return config
-
-    def _compile(self, folder: Any, threads: int) -> Any:
-        import openvino as ov
-
-        from ._convert import converted_root
-
-        drop_openvino_compile_cache(str(converted_root()))  # no CACHE_DIR: see its docstring
-        config = self.compile_config(threads)
-        return ov.Core().compile_model(str(folder / "model.xml"), "CPU", config)
-
-    def _run(self, runner: Any, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        return runner({"input_ids": ids, "attention_mask": mask})[0]
-
-
-@register_runtime
-class OnnxRuntimeEncoder(RuntimeEncoder):
-    """The model as ONNX (TorchScript exporter) on ONNX Runtime's CPU provider, float32
-    (``quantize="int8"``: int8 weights, dynamically quantized activations)."""
-
-    name = "onnxruntime"
-    package = "onnxruntime"
-    extra = "xlmt-sklearn[onnxruntime]"
-    int8_tool = "onnx"  # its quantizer ships with onnxruntime and needs onnx
-
-    @classmethod
-    def int8_scheme(cls, calibration: Any = None) -> str:
-        from ._int8 import ONNXRUNTIME_INT8_SCHEME
-
-        return ONNXRUNTIME_INT8_SCHEME
-
-    def _export(self, model: Any, layers: tuple[int, ...], folder: Any) -> None:
-        from ._convert import export_onnx
-
-        export_onnx(model, layers, folder)
-
-    def _quantize(self, float_folder: Any, folder: Any) -> None:
-        from ._int8 import quantize_onnx
-
-        quantize_onnx(float_folder, folder)
-
-    def _compile(self, folder: Any, threads: int) -> Any:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = int(threads)
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        return ort.InferenceSession(
-            str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"]
-        )
-
-    def _run(self, runner: Any, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        return runner.run(None, {"input_ids": ids, "attention_mask": mask})[0]
-
-
 @owns("runtimes")
 def _reset_runtimes() -> None:
     _COMPILED.clear()
-    openvino_has_bf16.cache_clear()
-    drop_openvino_compile_cache.cache_clear()

@@ -164,7 +164,7 @@ def selfcheck_enabled() -> bool:
 
 def verdict_fields(encoder: Any, layers: tuple[int, ...], threads: int) -> dict[str, Any]:
     """Everything a verdict depends on (its storage key), for ``encoder`` on this machine."""
-    from ._machine import cpu_identity
+    from .._machine import cpu_identity
 
     key, _ = encoder.conversion(tuple(layers))
     return {
@@ -234,7 +234,7 @@ def check_runtime(encoder: Any, layers: tuple[int, ...], run: bool = True) -> Ve
 
 # ---------------------------------------------------------------------------- parent side
 def _describe(encoder: Any) -> str:
-    from ._machine import cpu_summary
+    from .._machine import cpu_summary
 
     how = encoder.scheme or encoder.dtype
     return f"backend={encoder.name!r} ({how}) for model {encoder.spec.name!r} on {cpu_summary()}"
@@ -455,8 +455,8 @@ def _child(job_path: str) -> int:
     """The child process: check the pickled encoder, print one ``XLMT_SELFCHECK`` line."""
     import torch
 
-    from .._model import ModelSpec, get_model
     from ._encoders import TorchEncoder
+    from ._loading import ModelSpec, get_model
 
     job = pickle.loads(Path(job_path).read_bytes())
     encoder, layers = job["encoder"], tuple(job["layers"])

@@ -22,7 +22,7 @@ import socket
 import sqlite3
 from collections.abc import Sequence
 
-from ...backends._machine import pid_alive
+from ..._machine import pid_alive
 from ._sql import _chunks, _placeholders
 
 __all__ = ["CLAIMS_TABLE", "STALE_S", "claim", "owner", "release"]

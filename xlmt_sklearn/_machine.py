@@ -87,7 +87,7 @@ def cpu_class() -> str:
     >>> cpu_class() in CPU_CLASSES
     True
     """
-    from .._env import env_choice
+    from ._env import env_choice
 
     return env_choice(CPU_CLASS_ENV, CPU_CLASSES) or class_of(cpu_identity()["isa"].split())
 
