@@ -49,7 +49,8 @@ def bench_store(tmp: Path, n: int, dim: int, rounds: int, chunk: int, batch: int
 
     from xlmt_sklearn.flow._pipeline import LOOKUP_BATCH, STREAM_CHUNK
     from xlmt_sklearn.store import _sqlite as S
-    from xlmt_sklearn.store._cache import EmbeddingCache, make_keys
+    from xlmt_sklearn.store._cache import EmbeddingCache
+    from xlmt_sklearn.store._keys import make_keys
     from xlmt_sklearn.store._sqlite import INDEX_COLUMNS, MMAP_SIZE, key_id
 
     assert chunk == LOOKUP_BATCH, "time the calls a transform makes"

@@ -149,7 +149,7 @@ def measure_compile(model: Path, label: str, repeats: int) -> list[list[object]]
 def measure_guard(model: Path, label: str, n_texts: int) -> list[list[object]]:
     """The encode stream's finite checks and the cache readers', against what they guard."""
     from xlmt_sklearn import EmbeddingCache, XLMTVectorizer
-    from xlmt_sklearn.store._cache import make_keys
+    from xlmt_sklearn.store._keys import make_keys
     from xlmt_sklearn.store._sqlite._codec import _finite_rows
 
     texts = C.load_tweets(n_texts, seed=3)

@@ -41,7 +41,8 @@ if __name__ == "__main__":
     _skip_package_init()
 
 from xlmt_sklearn._errors import CacheWarning  # noqa: E402
-from xlmt_sklearn.store._cache import EmbeddingCache, make_keys  # noqa: E402
+from xlmt_sklearn.store._cache import EmbeddingCache  # noqa: E402
+from xlmt_sklearn.store._keys import make_keys  # noqa: E402
 
 FINGERPRINT = "worker-test"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from xlmt_sklearn.store import _sqlite as S
-from xlmt_sklearn.store._cache import make_keys
+from xlmt_sklearn.store._keys import make_keys
 
 __all__ = ["check_blocks", "counts_by_scan", "store_keys"]
 

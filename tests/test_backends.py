@@ -240,7 +240,7 @@ def test_runtime_vectors_are_cached_apart(tiny_model_dir, runtime, tmp_path):
     ref.fit_transform(TEXTS)
     other.fit()
     keys = other._cache_keys(["hola"], other._encoders())
-    from xlmt_sklearn.store._cache import as_cache
+    from xlmt_sklearn.store._adapt import as_cache
 
     assert as_cache(cache).get_many(keys)[0] is None  # torch's entry is not served
     np.testing.assert_allclose(other.transform(TEXTS), ref.transform(TEXTS), atol=ATOL)

@@ -23,14 +23,9 @@ from tests._subprocesses import read_line, spawn_cache_worker
 from xlmt_sklearn._errors import CacheWarning
 from xlmt_sklearn.store import _cache
 from xlmt_sklearn.store import _sqlite as _sqlite_store
-from xlmt_sklearn.store._cache import (
-    CacheStats,
-    EmbeddingCache,
-    NullCache,
-    as_cache,
-    make_keys,
-    parse_size,
-)
+from xlmt_sklearn.store._adapt import as_cache
+from xlmt_sklearn.store._cache import CacheStats, EmbeddingCache, NullCache
+from xlmt_sklearn.store._keys import make_keys, parse_size
 
 
 def _vectors(n: int, dim: int = 16, start: int = 0) -> list[np.ndarray]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from xlmt_sklearn.backends._devices import resolve_device, resolve_dtype
-from xlmt_sklearn.flow._pipeline import resolve_progress
+from xlmt_sklearn.flow._progress import resolve_progress
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -41,8 +41,9 @@ from xlmt_sklearn import (
 )
 from xlmt_sklearn.backends import _loading as loading_mod
 from xlmt_sklearn.store import _sqlite as _sqlite_store
-from xlmt_sklearn.store._cache import DEFAULT_FILENAME, EmbeddingCache, make_keys
+from xlmt_sklearn.store._cache import DEFAULT_FILENAME, EmbeddingCache
 from xlmt_sklearn.store._fingerprint import fingerprint
+from xlmt_sklearn.store._keys import make_keys
 
 TEXTS = ["hello world", "hola mundo qué tal", "@someone http://x.co 😀"]
 REPO = Path(__file__).resolve().parents[1]

@@ -134,7 +134,7 @@ def test_progress_log_writes_whole_lines(tiny_model_dir, capsys):
 def test_progress_lines_report_rate_and_eta():
     import io
 
-    from xlmt_sklearn.flow._pipeline import ProgressLines
+    from xlmt_sklearn.flow._progress import ProgressLines
 
     out = io.StringIO()
     bar = ProgressLines(100, "x", stream=out)

@@ -235,8 +235,8 @@ def test_cache_keys_keep_their_format(tiny_model_dir, cls, quantize):
     """Keys are computed as before the encoder interface (caches written then still hit):
     the encoder's dtype and quantization scheme, the storage dtype and the options."""
     from xlmt_sklearn.backends._quantize import INT8_SCHEME
-    from xlmt_sklearn.store._cache import make_keys
     from xlmt_sklearn.store._fingerprint import fingerprint
+    from xlmt_sklearn.store._keys import make_keys
 
     est = cls(str(tiny_model_dir), device="cpu", quantize=quantize).fit()
     fp = fingerprint(

@@ -311,8 +311,8 @@ class ModelFeaturizerMixin(ClassNameFeatureNamesMixin, TransformerMixin, BaseEst
         """The cache key of each model input: the model, every vector-changing option,
         what the encoder changes (dtype, quantization) and the storage precision.
         ``kind``/``options`` replace the estimator's own (another kind of entry)."""
-        from .store._cache import make_keys
         from .store._fingerprint import fingerprint
+        from .store._keys import make_keys
 
         fp = fingerprint(
             self.model_identity_, kind or self._kind, store_dtype=self._store_dtype(),
@@ -338,7 +338,7 @@ class ModelFeaturizerMixin(ClassNameFeatureNamesMixin, TransformerMixin, BaseEst
         """The :class:`~xlmt_sklearn.flow._pipeline.Request` for distinct ``inputs`` (``kind``,
         ``fingerprint_options`` and ``finish``: another kind of cache entry; ``encoders``:
         the ones this call already made)."""
-        from .store._cache import as_cache
+        from .store._adapt import as_cache
 
         encoders = self._encoders() if encoders is None else encoders
         return Request(

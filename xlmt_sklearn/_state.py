@@ -15,7 +15,7 @@ The state, by name:
 - ``verdicts``: ``backends._selfcheck._VERDICTS``: the runtimes' self-check verdicts read or
   made (they are stored on disk too); ``backends._auto._WARNED``: the fallbacks already
   warned about.
-- ``caches``: ``store._cache._MEMO``: the ``EmbeddingCache`` of each path; ``store._cache._WARNED``:
+- ``caches``: ``store._adapt._MEMO``: the ``EmbeddingCache`` of each path; ``store._cache._WARNED``:
   the cache warnings given (once per process, file and cause).
 - ``connections``: ``store._sqlite._pool._POOL``: one SQLite connection per path.
 - ``environment``: ``flow._scheduler._glibc``: ``XLMT_SKLEARN_MALLOC_TUNING``, read once.

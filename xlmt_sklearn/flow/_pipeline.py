@@ -27,7 +27,6 @@ the estimators.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -39,6 +38,7 @@ from .._errors import NonFiniteOutputError, TruncationWarning, user_stacklevel
 from ..backends._encoders import EncodeOptions, Encoder
 from ..store._base import CacheBase
 from ._pooling import pool_merged
+from ._progress import progress_bar
 from ._tokenize import Encoded
 
 __all__ = [
@@ -63,7 +63,6 @@ LOOKUP_BATCH = 1000
 #: CPU transform's time, but on a GPU the cache's write rate is already the bottleneck.
 REGROUP_BELOW_TEXTS_PER_S = 1000.0
 
-_PROGRESS_MIN_TEXTS = 256
 
 #: The longest a transform waits for keys another live process claimed (then it encodes
 #: them itself: a stalled owner costs time, never a missing or wrong vector).
@@ -94,7 +93,7 @@ class Request:
     encoders : list of Encoder
         One per device (see :mod:`xlmt_sklearn.backends._encoders`).
     cache : CacheBase
-        From :func:`~xlmt_sklearn.store._cache.as_cache`: an ``EmbeddingCache``, a
+        From :func:`~xlmt_sklearn.store._adapt.as_cache`: an ``EmbeddingCache``, a
         ``NullCache`` or a user object behind the :class:`CacheBase` interface.
     options : EncodeOptions
         Layers, pooling, batch sizes.
@@ -113,7 +112,7 @@ class Request:
         Precision of cached values; every result is rounded to it.
     progress : bool, "auto" or "log"
         A progress bar (``"auto"``: long runs in a terminal or notebook;
-        ``"log"``: :class:`ProgressLines`).
+        ``"log"``: :class:`~._progress.ProgressLines`).
     label : str
         The estimator's name, for log records.
     finish : callable (array) -> array, optional
@@ -165,7 +164,7 @@ def stream(req: Request) -> Iterator[Results]:
             miss = np.setdiff1d(idx, hits, assume_unique=True)
             _refuse_long(req, long_)
             if a == 0:
-                bar = _progress_bar(req.progress, n, n - len(hits), req.encoders[0].describe())
+                bar = progress_bar(req.progress, n, n - len(hits), req.encoders[0].describe())
             if bar is not None:
                 bar.update(len(hits))
             if not len(miss):
@@ -441,65 +440,3 @@ def _report(req: Request, long_: np.ndarray, n_miss: int, n_windowed: int, n_win
 
 
 # ----------------------------------------------------------------------------- progress
-
-
-def _in_notebook() -> bool:
-    ipy = sys.modules.get("IPython")
-    shell = getattr(ipy, "get_ipython", lambda: None)() if ipy else None
-    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
-
-
-def resolve_progress(progress: bool | str, n_texts: int) -> bool:
-    """``"auto"``: a bar for long runs in a terminal or a notebook only."""
-    if progress != "auto":
-        return bool(progress)
-    if n_texts < _PROGRESS_MIN_TEXTS:
-        return False
-    return _in_notebook() or bool(getattr(sys.stderr, "isatty", lambda: False)())
-
-
-def _progress_bar(progress: bool | str, n: int, n_to_encode: int, what: str = ""):
-    desc = f"xlmt_sklearn {what}".strip()
-    if progress == "log":
-        return ProgressLines(n, desc)
-    if not resolve_progress(progress, n_to_encode):
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=n, unit="text", desc=desc, smoothing=0.1)
-
-
-class ProgressLines:
-    """``progress="log"``: whole lines on stderr, for logs and batch jobs (no terminal).
-
-    One line when the work starts, then at most one every :attr:`every_s` seconds
-    (done/total, rate, ETA), and one at the end. Same ``update``/``close`` as a tqdm bar.
-    """
-
-    every_s = 10.0
-
-    def __init__(self, total: int, desc: str, stream=None):
-        self.total, self.desc, self.done = int(total), desc, 0
-        self.stream = sys.stderr if stream is None else stream
-        self.start = self.last = time.perf_counter()
-        self._say(f"{self.done}/{self.total} texts")
-
-    def _say(self, what: str) -> None:
-        self.stream.write(f"{self.desc}: {what}\n")
-        self.stream.flush()
-
-    def update(self, n: int) -> None:
-        self.done += int(n)
-        now = time.perf_counter()
-        if now - self.last >= self.every_s and self.done < self.total:
-            self.last = now
-            rate = self.done / max(now - self.start, 1e-9)
-            eta = (self.total - self.done) / rate if rate > 0 else float("inf")
-            pct = 100 * self.done / max(self.total, 1)
-            self._say(
-                f"{self.done}/{self.total} texts ({pct:.0f}%), {rate:.1f} texts/s, ETA {eta:.0f} s"
-            )
-
-    def close(self) -> None:
-        took = time.perf_counter() - self.start
-        self._say(f"{self.done}/{self.total} texts in {took:.1f} s")

@@ -5,7 +5,7 @@ every cache implements (``get_many``, ``put_many``) and optional methods with
 defaults (``regroup``, ``clear``, ``close``, ``stats``). Its implementations:
 :class:`~xlmt_sklearn.store._cache.EmbeddingCache` (SQLite), :class:`NullCache` (the
 null object for ``cache=None``) and :class:`_DuckCache`, through which
-:func:`~xlmt_sklearn.store._cache.as_cache` lets any object with ``get_many`` and
+:func:`~xlmt_sklearn.store._adapt.as_cache` lets any object with ``get_many`` and
 ``put_many`` methods act as a cache. Callers only ever see a :class:`CacheBase`,
 so none of them probes an object for methods.
 """
@@ -59,14 +59,14 @@ class CacheBase(ABC):
 
     A subclass implements the two primitives, :meth:`get_many` and
     :meth:`put_many`; the other methods have defaults. Keys are 32-byte digests
-    from :func:`~xlmt_sklearn.store._cache.make_keys` (a key covers the model and
+    from :func:`~xlmt_sklearn.store._keys.make_keys` (a key covers the model and
     every option that changes a vector), values are float32 or float16 arrays,
     and each value carries an integer ``meta`` that must come back with it (the
     vectorizers store whether the text was longer than ``max_length`` there).
 
     An object that is not a subclass but has ``get_many`` and ``put_many``
     methods with these signatures is accepted too:
-    :func:`~xlmt_sklearn.store._cache.as_cache` wraps it, and any of :meth:`regroup`,
+    :func:`~xlmt_sklearn.store._adapt.as_cache` wraps it, and any of :meth:`regroup`,
     :meth:`clear`, :meth:`close` or :attr:`stats` it lacks takes the default
     below.
 
@@ -95,7 +95,7 @@ class CacheBase(ABC):
         Parameters
         ----------
         keys : sequence of bytes
-            Keys from :func:`~xlmt_sklearn.store._cache.make_keys`.
+            Keys from :func:`~xlmt_sklearn.store._keys.make_keys`.
 
         Returns
         -------
@@ -116,7 +116,7 @@ class CacheBase(ABC):
         Parameters
         ----------
         keys : sequence of bytes
-            Keys from :func:`~xlmt_sklearn.store._cache.make_keys`.
+            Keys from :func:`~xlmt_sklearn.store._keys.make_keys`.
         arrays : sequence of numpy.ndarray
             One float32 or float16 array per key.
         metas : sequence of int or None, default=None

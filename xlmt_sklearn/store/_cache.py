@@ -1,6 +1,6 @@
 """Disk cache for embeddings: the user-facing API.
 
-An :class:`EmbeddingCache` maps a 32-byte key (see :func:`make_keys`) to one
+An :class:`EmbeddingCache` maps a 32-byte key (see :func:`~._keys.make_keys`) to one
 float32 or float16 array plus an integer ``meta``. It is backed by one SQLite
 file that any number of threads and processes may share (see
 :mod:`xlmt_sklearn.store._sqlite`).
@@ -11,17 +11,15 @@ misses or dropped writes, never into an exception or a wrong vector.
 
 The interface the vectorizers call, :class:`CacheBase`, and the do-nothing
 :class:`NullCache` used for ``cache=None`` live in :mod:`._base` and are
-re-exported here; :func:`as_cache` turns every accepted ``cache=`` value (None,
-a path, a cache object, any object with ``get_many`` and ``put_many``) into a
-:class:`CacheBase`.
+re-exported here; :func:`~._adapt.as_cache` turns every accepted ``cache=`` value
+(None, a path, a cache object, any object with ``get_many`` and ``put_many``)
+into a :class:`CacheBase`; keys are made in :mod:`._keys`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
-import re
 import threading
 import warnings
 from collections.abc import Callable, Sequence
@@ -31,9 +29,9 @@ from typing import Any, TypeVar
 import numpy as np
 
 from .._errors import CacheWarning, user_stacklevel
-from .._state import owns
 from . import _sqlite as store_mod
-from ._base import CacheBase, CacheStats, NullCache, _DuckCache
+from ._base import CacheBase, CacheStats, NullCache
+from ._keys import _check_keys, parse_size
 
 __all__ = [
     "DEFAULT_FILENAME",
@@ -41,9 +39,6 @@ __all__ = [
     "CacheStats",
     "EmbeddingCache",
     "NullCache",
-    "as_cache",
-    "make_keys",
-    "parse_size",
 ]
 
 #: File name used when the cache path is a directory.
@@ -51,72 +46,6 @@ DEFAULT_FILENAME = "xlmt_sklearn_cache.sqlite"
 
 _T = TypeVar("_T")
 _FAILED: Any = object()  # sentinel: the operation failed and was already reported
-
-_UNITS = {
-    "": 1,
-    "b": 1,
-    "k": 10**3,
-    "kb": 10**3,
-    "m": 10**6,
-    "mb": 10**6,
-    "g": 10**9,
-    "gb": 10**9,
-    "t": 10**12,
-    "tb": 10**12,
-    "kib": 2**10,
-    "mib": 2**20,
-    "gib": 2**30,
-    "tib": 2**40,
-}
-_SIZE_RE = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([a-zA-Z]*)\s*")
-
-
-def parse_size(size: int | str | None) -> int | None:
-    """Convert a cache size limit to bytes.
-
-    Parameters
-    ----------
-    size : int, str or None
-        A positive number of bytes, or a string such as ``"500MB"``, ``"2GB"``,
-        ``"1.5GiB"`` or ``"750kb"`` (case-insensitive; KB/MB/GB/TB are powers of
-        1000, KiB/MiB/GiB/TiB powers of 1024). ``None`` means unlimited.
-
-    Returns
-    -------
-    int or None
-        The limit in bytes, or ``None``.
-
-    Raises
-    ------
-    TypeError
-        If ``size`` is not an int, str or None.
-    ValueError
-        If the string cannot be parsed or the size is not positive.
-    """
-    if size is None:
-        return None
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer, str)):
-        raise TypeError(
-            f"max_size must be a number of bytes, a string like '500MB', or None; "
-            f"got {type(size).__name__}"
-        )
-    if isinstance(size, str):
-        m = _SIZE_RE.fullmatch(size)
-        unit = _UNITS.get(m.group(2).lower()) if m else None
-        if m is None or unit is None:
-            raise ValueError(
-                f"cannot parse max_size={size!r}; use bytes or a string like '500MB', "
-                "'2GB' or '1.5GiB'"
-            )
-        value = float(m.group(1)) * unit
-        if not math.isfinite(value):
-            raise ValueError(f"max_size={size!r} is too large")
-        nbytes = int(value)
-    else:
-        nbytes = int(size)
-    if nbytes <= 0:
-        raise ValueError(f"max_size must be positive, got {size!r}")
-    return nbytes
 
 
 def _resolve_path(path: str | os.PathLike) -> Path:
@@ -137,60 +66,13 @@ def _resolve_path(path: str | os.PathLike) -> Path:
     return p.parent.resolve() / p.name
 
 
-def make_keys(fingerprint: str, texts: Sequence[str]) -> list[bytes]:
-    """Compute the cache key of each text.
-
-    ``key = sha256(fingerprint + "\\0" + text)`` over UTF-8 (lone surrogates
-    allowed), so a key depends on the text and on everything the fingerprint
-    encodes (model, revision, pooling, ...) and on nothing else.
-
-    Parameters
-    ----------
-    fingerprint : str
-        Identifies how the vectors were computed; must not contain ``"\\0"``
-        (the separator), which keeps ``(fingerprint, text)`` pairs unambiguous.
-    texts : sequence of str
-        The texts, in order. Duplicates get identical keys.
-
-    Returns
-    -------
-    list of bytes
-        One 32-byte digest per text.
-
-    Raises
-    ------
-    TypeError
-        If ``fingerprint`` or an element of ``texts`` is not a str.
-    ValueError
-        If ``fingerprint`` contains ``"\\0"``.
-    """
-    if not isinstance(fingerprint, str):
-        raise TypeError(f"fingerprint must be a str, got {type(fingerprint).__name__}")
-    if "\x00" in fingerprint:
-        raise ValueError("fingerprint must not contain NUL characters")
-    prefix = fingerprint.encode("utf-8", "surrogatepass") + b"\x00"
-    sha256 = hashlib.sha256
-    try:
-        return [sha256(prefix + t.encode("utf-8", "surrogatepass")).digest() for t in texts]
-    except (AttributeError, TypeError):
-        for i, t in enumerate(texts):
-            if not isinstance(t, str):
-                raise TypeError(
-                    f"texts must be strings; element {i} is {type(t).__name__}: {t!r:.50}"
-                ) from None
-        raise
+#: (path, pid, cause) of the CacheWarnings given (see EmbeddingCache._warn).
+_WARNED: set[tuple[str, int, str]] = set()
+_WARNED_LOCK = threading.Lock()
 
 
-def _check_keys(keys: Sequence[bytes]) -> list[bytes]:
-    keys = list(keys)
-    if set(map(type, keys)) <= {bytes}:  # the usual case, checked in C
-        return keys
-    for i, k in enumerate(keys):
-        if type(k) is not bytes:
-            if not isinstance(k, bytes):
-                raise TypeError(f"cache keys must be bytes (see make_keys), got {type(k).__name__}")
-            keys[i] = bytes(k)  # e.g. numpy.bytes_: plain bytes for SQLite and dict lookups
-    return keys
+#: Operations that write: a file that refuses writes makes them no-ops (reads go on).
+_WRITES = ("write", "touch", "regroup", "clear", "claim", "release")
 
 
 class EmbeddingCache(CacheBase):
@@ -546,69 +428,3 @@ class EmbeddingCache(CacheBase):
         one.
         """
         store_mod.close_store(self.path)
-
-
-_MEMO: dict[tuple[str, int], EmbeddingCache] = {}
-_MEMO_LOCK = threading.Lock()
-#: (path, pid, cause) of the CacheWarnings given (see EmbeddingCache._warn).
-_WARNED: set[tuple[str, int, str]] = set()
-_WARNED_LOCK = threading.Lock()
-#: Operations that write: a file that refuses writes makes them no-ops (reads go on).
-_WRITES = ("write", "touch", "regroup", "clear", "claim", "release")
-
-
-def as_cache(cache: object) -> CacheBase:
-    """Turn a ``cache=`` argument into a :class:`CacheBase`.
-
-    Parameters
-    ----------
-    cache : None, str, os.PathLike, CacheBase or object with get_many/put_many
-        ``None`` gives a :class:`NullCache`; a path gives an unlimited
-        :class:`EmbeddingCache`, the same object for the same resolved path
-        within a process (so repeated transforms share its connection and
-        counters); a :class:`CacheBase` (an :class:`EmbeddingCache`, a
-        :class:`NullCache` or a user subclass) is returned unchanged; any other
-        object with ``get_many`` and ``put_many`` methods is wrapped so that the
-        methods of :class:`CacheBase` it lacks take their defaults.
-
-    Returns
-    -------
-    CacheBase
-
-    Raises
-    ------
-    TypeError
-        For any other value, and for a class where an instance is expected.
-    """
-    if cache is None:
-        return NullCache()
-    if isinstance(cache, CacheBase):
-        return cache
-    if isinstance(cache, (str, os.PathLike)):
-        path = _resolve_path(cache)
-        key = (str(path), os.getpid())
-        with _MEMO_LOCK:
-            found = _MEMO.get(key)
-            if found is None:
-                found = _MEMO[key] = EmbeddingCache(path)
-        return found
-    if isinstance(cache, type):
-        raise TypeError(f"cache must be a cache object, not the class {cache.__name__}; call it")
-    if callable(getattr(cache, "get_many", None)) and callable(getattr(cache, "put_many", None)):
-        return _DuckCache(cache)
-    raise TypeError(
-        "cache must be None, a path (str or os.PathLike) to a cache file or directory, "
-        "an EmbeddingCache, a NullCache, or an object with get_many and put_many methods "
-        f"(see CacheBase); got {type(cache).__name__}"
-    )
-
-
-@owns("caches")
-def _reset_caches() -> None:
-    with _WARNED_LOCK:
-        _WARNED.clear()
-    with _MEMO_LOCK:
-        caches = list(_MEMO.values())
-        _MEMO.clear()
-    for cache in caches:
-        cache.close()

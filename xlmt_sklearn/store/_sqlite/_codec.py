@@ -217,7 +217,7 @@ def encode_rows(
     Parameters
     ----------
     keys : sequence of bytes
-        Entry keys (usually 32-byte digests from :func:`xlmt_sklearn.store._cache.make_keys`).
+        Entry keys (usually 32-byte digests from :func:`xlmt_sklearn.store._keys.make_keys`).
     arrays : sequence of numpy.ndarray
         One float32 or float16 array per key.
     metas : sequence of int or None, default=None
