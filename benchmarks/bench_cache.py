@@ -124,10 +124,10 @@ def bench_store(tmp: Path, n: int, dim: int, rounds: int, chunk: int, batch: int
             for _ in range(5):
                 timed(name, lambda cache=cache, o=order, k=size: get_all(cache, k, o))
                 if name == "get":  # interleaved A/B: no directories; the standard zlib CRC
-                    with _patched(S, PROBE_STRIDE=10**12):
+                    with _patched(S.TUNING, probe_stride=10**12):
                         timed("get_rows", lambda cache=cache: get_all(cache, chunk))
                     if S.CRC32_IMPLEMENTATION != "zlib":
-                        with _patched(S, _crc32=zlib.crc32):
+                        with _patched(S.TUNING, crc32=zlib.crc32):
                             timed("get_zlib", lambda cache=cache: get_all(cache, chunk))
         conn = sqlite3.connect(cache.path)
         conn.execute(f"PRAGMA mmap_size = {MMAP_SIZE}")
@@ -152,7 +152,7 @@ def bench_store(tmp: Path, n: int, dim: int, rounds: int, chunk: int, batch: int
 
 @contextlib.contextmanager
 def _patched(module, **values):
-    # Temporarily set module attributes (an A/B switch inside one run).
+    # Temporarily set attributes (an A/B switch inside one run).
     saved = {k: getattr(module, k) for k in values}
     for k, v in values.items():
         setattr(module, k, v)
@@ -292,7 +292,7 @@ def render(res: dict) -> str:
         [[k, f"{t:.3f}", f"{res['n_vec'] / t:,.1f}", f"{med['cold cache (all misses)'] / t:.1f}x"]
          for k, t in med.items()],
     )  # fmt: skip
-    from xlmt_sklearn.store._sqlite import PROBE_STRIDE
+    from xlmt_sklearn.store._sqlite import TUNING
 
     zlib_line = (
         f"With the standard `zlib` CRC-32 instead of zlib-ng (A/B in the same passes): "
@@ -327,7 +327,7 @@ SQLite file on local disk, warm (page cache hot, connection open).
 {store}
 
 CRC-32 by: {s["crc32"]} (the first rows; `zlib-ng` comes with the `fast` extra).
-A lookup batch first samples every {PROBE_STRIDE}th key's index row to find the blocks it
+A lookup batch first samples every {TUNING.probe_stride}th key's index row to find the blocks it
 lies in; when they are few (input order after `regroup`, a CV fold) it reads those blocks'
 directories and matches every key with numpy, so no index row is read per key: the
 directory path costs {1e6 / s["get_vps"]:.1f} µs per vector, where the index SELECT alone

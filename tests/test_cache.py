@@ -226,7 +226,7 @@ def test_stats_and_clear(cache, no_warnings):
 def test_lru_eviction(tmp_path, monkeypatch, no_warnings):
     """The cap holds after every write and recently read entries survive."""
     ticks = iter(range(10**6, 10**9, 100))  # a clock that moves 100 s per call
-    monkeypatch.setattr(_sqlite_store, "_now", lambda: float(next(ticks)))
+    monkeypatch.setattr(_sqlite_store.TUNING, "clock", lambda: float(next(ticks)))
     dim, cap = 16, 10 * 16 * 4
     c = EmbeddingCache(tmp_path / "lru.sqlite", max_size=cap)
     keys = _keys(20)
@@ -706,7 +706,7 @@ def test_busy_timestamp_refresh_is_quiet(cache, monkeypatch, no_warnings):
     def locked(self, *args, **kwargs):
         raise sqlite3.OperationalError("database is locked")
 
-    monkeypatch.setattr(_sqlite_store, "TOUCH_INTERVAL", -10.0)  # every hit needs a refresh
+    monkeypatch.setattr(_sqlite_store.TUNING, "touch_interval", -10.0)  # every hit needs a refresh
     monkeypatch.setattr(_sqlite_store.SQLiteStore, "touch_and_purge", locked)
     assert all(v is not None for v in cache.get_many(keys))
     assert all(v is not None for v in cache.get_many(keys))

@@ -37,9 +37,9 @@ def store(tmp_path):
 
 @pytest.fixture
 def clock(monkeypatch):
-    """Replace the store's clock by one that advances 100 s (> TOUCH_INTERVAL) per call."""
+    """Replace the store's clock by one that advances 100 s (> the touch interval) per call."""
     ticks = itertools.count(1_000_000, 100)
-    monkeypatch.setattr(S, "_now", lambda: float(next(ticks)))
+    monkeypatch.setattr(S.TUNING, "clock", lambda: float(next(ticks)))
     return ticks
 
 
@@ -180,11 +180,11 @@ def test_reads_are_batched_and_writes_are_one_transaction(store, monkeypatch):
         "BEGIN IMMEDIATE",
         "COMMIT",
     ]
-    for stride, n_selects in [(S.PROBE_STRIDE, 5), (10**9, 3)]:
+    for stride, n_selects in [(S.TUNING.probe_stride, 5), (10**9, 3)]:
         # Directories: per batch of <= 1,000 keys one sampling query and one directory
         # query, then index rows for the 5 unknown keys. Index rows only: 1,205 keys in
         # chunks of <= 500. Never one query per key.
-        monkeypatch.setattr(S, "PROBE_STRIDE", stride)
+        monkeypatch.setattr(S.TUNING, "probe_stride", stride)
         statements.clear()
         result = store.get_many(keys + _keys(5, start=5000), stale_before=0.0)
         selects = [s for s in statements if s.lstrip().startswith("SELECT")]
@@ -213,7 +213,7 @@ def test_lru_eviction_keeps_recently_read(store, clock):
     keys = _keys(20)
     for k in keys[:10]:  # one at a time: distinct, increasing last_used
         store.put_many(_rows([k]))
-    result = store.get_many(keys[:3], stale_before=S._now() - S.TOUCH_INTERVAL)
+    result = store.get_many(keys[:3], stale_before=S.TUNING.clock() - S.TUNING.touch_interval)
     assert sorted(result.touch) == sorted(_ids(keys[:3]))
     store.touch_and_purge(result.touch, [])
     store.put_many(_rows(keys[10:15]), max_size=10 * 32)  # 15 entries of 32 bytes, cap 10
@@ -231,11 +231,11 @@ def test_eviction_uses_the_lru_index(store):
 
 
 def test_recent_hits_are_not_rewritten(store):
-    """Reads only refresh last_used once it is TOUCH_INTERVAL old (writes are costly)."""
+    """Reads only refresh last_used once it is a touch interval old (writes are costly)."""
     keys = _keys(4)
     store.put_many(_rows(keys))
-    now = S._now()
-    assert store.get_many(keys, stale_before=now - S.TOUCH_INTERVAL).touch == []
+    now = S.TUNING.clock()
+    assert store.get_many(keys, stale_before=now - S.TUNING.touch_interval).touch == []
     assert len(store.get_many(keys, stale_before=now + 1).touch) == 4
 
 
@@ -421,7 +421,7 @@ def test_a_flipped_bit_in_a_stored_vector_is_a_miss_and_is_purged(tmp_path):
 
 
 def test_a_write_packs_arrays_into_blocks(store, monkeypatch):
-    monkeypatch.setattr(S, "BLOCK_BYTES", 10 * 32)
+    monkeypatch.setattr(S.TUNING, "block_bytes", 10 * 32)
     keys = _keys(25)
     store.put_many(_rows(keys))  # 25 arrays of 32 bytes -> blocks of 10, 10, 5
     use = _check_blocks(store._conn)
@@ -430,7 +430,7 @@ def test_a_write_packs_arrays_into_blocks(store, monkeypatch):
 
 
 def test_an_array_larger_than_a_block_gets_its_own(store, monkeypatch):
-    monkeypatch.setattr(S, "BLOCK_BYTES", 64)
+    monkeypatch.setattr(S.TUNING, "block_bytes", 64)
     keys = _keys(3)
     arrays = [np.full(4, 1, np.float32), np.full(100, 2, np.float32), np.full(4, 3, np.float32)]
     store.put_many(S.encode_rows(keys, arrays))
@@ -441,7 +441,7 @@ def test_an_array_larger_than_a_block_gets_its_own(store, monkeypatch):
 
 def test_replacements_and_deletions_compact_blocks(store, monkeypatch, clock):
     """Blocks less than half live are rewritten; the file never keeps dead blocks."""
-    monkeypatch.setattr(S, "BLOCK_BYTES", 10 * 32)
+    monkeypatch.setattr(S.TUNING, "block_bytes", 10 * 32)
     keys = _keys(40)
     store.put_many(_rows(keys))
     store.put_many(_rows(keys[:6]))  # first block 4/10 live -> compacted
@@ -465,7 +465,7 @@ def test_replacements_and_deletions_compact_blocks(store, monkeypatch, clock):
 
 
 def test_compaction_keeps_last_used_and_values(store, monkeypatch, clock):
-    monkeypatch.setattr(S, "BLOCK_BYTES", 4 * 32)
+    monkeypatch.setattr(S.TUNING, "block_bytes", 4 * 32)
     keys = _keys(4)
     store.put_many(_rows(keys))
     before = dict(store._conn.execute("SELECT key, last_used FROM entries"))
@@ -479,7 +479,7 @@ def test_compaction_keeps_last_used_and_values(store, monkeypatch, clock):
 
 
 def test_compaction_drops_entries_that_fail_their_check(store, monkeypatch):
-    monkeypatch.setattr(S, "BLOCK_BYTES", 5 * 32)
+    monkeypatch.setattr(S.TUNING, "block_bytes", 5 * 32)
     keys = _keys(5)
     store.put_many(_rows(keys))
     store._conn.execute("UPDATE entries SET crc = crc + 1 WHERE key = ?", (keys[4],))
@@ -517,12 +517,12 @@ def test_an_index_row_pointing_outside_its_block_is_a_miss(store, change):
 @pytest.mark.parametrize("stride", [2, 10**9], ids=["directories", "index rows"])
 def test_reads_without_incremental_blob_io(store, monkeypatch, stride):
     """Python 3.10 has no Connection.blobopen: whole blocks are read instead, same result."""
-    monkeypatch.setattr(S, "PROBE_STRIDE", stride)
+    monkeypatch.setattr(S.TUNING, "probe_stride", stride)
     keys = _keys(30)
     arrays = [np.full((i % 3 + 1, 4), i, np.float32) for i in range(30)]
     store.put_many(S.encode_rows(keys, arrays, range(30)))
     fast = store.get_many(keys[::-1], 0.0)
-    monkeypatch.setattr(S, "_HAS_BLOBOPEN", False)
+    monkeypatch.setattr(S.TUNING, "blob_open", False)
     slow = store.get_many(keys[::-1], 0.0)
     for (a, m), (b, n) in zip(fast.values, slow.values, strict=True):
         assert m == n and a.shape == b.shape
@@ -559,7 +559,7 @@ def test_an_older_schema_is_moved_aside_not_read(tmp_path, version):
 
 
 def test_regroup_lays_entries_out_in_the_given_order(store, monkeypatch, clock):
-    monkeypatch.setattr(S, "BLOCK_BYTES", 10 * 32)
+    monkeypatch.setattr(S.TUNING, "block_bytes", 10 * 32)
     keys = _keys(30)
     for i in range(0, 30, 3):  # ten writes of three entries: ten blocks
         store.put_many(_rows(keys[i : i + 3]))
@@ -607,7 +607,7 @@ def test_key_ids_of_digests_and_other_keys():
 @pytest.fixture
 def directories(monkeypatch):
     """Let lookups of a handful of keys use block directories (sample every 2nd row id)."""
-    monkeypatch.setattr(S, "PROBE_STRIDE", 2)
+    monkeypatch.setattr(S.TUNING, "probe_stride", 2)
 
 
 def _traced(store) -> list[str]:
@@ -777,7 +777,7 @@ def test_a_key_sharing_a_row_id_is_a_miss_through_directories_too(store, directo
 def test_directories_follow_regroup_compaction_eviction_and_clear(
     store, directories, clock, monkeypatch
 ):
-    monkeypatch.setattr(S, "BLOCK_BYTES", 10 * 32)
+    monkeypatch.setattr(S.TUNING, "block_bytes", 10 * 32)
     keys = _keys(40)
     for i in range(0, 40, 4):
         store.put_many(_rows(keys[i : i + 4]))
@@ -798,7 +798,7 @@ def test_directories_follow_regroup_compaction_eviction_and_clear(
 
 def test_the_index_row_path_answers_alone(store, directories, clock, monkeypatch):
     """The directory path is only a faster route: without it every answer is the same."""
-    monkeypatch.setattr(S, "BLOCK_BYTES", 10 * 32)
+    monkeypatch.setattr(S.TUNING, "block_bytes", 10 * 32)
     keys = _keys(40)
     for i in range(0, 40, 4):
         store.put_many(_rows(keys[i : i + 4]))
@@ -806,8 +806,8 @@ def test_the_index_row_path_answers_alone(store, directories, clock, monkeypatch
     store.touch_and_purge([], _ids(keys[30:32]))  # two blocks some entries left
     request = keys + keys[:3] + _keys(3, start=500)
     answers, by_index_rows = [], []
-    for fast_reads in (S.FAST_READS, ()):
-        monkeypatch.setattr(S, "FAST_READS", fast_reads)
+    for fast_reads in (S._store.DEFAULT_FAST_READS, ()):
+        monkeypatch.setattr(S.TUNING, "fast_reads", fast_reads)
         statements = _traced(store)
         result = store.get_many(request, 0.0)
         answers.append([None if v is None else (v[0].tobytes(), v[1]) for v in result.values])
@@ -821,7 +821,7 @@ def test_the_index_row_path_answers_alone(store, directories, clock, monkeypatch
 
 
 def test_only_the_store_imports_the_directory_path():
-    """Deleting _directory.py means editing _store.FAST_READS (and the re-exports)."""
+    """Deleting _directory.py means editing _store.DEFAULT_FAST_READS (and the re-exports)."""
     import ast
 
     for path in Path(S.__file__).parent.glob("_*.py"):
@@ -831,16 +831,17 @@ def test_only_the_store_imports_the_directory_path():
             assert "_directory" not in imported, path.name
 
 
-def test_setting_a_tunable_on_the_package_reaches_the_module_that_uses_it(monkeypatch):
-    """Tests and benchmarks patch S.BLOCK_BYTES etc.: that must never be silently ignored."""
-    monkeypatch.setattr(S, "BLOCK_BYTES", 64)
-    monkeypatch.setattr(S, "PROBE_STRIDE", 3)
-    monkeypatch.setattr(S, "_HAS_BLOBOPEN", False)
-    assert S._write.BLOCK_BYTES == 64 and S._directory.PROBE_STRIDE == 3
-    assert S._sql._HAS_BLOBOPEN is S._read._HAS_BLOBOPEN is S._directory._HAS_BLOBOPEN is False
+def test_tunables_are_one_object_read_at_call_time(store, monkeypatch):
+    """A tunable changed on S.TUNING takes effect at once: no module keeps a copy."""
+    copies = {"BLOCK_BYTES", "PROBE_STRIDE", "TOUCH_INTERVAL", "_HAS_BLOBOPEN", "FAST_READS"}
+    for module in (S._write, S._directory, S._read, S._store, S._sql, S._codec, S):
+        assert not copies & set(vars(module)), module.__name__
+    monkeypatch.setattr(S.TUNING, "block_bytes", 64)  # 32-byte arrays: two per block
+    store.put_many(_rows(_keys(8)))
+    assert store._conn.execute("SELECT COUNT(*) FROM blocks").fetchone() == (4,)
     monkeypatch.undo()
-    assert S._write.BLOCK_BYTES == S.BLOCK_BYTES == 1 << 20
-    assert S._directory.PROBE_STRIDE == S.PROBE_STRIDE == 64
+    store.put_many(_rows(_keys(8, start=100)))
+    assert store._conn.execute("SELECT COUNT(*) FROM blocks").fetchone() == (5,)
 
 
 # --------------------------------------------------------------------------------------
@@ -858,12 +859,12 @@ def test_files_are_interchangeable_between_crc32_implementations(store, monkeypa
         data = rng.bytes(n)
         assert ng.crc32(data) == zlib.crc32(data)
         assert ng.crc32(data, 123456789) == zlib.crc32(data, 123456789)
-    monkeypatch.setattr(S, "PROBE_STRIDE", 2)
+    monkeypatch.setattr(S.TUNING, "probe_stride", 2)
     for writer, reader in [(zlib.crc32, ng.crc32), (ng.crc32, zlib.crc32)]:
         keys = _keys(12, start=100 if writer is ng.crc32 else 0)
-        monkeypatch.setattr(S, "_crc32", writer)
+        monkeypatch.setattr(S.TUNING, "crc32", writer)
         store.put_many(_rows(keys))
-        monkeypatch.setattr(S, "_crc32", reader)
+        monkeypatch.setattr(S.TUNING, "crc32", reader)
         result = store.get_many(keys, 0.0)
         assert [int(v[0][0]) for v in result.values] == list(range(12))
         assert result.invalid == []
@@ -877,7 +878,7 @@ def test_the_store_works_without_zlib_ng(tmp_path):
         "from pathlib import Path\n"
         "from xlmt_sklearn.store import _sqlite as S\n"
         "assert S.CRC32_IMPLEMENTATION == 'zlib', S.CRC32_IMPLEMENTATION\n"
-        "S.PROBE_STRIDE = 2\n"
+        "S.TUNING.probe_stride = 2\n"
         f"store = S.SQLiteStore(Path({str(tmp_path / 'c.sqlite')!r}), timeout=5)\n"
         "keys = [bytes([i]) * 32 for i in range(10)]\n"
         "store.put_many(S.encode_rows(keys, [np.full(4, i, np.float32) for i in range(10)]))\n"

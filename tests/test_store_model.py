@@ -84,7 +84,7 @@ class StoreModel(RuleBasedStateMachine):
         refresh=st.booleans(),
     )
     def get(self, keys, stale, refresh):
-        stale_before = S._now() + 1 if stale else 0.0
+        stale_before = S.TUNING.clock() + 1 if stale else 0.0
         result = self.store.get_many(keys, stale_before)
         got = [None if v is None else (float(v[0][0]), v[1]) for v in result.values]
         want = [None if k not in self.model else (float(self.model[k]),) * 2 for k in keys]
@@ -104,8 +104,8 @@ class StoreModel(RuleBasedStateMachine):
 
 @pytest.mark.parametrize("stride", [2, 10**9], ids=["directories", "index rows"])
 def test_the_store_behaves_like_a_dictionary(monkeypatch, stride):
-    monkeypatch.setattr(S, "BLOCK_BYTES", 5 * DIM * 4)
-    monkeypatch.setattr(S, "PROBE_STRIDE", stride)
+    monkeypatch.setattr(S.TUNING, "block_bytes", 5 * DIM * 4)
+    monkeypatch.setattr(S.TUNING, "probe_stride", stride)
     run_state_machine_as_test(
         StoreModel,
         settings=settings(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -121,47 +122,13 @@ def tokenize(
         ``texts`` are lists of words (``is_split_into_words``); word ids are
         returned and offsets are relative to each word.
     """
-    capacity = max_length - len(prefix_ids) - len(suffix_ids)
-    if capacity < 1:
-        raise ValueError(f"max_length={max_length} leaves no room for text between special tokens.")
-    if stride >= capacity:
-        raise ValueError(
-            f"stride={stride} must be smaller than max_length minus special tokens ({capacity})."
-        )
+    capacity = _capacity(max_length, len(prefix_ids) + len(suffix_ids), stride)
     n_texts = len(texts)
-    if n_texts:
-        # The Rust tokenizer refuses lone surrogates with an opaque TypeError. Inputs
-        # had them replaced already (``as_texts``); this covers pre-split words and
-        # what a user ``preprocess`` callable returns. Lengths (offsets) are kept.
-        if split_into_words:
-            batch = [[replace_surrogates(w) for w in t] for t in texts]
-        else:
-            batch = [replace_surrogates(t) for t in texts]
-        enc = tokenizer(
-            batch,
-            add_special_tokens=False,
-            truncation=False,
-            return_attention_mask=False,
-            return_offsets_mapping=offsets,
-            is_split_into_words=split_into_words,
-            verbose=False,
-        )
-        ids_all = enc["input_ids"]
-    else:
-        enc, ids_all = None, []
-    prefix, suffix = list(prefix_ids), list(suffix_ids)
-    rows: list[list[int]] = []
-    row_text: list[int] = []
-    row_start: list[int] = []
-    n_windows = np.ones(n_texts, dtype=np.int64)
-    n_content = np.fromiter((len(x) for x in ids_all), dtype=np.int64, count=n_texts)
-    for i, ids in enumerate(ids_all):
-        starts = window_starts(len(ids), capacity, stride) if windows else [0]
-        n_windows[i] = len(starts)
-        for s in starts:
-            rows.append(prefix + ids[s : s + capacity] + suffix)
-            row_text.append(i)
-            row_start.append(s)
+    enc = _run(tokenizer, texts, offsets, split_into_words) if n_texts else None
+    ids_all = enc["input_ids"] if n_texts else []
+    rows, row_text, row_start, n_windows = _cut(
+        ids_all, list(prefix_ids), list(suffix_ids), capacity, stride if windows else None
+    )
     offs = None
     if offsets:
         offs = (
@@ -176,15 +143,72 @@ def tokenize(
         rows=rows,
         row_text=np.asarray(row_text, dtype=np.int64),
         row_start=np.asarray(row_start, dtype=np.int64),
-        n_content=n_content,
+        n_content=np.fromiter((len(x) for x in ids_all), dtype=np.int64, count=n_texts),
         n_windows=n_windows,
         capacity=capacity,
-        n_prefix=len(prefix),
-        n_suffix=len(suffix),
+        n_prefix=len(prefix_ids),
+        n_suffix=len(suffix_ids),
         offsets=offs,
         word_ids=wids,
         ids=list(ids_all) if offsets else None,
     )
+
+
+def _capacity(max_length: int, n_special: int, stride: int) -> int:
+    """Content tokens per row; refuses a ``max_length`` or ``stride`` that leaves none."""
+    capacity = max_length - n_special
+    if capacity < 1:
+        raise ValueError(f"max_length={max_length} leaves no room for text between special tokens.")
+    if stride >= capacity:
+        raise ValueError(
+            f"stride={stride} must be smaller than max_length minus special tokens ({capacity})."
+        )
+    return capacity
+
+
+def _run(tokenizer: Any, texts: Sequence[Any], offsets: bool, split_into_words: bool) -> Any:
+    """One call of the fast tokenizer over every text, without special tokens.
+
+    The Rust tokenizer refuses lone surrogates with an opaque TypeError. Inputs had
+    them replaced already (``as_texts``); this covers pre-split words and what a user
+    ``preprocess`` callable returns. Lengths (offsets) are kept.
+    """
+    if split_into_words:
+        batch = [[replace_surrogates(w) for w in t] for t in texts]
+    else:
+        batch = [replace_surrogates(t) for t in texts]
+    return tokenizer(
+        batch,
+        add_special_tokens=False,
+        truncation=False,
+        return_attention_mask=False,
+        return_offsets_mapping=offsets,
+        is_split_into_words=split_into_words,
+        verbose=False,
+    )
+
+
+def _cut(
+    ids_all: Sequence[list[int]],
+    prefix: list[int],
+    suffix: list[int],
+    capacity: int,
+    stride: int | None,
+) -> tuple[list[list[int]], list[int], list[int], np.ndarray]:
+    """Model rows of every text: truncated (``stride`` None) or in overlapping windows;
+    with the text and the start token of each row, and the windows per text."""
+    rows: list[list[int]] = []
+    row_text: list[int] = []
+    row_start: list[int] = []
+    n_windows = np.ones(len(ids_all), dtype=np.int64)
+    for i, ids in enumerate(ids_all):
+        starts = [0] if stride is None else window_starts(len(ids), capacity, stride)
+        n_windows[i] = len(starts)
+        for s in starts:
+            rows.append(prefix + ids[s : s + capacity] + suffix)
+            row_text.append(i)
+            row_start.append(s)
+    return rows, row_text, row_start, n_windows
 
 
 def subset(enc: Encoded, texts: Sequence[int]) -> Encoded:

@@ -321,7 +321,7 @@ class EmbeddingCache(CacheBase):
             return []
         values: list[tuple[np.ndarray, int] | None] = [None] * len(keys)
         if not self._disabled:
-            stale_before = store_mod._now() - store_mod.TOUCH_INTERVAL
+            stale_before = store_mod.TUNING.clock() - store_mod.TUNING.touch_interval
             result = self._call(lambda s: s.get_many(keys, stale_before), "lookup")
             if result is not _FAILED:
                 values = result.values

@@ -14,7 +14,7 @@ Layout of a cache file (schema 5, :mod:`._schema`)::
     info(name TEXT PRIMARY KEY, value TEXT)
 
 The arrays of one write are packed back to back into blocks of up to
-:data:`BLOCK_BYTES`; ``entries`` holds a small index row per key saying where
+``TUNING.block_bytes``; ``entries`` holds a small index row per key saying where
 its bytes are. The row id is the key's first 8 bytes (:func:`key_id`): an
 integer primary key is much cheaper to look up than a 32-byte BLOB, and the
 full key is stored and compared, so a collision is a miss, never a wrong
@@ -40,13 +40,12 @@ Modules, each importing only those above it:
 ``_write``                put, evict, regroup, compaction, purge, clear
 ``_store``                :class:`SQLiteStore`: one connection, one transaction per operation
 ``_pool``                 :func:`acquire` / :func:`close_store`: per-process pool, fork handling
+``_tuning``               :data:`TUNING`: the tunables, one object read at call time
 ========================  ==============================================================
 
-The tunables (:data:`BLOCK_BYTES`, :data:`PROBE_STRIDE`, :data:`READ_BATCH`, the
-clock ``_now``, the CRC function ``_crc32``...) are defined in the module that uses
-them and re-exported here. Assigning one on this package (``monkeypatch.setattr``
-in tests, the A/B switches of ``benchmarks/bench_cache.py``) also assigns it in
-every submodule that holds that name, so such a switch is never silently ignored.
+The tunables (block size, probe stride, touch interval, BLOB reads, the fast read
+paths, the clock, the CRC function) are one object, :data:`TUNING`
+(:mod:`._tuning`), read at call time: tests and benchmarks change them there.
 """
 
 from __future__ import annotations
@@ -55,12 +54,9 @@ from __future__ import annotations
 # (``store._sqlite.sqlite3.connect``, ``store._sqlite.os.open``) through this package.
 import os  # noqa: F401
 import sqlite3  # noqa: F401
-import sys
-import types
 
-# Private names imported ``as`` themselves (``_now as _now``) are re-exported on purpose:
-# tests and benchmarks use or replace them.
-from . import _codec, _directory, _failures, _files, _pool, _read, _schema, _sql, _store, _write
+# Private names imported ``as`` themselves (``_crc32 as _crc32``) are re-exported on purpose:
+# tests and benchmarks use them. (The submodules are attributes of this package too.)
 from ._codec import (
     CRC32_IMPLEMENTATION,
     DIR_ITEM,
@@ -75,40 +71,35 @@ from ._codec import (
 from ._codec import _column_crcs as _column_crcs
 from ._codec import _crc32 as _crc32
 from ._codec import _key_ids as _key_ids
-from ._directory import PROBE_STRIDE
 from ._failures import CorruptStoreError, IncompatibleStoreError, StoreClosedError, classify_error
 from ._files import _ABANDONED as _ABANDONED
 from ._files import move_aside, refuse_links
 from ._pool import acquire, close_store
 from ._schema import JOURNAL_SIZE_LIMIT, MAGIC, SCHEMA_VERSION
 from ._schema import _retry_busy as _retry_busy
-from ._sql import _HAS_BLOBOPEN as _HAS_BLOBOPEN
 from ._sql import INDEX_COLUMNS, MAX_VARIABLES
-from ._store import FAST_READS, MMAP_SIZE, READ_BATCH, TOUCH_INTERVAL, ReadResult, SQLiteStore
-from ._store import _now as _now
-from ._write import BLOCK_BYTES
+from ._store import MMAP_SIZE, READ_BATCH, ReadResult, SQLiteStore
+from ._tuning import TUNING, Tuning
 
 __all__ = [
-    "BLOCK_BYTES",
     "CRC32_IMPLEMENTATION",
     "DIR_ITEM",
     "DTYPES",
-    "FAST_READS",
     "INDEX_COLUMNS",
     "JOURNAL_SIZE_LIMIT",
     "MAGIC",
     "MAX_VARIABLES",
     "MMAP_SIZE",
-    "PROBE_STRIDE",
     "READ_BATCH",
     "SCHEMA_VERSION",
-    "TOUCH_INTERVAL",
+    "TUNING",
     "CorruptStoreError",
     "IncompatibleStoreError",
     "ReadResult",
     "Row",
     "SQLiteStore",
     "StoreClosedError",
+    "Tuning",
     "acquire",
     "classify_error",
     "close_store",
@@ -120,19 +111,3 @@ __all__ = [
     "refuse_links",
     "row_crc",
 ]
-
-_SUBMODULES = (_codec, _failures, _sql, _files, _schema, _read, _directory, _write, _store, _pool)
-
-
-class _Package(types.ModuleType):
-    """This package's module type: assigning a name assigns it where it is used too."""
-
-    def __setattr__(self, name: str, value: object) -> None:
-        super().__setattr__(name, value)
-        if not isinstance(value, types.ModuleType):
-            for module in _SUBMODULES:
-                if name in vars(module):
-                    setattr(module, name, value)
-
-
-sys.modules[__name__].__class__ = _Package

@@ -18,6 +18,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ._tuning import TUNING
+
 try:  # The same CRC-32 as zlib's, with SIMD (docs/architecture.md, "Measurements behind constants")
     from zlib_ng.zlib_ng import crc32 as _crc32
 
@@ -160,7 +162,8 @@ def row_crc(key: bytes, dtype: str, shape: str, meta: int, data: bytes) -> int:
     int
         The unsigned CRC-32.
     """
-    return _crc32(data, _crc32(key + f"|{dtype}|{shape}|{meta}".encode()))
+    crc = TUNING.crc32 or _crc32
+    return crc(data, crc(key + f"|{dtype}|{shape}|{meta}".encode()))
 
 
 def _column_crcs(
@@ -172,7 +175,7 @@ def _column_crcs(
     ``crc32(data, crc32(header, crc32(key)))`` with one header per distinct meta.
     """
     headers = {m: f"|{dtype}|{shape}|{m}".encode() for m in set(metas)}
-    crc = _crc32
+    crc = TUNING.crc32 or _crc32
     if len(headers) == 1:
         head = itertools.repeat(next(iter(headers.values())), len(keys))
     else:

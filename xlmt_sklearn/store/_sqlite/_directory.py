@@ -13,7 +13,7 @@ This path only ever *serves* keys; it never decides that a key is missing,
 stale or damaged. Whatever it does not serve (scattered layouts, blocks with
 departed or not recently used entries, anything that fails a check) goes to
 :func:`~._read.read_index_rows`, which answers every lookup on its own. So this
-module can be dropped from :data:`~._store.FAST_READS` (or deleted) without
+module can be dropped from :data:`~._store.DEFAULT_FAST_READS` (or deleted) without
 changing a result, only the speed: ``docs/benchmarks.md`` measures input-order
 lookups about 2x faster with it ("block directories off" A/B). The writer
 keeps writing directories either way: they are part of the file format.
@@ -28,13 +28,13 @@ import sqlite3
 import numpy as np
 
 from ._codec import DIR_ITEM, _column_crcs, _expected_len, _finite_rows, _join
-from ._sql import _HAS_BLOBOPEN, _open_block, _placeholders
+from ._sql import _open_block, _placeholders
+from ._tuning import TUNING
 
-__all__ = ["PROBE_STRIDE", "read_directed"]
+__all__ = ["read_directed"]
 
 #: A lookup batch samples every this-many-th row id (and the last) to find the blocks
 #: it lies in; batches of fewer keys take the index-row path directly.
-PROBE_STRIDE = 64
 
 # A usable directory: block id, dtype, shape, bytes per entry, items.
 _Directory = tuple[int, str, str, int, np.ndarray]
@@ -118,9 +118,10 @@ def _usable_directories(
     conn: sqlite3.Connection, ids: list[int], stale_before: float
 ) -> list[_Directory]:
     """The directories worth reading for ``ids``: none unless they lie in a few blocks."""
-    if len(ids) < PROBE_STRIDE:
+    stride = TUNING.probe_stride
+    if len(ids) < stride:
         return []
-    probe = list(dict.fromkeys([*ids[::PROBE_STRIDE], ids[-1]]))
+    probe = list(dict.fromkeys([*ids[::stride], ids[-1]]))
     blocks = [
         b
         for (b,) in conn.execute(
@@ -159,7 +160,7 @@ def _block_slices(
 ) -> list[bytes] | None:
     # ``size`` bytes at each start of a block; None if the block is missing or a span
     # falls outside it (a damaged directory: index rows decide).
-    if not _HAS_BLOBOPEN:
+    if not TUNING.blob_open:
         row = conn.execute("SELECT data FROM blocks WHERE id = ?", (block,)).fetchone()
         if row is None or type(row[0]) is not bytes:
             return None

@@ -15,7 +15,8 @@ import sqlite3
 import numpy as np
 
 from ._codec import _column_crcs, _expected_len, _finite_rows, _join, row_crc
-from ._sql import _HAS_BLOBOPEN, _chunks, _index_rows, _open_block, _placeholders
+from ._sql import _chunks, _index_rows, _open_block, _placeholders
+from ._tuning import TUNING
 
 __all__ = ["read_index_rows"]
 
@@ -127,7 +128,7 @@ def _read_slices(conn: sqlite3.Connection, rows: list[tuple]) -> list[object]:
     by_block: dict[object, list[int]] = {}
     for i, row in enumerate(rows):
         by_block.setdefault(row[1], []).append(i)
-    if not _HAS_BLOBOPEN:  # Python 3.10: fetch whole blocks
+    if not TUNING.blob_open:  # Python 3.10: fetch whole blocks
         return _read_whole_blocks(conn, rows, by_block, datas)
     # Positions and lengths are SQLite integers unless the file was tampered with; check
     # that once per call so that the common loop below only compares numbers.

@@ -20,9 +20,6 @@ INDEX_COLUMNS = "key, block, pos, nbytes, dtype, shape, meta, last_used, crc, id
 #: Keys per ``IN (...)`` query; well under SQLite's bound-parameter limit (999 on old builds).
 MAX_VARIABLES = 500
 
-# Incremental BLOB I/O (Connection.blobopen) arrived in Python 3.11; 3.10 reads whole blocks.
-_HAS_BLOBOPEN = hasattr(sqlite3.Connection, "blobopen")
-
 
 @functools.lru_cache(maxsize=8)
 def _placeholders(n: int) -> str:

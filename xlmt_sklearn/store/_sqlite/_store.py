@@ -1,9 +1,10 @@
 """One process-local connection to one cache file: :class:`SQLiteStore`.
 
 Ties the other modules together: opening (:mod:`._files`, :mod:`._schema`), one
-transaction per operation, reads through :data:`FAST_READS` then the index
-rows (:mod:`._directory`, :mod:`._read`), writes (:mod:`._write`), and turning
-corruption into a moved-aside file and a :class:`~._failures.CorruptStoreError`.
+transaction per operation, reads through the fast reads
+(:data:`DEFAULT_FAST_READS`) then the index rows (:mod:`._directory`,
+:mod:`._read`), writes (:mod:`._write`), and turning corruption into a moved-aside
+file and a :class:`~._failures.CorruptStoreError`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import errno
 import os
 import sqlite3
 import threading
-import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -29,13 +29,12 @@ from ._files import _abandon, _create_private, _identity, _make_dirs, move_aside
 from ._read import read_index_rows
 from ._schema import _ensure_schema, _retry_busy
 from ._sql import _chunks
+from ._tuning import TUNING
 
 __all__ = [
-    "FAST_READS",
     "MMAP_SIZE",
     "OPEN_MODES",
     "READ_BATCH",
-    "TOUCH_INTERVAL",
     "ReadResult",
     "SQLiteStore",
 ]
@@ -43,10 +42,6 @@ __all__ = [
 #: Keys read and decoded together by :meth:`SQLiteStore.get_many`.
 READ_BATCH = 1000
 
-#: ``last_used`` of a row hit by a read is rewritten only when it is older than this many
-#: seconds. Rewriting a row rewrites its page, so touching on every hit would turn warm
-#: reads into a stream of writes; minute resolution is plenty for LRU eviction.
-TOUCH_INTERVAL = 60.0
 
 #: Bytes of the file SQLite may memory-map for reading: none. A mapped file that
 #: another process truncates (``cp`` over it, ``: > file``) kills the reading process
@@ -56,7 +51,6 @@ TOUCH_INTERVAL = 60.0
 #: under a reader"): a slower lookup is a price, a dead notebook kernel is not.
 MMAP_SIZE = 0
 
-_now = time.time  # module-level so tests can substitute a deterministic clock
 
 _T = TypeVar("_T")
 
@@ -80,9 +74,10 @@ FastRead = Callable[
     tuple[dict[bytes, tuple[np.ndarray, int]], set[int]],
 ]
 
-#: Read strategies tried, in order, before the index rows answer the ids they left.
-#: Each only serves keys, never decides a miss, so removing one changes speed only.
-FAST_READS: tuple[FastRead, ...] = (read_directed,)
+#: Read strategies tried, in order, before the index rows answer the ids they left
+#: (unless :attr:`~._tuning.Tuning.fast_reads` names others). Each only serves keys,
+#: never decides a miss, so removing one changes speed only.
+DEFAULT_FAST_READS: tuple[FastRead, ...] = (read_directed,)
 
 
 #: How a file is opened, in order: read-write; read-only (``?mode=ro``) when the
@@ -134,7 +129,7 @@ class ReadResult(NamedTuple):
     values : list of (numpy.ndarray, int) or None
         One item per requested key, in order.
     touch : list of int
-        Row ids of hits whose ``last_used`` is older than :data:`TOUCH_INTERVAL`.
+        Row ids of hits whose ``last_used`` is older than :attr:`~._tuning.Tuning.touch_interval`.
     invalid : list of int
         Row ids of entries that failed validation (reported as misses; to be deleted).
     """
@@ -327,7 +322,7 @@ class SQLiteStore:
     # -- Public interface: operations --------------------------------------------------
 
     def get_many(self, keys: Sequence[bytes], stale_before: float) -> ReadResult:
-        """Look up keys (through :data:`FAST_READS`, else index rows) in one read transaction.
+        """Look up keys (the fast reads, then index rows) in one read transaction.
 
         Parameters
         ----------
@@ -356,7 +351,8 @@ class SQLiteStore:
             touch.clear()
             invalid.clear()
             for part in _chunks(ids, READ_BATCH):
-                for fast in FAST_READS:
+                fast_reads = TUNING.fast_reads
+                for fast in DEFAULT_FAST_READS if fast_reads is None else fast_reads:
                     got, served = fast(conn, part, key_of, stale_before)
                     found.update(got)
                     if served:
@@ -391,7 +387,7 @@ class SQLiteStore:
 
         ids = _key_ids(list(keys))
         with self._transaction("IMMEDIATE") as conn:
-            return _claims.claim(conn, ids, _now())
+            return _claims.claim(conn, ids, TUNING.clock())
 
     def release(self, keys: Sequence[bytes]) -> None:
         """Drop this process's claims on ``keys``."""
@@ -412,7 +408,7 @@ class SQLiteStore:
         """
         if not touch and not invalid:
             return
-        now = _now()
+        now = TUNING.clock()
         with self._transaction("IMMEDIATE") as conn:
             _write.touch_and_purge(conn, touch, invalid, now)
 
@@ -434,7 +430,7 @@ class SQLiteStore:
         """
         if not rows:
             return
-        now = _now()
+        now = TUNING.clock()
         ids, blocks = _write.pack(rows)
         self._run("IMMEDIATE", lambda conn: _write.put_packed(conn, ids, blocks, max_size, now))
 

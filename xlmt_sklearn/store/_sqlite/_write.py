@@ -3,7 +3,7 @@
 Every function here runs inside a write transaction (``BEGIN IMMEDIATE``) that
 the caller (:class:`~._store.SQLiteStore`) opens and commits. Blocks are never
 updated: the arrays of one write are packed back to back into new blocks of up
-to :data:`BLOCK_BYTES`, each with a directory when its arrays share a dtype and
+to :attr:`~._tuning.Tuning.block_bytes`, each with a directory when its arrays share a dtype and
 shape; deleting an entry decrements its block's ``live`` counters (triggers,
 see :mod:`._schema`), a block with no live entry is deleted, and a block less
 than half live is compacted (its live arrays moved into a new block) in the
@@ -20,14 +20,14 @@ import numpy as np
 from ._codec import DIR_ITEM, Row, _expected_len, _key_ids, key_id, row_crc
 from ._read import _read_slices
 from ._sql import MAX_VARIABLES, _chunks, _index_rows, _placeholders
+from ._tuning import TUNING
 
-__all__ = ["BLOCK_BYTES", "Block", "clear", "pack", "put_packed", "regroup", "touch_and_purge"]
+__all__ = ["Block", "clear", "pack", "put_packed", "regroup", "touch_and_purge"]
 
 #: Target size of one block: the arrays of a write are packed into blocks of at most
 #: this many bytes (an array larger than this gets a block of its own). Small enough
 #: that compaction moves little and a lookup touching one array of a block walks few
 #: overflow pages; large enough that a block holds hundreds of pooled vectors.
-BLOCK_BYTES = 1 << 20
 
 #: A block to write: its bytes and the ``(row, position)`` of each entry packed into it.
 Block = tuple[bytes, list[tuple[Row, int]]]
@@ -123,7 +123,7 @@ def regroup(conn: sqlite3.Connection, order: list[bytes]) -> None:
     found = {row[0]: row for row in _index_rows(conn, "id", _key_ids(order))}
     rows = [found[k] for k in order if k in found]
     blocks = {row[1] for row in rows}
-    needed = -(-sum(r[3] for r in rows if type(r[3]) is int) // BLOCK_BYTES)
+    needed = -(-sum(r[3] for r in rows if type(r[3]) is int) // TUNING.block_bytes)
     if len(blocks) > max(needed, 1):
         _move_entries(conn, rows)
 
@@ -148,7 +148,7 @@ def _delete_entries(conn: sqlite3.Connection, ids: Sequence[int]) -> None:
 
 
 def _pack_blocks(rows: Sequence[Row]) -> list[Block]:
-    """Group rows, in order, into blocks of about :data:`BLOCK_BYTES`.
+    """Group rows, in order, into blocks of about :attr:`~._tuning.Tuning.block_bytes`.
 
     Returns ``(block bytes, [(row, position in block), ...])`` per block.
     """
@@ -158,7 +158,7 @@ def _pack_blocks(rows: Sequence[Row]) -> list[Block]:
     size = 0
     for row in rows:
         n = len(row.data)
-        if members and size + n > BLOCK_BYTES:
+        if members and size + n > TUNING.block_bytes:
             blocks.append((b"".join(parts), members))
             members, parts, size = [], [], 0
         members.append((row, size))
