@@ -47,7 +47,9 @@ def bench_store(tmp: Path, n: int, dim: int, rounds: int, chunk: int, batch: int
     import sqlite3
     import zlib
 
-    from xlmt_sklearn.flow._pipeline import LOOKUP_BATCH, STREAM_CHUNK
+    from xlmt_sklearn.flow._tuning import TUNING as FLOW
+
+    LOOKUP_BATCH, STREAM_CHUNK = FLOW.lookup_batch, FLOW.stream_chunk
     from xlmt_sklearn.store import _sqlite as S
     from xlmt_sklearn.store._cache import EmbeddingCache
     from xlmt_sklearn.store._keys import make_keys

@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from xlmt_sklearn import EmbeddingCache, XLMTVectorizer
     from xlmt_sklearn.backends._loading import clear_model_registry
-    from xlmt_sklearn.flow import _scheduler
+    from xlmt_sklearn.flow import _tuning as flow_tuning
     from xlmt_sklearn.flow._preprocess import normalize_tweet
 
     t_start = time.perf_counter()
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         plans.append((f"all {len(every)} cards, card-sized budget (batch_size=1024)",
                       {"batch_size": 1024, "device": every}))  # fmt: skip
     # A cold cache (float16 only): every batch is written as it finishes. By default the
-    # write of one batch overlaps the computation of the next (_scheduler.OVERLAP_DELIVERY).
+    # write of one batch overlaps the computation of the next (flow TUNING.overlap_delivery).
     overlapped = "always" if sim else "cuda"
     plans += [("batch_size=1024 + cold cache, writes overlapped (default)",
                {"batch_size": 1024, "_cache": overlapped}),
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
             if "_cache" in kw:
                 if dtype != "float16":
                     continue
-                _scheduler.OVERLAP_DELIVERY = kw["_cache"]
+                flow_tuning.TUNING.overlap_delivery = kw["_cache"]
                 opts["cache"] = EmbeddingCache(Path(tmp.name) / f"cache-{len(rows)}.sqlite")
             try:
                 v = vec(**{"device": dev, "dtype": dtype, **opts})
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
                 sync()
                 dt = time.perf_counter() - t0
             finally:
-                _scheduler.OVERLAP_DELIVERY = "cuda"
+                flow_tuning.TUNING.overlap_delivery = "cuda"
             C.check_vectors(f"{dtype}, {plan_name}", got)  # before its speed is reported
             tf = flops / dt / 1e12
             rows.append([dtype, plan_name, f"{len(bench) / dt:,.0f}", f"{tf:.2f}",

@@ -21,6 +21,7 @@ from tests import _cache_worker
 from tests._raw_cache import insert_raw
 from tests._subprocesses import read_line, spawn_cache_worker
 from xlmt_sklearn._errors import CacheWarning
+from xlmt_sklearn.flow import _tuning as flow_tuning
 from xlmt_sklearn.store import _cache
 from xlmt_sklearn.store import _sqlite as _sqlite_store
 from xlmt_sklearn.store._adapt import as_cache
@@ -371,9 +372,10 @@ def test_a_user_object_with_get_many_and_put_many_is_a_cache(
 ):
     """#15: the cache parameter accepted such an object at fit and refused it at transform."""
     from xlmt_sklearn import XLMTTokenVectorizer, XLMTVectorizer
-    from xlmt_sklearn.flow import _pipeline
 
-    monkeypatch.setattr(_pipeline, "REGROUP_BELOW_TEXTS_PER_S", float("inf"))  # always regroup
+    monkeypatch.setattr(
+        flow_tuning.TUNING, "regroup_below_texts_per_s", float("inf")
+    )  # always regroup
     est = XLMTVectorizer if kind == "pooled" else XLMTTokenVectorizer
     texts = ["a user cache", "works end to end", "a user cache", "with hits the second time"]
     fresh = est(str(tiny_model_dir), device="cpu").fit().transform(texts)

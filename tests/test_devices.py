@@ -3,7 +3,7 @@
 No GPU is needed: the scheduling across devices is the same code for CPUs
 (``["cpu", "cpu:0"]`` are two registry entries, two replicas), the overlap of
 computation and delivery can be forced on the CPU
-(``_scheduler.OVERLAP_DELIVERY = "always"``), and the CUDA budget is computed
+(``flow_tuning.TUNING.overlap_delivery = "always"``), and the CUDA budget is computed
 from ``torch.cuda.mem_get_info``, replaced here by a fake.
 """
 
@@ -21,6 +21,7 @@ from xlmt_sklearn import EmbeddingCache, XLMTTokenVectorizer, XLMTVectorizer
 from xlmt_sklearn.backends._devices import resolve_devices
 from xlmt_sklearn.backends._encoders import EncodeOptions, TorchEncoder, cuda_token_budget
 from xlmt_sklearn.flow import _scheduler
+from xlmt_sklearn.flow import _tuning as flow_tuning
 from xlmt_sklearn.flow._batching import MAX_AUTO_TOKENS, token_budget
 from xlmt_sklearn.flow._pipeline import encode
 
@@ -130,7 +131,7 @@ def test_device_lists_and_the_courier_give_the_single_device_result(
     opts = dict(batch_size=2, max_length=16, truncation="window", stride=4)
     one = cls(str(tiny_model_dir), device="cpu", **opts).fit().transform(TEXTS)
     cache = EmbeddingCache(tmp_path / "c.sqlite")
-    monkeypatch.setattr(_scheduler, "OVERLAP_DELIVERY", delivery)
+    monkeypatch.setattr(flow_tuning.TUNING, "overlap_delivery", delivery)
     vec = cls(str(tiny_model_dir), device=devices, cache=cache, **opts).fit()
     first, again = vec.transform(TEXTS), vec.transform(TEXTS)  # again: all from the cache
     for got in (first, again):
@@ -148,7 +149,7 @@ def test_every_device_takes_batches_and_callbacks_never_overlap(
 ):
     from xlmt_sklearn.backends._loading import get_model
 
-    monkeypatch.setattr(_scheduler, "OVERLAP_DELIVERY", delivery)
+    monkeypatch.setattr(flow_tuning.TUNING, "overlap_delivery", delivery)
 
     vec = XLMTVectorizer(str(tiny_model_dir), device=["cpu", "cpu:0"], batch_size=1).fit()
     encoders = vec._encoders()
@@ -270,7 +271,7 @@ def test_more_devices_than_the_registry_holds_load_once_per_call(tiny_model_dir,
 @pytest.fixture
 def overlap(monkeypatch):
     """Compute on a producer thread on the CPU too (the default does so on CUDA only)."""
-    monkeypatch.setattr(_scheduler, "OVERLAP_DELIVERY", "always")
+    monkeypatch.setattr(flow_tuning.TUNING, "overlap_delivery", "always")
 
 
 def _tiny(tiny_model_dir, **kw):
@@ -297,7 +298,7 @@ def _deliver(encoders, enc, options, on_done):
 
 @pytest.mark.parametrize("mode", ["always", "never"])
 def test_the_next_batch_computes_while_one_is_delivered(tiny_model_dir, monkeypatch, mode):
-    monkeypatch.setattr(_scheduler, "OVERLAP_DELIVERY", mode)
+    monkeypatch.setattr(flow_tuning.TUNING, "overlap_delivery", mode)
     encoders, loaded, enc = _tiny(tiny_model_dir)
     started = [0]
     second_started = threading.Event()
@@ -370,7 +371,7 @@ def test_a_memory_error_while_delivering_is_not_a_device_out_of_memory(
     tiny_model_dir, monkeypatch, mode
 ):
     """Only the device's computation is halved and retried on out-of-memory errors."""
-    monkeypatch.setattr(_scheduler, "OVERLAP_DELIVERY", mode)
+    monkeypatch.setattr(flow_tuning.TUNING, "overlap_delivery", mode)
     encoders, loaded, enc = _tiny(tiny_model_dir)
     sizes = []
     hook = loaded.model.register_forward_pre_hook(

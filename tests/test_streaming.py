@@ -7,6 +7,7 @@ import pytest
 
 from xlmt_sklearn import XLMTTokenVectorizer, XLMTVectorizer
 from xlmt_sklearn.flow import _pipeline
+from xlmt_sklearn.flow import _tuning as flow_tuning
 
 _DISTINCT = [f"tweet number {i} with words {'x ' * (i % 9)}" for i in range(17)]
 TEXTS = [_DISTINCT[i % 17] for i in range(53)]
@@ -15,7 +16,7 @@ TEXTS = [_DISTINCT[i % 17] for i in range(53)]
 @pytest.fixture
 def tiny_chunks(monkeypatch):
     """Chunks of 4 distinct texts; records how many texts each forward run gets."""
-    monkeypatch.setattr(_pipeline, "STREAM_CHUNK", 4)
+    monkeypatch.setattr(flow_tuning.TUNING, "stream_chunk", 4)
     sizes: list[int] = []
     real_encode = _pipeline.encode
 
@@ -49,7 +50,7 @@ def test_chunked_transform_equals_one_chunk(tiny_model_dir, tiny_chunks, kw):
 
 def test_chunked_matches_unchunked(tiny_model_dir, monkeypatch):
     want = _reference(tiny_model_dir)
-    monkeypatch.setattr(_pipeline, "STREAM_CHUNK", 5)
+    monkeypatch.setattr(flow_tuning.TUNING, "stream_chunk", 5)
     got = _reference(tiny_model_dir)
     assert np.abs(got - want).max() < 1e-5  # other batch compositions: float noise only
 
@@ -67,9 +68,9 @@ def test_chunks_mix_hits_and_misses(tiny_model_dir, tiny_chunks, tmp_path):
 
 
 def test_lookups_in_small_batches_inside_chunks(tiny_model_dir, monkeypatch, tmp_path):
-    """Each chunk is looked up LOOKUP_BATCH keys at a time; hits and misses still line up."""
-    monkeypatch.setattr(_pipeline, "STREAM_CHUNK", 7)
-    monkeypatch.setattr(_pipeline, "LOOKUP_BATCH", 3)
+    """Each chunk is looked up lookup_batch keys at a time; hits and misses still line up."""
+    monkeypatch.setattr(flow_tuning.TUNING, "stream_chunk", 7)
+    monkeypatch.setattr(flow_tuning.TUNING, "lookup_batch", 3)
     from xlmt_sklearn.store._cache import EmbeddingCache
 
     calls: list[int] = []
@@ -110,7 +111,7 @@ def test_token_vectorizer_chunks(tiny_model_dir, monkeypatch, tmp_path):
     vec = XLMTTokenVectorizer(str(tiny_model_dir), cache=tmp_path / "t.sqlite",
                               cache_dtype="float16").fit()  # fmt: skip
     want = vec.transform(TEXTS[:20])
-    monkeypatch.setattr(_pipeline, "STREAM_CHUNK", 3)
+    monkeypatch.setattr(flow_tuning.TUNING, "stream_chunk", 3)
     vec.cache = tmp_path / "other.sqlite"
     got = vec.transform(TEXTS[:20])
     assert len(got) == 20

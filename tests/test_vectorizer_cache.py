@@ -27,6 +27,7 @@ from xlmt_sklearn import (
     reset_process_state,
 )
 from xlmt_sklearn.backends import _loading as loading_mod
+from xlmt_sklearn.flow import _tuning as flow_tuning
 from xlmt_sklearn.store._cache import EmbeddingCache
 
 REPO = Path(__file__).resolve().parents[1]
@@ -206,9 +207,9 @@ def test_new_entries_are_laid_out_in_input_order(tiny_model_dir, tmp_path, monke
     """Batches are written in length order; a slow encoder's are regrouped in input order."""
     import sqlite3
 
-    from xlmt_sklearn.flow import _pipeline
-
-    monkeypatch.setattr(_pipeline, "REGROUP_BELOW_TEXTS_PER_S", float("inf") if slow else 0.0)
+    monkeypatch.setattr(
+        flow_tuning.TUNING, "regroup_below_texts_per_s", float("inf") if slow else 0.0
+    )
     texts = [("word " * (1 + (i * 7) % 13)) + str(i) for i in range(40)]  # mixed lengths
     path = tmp_path / "c.sqlite"
     vec = XLMTVectorizer(str(tiny_model_dir), device="cpu", cache=str(path), batch_size=4).fit()
@@ -371,7 +372,7 @@ def test_claims_of_a_dead_process_are_taken_over(tiny_model_dir, tmp_path):
     assert proc.stdout.strip() == "[True, True, True]", proc.stderr
     start = time.monotonic()
     got = vec.transform(texts)
-    assert time.monotonic() - start < 60  # taken over at once, not after CLAIM_WAIT_S
+    assert time.monotonic() - start < 60  # taken over at once, not after claim_wait_s
     expected = clone(vec).set_params(cache=None).fit().transform(texts)
     np.testing.assert_array_equal(got, expected)
 

@@ -284,6 +284,8 @@ class XLMTTokenVectorizer(ModelFeaturizerMixin, auto_wrap_output_keys=None):
         encoders = self._encoders()
         tokenizer = encoders[0].tokenizer()
         firsts = np.unique(key_of, return_index=True)[1]
+        # TODO(#24): every distinct model input is tokenized before the cache lookup: the
+        # features of a hit need its ids and offsets too, which the cache does not store.
         enc = self._tokenize(tokenizer, [docs[j] for j in firsts], batch.words)
         request = self._request(
             keys, self._encode_options(), positions=Scatter(key_of[raw_inverse], rows).positions,

@@ -3,12 +3,12 @@
 ``stream(request) -> iterator of (unique_indices, arrays)``. The estimators
 hand it a frozen :class:`Request` (distinct model inputs, their cache keys,
 the encoders, the options) and write what it yields into their output, on
-their own thread. Read top to bottom, per chunk of :data:`STREAM_CHUNK`
+their own thread. Read top to bottom, per chunk of ``TUNING.stream_chunk``
 distinct texts:
 
-1. look the chunk up in the cache, :data:`LOOKUP_BATCH` keys at a time, and
+1. look the chunk up in the cache, ``TUNING.lookup_batch`` keys at a time, and
    yield the hits; with a cache shared by processes, claim the misses
-   :data:`CLAIM_GROUP` at a time and wait for those another process encodes;
+   ``TUNING.claim_group`` at a time and wait for those another process encodes;
 2. tokenize the misses (unless the request brings their tokenization);
 3. :func:`encode` them: plan length-sorted batches, compute them on the
    encoders (:func:`~xlmt_sklearn.flow._scheduler.computed`), merge the windows of
@@ -40,37 +40,11 @@ from ..store._base import CacheBase
 from ._pooling import pool_merged
 from ._progress import progress_bar
 from ._tokenize import Encoded
+from ._tuning import TUNING
 
-__all__ = [
-    "CLAIM_GROUP", "CLAIM_WAIT_S", "LOOKUP_BATCH", "STREAM_CHUNK", "Request", "encode", "stream",
-]  # fmt: skip
+__all__ = ["Request", "encode", "stream"]
 
 logger = logging.getLogger("xlmt_sklearn")
-
-#: Distinct texts looked up, tokenized and encoded per step of a transform: bounds the
-#: memory a huge call needs beyond its output (cache answers, token ids, pending rows).
-STREAM_CHUNK = 8192
-
-#: Keys per cache lookup call: hits are yielded as each call returns, so at most this
-#: many cached arrays are alive at once; measured faster per key than one lookup of a
-#: whole chunk (the arrays stay in the CPU's caches; docs/benchmarks.md).
-LOOKUP_BATCH = 1000
-
-#: A chunk of new texts is regrouped in input order (``regroup``) only when it was
-#: encoded slower than this. Regrouping puts a lookup batch's keys into a few blocks,
-#: which block directories serve without an index row per key (~2x faster input-order
-#: lookups, docs/benchmarks.md "Cache"), but makes writes ~45% slower: under 1% of a
-#: CPU transform's time, but on a GPU the cache's write rate is already the bottleneck.
-REGROUP_BELOW_TEXTS_PER_S = 1000.0
-
-
-#: The longest a transform waits for keys another live process claimed (then it encodes
-#: them itself: a stalled owner costs time, never a missing or wrong vector).
-CLAIM_WAIT_S = 600.0
-#: Misses claimed at a time: small enough that two processes missing the same texts
-#: encode different groups side by side, large enough for length-sorted batches (the
-#: groups are cut from the misses sorted by length).
-CLAIM_GROUP = 256
 
 Results = tuple[np.ndarray, list[np.ndarray]]
 
@@ -151,7 +125,7 @@ def stream(req: Request) -> Iterator[Results]:
     long_ = np.zeros(n, dtype=bool)
     if req.encoded is not None:
         long_ = np.asarray(req.encoded.truncated, dtype=bool).copy()
-    step = max(n, 1) if req.truncation == "error" else STREAM_CHUNK
+    step = max(n, 1) if req.truncation == "error" else TUNING.stream_chunk
     counts = [0, 0, 0]  # texts encoded, of them windowed, their windows
     bar = None
     try:
@@ -175,7 +149,7 @@ def stream(req: Request) -> Iterator[Results]:
             yield from _claimed(req, miss, long_, bar, counts)  # 2-4
             encoded = counts[0] - before
             rate = encoded / max(time.perf_counter() - started, 1e-9)
-            if encoded and rate < REGROUP_BELOW_TEXTS_PER_S:  # 5, in input order
+            if encoded and rate < TUNING.regroup_below_texts_per_s:  # 5, in input order
                 req.cache.regroup([req.keys[i] for i in miss])
             if n > step:  # a huge call: return the chunk's free heap
                 from ._scheduler import release_free_memory
@@ -193,10 +167,10 @@ def _claimed(
     """Encode the misses this process claims; wait for those another process encodes.
 
     With a cache that coordinates processes (:attr:`CacheBase.coordinates`), misses are
-    claimed :data:`CLAIM_GROUP` at a time, shortest texts first, so that processes
+    claimed ``TUNING.claim_group`` at a time, shortest texts first, so that processes
     missing the same texts (a search's workers) encode different groups side by side.
     A key another live process has claimed is looked up until it appears, and taken
-    over when that process is gone or after :data:`CLAIM_WAIT_S` seconds; claimed keys
+    over when that process is gone or after ``TUNING.claim_wait_s`` seconds; claimed keys
     are looked up once more (stored meanwhile?) and released whatever happens.
     """
     if not req.cache.coordinates:
@@ -204,10 +178,10 @@ def _claimed(
         return
     pending = miss[np.argsort([len(req.texts[i]) for i in miss], kind="stable")]
     waiting = np.zeros(0, dtype=np.int64)
-    deadline, delay = time.monotonic() + CLAIM_WAIT_S, 0.02
+    deadline, delay = time.monotonic() + TUNING.claim_wait_s, 0.02
     while len(pending) or len(waiting):
         if len(pending):
-            group, pending = pending[:CLAIM_GROUP], pending[CLAIM_GROUP:]
+            group, pending = pending[: TUNING.claim_group], pending[TUNING.claim_group :]
         else:  # only other processes' keys are left: take what they stored
             found: list[int] = []
             for got, arrays in _hits(req, waiting, long_, again=True):
@@ -341,14 +315,14 @@ def _non_finite(encoder: Encoder, texts: list[int]) -> NonFiniteOutputError:
 def _hits(
     req: Request, idx: np.ndarray, long_: np.ndarray, again: bool = False
 ) -> Iterator[Results]:
-    """Cache hits among the distinct inputs ``idx``, one lookup call of :data:`LOOKUP_BATCH`
+    """Cache hits among the distinct inputs ``idx``, one lookup call of ``TUNING.lookup_batch``
     keys at a time (a hit of another shape, or holding NaN or inf, is a miss); records
     whether each hit's text was truncated. ``again``: keys missed once already
     (:meth:`CacheBase.recheck`)."""
     check = not req.cache.returns_finite_only
     lookup = req.cache.recheck if again else req.cache.get_many
-    for b in range(0, len(idx), LOOKUP_BATCH):
-        part = idx[b : b + LOOKUP_BATCH]
+    for b in range(0, len(idx), TUNING.lookup_batch):
+        part = idx[b : b + TUNING.lookup_batch]
         got, arrays, metas = [], [], []
         values = lookup([req.keys[i] for i in part])
         for i, hit in zip(part.tolist(), values, strict=True):

@@ -6,7 +6,7 @@ nothing here calls back up the stack.
 
 * One device, no overlap (the CPU default): each batch is computed when the
   caller asks for the next result, inline.
-* Overlap (a CUDA card, or :data:`OVERLAP_DELIVERY` ``"always"``) or several
+* Overlap (a CUDA card, or ``TUNING.overlap_delivery`` ``"always"``) or several
   devices: one producer thread per device takes the next batch as soon as it
   is free (the GIL is released while a GPU computes, so faster cards take
   more) and puts finished results on a bounded queue (:data:`DELIVERY_DEPTH`);
@@ -35,21 +35,16 @@ import numpy as np
 
 from .._env import env_flag
 from .._state import owns
+from ._tuning import TUNING
 
 __all__ = [
     "DELIVERY_DEPTH",
-    "OVERLAP_DELIVERY",
     "computed",
     "release_free_memory",
     "wants_overlap",
 ]
 
 T = TypeVar("T")
-
-#: Where finished batches are delivered from: ``"cuda"`` (computation on producer
-#: threads when any device is a CUDA card, which leaves the CPU idle while it computes;
-#: a CPU computation already keeps every core busy), ``"always"`` or ``"never"``.
-OVERLAP_DELIVERY = "cuda"
 
 #: Finished batches that may wait for delivery: bounds the memory overlap adds.
 DELIVERY_DEPTH = 2
@@ -88,9 +83,9 @@ def release_free_memory() -> None:
 
 
 def wants_overlap(device_names: Sequence[str]) -> bool:
-    """Whether results are computed on producer threads (see :data:`OVERLAP_DELIVERY`)."""
-    return OVERLAP_DELIVERY == "always" or (
-        OVERLAP_DELIVERY == "cuda" and any(d.startswith("cuda") for d in device_names)
+    """Whether results are computed on producer threads (see ``TUNING.overlap_delivery``)."""
+    return TUNING.overlap_delivery == "always" or (
+        TUNING.overlap_delivery == "cuda" and any(d.startswith("cuda") for d in device_names)
     )
 
 
