@@ -198,9 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     import openvino as ov
     import torch
 
-    from xlmt_sklearn import XLMTVectorizer
+    from xlmt_sklearn import XLMTVectorizer, normalize_tweet
     from xlmt_sklearn.flow._batching import plan_batches  # TODO(#24): the documented internal API
-    from xlmt_sklearn.flow._preprocess import normalize_tweet
 
     warnings.simplefilter("ignore")
     t_start = time.perf_counter()

@@ -50,8 +50,8 @@ def bench_store(tmp: Path, n: int, dim: int, rounds: int, chunk: int, batch: int
     from xlmt_sklearn.flow._tuning import TUNING as FLOW
 
     LOOKUP_BATCH, STREAM_CHUNK = FLOW.lookup_batch, FLOW.stream_chunk
+    from xlmt_sklearn import EmbeddingCache
     from xlmt_sklearn.store import _sqlite as S
-    from xlmt_sklearn.store._cache import EmbeddingCache
     from xlmt_sklearn.store._keys import make_keys
     from xlmt_sklearn.store._sqlite import INDEX_COLUMNS, MMAP_SIZE, key_id
 
@@ -392,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     def log(s: str) -> None:
         print(s, flush=True)
 
-    from xlmt_sklearn.flow._preprocess import normalize_tweet
+    from xlmt_sklearn import normalize_tweet
 
     with tempfile.TemporaryDirectory(prefix="xlmt-bench-cache-") as tmpd:
         tmp = Path(tmpd)

@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         models = {"multilingual-e5-small": C.e5_small_dir(), "XLM-R base shape": C.base_model_dir()}
         models = {k: v for k, v in models.items() if v is not None}
-    from xlmt_sklearn.flow._preprocess import normalize_tweet
+    from xlmt_sklearn import normalize_tweet
 
     tweets, _, _ = C.load_tweets(2 * n + 600, seed=1, with_labels=True)
     distinct = list(dict.fromkeys("query: " + normalize_tweet(t) for t in tweets))

@@ -344,7 +344,7 @@ def auto_int8_contender() -> str:
 
 def calibration_texts(texts: list[str], n: int = 300) -> list[str]:
     """``n`` normalised UMSAB tweets that are not among ``texts``, for static int8."""
-    from xlmt_sklearn.flow._preprocess import normalize_tweet
+    from xlmt_sklearn import normalize_tweet
 
     seen = set(texts)
     pool = dict.fromkeys(normalize_tweet(t) for t in C.load_tweets(n + 2 * len(texts), seed=7))
@@ -477,8 +477,8 @@ def yardstick(name: str, res: dict) -> str:
 
 def tokenization_seconds(model_dir: Path, texts: list[str]) -> Callable[[], None]:
     """xlmt_sklearn's own steps before the forward pass (preprocess + tokenize)."""
+    from xlmt_sklearn import normalize_tweet
     from xlmt_sklearn.backends._loading import get_tokenizer
-    from xlmt_sklearn.flow._preprocess import normalize_tweet
     from xlmt_sklearn.flow._tokenize import tokenize
 
     tok = get_tokenizer_for(model_dir, get_tokenizer)
@@ -799,7 +799,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from xlmt_sklearn.flow._preprocess import normalize_tweet
+    from xlmt_sklearn import normalize_tweet
 
     tmp = None
     if args.smoke:

@@ -609,7 +609,7 @@ def main(argv: list[str] | None = None) -> int:
     def log(s: str) -> None:
         print(s, flush=True)
 
-    from xlmt_sklearn.flow._preprocess import normalize_tweet
+    from xlmt_sklearn import normalize_tweet
 
     tmp = tempfile.TemporaryDirectory(prefix="xlmt-tuning-")
     if args.smoke:

@@ -93,10 +93,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import tempfile
 
-    from xlmt_sklearn import EmbeddingCache, XLMTVectorizer
+    from xlmt_sklearn import EmbeddingCache, XLMTVectorizer, normalize_tweet
     from xlmt_sklearn.backends._loading import clear_model_registry
     from xlmt_sklearn.flow import _tuning as flow_tuning
-    from xlmt_sklearn.flow._preprocess import normalize_tweet
 
     t_start = time.perf_counter()
     tmp = tempfile.TemporaryDirectory(prefix="xlmt-gpu-")

@@ -157,7 +157,7 @@ def test_lone_surrogates_become_replacement_characters(vec, tok, tiny_model_dir)
 
 
 def test_surrogates_share_a_cache_entry(tiny_model_dir, tmp_path):
-    from xlmt_sklearn.store._cache import EmbeddingCache
+    from xlmt_sklearn import EmbeddingCache
 
     path = tmp_path / "c.sqlite"
     est = XLMTVectorizer(str(tiny_model_dir), device="cpu", cache=str(path)).fit()

@@ -22,9 +22,9 @@ import pytest
 
 from tests import _cache_worker
 from tests._subprocesses import read_line, spawn_cache_worker
+from xlmt_sklearn import EmbeddingCache
 from xlmt_sklearn._errors import CacheWarning
 from xlmt_sklearn.store import _sqlite as _sqlite_store
-from xlmt_sklearn.store._cache import EmbeddingCache
 from xlmt_sklearn.store._keys import make_keys
 
 # --------------------------------------------------------------------------------------

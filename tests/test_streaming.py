@@ -71,7 +71,7 @@ def test_lookups_in_small_batches_inside_chunks(tiny_model_dir, monkeypatch, tmp
     """Each chunk is looked up lookup_batch keys at a time; hits and misses still line up."""
     monkeypatch.setattr(flow_tuning.TUNING, "stream_chunk", 7)
     monkeypatch.setattr(flow_tuning.TUNING, "lookup_batch", 3)
-    from xlmt_sklearn.store._cache import EmbeddingCache
+    from xlmt_sklearn import EmbeddingCache
 
     calls: list[int] = []
     real = EmbeddingCache.get_many

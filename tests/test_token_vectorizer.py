@@ -283,7 +283,7 @@ def test_float16_cache_halves_disk_within_bound(tiny_model_dir, tmp_path):
     for a, b, c in zip(base, miss16, hit16, strict=True):
         np.testing.assert_array_equal(b, c)  # hits equal misses
         np.testing.assert_allclose(b, a, rtol=2**-11, atol=6e-8)
-    from xlmt_sklearn.store._cache import EmbeddingCache
+    from xlmt_sklearn import EmbeddingCache
 
     s16 = EmbeddingCache(tmp_path / "c16").stats.bytes
     s32 = EmbeddingCache(tmp_path / "c32").stats.bytes

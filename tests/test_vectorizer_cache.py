@@ -21,6 +21,7 @@ from tests._keys import cache_keys
 from tests._models import build_tiny_model
 from xlmt_sklearn import (
     CacheWarning,
+    EmbeddingCache,
     XLMTTokenVectorizer,
     XLMTVectorizer,
     normalize_tweet,
@@ -28,7 +29,6 @@ from xlmt_sklearn import (
 )
 from xlmt_sklearn.backends import _loading as loading_mod
 from xlmt_sklearn.flow import _tuning as flow_tuning
-from xlmt_sklearn.store._cache import EmbeddingCache
 
 REPO = Path(__file__).resolve().parents[1]
 TEXTS = [f"tweet {i % 23} about things @user{i % 3} http://x.co/{i}" for i in range(60)]
