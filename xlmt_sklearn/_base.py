@@ -77,9 +77,10 @@ class _FitMemo:
 
     One entry per name, rebuilt when a parameter it was built from changed since
     (``set_params`` of a parameter that needs no new ``fit``); a new ``fit`` starts a
-    new memo. Never pickled or copied: a pickle carries parameters only, and the
-    machine it lands on builds again. It holds the int8 calibration (preprocessing
-    up to 300 texts: 0.34 ms of a 1.6 ms one-text transform, docs/architecture.md);
+    new memo. Never pickled or copied (the estimator's ``__getstate__`` drops it): a
+    pickle carries parameters only, and the machine it lands on builds again. It
+    holds the int8 calibration (preprocessing up to 300 texts: 0.34 ms of a 1.6 ms
+    one-text transform, docs/architecture.md);
     the encoders are built per call on purpose (0.01-0.03 ms; they pin the loaded
     model for one call only, and a runtime's self-check verdict is read each time).
     """
@@ -95,9 +96,6 @@ class _FitMemo:
         value = build()
         self._entries[name] = ({k: _snapshot(v) for k, v in params.items()}, value)
         return value
-
-    def __deepcopy__(self, memo: dict) -> _FitMemo:
-        return _FitMemo()
 
 
 class ModelFeaturizerMixin(ClassNameFeatureNamesMixin, TransformerMixin, BaseEstimator):

@@ -13,7 +13,7 @@ from ._base import ModelFeaturizerMixin
 from ._options import DEFAULT_MODEL
 from ._params import _fit_context
 from .backends._encoders import EncodeOptions
-from .flow._dedupe import distinct_inputs, unique_texts
+from .flow._dedupe import distinct_inputs
 from .flow._inputs import as_texts
 from .flow._output import Scatter, TokenFeatures, token_output
 from .flow._pipeline import stream
@@ -280,10 +280,9 @@ class XLMTTokenVectorizer(ModelFeaturizerMixin, auto_wrap_output_keys=None):
         values = [tuple(v) if batch.words else v for v in (batch.texts[r] for r in rows)]
         _, raw_inverse, first = distinct_inputs(values, rows)  # 2: each input once
         docs = self._docs([batch.texts[r] for r in first], batch.words, first.tolist())
-        keys, key_of = unique_texts([d.key for d in docs])  # 3: each model input once
+        keys, key_of, firsts = distinct_inputs([d.key for d in docs], np.arange(len(docs)))  # 3
         encoders = self._encoders()
         tokenizer = encoders[0].tokenizer()
-        firsts = np.unique(key_of, return_index=True)[1]
         # TODO(#24): every distinct model input is tokenized before the cache lookup: the
         # features of a hit need its ids and offsets too, which the cache does not store.
         enc = self._tokenize(tokenizer, [docs[j] for j in firsts], batch.words)
