@@ -309,15 +309,24 @@ class ModelFeaturizerMixin(ClassNameFeatureNamesMixin, TransformerMixin, BaseEst
         """The cache key of each model input: the model, every vector-changing option,
         what the encoder changes (dtype, quantization) and the storage precision.
         ``kind``/``options`` replace the estimator's own (another kind of entry)."""
-        from .store._fingerprint import fingerprint
         from .store._keys import make_keys
 
-        fp = fingerprint(
+        return make_keys(self._key_fingerprint(encoders, kind, options), inputs)
+
+    def _key_fingerprint(
+        self,
+        encoders: Sequence[Encoder],
+        kind: str | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> str:
+        """The fingerprint behind :meth:`_cache_keys` (model, options, encoder, storage)."""
+        from .store._fingerprint import fingerprint
+
+        return fingerprint(
             self.model_identity_, kind or self._kind, store_dtype=self._store_dtype(),
             **encoders[0].fingerprint,
             **(self._fingerprint_options() if options is None else options),
         )  # fmt: skip
-        return make_keys(fp, inputs)
 
     def _request(
         self,

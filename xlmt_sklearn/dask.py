@@ -26,7 +26,7 @@ from ._distributed import (
     set_torch_threads,
 )
 
-__all__ = ["embed_partitions"]
+__all__ = ["compact_table", "embed_partitions", "update_table"]
 
 _INSTALL_HINT = "pip install xlmt-sklearn[dask]"
 _OUTPUTS = ("frame", "array")
@@ -39,6 +39,7 @@ def embed_partitions(
     *,
     output: str = "frame",
     num_threads: int | None = None,
+    table: str | None = None,
 ) -> Any:
     """Embed a text column of a Dask DataFrame (or a Dask Series), lazily.
 
@@ -73,6 +74,12 @@ def embed_partitions(
         setting alone (``dask.distributed`` starts workers with
         ``OMP_NUM_THREADS=1``, so a worker with ``threads_per_worker=t``
         runs ``t`` single-threaded tasks).
+    table : str or None, default=None
+        An embedding table (a folder or fsspec URI; docs/spark.md, "Embed only
+        what is new"). The distinct texts the table lacks are encoded and
+        appended first (:func:`update_table`, computed at once); the result
+        then takes every row's vector from the table, lazily, with the
+        input's order, index and divisions.
 
     Returns
     -------
@@ -115,6 +122,13 @@ def embed_partitions(
     est = _pooled_estimator(vectorizer)
     names = [str(n) for n in est.get_feature_names_out()]
     name = column if column is not None else series.name
+    if table is not None:
+        from .table import _dask as tables
+
+        plan = tables.plan(series, est, table, None if name is None else str(name))
+        tables.update(plan, num_threads=num_threads)
+        frame = tables.join_back(plan, names, series.divisions)
+        return frame.to_dask_array() if output == "array" else frame
     frame = series.map_partitions(
         _embed_partition, est, names, None if name is None else str(name), num_threads,
         meta=_empty_frame(names, series._meta.index), align_dataframes=False,
@@ -122,6 +136,67 @@ def embed_partitions(
     if output == "array":
         return frame.to_dask_array()
     return frame
+
+
+def update_table(
+    data: Any,
+    column: str | None,
+    vectorizer: Any,
+    table: str,
+    *,
+    num_threads: int | None = None,
+) -> Any:
+    """Embed the distinct texts that ``table`` lacks, and append them (computes at once).
+
+    The Dask twin of :func:`xlmt_sklearn.spark.update_table`, same table
+    format: a global ``drop_duplicates`` of the keys, a merge with the
+    table's checked rows, the missing texts encoded partition by partition
+    and written as one new committed batch.
+
+    Parameters
+    ----------
+    data, column, vectorizer, num_threads
+        As in :func:`embed_partitions`.
+    table : str
+        The embedding table's folder or fsspec URI.
+
+    Returns
+    -------
+    xlmt_sklearn.table.TableReport
+    """
+    from .table import _dask as tables
+
+    _require_dask()
+    num_threads = check_num_threads(num_threads)
+    series = _text_series(_require_dask(), data, column)
+    name = column if column is not None else series.name
+    plan = tables.plan(series, _pooled_estimator(vectorizer), table,
+                       None if name is None else str(name))  # fmt: skip
+    return tables.update(plan, num_threads=num_threads)
+
+
+def compact_table(table: str, *, retain_s: float = 3600.0) -> dict[str, Any]:
+    """Merge an embedding table's batches and drop duplicates, without blocking readers.
+
+    As :func:`xlmt_sklearn.spark.compact_table`, on the client through fsspec.
+
+    Parameters
+    ----------
+    table : str
+        The table's folder or fsspec URI.
+    retain_s : float, default=3600.0
+        How long replaced or abandoned batches are kept.
+
+    Returns
+    -------
+    dict
+        Per configuration: ``merged_batches``, ``rows``, ``deleted_batches``.
+    """
+    from .table import _dask as tables
+
+    if not isinstance(retain_s, (int, float)) or isinstance(retain_s, bool) or retain_s < 0:
+        raise ValueError(f"retain_s must be a number of seconds >= 0; got {retain_s!r}.")
+    return tables.compact(table, retain_s=float(retain_s))
 
 
 # ---------------------------------------------------------------- private

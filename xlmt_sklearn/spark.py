@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from numbers import Integral
 from typing import Any
 
 import numpy as np
@@ -33,13 +32,15 @@ from ._distributed import (
     rebuild,
     set_torch_threads,
 )
+from ._spark_common import (
+    _check_batch_size,
+    _check_string_column,
+    _require_pyspark,
+    _valid_utf8,
+    task_cpus,
+)
 
-__all__ = ["embed_column", "embedding_udf"]
-
-#: Oldest PySpark with ``pyspark.ml.functions.predict_batch_udf``.
-MIN_PYSPARK = (3, 4)
-
-_INSTALL_HINT = "pip install xlmt-sklearn[spark]"
+__all__ = ["compact_table", "embed_column", "embedding_udf", "update_table"]
 
 
 # ----------------------------------------------------------------- public
@@ -53,6 +54,7 @@ def embed_column(
     batch_size: int = 256,
     num_threads: int | None = None,
     invalid_utf8: str = "error",
+    table: str | None = None,
 ) -> Any:
     """Add a column of embeddings of ``input_col`` to a Spark DataFrame.
 
@@ -107,6 +109,14 @@ def embed_column(
         the fixes; ``"replace"`` embeds the text with each invalid sequence
         replaced by U+FFFD, as Python's ``errors="replace"`` decodes it. Needs
         Spark 4.0 (``is_valid_utf8``); older Spark passes the column as is.
+    table : str or None, default=None
+        An embedding table (a folder or URI the cluster can write: local,
+        HDFS, S3...; docs/spark.md, "Embed only what is new"). The input's
+        distinct texts that the table lacks are encoded and appended first
+        (:func:`update_table`, which runs at once); the returned frame then
+        joins every row to its vector from the table, lazily, in input order
+        (a join and a sort instead of a narrow ``withColumn``). Pooled
+        vectorizers only.
 
     Returns
     -------
@@ -144,6 +154,12 @@ def embed_column(
     >>> out = embed_column(df, "text", XLMTVectorizer(device="cpu"))  # doctest: +SKIP
     >>> out.select("text", "embedding").show(3)  # doctest: +SKIP
     """
+    if table is not None:
+        from .table import _spark as tables
+
+        plan = tables.plan(df, input_col, vectorizer, table, invalid_utf8)
+        tables.update(plan, batch_size=batch_size, num_threads=num_threads)
+        return tables.join_back(plan, output_col, as_vector)
     F, _ = _require_pyspark()
     _check_string_column(df, input_col)
     if invalid_utf8 not in ("error", "replace"):
@@ -155,22 +171,75 @@ def embed_column(
     return df.withColumn(output_col, udf(_valid_utf8(F, input_col, invalid_utf8)))
 
 
-def _valid_utf8(F: Any, input_col: str, policy: str) -> Any:
-    """``input_col``, its invalid UTF-8 refused or replaced in the JVM (see ``invalid_utf8``)."""
-    col = F.col(input_col)
-    if not hasattr(F, "is_valid_utf8"):  # TODO(#27): Spark < 4.0 has no UTF-8 check
-        return col
-    if policy == "replace":
-        return F.make_valid_utf8(col)
-    message = F.concat(
-        F.lit(f"Column {input_col!r} holds text that is not valid UTF-8 (shown with U+FFFD): "),
-        F.substring(F.make_valid_utf8(col), 1, 80),
-        F.lit(
-            " ... Decode the source with errors='replace' (or read it with its real encoding), "
-            "or pass embed_column(..., invalid_utf8='replace')."
-        ),
-    )
-    return F.when(col.isNull() | F.is_valid_utf8(col), col).otherwise(F.raise_error(message))
+def update_table(
+    df: Any,
+    input_col: str,
+    vectorizer: Any,
+    table: str,
+    *,
+    batch_size: int = 256,
+    num_threads: int | None = None,
+    invalid_utf8: str = "error",
+) -> Any:
+    """Embed the distinct texts of ``input_col`` that ``table`` lacks, and append them.
+
+    The step behind ``embed_column(..., table=...)``, for jobs that only keep
+    the table current (a daily job over new tweets). It runs at once: a
+    global distinct of the input's keys, a semi-join with the table whose rows
+    are checked one by one, the encoding of what is missing over the cluster,
+    and one new committed batch. A row that fails its check, a torn file or a
+    batch committed for another configuration is ignored, its text encoded
+    again, and the returned report (and a :class:`~xlmt_sklearn.table.TableWarning`)
+    says so.
+
+    Parameters
+    ----------
+    df, input_col, vectorizer, batch_size, num_threads, invalid_utf8
+        As in :func:`embed_column` (pooled vectorizers only).
+    table : str
+        The embedding table's folder or URI.
+
+    Returns
+    -------
+    xlmt_sklearn.table.TableReport
+        Texts found and encoded, what was ignored, the new batch.
+    """
+    from .table import _spark as tables
+
+    plan = tables.plan(df, input_col, vectorizer, table, invalid_utf8)
+    return tables.update(plan, batch_size=batch_size, num_threads=num_threads)
+
+
+def compact_table(spark: Any, table: str, *, retain_s: float = 3600.0) -> dict[str, Any]:
+    """Merge an embedding table's batches and drop duplicate keys, without blocking readers.
+
+    Each configuration's visible batches are read, checked, deduplicated and
+    written as one new batch whose commit marker replaces them; readers
+    switch to it at their next listing. Replaced batches, and batches of
+    killed jobs that never committed, are deleted once older than
+    ``retain_s``, so a job that listed them earlier still finds its files.
+
+    Parameters
+    ----------
+    spark : pyspark.sql.SparkSession
+        The session whose file system holds the table.
+    table : str
+        The table's folder or URI.
+    retain_s : float, default=3600.0
+        How long replaced or abandoned batches are kept: longer than your
+        longest job.
+
+    Returns
+    -------
+    dict
+        Per configuration: ``merged_batches``, ``rows`` (after dedupe),
+        ``deleted_batches``.
+    """
+    from .table import _spark as tables
+
+    if not isinstance(retain_s, (int, float)) or isinstance(retain_s, bool) or retain_s < 0:
+        raise ValueError(f"retain_s must be a number of seconds >= 0; got {retain_s!r}.")
+    return tables.compact(spark, table, retain_s=float(retain_s))
 
 
 def embedding_udf(
@@ -237,63 +306,6 @@ def embedding_udf(
 
 
 # ---------------------------------------------------------------- private
-def _require_pyspark() -> tuple[Any, Any]:
-    """Import PySpark (>= 3.4) or raise ImportError with the install hint."""
-    try:
-        import pyspark
-        from pyspark.sql import functions as F
-    except ImportError as exc:
-        raise ImportError(
-            f"xlmt_sklearn.spark needs PySpark >= 3.4 and pyarrow: {_INSTALL_HINT}"
-        ) from exc
-    version = tuple(int(p) for p in pyspark.__version__.split(".")[:2] if p.isdigit())
-    if version < MIN_PYSPARK:
-        raise ImportError(
-            f"xlmt_sklearn.spark needs PySpark >= 3.4 (predict_batch_udf); found "
-            f"{pyspark.__version__}. Upgrade: {_INSTALL_HINT}"
-        )
-    return F, pyspark
-
-
-def _check_string_column(df: Any, input_col: str) -> None:
-    """Refuse a missing or non-string ``input_col`` (analysis only, runs no job)."""
-    from pyspark.sql.types import StringType
-
-    try:
-        dtype = df.select(input_col).schema.fields[0].dataType
-    except Exception as exc:  # AnalysisException and friends
-        raise ValueError(
-            f"Column {input_col!r} not found; the frame has columns {df.columns}."
-        ) from exc
-    if not isinstance(dtype, StringType):
-        raise TypeError(
-            f"embed_column needs a string column; {input_col!r} has type "
-            f"{dtype.simpleString()}. Cast it first: df.withColumn({input_col!r}, "
-            f"F.col({input_col!r}).cast('string'))."
-        )
-
-
-def _check_batch_size(batch_size: Any) -> int:
-    if not isinstance(batch_size, Integral) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int; got {batch_size!r}.")
-    return int(batch_size)
-
-
-def task_cpus() -> int | None:
-    """CPUs Spark allocated to the running task (``spark.task.cpus``), or None."""
-    try:
-        from pyspark import TaskContext
-    except ImportError:
-        return None
-    ctx = TaskContext.get()
-    if ctx is None or not hasattr(ctx, "cpus"):  # outside a task, or PySpark < 3.3
-        return None
-    try:
-        return int(ctx.cpus())
-    except Exception:  # pragma: no cover - defensive: an odd resource profile
-        return None
-
-
 def token_records(frame: Any, n_rows: int) -> list[dict[str, Any]]:
     """Cut a token vectorizer's long frame into one record of arrays per row.
 
