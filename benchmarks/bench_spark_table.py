@@ -115,25 +115,66 @@ RUNS = [
 
 
 # ------------------------------------------------------------------ Spark
-def start_spark(cores: int):
+def start_spark(master: str):
     from pyspark.sql import SparkSession
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     pythonpath = os.pathsep.join(p for p in (str(_common.REPO), os.environ.get("PYTHONPATH")) if p)
     spark = (
-        SparkSession.builder.master(f"local[{cores},4]")  # a failed task is retried
+        SparkSession.builder.master(master)
         .appName("xlmt_sklearn-bench-table")
         .config("spark.driver.host", "127.0.0.1")
         .config("spark.driver.bindAddress", "127.0.0.1")
         .config("spark.ui.enabled", "false")
-        .config("spark.sql.shuffle.partitions", str(cores * 4))
+        .config("spark.sql.shuffle.partitions", "8")
         .config("spark.driver.memory", "4g")
+        .config("spark.executor.memory", "6g")
+        .config("spark.cores.max", "2")
+        .config("spark.pyspark.python", sys.executable)
         .config("spark.python.worker.reuse", "true")
         .config("spark.executorEnv.PYTHONPATH", pythonpath)
+        .config("spark.executorEnv.HF_HUB_OFFLINE", "1")
         .getOrCreate()
     )
     spark.sparkContext.setLogLevel("ERROR")
     return spark
+
+
+def start_standalone(work: Path) -> tuple[str, list]:
+    """A standalone master and one worker (2 cores) on this machine, as child processes."""
+    import subprocess
+
+    import pyspark
+
+    cls = Path(pyspark.__file__).parent / "bin" / "spark-class"
+    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_WORKER_DIR": str(work / "worker")}
+    logs = open(work / "standalone.log", "ab")  # noqa: SIM115 - closed with the processes
+    master = subprocess.Popen([str(cls), "org.apache.spark.deploy.master.Master", "--host",
+                               "127.0.0.1", "--port", "7177", "--webui-port", "8180"],
+                              env=env, stdout=logs, stderr=logs)  # fmt: skip
+    time.sleep(8)
+    worker_args = ["spark://127.0.0.1:7177", "--cores", "2", "--memory", "8g"]
+    worker_args += ["--webui-port", "8181"]
+    worker = subprocess.Popen([str(cls), "org.apache.spark.deploy.worker.Worker", *worker_args],
+                              env=env, stdout=logs, stderr=logs)  # fmt: skip
+    time.sleep(8)
+    return "spark://127.0.0.1:7177", [worker, master]
+
+
+def kill_executor_later(delay: float) -> threading.Thread:
+    """SIGKILL the standalone executor JVM after ``delay`` s (its worker starts another)."""
+    import psutil
+
+    def run() -> None:
+        time.sleep(delay)
+        for proc in psutil.process_iter(["pid", "cmdline"]):
+            if "CoarseGrainedExecutorBackend" in " ".join(proc.info["cmdline"] or []):
+                log(f"[spark] killing executor {proc.pid}")
+                proc.send_signal(signal.SIGKILL)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
 
 
 def kill_python_workers_later(delay: float) -> threading.Thread:
@@ -156,22 +197,26 @@ def kill_python_workers_later(delay: float) -> threading.Thread:
     return t
 
 
-def spark_runs(vec, runs: dict, ref: dict, work: Path, fault_delay: float) -> list[list]:
+def spark_runs(
+    vec, runs: dict, ref: dict, work: Path, fault_delay: float, master: str, engine: str
+) -> list[list]:
     from xlmt_sklearn.spark import embed_column, update_table
 
-    spark = start_spark(2)
+    spark = start_spark(master)
+    standalone = master.startswith("spark://")
     frames = {k: spark.createDataFrame(list(enumerate(v)), "id long, text string").repartition(8)
               for k, v in runs.items() if k != "new"}  # fmt: skip
     for f in frames.values():
         f.cache().count()
-    table = str(work / "spark-table")
+    tag = "standalone" if standalone else "local"
+    table = str(work / f"spark-{tag}-table")
     out = []
     plan = [(label, key, table if use else None) for label, key, use in RUNS]
     embed_column(frames["first"].limit(64), "text", vec).write.format("noop").mode(
         "overwrite"
     ).save()  # warm workers: model load and conversion outside the timings
     for label, key, tbl in plan:
-        dest = str(work / f"spark-{len(out)}")
+        dest = str(work / f"spark-{tag}-{len(out)}")
         log(f"[spark] {label}")
         t0 = time.perf_counter()
         embed_column(frames[key], "text", vec, table=tbl).select("id", "embedding").write.parquet(
@@ -179,10 +224,14 @@ def spark_runs(vec, runs: dict, ref: dict, work: Path, fault_delay: float) -> li
         )
         secs = time.perf_counter() - t0
         cos = check(f"spark {label}", dest, "embedding", runs[key], ref)
-        out.append(["Spark local[2]", label, f"{secs:.1f}", cos])
-    fault = str(work / "spark-fault")
-    log("[spark] fault run: Python workers killed during the first append")
-    killer = kill_python_workers_later(fault_delay)
+        out.append([engine, label, f"{secs:.1f}", cos])
+    fault = str(work / f"spark-{tag}-fault")
+    if standalone:
+        log("[spark] fault run: the executor killed during the first append")
+        killer = kill_executor_later(fault_delay)
+    else:
+        log("[spark] fault run: Python workers killed during the first append")
+        killer = kill_python_workers_later(fault_delay)
     t0 = time.perf_counter()
     try:
         first = update_table(frames["first"], "text", vec, fault)
@@ -191,14 +240,14 @@ def spark_runs(vec, runs: dict, ref: dict, work: Path, fault_delay: float) -> li
         outcome = f"failed ({type(exc).__name__})"
     killer.join(timeout=60)
     rerun = update_table(frames["first"], "text", vec, fault)
-    dest = str(work / "spark-fault-out")
+    dest = str(work / f"spark-{tag}-fault-out")
     embed_column(frames["first"], "text", vec, table=fault).select("id", "embedding").write.parquet(
         dest
     )
     cos = check("spark fault rerun", dest, "embedding", runs["first"], ref)
     if rerun.problems:
         raise BenchmarkFailure(f"spark fault rerun found a damaged table: {rerun}")
-    out.append(["Spark local[2]", f"fault: {outcome}; rerun encoded {rerun.encoded}",
+    out.append([engine, f"fault: {outcome}; rerun encoded {rerun.encoded}",
                 f"{time.perf_counter() - t0:.1f}", cos])  # fmt: skip
     spark.stop()
     return out
@@ -267,7 +316,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="tiny model, 2,000 rows, no results file")
     ap.add_argument("--rows", type=int, default=200_000)
-    ap.add_argument("--engines", default="spark,dask")
+    ap.add_argument("--engines", default="spark,standalone,dask")
     ap.add_argument("--fault-delay", type=float, default=None, help="seconds before the kill")
     args = ap.parse_args()
     started = time.perf_counter()
@@ -294,7 +343,16 @@ def main() -> None:
         work = Path(tmp)
         engines = [e.strip() for e in args.engines.split(",") if e.strip()]
         if "spark" in engines:
-            rows += spark_runs(vec, runs, ref, work, delay)
+            rows += spark_runs(vec, runs, ref, work, delay, "local[2,4]", "Spark local[2]")
+        if "standalone" in engines:
+            master, procs = start_standalone(work)
+            try:
+                rows += spark_runs(vec, runs, ref, work, delay, master,
+                                   "Spark standalone (1 worker, 2 cores)")  # fmt: skip
+            finally:
+                for proc in procs:
+                    proc.terminate()
+                    proc.wait(timeout=60)
         if "dask" in engines:
             rows += dask_runs(vec, runs, ref, work, delay)
         shutil.rmtree(work, ignore_errors=True)
