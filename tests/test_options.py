@@ -13,7 +13,7 @@ import re
 
 import pytest
 
-from xlmt_sklearn import XLMTTokenVectorizer, XLMTVectorizer
+from xlmt_sklearn import XLMTFineTunedVectorizer, XLMTTokenVectorizer, XLMTVectorizer
 from xlmt_sklearn._options import (
     OPTIONS,
     Choice,
@@ -24,7 +24,11 @@ from xlmt_sklearn._options import (
 )
 from xlmt_sklearn.flow._preprocess import preprocess_identity_key
 
-ESTIMATORS = [(XLMTVectorizer, "pooled"), (XLMTTokenVectorizer, "tokens")]
+ESTIMATORS = [
+    (XLMTVectorizer, "pooled"),
+    (XLMTTokenVectorizer, "tokens"),
+    (XLMTFineTunedVectorizer, "adapted"),
+]
 
 
 def _doc_entries(cls) -> dict[str, str]:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and documentatio
         RuntimeFallbackWarning,
         TruncationWarning,
     )
+    from ._finetuned_vectorizer import XLMTFineTunedVectorizer
     from ._layer_selector import LayerSelector
     from ._state import reset_process_state
     from ._token_pooler import TokenPooler
@@ -50,6 +51,7 @@ _WHERE = {
     "XLMTTokenVectorizer": "._token_vectorizer",
     "PaddedTokens": ".flow._tokens",
     "XLMTVectorizer": "._vectorizer",
+    "XLMTFineTunedVectorizer": "._finetuned_vectorizer",
 }
 
 __all__ = [
@@ -67,6 +69,7 @@ __all__ = [
     "RuntimeFallbackWarning",
     "TokenPooler",
     "TruncationWarning",
+    "XLMTFineTunedVectorizer",
     "XLMTTokenVectorizer",
     "XLMTVectorizer",
     "__version__",

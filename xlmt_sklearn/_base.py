@@ -114,10 +114,11 @@ class ModelFeaturizerMixin(ClassNameFeatureNamesMixin, TransformerMixin, BaseEst
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls._parameter_constraints = constraints(cls._kind)
+        kind = getattr(cls, "_option_kind", None) or cls._kind  # which declared options
+        cls._parameter_constraints = constraints(kind)
         #: Parameters whose fitted state (model identity, layers, widths) ``transform``
         #: relies on: changing one after ``fit`` (``set_params``) requires fitting again.
-        cls._fit_params = refit_names(cls._kind)
+        cls._fit_params = refit_names(kind)
 
     # ----------------------------------------------------------------- public
     def __sklearn_is_fitted__(self) -> bool:
@@ -152,14 +153,18 @@ class ModelFeaturizerMixin(ClassNameFeatureNamesMixin, TransformerMixin, BaseEst
         if X is not None and not isinstance(X, Iterator):
             as_texts(X, missing=self.missing, words=self._kind == "tokens")
 
-    def _pin_model(self) -> None:
-        """Resolve and record the exact model (config only, no weights)."""
+    def _pin_model(self, model: Any = None) -> None:
+        """Resolve and record the exact model (config only, no weights); ``model``: a
+        local folder to pin instead of the ``model`` parameter (an adapted encoder)."""
         from ._model import resolve_identity
 
         name = type(self).__name__
         self._fit_memo = _FitMemo()
         check_prefix(self.prefix, name, template=self._prefix_template)
-        ident, _ = resolve_identity(self.model, self.revision)
+        if model is None:
+            ident, _ = resolve_identity(self.model, self.revision)
+        else:
+            ident, _ = resolve_identity(model, None)
         self.layers_ = validate_layers(self.layers, ident.num_hidden_layers, name)
         if self.max_length > ident.max_positions:
             raise ValueError(

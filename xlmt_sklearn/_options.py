@@ -31,18 +31,21 @@ from numbers import Integral
 from typing import Any
 
 __all__ = [
+    "ADAPTED",
     "BACKENDS",
     "DEFAULT_MODEL",
     "DTYPES",
     "GRANULARITIES",
     "LAYER_AGGREGATIONS",
     "MISSING_POLICIES",
+    "OBJECTIVES",
     "OPTIONS",
     "POOLING_MODES",
     "PREPROCESSORS",
     "QUANTIZE_MODES",
     "TRUNCATION_MODES",
     "WORD_VECTORS",
+    "Above",
     "AtLeast",
     "Choice",
     "Flag",
@@ -73,6 +76,9 @@ TOKEN_OUTPUTS = ("ragged", "padded", "frame")
 CACHE_DTYPES = ("float32", "float16")
 
 POOLED, TOKENS = "pooled", "tokens"  # the estimators' kinds (``ModelFeaturizerMixin._kind``)
+#: The fine-tuned vectorizer's options: the pooled ones and its training ones.
+ADAPTED = "adapted"
+OBJECTIVES = ("classification", "contrastive")
 BOTH = (POOLED, TOKENS)
 
 
@@ -89,6 +95,13 @@ class AtLeast:
     """An int >= ``low``."""
 
     low: int
+
+
+@dataclass(frozen=True)
+class Above:
+    """A real number > ``low``."""
+
+    low: float
 
 
 @dataclass(frozen=True)
@@ -294,12 +307,36 @@ OPTIONS: tuple[Option, ...] = (
            "lines"),  # the CLI's --progress/--no-progress
     Option("trust_remote_code", False, ("boolean",), "allow model code from the hub",
            key="identity", refit=True),
+    # The fine-tuned vectorizer's training options: they change the vectors through the
+    # adapted encoder's content, which the pinned identity hashes.
+    Option("objective", "classification", (Choice(OBJECTIVES),), "training loss",
+           key="identity", refit=True, estimators=(ADAPTED,)),
+    Option("epochs", 2, (AtLeast(1),), "passes over the training texts", key="identity",
+           refit=True, estimators=(ADAPTED,)),
+    Option("learning_rate", 3e-5, (Above(0.0),),
+           "AdamW's peak learning rate", key="identity", refit=True, estimators=(ADAPTED,)),
+    Option("train_batch_size", 16, (AtLeast(1),), "texts per training step", key="identity",
+           refit=True, estimators=(ADAPTED,)),
+    Option("train_max_length", 96, (AtLeast(2),), "tokens per training text",
+           key="identity", refit=True, estimators=(ADAPTED,)),
+    Option("seed", 0, (AtLeast(0),), "seeds the fine-tune", key="identity", refit=True,
+           estimators=(ADAPTED,)),
+    Option("train_dtype", "auto", (Choice(("auto", "float32", "bfloat16")),), "precision of "
+           "the fine-tune's matrix products", key="identity", refit=True, estimators=(ADAPTED,)),
+    Option("cv", 3, (AtLeast(2), None), "folds of fit_transform's cross-fitting",
+           estimators=(ADAPTED,)),
+    Option("adapted_dir", None, (str, os.PathLike, None), "where adapted encoders are kept",
+           estimators=(ADAPTED,)),
+    Option("store_weights_in_pickle", False, ("boolean",), "pickles carry the adapted "
+           "encoder", estimators=(ADAPTED,)),
 )  # fmt: skip
 
 
 def options_of(kind: str) -> Iterator[Option]:
-    """The options an estimator of ``kind`` (``"pooled"``, ``"tokens"``) takes."""
-    return (o for o in OPTIONS if kind in o.estimators)
+    """The options an estimator of ``kind`` (``"pooled"``, ``"tokens"``, ``"adapted"``) takes."""
+    return (
+        o for o in OPTIONS if kind in o.estimators or (kind == ADAPTED and POOLED in o.estimators)
+    )
 
 
 def refit_names(kind: str) -> tuple[str, ...]:

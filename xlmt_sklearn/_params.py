@@ -8,7 +8,7 @@ change in them touches one file; the supported scikit-learn range is pinned in
 
 from __future__ import annotations
 
-from numbers import Integral
+from numbers import Integral, Real
 from typing import Any
 
 from sklearn.base import _fit_context
@@ -48,6 +48,7 @@ from ._options import (
     RUNTIME,
     TRUNCATION_MODES,
     WORD_VECTORS,
+    Above,
     AtLeast,
     Choice,
     Methods,
@@ -61,6 +62,8 @@ def _constraint(accepted: Any) -> Any:
         return StrOptions(set(accepted.values))
     if isinstance(accepted, AtLeast):
         return Interval(Integral, accepted.low, None, closed="left")
+    if isinstance(accepted, Above):
+        return Interval(Real, accepted.low, None, closed="neither")
     if isinstance(accepted, Methods):
         return HasMethods(list(accepted.names))
     if isinstance(accepted, str) and accepted == RUNTIME:

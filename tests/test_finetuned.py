@@ -1,0 +1,160 @@
+"""XLMTFineTunedVectorizer: determinism, once per fold, cache separation, interruption, pickles."""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+
+from tests._models import tweet_like_texts
+from xlmt_sklearn import XLMTFineTunedVectorizer, XLMTVectorizer
+
+N = 48
+
+
+@pytest.fixture(scope="module")
+def data():
+    texts = tweet_like_texts(N)
+    labels = np.array(["neg", "pos", "neu"] * (N // 3))
+    return texts, labels
+
+
+def _ft(model_dir, root, **params):
+    base = dict(device="cpu", progress=False, epochs=2, train_batch_size=8, cv=None,
+                adapted_dir=str(root), learning_rate=1e-3)  # fmt: skip
+    return XLMTFineTunedVectorizer(str(model_dir), **{**base, **params})
+
+
+def _folders(root) -> list[Path]:
+    return sorted(p for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def test_adapted_features_match_a_transformers_reference(tiny_model_dir, data, tmp_path):
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from xlmt_sklearn import normalize_tweet
+
+    texts, labels = data
+    vec = _ft(tiny_model_dir, tmp_path).fit(texts, labels)
+    assert vec.training_["trained"] and vec.training_["steps"] == 2 * N // 8
+    assert list(vec.classes_) == ["neg", "neu", "pos"]
+    got = vec.transform(texts[:6])
+    folder = vec.adapted_path_
+    tok, model = AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder).eval()
+    with torch.no_grad():
+        enc = tok([normalize_tweet(t) for t in texts[:6]], padding=True, truncation=True,
+                  max_length=128, return_tensors="pt")  # fmt: skip
+        hidden = model(**enc).last_hidden_state
+        mask = enc["attention_mask"].unsqueeze(-1).float()
+        ref = ((hidden * mask).sum(1) / mask.sum(1)).numpy()
+    assert np.abs(got - ref).max() < 1e-5
+    base = XLMTVectorizer(str(tiny_model_dir), device="cpu", progress=False).fit()
+    assert np.abs(got - base.transform(texts[:6])).max() > 1e-3  # it did adapt
+
+
+def test_same_seed_same_weights_other_seed_or_objective_other(tiny_model_dir, data, tmp_path):
+    texts, labels = data
+    a = _ft(tiny_model_dir, tmp_path / "a").fit(texts, labels).transform(texts[:8])
+    b = _ft(tiny_model_dir, tmp_path / "b").fit(texts, labels).transform(texts[:8])
+    assert np.array_equal(a, b)
+    c = _ft(tiny_model_dir, tmp_path / "c", seed=1).fit(texts, labels).transform(texts[:8])
+    d = _ft(tiny_model_dir, tmp_path / "d", objective="contrastive").fit(texts, labels)
+    assert not np.array_equal(a, c)
+    assert not np.array_equal(a, d.transform(texts[:8]))
+
+
+def test_grid_search_fine_tunes_once_per_fold(tiny_model_dir, data, tmp_path):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import make_pipeline
+
+    texts, labels = data
+    pipe = make_pipeline(_ft(tiny_model_dir, tmp_path, epochs=1), LogisticRegression(max_iter=1000))
+    grid = {"logisticregression__C": [0.1, 1.0, 10.0],
+            "xlmtfinetunedvectorizer__pooling": ["mean", "max"]}  # fmt: skip
+    GridSearchCV(pipe, grid, cv=2).fit(texts, labels)
+    # 2 folds + the refit on everything; 6 candidates each reuse their fold's encoder.
+    assert len(_folders(tmp_path)) == 3
+
+
+def test_cache_never_mixes_adapted_and_base_vectors(tiny_model_dir, data, tmp_path):
+    texts, labels = data
+    cache = str(tmp_path / "cache.sqlite")
+    base = XLMTVectorizer(str(tiny_model_dir), device="cpu", progress=False, cache=cache).fit()
+    before = base.transform(texts)
+    vec = _ft(tiny_model_dir, tmp_path / "ad", cache=cache).fit(texts, labels)
+    adapted = vec.transform(texts)
+    again = clone(vec).fit(texts, labels).transform(texts)  # reused encoder, cache hits
+    assert np.array_equal(adapted, again)
+    assert np.array_equal(base.transform(texts), before)
+    assert np.abs(adapted - before).max() > 1e-3
+
+
+def test_interrupted_fine_tune_resumes_at_the_epoch_boundary(tiny_model_dir, data, tmp_path):
+    from xlmt_sklearn.adapt import _folder
+
+    texts, labels = data
+    calls = {"n": 0}
+    real = _folder.fine_tune
+
+    def interrupt(step, total, loss):
+        calls["n"] += 1
+        if step == total - 1:  # inside the last epoch
+            raise KeyboardInterrupt
+
+    def fine_tune(*args, **kwargs):
+        kwargs["progress"] = interrupt if calls["n"] == 0 else None
+        return real(*args, **kwargs)
+
+    _folder.fine_tune = fine_tune
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _ft(tiny_model_dir, tmp_path / "x", epochs=3).fit(texts, labels)
+        assert _folders(tmp_path / "x") == []  # nothing half-made is visible
+        vec = _ft(tiny_model_dir, tmp_path / "x", epochs=3).fit(texts, labels)
+    finally:
+        _folder.fine_tune = real
+    assert vec.training_["resumed_from_epoch"] == 2
+    straight = _ft(tiny_model_dir, tmp_path / "y", epochs=3).fit(texts, labels)
+    assert np.array_equal(vec.transform(texts[:8]), straight.transform(texts[:8]))
+
+
+def test_cross_fitting_gives_out_of_fold_features(tiny_model_dir, data, tmp_path):
+    texts, labels = data
+    vec = _ft(tiny_model_dir, tmp_path, cv=2, epochs=1)
+    oof = vec.fit_transform(texts, labels)
+    assert oof.shape == (N, vec.n_features_out_)
+    assert len(_folders(tmp_path)) == 3  # all + 2 folds
+    assert np.abs(oof - vec.transform(texts)).max() > 1e-4
+
+
+def test_pickles_name_the_folder_or_carry_it(tiny_model_dir, data, tmp_path):
+    texts, labels = data
+    light = _ft(tiny_model_dir, tmp_path / "a", epochs=1).fit(texts, labels)
+    assert len(pickle.dumps(light)) < 20_000
+    heavy = _ft(tiny_model_dir, tmp_path / "b", epochs=1, store_weights_in_pickle=True)
+    heavy.fit(texts, labels)
+    want = heavy.transform(texts[:5])
+    blob = pickle.dumps(heavy)
+    assert len(blob) > 100_000
+    shutil.rmtree(tmp_path / "b")
+    back = pickle.loads(blob)
+    assert Path(back.adapted_path_).is_dir()
+    assert np.array_equal(back.transform(texts[:5]), want)
+
+
+def test_errors_name_the_fix(tiny_model_dir, data, tmp_path):
+    texts, labels = data
+    with pytest.raises(ValueError, match=r"fit\(X, y\)"):
+        _ft(tiny_model_dir, tmp_path).fit(texts)
+    with pytest.raises(ValueError, match="at least two classes"):
+        _ft(tiny_model_dir, tmp_path).fit(texts, ["a"] * N)
+    with pytest.raises(ValueError, match="one label per text"):
+        _ft(tiny_model_dir, tmp_path).fit(texts, labels[:-1])
+    with pytest.raises(ValueError, match="objective"):
+        _ft(tiny_model_dir, tmp_path, objective="triplet").fit(texts, labels)

@@ -1,0 +1,368 @@
+"""XLMTFineTunedVectorizer: a featurizer whose ``fit(X, y)`` adapts the encoder to the labels."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._options import DEFAULT_MODEL
+from ._vectorizer import XLMTVectorizer
+
+__all__ = ["XLMTFineTunedVectorizer"]
+
+
+class XLMTFineTunedVectorizer(XLMTVectorizer):
+    """Pooled features of an encoder fine-tuned on the labels, once per training set.
+
+    ``fit(X, y)`` fine-tunes ``model`` on the texts and labels (torch, CPU or
+    GPU), saves the adapted encoder in a folder keyed by the base model's
+    content, the (text, label) pairs and the training options, and pins it;
+    ``transform`` is :class:`XLMTVectorizer`'s on the adapted encoder (every
+    backend, precision and cache option works; cached vectors are keyed by the
+    adapted weights' content, so they never mix with the base model's). A
+    second ``fit`` on the same data with the same training options reuses the
+    folder: a GridSearchCV over the classifier or the pooling fine-tunes once
+    per fold. The parameters are :class:`XLMTVectorizer`'s (``model`` is the
+    base model; ``device`` is also where the fine-tune runs) and the training
+    ones after them.
+
+    ``fit_transform(X, y)`` (what a Pipeline calls) returns **cross-fitted**
+    features when ``cv`` is set: each fold's rows are encoded by an encoder
+    fine-tuned without them (as scikit-learn's ``TargetEncoder`` does), so the
+    classifier after it is not trained on features that have seen its labels.
+    docs/finetuning.md has the measurement behind the default.
+
+    Parameters
+    ----------
+    {pooled_parameters}
+    objective : {"classification", "contrastive"}, default="classification"
+        The training loss, per batch: cross-entropy of a linear head on the
+        mean-pooled last layer (the head is dropped afterwards), or a
+        supervised contrastive loss on the mean-pooled vectors.
+    epochs : int, default=2
+        Passes over the training texts.
+    learning_rate : float, default=3e-05
+        AdamW's peak learning rate (10% linear warm-up, then linear decay).
+    train_batch_size : int, default=16
+        Texts per training step.
+    train_max_length : int, default=96
+        Tokens per training text (longer ones are truncated while training).
+    seed : int, default=0
+        Seeds the head's initial weights, dropout and each epoch's text order:
+        the same data and options give the same adapted weights.
+    train_dtype : {"auto", "float32", "bfloat16"}, default="auto"
+        Precision of the fine-tune's matrix products: ``"bfloat16"`` runs the
+        forward passes under ``torch.autocast`` (weights and optimizer stay
+        float32). ``"auto"``: bfloat16 on CPUs with AMX and on GPUs with
+        bfloat16, float32 elsewhere (docs/finetuning.md has the measurement).
+    cv : int or None, default=3
+        Folds of the cross-fitting in ``fit_transform`` (stratified, shuffled
+        with ``seed``); None: ``fit(X, y).transform(X)``.
+    adapted_dir : str, os.PathLike or None, default=None
+        Where adapted encoders are kept; None: ``XLMT_SKLEARN_ADAPTED_DIR``,
+        else ``~/.cache/xlmt_sklearn/adapted``.
+    store_weights_in_pickle : bool, default=False
+        Carry the adapted encoder's files in the pickle (about the model's
+        size), so that it unpickles on a machine without the folder. Off: the
+        pickle names the folder by content key, and the folder must be there.
+
+    Attributes
+    ----------
+    classes_ : ndarray
+        The labels seen by ``fit``.
+    adapted_path_ : str
+        The adapted encoder's folder.
+    training_ : dict
+        What the fine-tune recorded: seconds, steps, final loss, the epoch it
+        resumed from, and whether this ``fit`` trained or reused it
+        (``"trained"``).
+    model_identity_, backend_, layers_, cache_layers_, n_features_out_
+        As in :class:`XLMTVectorizer`, for the adapted encoder.
+
+    Examples
+    --------
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> clf = make_pipeline(XLMTFineTunedVectorizer(epochs=2), LogisticRegression())
+    >>> clf.fit(texts, labels)  # doctest: +SKIP
+    """
+
+    _option_kind = "adapted"
+
+    def __init__(
+        self,
+        model: str | os.PathLike = DEFAULT_MODEL,
+        *,
+        revision: str | None = None,
+        pooling: str = "mean",
+        layers: int | list[int] = -1,
+        layer_aggregation: str = "mean",
+        normalize: bool = False,
+        preprocess: Any = "xlmt",
+        prefix: str | None = None,
+        max_length: int = 128,
+        truncation: str = "warn",
+        stride: int | None = None,
+        missing: str = "error",
+        batch_size: int = 32,
+        max_tokens: int | str | None = "auto",
+        device: str | list[str] = "auto",
+        backend: str = "auto",
+        dtype: str = "auto",
+        quantize: str | None = None,
+        calibration_texts: Any = None,
+        compile: bool = False,
+        cache: Any = None,
+        cache_layers: str | list[int] | None = None,
+        progress: bool | str = "auto",
+        trust_remote_code: bool = False,
+        objective: str = "classification",
+        epochs: int = 2,
+        learning_rate: float = 3e-5,
+        train_batch_size: int = 16,
+        train_max_length: int = 96,
+        seed: int = 0,
+        train_dtype: str = "auto",
+        cv: int | None = 3,
+        adapted_dir: str | os.PathLike | None = None,
+        store_weights_in_pickle: bool = False,
+    ):
+        super().__init__(
+            model, revision=revision, pooling=pooling, layers=layers,
+            layer_aggregation=layer_aggregation, normalize=normalize, preprocess=preprocess,
+            prefix=prefix, max_length=max_length, truncation=truncation, stride=stride,
+            missing=missing, batch_size=batch_size, max_tokens=max_tokens, device=device,
+            backend=backend, dtype=dtype, quantize=quantize,
+            calibration_texts=calibration_texts, compile=compile, cache=cache,
+            cache_layers=cache_layers, progress=progress, trust_remote_code=trust_remote_code,
+        )  # fmt: skip
+        self.objective = objective
+        self.epochs = epochs
+        self.learning_rate = learning_rate
+        self.train_batch_size = train_batch_size
+        self.train_max_length = train_max_length
+        self.seed = seed
+        self.train_dtype = train_dtype
+        self.cv = cv
+        self.adapted_dir = adapted_dir
+        self.store_weights_in_pickle = store_weights_in_pickle
+
+    # ----------------------------------------------------------------- public
+    def fit(self, X: Any, y: Any = None) -> XLMTFineTunedVectorizer:
+        """Fine-tune the encoder on ``X``/``y`` (or reuse the same fine-tune) and pin it.
+
+        Parameters
+        ----------
+        X : list, tuple, ndarray, pandas Series or one-column DataFrame of str
+            The training texts.
+        y : array-like of shape (n_texts,)
+            Their labels (any hashable values; at least two classes).
+
+        Returns
+        -------
+        self : XLMTFineTunedVectorizer
+        """
+        self._validate_params()
+        texts, labels = self._training_data(X, y)
+        folder, _trained = self._adapt(texts, labels)
+        self._pin_model(model=str(folder))
+        self.n_features_out_ = self._width()
+        self.cache_layers_ = self._resolve_cache_layers()
+        return self
+
+    def fit_transform(self, X: Any, y: Any = None, **fit_params: Any) -> np.ndarray:
+        """Fit on all of ``X``; return cross-fitted features of ``X`` when ``cv`` is set.
+
+        Parameters
+        ----------
+        X : list, tuple, ndarray, pandas Series or one-column DataFrame of str
+        y : array-like of shape (n_texts,)
+        **fit_params : dict
+            Unused (scikit-learn's signature).
+
+        Returns
+        -------
+        ndarray of shape (n_texts, n_features_out_), float32
+        """
+        from sklearn.base import clone
+        from sklearn.model_selection import StratifiedKFold
+
+        self.fit(X, y)
+        if self.cv is None:
+            return self.transform(X)
+        batch_texts = self._as_list(X)
+        y_arr = np.asarray(y)
+        out = np.zeros((len(batch_texts), self.n_features_out_), dtype=np.float32)
+        folds = StratifiedKFold(int(self.cv), shuffle=True, random_state=int(self.seed))
+        for train, held in folds.split(np.zeros(len(y_arr)), y_arr):
+            fold = clone(self).fit([batch_texts[i] for i in train], y_arr[train])
+            out[held] = fold.transform([batch_texts[i] for i in held])
+        return out
+
+    # ---------------------------------------------------------------- private
+    def _width(self) -> int:
+        from .flow._pooling import pooled_width
+
+        ident = self.model_identity_
+        return pooled_width(ident.hidden_size, len(self.layers_), self.layer_aggregation,
+                            self.pooling)  # fmt: skip
+
+    @staticmethod
+    def _as_list(X: Any) -> list[Any]:
+        if hasattr(X, "iloc"):
+            X = X.iloc[:, 0] if getattr(X, "ndim", 1) == 2 else X
+            return X.tolist()
+        return list(X)
+
+    def _training_data(self, X: Any, y: Any) -> tuple[list[str], np.ndarray]:
+        """The model inputs (preprocessed, prefixed) and label indices; ``classes_`` set."""
+        from sklearn.utils.multiclass import check_classification_targets
+
+        from .flow._inputs import as_texts
+        from .flow._preprocess import prepare
+
+        name = type(self).__name__
+        if y is None:
+            raise ValueError(
+                f"{name}.fit needs the labels: fit(X, y). For features of the pretrained "
+                "encoder without labels, use XLMTVectorizer."
+            )
+        batch = as_texts(X, missing=self.missing)
+        y = np.asarray(y)
+        if y.ndim != 1 or len(y) != len(batch.texts):
+            raise ValueError(
+                f"{name}.fit: y must hold one label per text; got shape {y.shape} for "
+                f"{len(batch.texts)} texts."
+            )
+        check_classification_targets(y)
+        rows = batch.encoded_rows(self.missing)  # missing="zeros": those rows don't train
+        self.classes_, index = np.unique(y, return_inverse=True)
+        if len(self.classes_) < 2:
+            raise ValueError(f"{name}.fit needs at least two classes in y; got {self.classes_}.")
+        raw = [batch.texts[r] for r in rows]
+        inputs, _ = prepare(raw, self.preprocess, self.prefix, list(range(len(raw))))
+        return list(inputs), index[rows].astype(np.int64)
+
+    def _adapt(self, texts: list[str], labels: np.ndarray) -> tuple[Path, bool]:
+        """The adapted folder for this training set (fine-tuned now unless it exists)."""
+        from ._model import resolve_identity
+        from .adapt._folder import adapted_key, adapted_root, ensure_adapted, read_info
+        from .adapt._train import TrainSpec
+
+        base, base_dir = resolve_identity(self.model, self.revision)
+        device = self._train_device()
+        spec = TrainSpec(
+            objective=self.objective, epochs=int(self.epochs),
+            learning_rate=float(self.learning_rate), batch_size=int(self.train_batch_size),
+            max_length=int(self.train_max_length), seed=int(self.seed),
+            dtype=self._resolved_train_dtype(device),
+        )  # fmt: skip
+        key = adapted_key(base.content_hash, texts, labels, spec)
+        info = {"base": base.name, "base_content": base.content_hash,
+                "classes": [str(c) for c in self.classes_]}  # fmt: skip
+        folder, trained = ensure_adapted(
+            adapted_root(self.adapted_dir), key, base_dir, texts, labels, spec, info=info,
+            device=device, progress=self._train_progress(),
+        )  # fmt: skip
+        self.adapted_path_ = str(folder)
+        self.training_ = {**read_info(folder), "trained": trained}
+        return folder, trained
+
+    def _resolved_train_dtype(self, device: str) -> str:
+        """``train_dtype`` with "auto" decided for ``device`` (part of the adapted key)."""
+        import torch
+
+        from ._machine import cpu_class
+
+        if self.train_dtype != "auto":
+            return str(self.train_dtype)
+        if device.startswith("cuda"):
+            return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+        # TODO(#28): measured on AMX only; AVX-512 BF16 without AMX keeps float32 until measured.
+        return "bfloat16" if cpu_class() == "amx" else "float32"
+
+    def _train_device(self) -> str:
+        import torch
+
+        device = self.device[0] if isinstance(self.device, (list, tuple)) else self.device
+        if device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        return str(device)
+
+    def _train_progress(self) -> Any:
+        import sys
+
+        if self.progress is False or (self.progress == "auto" and not sys.stderr.isatty()):
+            return None
+        from tqdm.auto import tqdm
+
+        bar: dict[str, Any] = {}
+
+        def update(step: int, total: int, loss: float) -> None:
+            if "bar" not in bar:
+                bar["bar"] = tqdm(total=total, desc="fine-tuning", unit="step", initial=step - 1)
+            bar["bar"].update(1)
+            bar["bar"].set_postfix(loss=f"{loss:.3f}")
+            if step == total:
+                bar["bar"].close()
+
+        return update
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        path = state.get("adapted_path_")
+        if self.store_weights_in_pickle and path and Path(path).is_dir():
+            state["_adapted_files_"] = {
+                p.name: p.read_bytes() for p in sorted(Path(path).iterdir()) if p.is_file()
+            }
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        files = state.pop("_adapted_files_", None)
+        if files and "adapted_path_" in state and not Path(state["adapted_path_"]).is_dir():
+            state = _restore_folder(state, files)
+        super().__setstate__(state)
+
+
+def _restore_folder(state: dict[str, Any], files: dict[str, bytes]) -> dict[str, Any]:
+    """Write a pickled adapted encoder under this machine's adapted root; re-point to it."""
+    import dataclasses
+
+    from .adapt._folder import adapted_root
+
+    key = Path(state["adapted_path_"]).name
+    folder = adapted_root(state.get("adapted_dir")) / key
+    if not folder.is_dir():
+        tmp = folder.with_name(f".unpickle-{key}-{os.getpid()}")
+        tmp.mkdir(parents=True, exist_ok=True)
+        for name, data in files.items():
+            (tmp / name).write_bytes(data)
+        try:
+            os.replace(tmp, folder)
+        except OSError:  # another process restored it first
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+    state = dict(state)
+    state["adapted_path_"] = str(folder)
+    ident = state.get("model_identity_")
+    if ident is not None:
+        state["model_identity_"] = dataclasses.replace(ident, name=str(folder))
+    return state
+
+
+def _pooled_parameters() -> str:
+    """XLMTVectorizer's documented parameters (the base options), for this class's docstring."""
+    import inspect
+
+    doc = inspect.getdoc(XLMTVectorizer) or ""
+    block = doc.split("Parameters\n----------\n", 1)[1].split("\n\nAttributes", 1)[0]
+    return "\n".join("    " + line if line else line for line in block.splitlines())
+
+
+XLMTFineTunedVectorizer.__doc__ = (XLMTFineTunedVectorizer.__doc__ or "").replace(
+    "    {pooled_parameters}", _pooled_parameters()
+)

@@ -1,0 +1,121 @@
+"""Adapted models on disk: one folder per (base model content, training data, options).
+
+``<root>/<key>/`` is a complete ``save_pretrained`` folder plus ``adapted.json`` (what
+it was trained from, and how long it took); it appears by an atomic rename, so it is
+either whole or absent. The fine-tune itself works in ``<root>/.work-<key>/`` (its
+epoch checkpoint survives an interruption, and the next fit resumes from it), under
+an exclusive lock, so that two processes fitting the same fold (GridSearchCV with
+``n_jobs=2``) train it once: the second waits and reuses the folder.
+
+The root is ``adapted_dir``, else ``XLMT_SKLEARN_ADAPTED_DIR``, else
+``~/.cache/xlmt_sklearn/adapted``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._env import env_dir
+from .._version import __version__
+from ._train import TrainSpec, fine_tune
+
+__all__ = ["ADAPTED_ENV", "adapted_key", "adapted_root", "ensure_adapted"]
+
+ADAPTED_ENV = "XLMT_SKLEARN_ADAPTED_DIR"
+_INFO = "adapted.json"
+#: How long a fit waits for another process's fine-tune of the same key.
+LOCK_WAIT_S = 6 * 3600.0
+
+
+def adapted_root(adapted_dir: str | os.PathLike | None = None) -> Path:
+    """The folder that holds adapted models."""
+    if adapted_dir is not None:
+        return Path(os.path.expanduser(str(adapted_dir)))
+    return env_dir(ADAPTED_ENV) or Path.home() / ".cache" / "xlmt_sklearn" / "adapted"
+
+
+def adapted_key(
+    base_content: str, texts: Sequence[str], labels: np.ndarray, spec: TrainSpec
+) -> str:
+    """Hex key of a fine-tune: base model content, the (text, label) pairs in order,
+    the training options and the package's major version."""
+    h = hashlib.sha256()
+    h.update(json.dumps({"base": base_content, "spec": spec.as_dict(),
+                         "major": __version__.split(".")[0]}, sort_keys=True).encode())  # fmt: skip
+    for text, label in zip(texts, labels.tolist(), strict=True):
+        h.update(text.encode("utf-8", "surrogatepass") + b"\x00" + str(label).encode() + b"\x01")
+    return h.hexdigest()[:32]
+
+
+def ensure_adapted(
+    root: Path,
+    key: str,
+    base: str | os.PathLike,
+    texts: Sequence[str],
+    labels: np.ndarray,
+    spec: TrainSpec,
+    *,
+    info: dict[str, Any],
+    device: str = "cpu",
+    progress: Callable[[int, int, float], None] | None = None,
+) -> tuple[Path, bool]:
+    """The adapted folder of ``key``, fine-tuned now unless it exists; (folder, trained?)."""
+    final = root / key
+    if (final / _INFO).is_file():
+        return final, False
+    root.mkdir(parents=True, exist_ok=True)
+    work = root / f".work-{key}"
+    with _lock(root / f".lock-{key}"):
+        if (final / _INFO).is_file():  # another process trained it while we waited
+            return final, False
+        work.mkdir(exist_ok=True)
+        stats = fine_tune(base, texts, labels, spec, work, device=device, progress=progress)
+        model = work / "model"
+        meta = {**info, "key": key, "spec": spec.as_dict(), "n_texts": len(texts), **stats,
+                "created": time.time(), "writer": f"xlmt_sklearn {__version__}"}  # fmt: skip
+        (model / _INFO).write_text(json.dumps(meta, indent=1, sort_keys=True), encoding="utf-8")
+        os.replace(model, final)
+        shutil.rmtree(work, ignore_errors=True)
+    return final, True
+
+
+def read_info(folder: Path) -> dict[str, Any]:
+    """What ``adapted.json`` says about an adapted folder."""
+    return json.loads((Path(folder) / _INFO).read_text(encoding="utf-8"))
+
+
+@contextlib.contextmanager
+def _lock(path: Path):
+    """An exclusive lock between processes (waits at most :data:`LOCK_WAIT_S`)."""
+    try:
+        import fcntl
+    except ImportError:  # TODO(#28): Windows (msvcrt.locking); two fits may then both train
+        yield
+        return
+    deadline = time.monotonic() + LOCK_WAIT_S
+    with open(path, "a+b") as f:
+        while True:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"Waited {LOCK_WAIT_S:.0f} s for another process's fine-tune "
+                        f"({path}); remove the lock file if no fit is running."
+                    ) from None
+                time.sleep(0.5)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)

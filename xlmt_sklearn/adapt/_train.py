@@ -1,0 +1,245 @@
+"""One supervised fine-tune of an encoder, deterministic given its seed, resumable per epoch.
+
+:func:`fine_tune` trains the base model's encoder on (text, label) pairs with one of
+two per-batch objectives and writes a ``save_pretrained`` folder:
+
+* ``"classification"``: mean pooling over the last layer, a linear head,
+  cross-entropy (the head is dropped afterwards: the featurizer keeps the
+  encoder only);
+* ``"contrastive"``: a supervised contrastive loss over each batch's mean-pooled,
+  L2-normalised vectors (texts of one label pulled together, SetFit's idea
+  without its pair sampling).
+
+The order of the texts in each epoch comes from a generator seeded by
+``seed + epoch``, the head's initial weights from ``seed``: two runs with the same
+inputs give the same weights on the same machine. At each epoch's end the state
+(encoder, head, optimizer, schedule) is written to ``checkpoint.pt`` in the work
+folder, so an interrupted fine-tune resumes at the last finished epoch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["OBJECTIVES", "TrainSpec", "fine_tune"]
+
+OBJECTIVES = ("classification", "contrastive")
+_CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """The training options (all of them enter the adapted folder's key)."""
+
+    objective: str = "classification"
+    epochs: int = 2
+    learning_rate: float = 3e-5
+    batch_size: int = 16
+    max_length: int = 96
+    seed: int = 0
+    dtype: str = "float32"  # "bfloat16": forward passes under torch.autocast
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _mean_pool(hidden: Any, mask: Any) -> Any:
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+def _supcon(vectors: Any, labels: Any, temperature: float = 0.1) -> Any:
+    """Supervised contrastive loss of one batch (texts without a same-label partner skip)."""
+    import torch
+    import torch.nn.functional as F
+
+    z = F.normalize(vectors.float(), dim=-1)
+    logits = z @ z.T / temperature
+    eye = torch.eye(len(z), dtype=torch.bool, device=z.device)
+    logits = logits.masked_fill(eye, -1e9)
+    positive = (labels[:, None] == labels[None, :]) & ~eye
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    count = positive.sum(1)
+    has = count > 0
+    if not has.any():
+        return (vectors * 0).sum()
+    mean_pos = (log_prob * positive).sum(1)[has] / count[has]
+    return -mean_pos.mean()
+
+
+def fine_tune(
+    base: str | os.PathLike,
+    texts: Sequence[str],
+    labels: np.ndarray,
+    spec: TrainSpec,
+    work: Path,
+    *,
+    device: str = "cpu",
+    progress: Callable[[int, int, float], None] | None = None,
+) -> dict[str, Any]:
+    """Fine-tune ``base`` on ``texts``/``labels`` and save it into ``work / "model"``.
+
+    Parameters
+    ----------
+    base : path
+        The base model's folder (a ``save_pretrained`` output).
+    texts : sequence of str
+        The model inputs (preprocessed and prefixed already).
+    labels : ndarray of int
+        Class indices ``0..n_classes-1``, one per text.
+    spec : TrainSpec
+        The training options.
+    work : Path
+        A folder private to this fine-tune: ``checkpoint.pt`` between epochs,
+        ``model/`` at the end.
+    device : str
+        Where to train (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
+    progress : callable or None
+        Called as ``progress(step, total_steps, loss)`` after each step.
+
+    Returns
+    -------
+    dict
+        ``{"seconds", "steps", "final_loss", "resumed_from_epoch"}``.
+    """
+    import torch
+
+    # The user's random state is left as it was: training draws from a forked one.
+    devices = [torch.device(device).index or 0] if str(device).startswith("cuda") else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(spec.seed)
+        return _fine_tune(base, texts, labels, spec, work, device, progress)
+
+
+def _fine_tune(base, texts, labels, spec: TrainSpec, work: Path, device: str, progress) -> dict:
+    import torch
+    from transformers import AutoTokenizer
+
+    start = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(str(base))
+    t = _Trainer(base, spec, len(texts), int(labels.max()) + 1, device)
+    ids = tokenizer(list(texts), truncation=True, max_length=spec.max_length)["input_ids"]
+    y = torch.as_tensor(labels, dtype=torch.long)
+    pad = tokenizer.pad_token_id or 0
+    checkpoint = work / _CHECKPOINT
+    first_epoch = t.resume(checkpoint) if checkpoint.is_file() else 0
+    loss = float("nan")
+    for epoch in range(first_epoch, spec.epochs):
+        seeded = torch.Generator().manual_seed(spec.seed + epoch)
+        order = torch.randperm(len(texts), generator=seeded).tolist()
+        for b in range(0, len(order), spec.batch_size):
+            rows = order[b : b + spec.batch_size]
+            loss = t.step(*_batch(ids, rows, pad), y[rows])
+            if progress is not None:
+                progress(t.steps, t.total, loss)
+        t.save(checkpoint, epoch)
+    t.model.eval()
+    t.model.save_pretrained(work / "model")
+    tokenizer.save_pretrained(work / "model")
+    return {
+        "seconds": round(time.perf_counter() - start, 3),
+        "steps": t.steps,
+        "final_loss": loss,
+        "resumed_from_epoch": first_epoch,
+    }
+
+
+def _batch(ids: list[list[int]], rows: list[int], pad: int) -> tuple[Any, Any]:
+    """Token ids and attention mask of ``rows``, padded to the longest of them."""
+    import torch
+
+    width = max(len(ids[r]) for r in rows)
+    batch = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        batch[i, : len(ids[r])] = torch.as_tensor(ids[r])
+        mask[i, : len(ids[r])] = 1
+    return batch, mask
+
+
+class _Trainer:
+    """The encoder, the head, AdamW and its schedule; one call of :meth:`step` per batch."""
+
+    def __init__(self, base: Any, spec: TrainSpec, n_texts: int, n_classes: int, device: str):
+        import torch
+        from transformers import AutoModel
+
+        self.spec, self.device, self.steps = spec, device, 0
+        self.model = AutoModel.from_pretrained(str(base)).to(device)
+        self.model.train()
+        self.head = torch.nn.Linear(self.model.config.hidden_size, n_classes).to(device)
+        self.params = list(self.model.parameters())
+        if spec.objective == "classification":
+            self.params += list(self.head.parameters())
+        self.optimizer = torch.optim.AdamW(self.params, lr=spec.learning_rate, weight_decay=0.01)
+        self.total = math.ceil(n_texts / spec.batch_size) * spec.epochs
+        warmup = max(1, self.total // 10)
+        decay = max(1, self.total - warmup)
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: min((s + 1) / warmup, max(0.0, (self.total - s) / decay))
+        )
+
+    def step(self, batch: Any, mask: Any, target: Any) -> float:
+        import torch
+
+        batch, mask, target = batch.to(self.device), mask.to(self.device), target.to(self.device)
+        kind = "cuda" if str(self.device).startswith("cuda") else "cpu"
+        bf16 = self.spec.dtype == "bfloat16"
+        with torch.autocast(kind, dtype=torch.bfloat16, enabled=bf16):
+            hidden = self.model(input_ids=batch, attention_mask=mask).last_hidden_state
+            pooled = _mean_pool(hidden, mask)
+            if self.spec.objective == "classification":
+                loss = torch.nn.functional.cross_entropy(self.head(pooled).float(), target)
+            else:
+                loss = _supcon(pooled, target)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        self.optimizer.step()
+        self.schedule.step()
+        self.steps += 1
+        return float(loss.detach())
+
+    def resume(self, checkpoint: Path) -> int:
+        """Load the state saved after an epoch; return the epoch to start from."""
+        import torch
+
+        state = torch.load(checkpoint, map_location=self.device, weights_only=True)
+        self.model.load_state_dict(state["model"])
+        self.head.load_state_dict(state["head"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.steps = int(state["step"])
+        torch.set_rng_state(state["rng"])  # dropout continues as if never interrupted
+        return int(state["epoch"]) + 1
+
+    def save(self, path: Path, epoch: int) -> None:
+        _save_checkpoint(path, self.model, self.head, self.optimizer, self.schedule, epoch,
+                         self.steps)  # fmt: skip
+
+
+def _save_checkpoint(path: Path, model, head, optimizer, schedule, epoch: int, step: int) -> None:
+    """Write the state after ``epoch`` atomically (a kill mid-write keeps the previous one)."""
+    import torch
+
+    tmp = path.with_name(path.name + ".tmp")
+    state = {
+        "model": model.state_dict(), "head": head.state_dict(),
+        "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+        "epoch": epoch, "step": step, "rng": torch.get_rng_state(),
+    }  # fmt: skip
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    with contextlib.suppress(OSError):
+        fd = os.open(path.parent, os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
