@@ -173,8 +173,13 @@ class _Trainer:
         import torch
         from transformers import AutoModel
 
+        from ..backends._loading import quiet_loading, warn_missing_weights
+
         self.spec, self.device, self.steps = spec, device, 0
-        self.model = AutoModel.from_pretrained(str(base)).to(device)
+        with quiet_loading():
+            model, info = AutoModel.from_pretrained(str(base), output_loading_info=True)
+        warn_missing_weights(str(base), info)
+        self.model = model.to(device)
         self.model.train()
         self.head = torch.nn.Linear(self.model.config.hidden_size, n_classes).to(device)
         self.params = list(self.model.parameters())

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 __all__ = [
     "LoadedModel", "ModelSpec", "clear_model_registry", "get_model", "get_tokenizer",
-    "load_count", "max_models",
+    "load_count", "max_models", "quiet_loading", "warn_missing_weights",
 ]  # fmt: skip
 
+import contextlib
 import logging
 import os
 import threading
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -198,13 +200,13 @@ _REPORT_LOGGERS = ("transformers.modeling_utils", "transformers.utils.loading_re
 
 
 class _DropLoadReport(logging.Filter):
-    """Hides transformers' LOAD REPORT: :func:`_warn_missing_weights` says what matters."""
+    """Hides transformers' LOAD REPORT: :func:`warn_missing_weights` says what matters."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "LOAD REPORT" not in record.getMessage()
 
 
-def _warn_missing_weights(name: str, info: dict[str, Any]) -> None:
+def warn_missing_weights(name: str, info: dict[str, Any]) -> None:
     """Warn when weights other than the (unused) pooler were missing from the files.
 
     Encoders saved without their pooler (``add_pooling_layer=False``, most
@@ -226,14 +228,10 @@ def _warn_missing_weights(name: str, info: dict[str, Any]) -> None:
         )
 
 
-def _load_model(spec: ModelSpec):
-    import torch
-    from transformers import AutoModel
-
-    src, kw = _source(spec)
-    # Exactly the pinned content: an edited folder would silently give other
-    # vectors (and poison a shared cache).
-    _check_folder(spec)
+@contextlib.contextmanager
+def quiet_loading() -> Iterator[None]:
+    """Load with transformers quiet: no per-load progress bar, no LOAD REPORT (the caller
+    warns about what matters with :func:`warn_missing_weights`)."""
     from transformers.utils import logging as hf_logging
 
     bar = hf_logging.is_progress_bar_enabled()
@@ -243,20 +241,33 @@ def _load_model(spec: ModelSpec):
     for lg in loggers:
         lg.addFilter(quiet)
     try:
-        model, info = AutoModel.from_pretrained(
-            src, dtype=_torch_dtype(spec.dtype), trust_remote_code=spec.trust_remote_code,
-            output_loading_info=True, **kw,
-        )  # fmt: skip
-    except Exception as exc:
-        raise ModelLoadError(
-            f"Cannot load model {spec.name!r}: {type(exc).__name__}: {str(exc)[:500]}"
-        ) from exc
+        yield
     finally:
         for lg in loggers:
             lg.removeFilter(quiet)
         if bar:
             hf_logging.enable_progress_bar()
-    _warn_missing_weights(spec.name, info)
+
+
+def _load_model(spec: ModelSpec):
+    import torch
+    from transformers import AutoModel
+
+    src, kw = _source(spec)
+    # Exactly the pinned content: an edited folder would silently give other
+    # vectors (and poison a shared cache).
+    _check_folder(spec)
+    try:
+        with quiet_loading():
+            model, info = AutoModel.from_pretrained(
+                src, dtype=_torch_dtype(spec.dtype), trust_remote_code=spec.trust_remote_code,
+                output_loading_info=True, **kw,
+            )  # fmt: skip
+    except Exception as exc:
+        raise ModelLoadError(
+            f"Cannot load model {spec.name!r}: {type(exc).__name__}: {str(exc)[:500]}"
+        ) from exc
+    warn_missing_weights(spec.name, info)
     if getattr(model.config, "is_decoder", False) and not getattr(
         model.config, "add_cross_attention", False
     ):
