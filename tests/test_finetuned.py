@@ -158,3 +158,28 @@ def test_errors_name_the_fix(tiny_model_dir, data, tmp_path):
         _ft(tiny_model_dir, tmp_path).fit(texts, labels[:-1])
     with pytest.raises(ValueError, match="objective"):
         _ft(tiny_model_dir, tmp_path, objective="triplet").fit(texts, labels)
+
+
+def test_a_fitted_adapted_featurizer_ships_to_dask_and_keeps_the_sklearn_contract(
+    tiny_model_dir, data, tmp_path
+):
+    pd = pytest.importorskip("pandas")
+    dd = pytest.importorskip("dask.dataframe")
+    import dask
+    from sklearn.exceptions import NotFittedError
+
+    from xlmt_sklearn.dask import embed_partitions
+
+    texts, labels = data
+    vec = _ft(tiny_model_dir, tmp_path, epochs=1)
+    with pytest.raises(NotFittedError):
+        vec.transform(texts[:2])
+    assert clone(vec).get_params() == vec.get_params()
+    vec.fit(texts, labels).set_output(transform="pandas")
+    frame = vec.transform(pd.Series(texts[:6], index=range(10, 16)))
+    assert list(frame.index) == list(range(10, 16))
+    assert list(frame.columns) == list(vec.get_feature_names_out())
+    with dask.config.set(scheduler="sync"):
+        ddf = dd.from_pandas(pd.DataFrame({"text": texts}), npartitions=3)
+        got = embed_partitions(ddf, "text", vec).compute().to_numpy()
+    assert np.abs(got - vec.set_output(transform="default").transform(texts)).max() < 1e-6

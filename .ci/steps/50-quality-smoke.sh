@@ -11,3 +11,4 @@ if [ ! -d ../shared/data/umsab ]; then
   exit 0
 fi
 XLMT_SHARED="$(cd ../shared && pwd)" python benchmarks/umsab_quality.py --smoke
+XLMT_SHARED="$(cd ../shared && pwd)" python benchmarks/adapted_quality.py --smoke
