@@ -37,7 +37,6 @@ class XLMTFineTunedVectorizer(XLMTVectorizer):
 
     Parameters
     ----------
-    {pooled_parameters}
     objective : {"classification", "contrastive"}, default="classification"
         The training loss, per batch: cross-entropy of a linear head on the
         mean-pooled last layer (the head is dropped afterwards), or a
@@ -363,6 +362,9 @@ def _pooled_parameters() -> str:
     return "\n".join("    " + line if line else line for line in block.splitlines())
 
 
+# At run time (help(), the tests) the docstring lists XLMTVectorizer's parameters too; the
+# docs site reads the source, which documents the training ones and points to XLMTVectorizer.
+_HEADER = "    Parameters\n    ----------\n"
 XLMTFineTunedVectorizer.__doc__ = (XLMTFineTunedVectorizer.__doc__ or "").replace(
-    "    {pooled_parameters}", _pooled_parameters()
+    _HEADER, _HEADER + _pooled_parameters() + "\n", 1
 )
