@@ -168,8 +168,7 @@ class XLMTFineTunedVectorizer(XLMTVectorizer):
         texts, labels = self._training_data(X, y)
         folder, _trained = self._adapt(texts, labels)
         self._pin_model(model=str(folder))
-        self.n_features_out_ = self._width()
-        self.cache_layers_ = self._resolve_cache_layers()
+        self._fit_widths()
         return self
 
     def fit_transform(self, X: Any, y: Any = None, **fit_params: Any) -> np.ndarray:
@@ -202,13 +201,6 @@ class XLMTFineTunedVectorizer(XLMTVectorizer):
         return out
 
     # ---------------------------------------------------------------- private
-    def _width(self) -> int:
-        from .flow._pooling import pooled_width
-
-        ident = self.model_identity_
-        return pooled_width(ident.hidden_size, len(self.layers_), self.layer_aggregation,
-                            self.pooling)  # fmt: skip
-
     @staticmethod
     def _as_list(X: Any) -> list[Any]:
         if hasattr(X, "iloc"):

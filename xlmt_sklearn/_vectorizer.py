@@ -253,11 +253,7 @@ class XLMTVectorizer(ModelFeaturizerMixin):
         """
         self._check_fit_input(X)
         self._pin_model()
-        ident = self.model_identity_
-        self.n_features_out_ = pooled_width(
-            ident.hidden_size, len(self.layers_), self.layer_aggregation, self.pooling
-        )
-        self.cache_layers_ = self._resolve_cache_layers()
+        self._fit_widths()
         return self
 
     def transform(self, X: Any) -> np.ndarray:
@@ -283,6 +279,14 @@ class XLMTVectorizer(ModelFeaturizerMixin):
         return out
 
     # ---------------------------------------------------------------- private
+    def _fit_widths(self) -> None:
+        """The output width and the cached layers, from the pinned model (end of ``fit``)."""
+        ident = self.model_identity_
+        self.n_features_out_ = pooled_width(
+            ident.hidden_size, len(self.layers_), self.layer_aggregation, self.pooling
+        )
+        self.cache_layers_ = self._resolve_cache_layers()
+
     def _resolve_cache_layers(self) -> tuple[int, ...] | None:
         """``cache_layers`` as ``hidden_states`` indices >= 0 (validated against the model)."""
         if self.cache_layers is None:
