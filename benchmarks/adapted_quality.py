@@ -14,9 +14,13 @@ Training: ``--train english`` trains on english/train and scores english; ``--tr
 all`` trains on all/train (multilingual) and scores every language. The fine-tunes are
 reused between runs (``adapted_dir`` under ``benchmarks/.assets/adapted``).
 
-    python benchmarks/adapted_quality.py --train english          # ~15 min on 2 cores
-    python benchmarks/adapted_quality.py --train all --no-plain   # the 8-language table
-    python benchmarks/adapted_quality.py --smoke                  # tiny model, < 2 min
+    python benchmarks/adapted_quality.py --train english                  # ~15 min, 2 cores
+    python benchmarks/adapted_quality.py --train all --variants frozen,plain --docs
+    python benchmarks/adapted_quality.py --smoke                          # tiny model, < 2 min
+
+``--train all --docs`` also writes the 8-language table into docs/quality.md, beside
+the frozen-feature and TF-IDF columns of ``umsab_quality.py``'s last run (read from
+``benchmarks/results/umsab_quality.json``, named as such).
 """
 
 from __future__ import annotations
@@ -79,7 +83,8 @@ def main() -> int:
     ap.add_argument("--train", default="english", help="a language, or 'all' (multilingual)")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--limit", type=int, default=None, help="first N texts of every split")
-    ap.add_argument("--no-plain", action="store_true", help="skip the plain (leaky) variant")
+    ap.add_argument("--variants", default="frozen,plain,cross",
+                    help="comma-separated: frozen, plain (cv=None), cross (cv=3)")  # fmt: skip
     ap.add_argument("--docs", action="store_true", help="write benchmarks/results/adapted*.md")
     args = ap.parse_args()
     from xlmt_sklearn import XLMTFineTunedVectorizer, XLMTVectorizer
@@ -105,27 +110,34 @@ def main() -> int:
              for part in ("val", "test")}  # fmt: skip
     common = dict(device="cpu", prefix=prefix, progress=False)
     train_opts = dict(epochs=args.epochs, adapted_dir=str(adapted))
-    runs = {"frozen": (XLMTVectorizer(str(model), **common), False)}
-    if not args.no_plain:
-        runs["adapted, plain"] = (
-            XLMTFineTunedVectorizer(str(model), **common, **train_opts, cv=None),
-            True,
-        )
-    runs["adapted, cross-fitted (cv=3)"] = (
-        XLMTFineTunedVectorizer(str(model), **common, **train_opts, cv=3),
-        True,
-    )
+
+    def adapted_with(cv: int | None):
+        return lambda: (XLMTFineTunedVectorizer(str(model), **common, **train_opts, cv=cv), True)
+
+    variants = {
+        "frozen": lambda: (XLMTVectorizer(str(model), **common), False),
+        "plain": adapted_with(None),
+        "cross": adapted_with(3),
+    }
+    names = {"frozen": "frozen", "plain": "adapted, plain", "cross": "adapted, cross-fitted (cv=3)"}
+    chosen = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = sorted(set(chosen) - set(variants))
+    if unknown:
+        ap.error(f"--variants: unknown {unknown}; choose from {sorted(variants)}")
+    runs = {names[v]: variants[v]() for v in chosen}
     results = {}
     for name, (vec, ft) in runs.items():
         log(f"{name}: fitting on {args.train}/train ({len(train[0])} texts)")
         results[name] = score(vec, train, evals, ft)
+        results[name]["train_s"] = getattr(vec, "training_", {}).get("seconds")
         log(f"{name}: mean test macro-F1 {results[name]['mean_test']:.1f} "
             f"({results[name]['fit_s']:.0f} s)")  # fmt: skip
     header = ["featurizer", "C (val)", "val macro-F1", *[f"test {lang}" for lang in langs],
-              "mean test", "fit + fine-tune s"]  # fmt: skip
+              "mean test", "fit + fine-tune s", "last fine-tune s"]  # fmt: skip
     rows = [
         [name, r["C"], f"{r['val']:.1f}", *[f"{r['test'][lang]:.1f}" for lang in langs],
-         f"{r['mean_test']:.1f}", f"{r['fit_s']:.0f}"]
+         f"{r['mean_test']:.1f}", f"{r['fit_s']:.0f}",
+         "" if r["train_s"] is None else f"{r['train_s']:.0f}"]
         for name, r in results.items()
     ]  # fmt: skip
     table = bench.md_table(header, rows)
@@ -145,7 +157,10 @@ def main() -> int:
         f"val; test scored once. {len(train[0])} training tweets. Machine: {info.get('cpu')}; "
         f"CPU flags: {info.get('ISA flags')}; torch {info.get('torch')}, transformers "
         f"{info.get('transformers')}. The fit column includes every fine-tune the variant "
-        "ran (cross-fitting: the final one plus one per fold).\n\n" + table + "\n"
+        "ran (cross-fitting: the final one plus one per fold) and the encoding of the "
+        "training texts; *last fine-tune s* is the training loop of the final fine-tune "
+        "alone, as recorded when it was trained (`training_['seconds']`, also when a "
+        "later variant reused it from `adapted_dir`).\n\n" + table + "\n"
     )
     out = bench.RESULTS / f"adapted-{args.train}.md"
     out.write_text(text, encoding="utf-8")
@@ -157,8 +172,40 @@ def main() -> int:
         body = text.split("\n", 2)[2].strip()
         head, rest = page.split(start, 1)
         doc.write_text(f"{head}{start}\n{body}\n{end}{rest.split(end, 1)[1]}", encoding="utf-8")
+    if args.train == "all":
+        _quality_page(results, langs, text)
     log(f"wrote {out}")
     return 0
+
+
+def _quality_page(results: dict, langs: list[str], text: str) -> None:
+    """docs/quality.md: the adapted featurizer beside ``umsab_quality.py``'s last run."""
+    frozen = json.loads((bench.RESULTS / "umsab_quality.json").read_text(encoding="utf-8"))
+    per = frozen["per_language"]
+    header = ["lang", "TF-IDF + LR", "e5 mean/last + LR(C=1)", "e5 tuned (frozen)",
+              *[f"**{name}**" for name in results if name != "frozen"]]  # fmt: skip
+    adapted = {n: r for n, r in results.items() if n != "frozen"}
+    rows = [
+        [lang, *[f"{per[lang][k]:.1f}" for k in ("tfidf", "baseline", "tuned")],
+         *[f"{r['test'][lang]:.1f}" for r in adapted.values()]]
+        for lang in langs
+    ]  # fmt: skip
+    avg = frozen["averages"]
+    rows.append(["**avg (8)**", *[f"{avg[k]:.1f}" for k in ("tfidf", "baseline", "tuned")],
+                 *[f"**{r['mean_test']:.1f}**" for r in adapted.values()]])  # fmt: skip
+    intro = text.split("\n", 3)[2]  # the generated paragraph: command, model, machine
+    body = (
+        f"{intro}\n\nThe first three columns are `umsab_quality.py`'s last run "
+        "(per-language training, see the table above); the adapted columns train one "
+        "encoder and one classifier on `all/train` and score each language's test split.\n\n"
+        + bench.md_table(header, rows)
+    )
+    doc = bench.REPO / "docs" / "quality.md"
+    start, end = "<!-- adapted-all:start -->", "<!-- adapted-all:end -->"
+    page = doc.read_text(encoding="utf-8")
+    if start in page:
+        head, rest = page.split(start, 1)
+        doc.write_text(f"{head}{start}\n{body}\n{end}{rest.split(end, 1)[1]}", encoding="utf-8")
 
 
 if __name__ == "__main__":
