@@ -349,7 +349,7 @@ def machine_info() -> dict[str, str]:
         pass
     try:
         flags = Path("/proc/cpuinfo").read_text()
-        from xlmt_sklearn._machine import ISA_FLAGS
+        from xlmt_sklearn.internals import ISA_FLAGS
 
         isa = [f for f in ISA_FLAGS if f in flags.split()]
         info["ISA flags"] = ", ".join(isa) or "-"
@@ -504,7 +504,7 @@ def _section(path: Path, title: str, missing: str) -> str:
 
 def cpu_class() -> str:
     """This CPU's class of the "auto" rule (``xlmt_sklearn._machine.cpu_class``)."""
-    from xlmt_sklearn._machine import cpu_class as of_this_cpu
+    from xlmt_sklearn.internals import cpu_class as of_this_cpu
 
     return of_this_cpu()
 
@@ -517,7 +517,7 @@ def class_results(stem: str) -> Path:
 
 def per_class_results(stem: str) -> list[Path]:
     """The results files of ``stem`` of every CPU class measured, fastest class first."""
-    from xlmt_sklearn._machine import CPU_CLASSES
+    from xlmt_sklearn.internals import CPU_CLASSES
 
     return [p for c in CPU_CLASSES if (p := RESULTS / f"{stem}-{c}.md").is_file()]
 

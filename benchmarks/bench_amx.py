@@ -198,8 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     import openvino as ov
     import torch
 
-    from xlmt_sklearn import XLMTVectorizer, normalize_tweet
-    from xlmt_sklearn.flow._batching import plan_batches  # TODO(#24): the documented internal API
+    from xlmt_sklearn import XLMTVectorizer, internals, normalize_tweet
+    from xlmt_sklearn.internals import plan_batches
 
     warnings.simplefilter("ignore")
     t_start = time.perf_counter()
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         vec = XLMTVectorizer(str(model_dir), backend="openvino", device="cpu", progress=False,
                              preprocess=None, **kw).fit()  # fmt: skip
         vec.transform(texts[:2])
-        folders[key] = vec._encoders()[0].converted((-1,))  # TODO(#24): internal API
+        folders[key] = internals.encoders(vec)[0].converted((-1,))
     torch_f32 = XLMTVectorizer(str(model_dir), backend="torch", dtype="float32", device="cpu",
                                progress=False, preprocess=None).fit()  # fmt: skip
     t_torch = best(lambda: torch_f32.transform(texts), rounds)

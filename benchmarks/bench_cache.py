@@ -47,13 +47,12 @@ def bench_store(tmp: Path, n: int, dim: int, rounds: int, chunk: int, batch: int
     import sqlite3
     import zlib
 
-    from xlmt_sklearn.flow._tuning import TUNING as FLOW
+    from xlmt_sklearn.internals import FLOW_TUNING as FLOW
 
     LOOKUP_BATCH, STREAM_CHUNK = FLOW.lookup_batch, FLOW.stream_chunk
     from xlmt_sklearn import EmbeddingCache
-    from xlmt_sklearn.store import _sqlite as S
-    from xlmt_sklearn.store._keys import make_keys
-    from xlmt_sklearn.store._sqlite import INDEX_COLUMNS, MMAP_SIZE, key_id
+    from xlmt_sklearn import internals as S
+    from xlmt_sklearn.internals import INDEX_COLUMNS, MMAP_SIZE, key_id, make_keys
 
     assert chunk == LOOKUP_BATCH, "time the calls a transform makes"
 
@@ -126,10 +125,10 @@ def bench_store(tmp: Path, n: int, dim: int, rounds: int, chunk: int, batch: int
             for _ in range(5):
                 timed(name, lambda cache=cache, o=order, k=size: get_all(cache, k, o))
                 if name == "get":  # interleaved A/B: no directories; the standard zlib CRC
-                    with _patched(S.TUNING, probe_stride=10**12):
+                    with _patched(S.STORE_TUNING, probe_stride=10**12):
                         timed("get_rows", lambda cache=cache: get_all(cache, chunk))
                     if S.CRC32_IMPLEMENTATION != "zlib":
-                        with _patched(S.TUNING, crc32=zlib.crc32):
+                        with _patched(S.STORE_TUNING, crc32=zlib.crc32):
                             timed("get_zlib", lambda cache=cache: get_all(cache, chunk))
         conn = sqlite3.connect(cache.path)
         conn.execute(f"PRAGMA mmap_size = {MMAP_SIZE}")
@@ -168,7 +167,7 @@ def _patched(module, **values):
 def bench_vectorizer(model_dir: Path, texts: list[str], tmp: Path, rounds: int, log) -> dict:
     """Cold vs warm vs no-cache transform times (medians over interleaved rounds)."""
     from xlmt_sklearn import XLMTVectorizer
-    from xlmt_sklearn.backends._loading import load_count
+    from xlmt_sklearn.internals import load_count
 
     base = XLMTVectorizer(str(model_dir), device="cpu", backend="torch", progress=False).fit()
     base.transform(texts[:8])  # load the model once (shared registry), outside the timings
@@ -227,7 +226,7 @@ def bench_gridsearch(model_dir: Path, texts: list[str], labels: list[int], tmp: 
     from sklearn.pipeline import Pipeline
 
     from xlmt_sklearn import XLMTVectorizer
-    from xlmt_sklearn.backends._loading import get_model  # noqa: F401  (registry warm-up below)
+    from xlmt_sklearn.internals import get_model  # noqa: F401  (registry warm-up below)
 
     grid = {"clf__C": [0.1, 1.0, 10.0]}
     out = {}
@@ -294,7 +293,7 @@ def render(res: dict) -> str:
         [[k, f"{t:.3f}", f"{res['n_vec'] / t:,.1f}", f"{med['cold cache (all misses)'] / t:.1f}x"]
          for k, t in med.items()],
     )  # fmt: skip
-    from xlmt_sklearn.store._sqlite import TUNING
+    from xlmt_sklearn.internals import STORE_TUNING as TUNING
 
     zlib_line = (
         f"With the standard `zlib` CRC-32 instead of zlib-ng (A/B in the same passes): "

@@ -68,10 +68,10 @@ def _embed(
 
 def _chosen_backend(model: Path) -> str:
     """What ``backend="auto"`` resolves to on this machine, and at which precision."""
-    from xlmt_sklearn import XLMTVectorizer
+    from xlmt_sklearn import XLMTVectorizer, internals
 
     os.environ.pop("XLMT_SKLEARN_AUTO_BACKEND", None)
-    enc = XLMTVectorizer(str(model), device="cpu").fit()._encoders()[0]
+    enc = internals.encoders(XLMTVectorizer(str(model), device="cpu").fit())[0]
     return f"{enc.name} {enc.dtype}"
 
 

@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from xlmt_sklearn import XLMTVectorizer
-    from xlmt_sklearn.backends._loading import clear_model_registry
+    from xlmt_sklearn.internals import clear_model_registry
 
     tok = C.real_tokenizer_dir()
     folder = C.ASSETS / ("xlmr-thin-768" if tok else "xlmr-thin-768-synthetic-tok")

@@ -50,8 +50,7 @@ ALPHAS = (0.5, 0.75, 0.95)  # 0.95: NNCF's default for transformers
 
 def _converted(model_dir: Path) -> tuple[Path, Path]:
     """The product's converted float32 and int8 OpenVINO folders of ``model_dir``."""
-    from xlmt_sklearn._model import resolve_identity
-    from xlmt_sklearn.backends._runtime import runtime_encoder
+    from xlmt_sklearn.internals import resolve_identity, runtime_encoder
 
     identity, _ = resolve_identity(str(model_dir))
     encoder = runtime_encoder("openvino", identity, "float32", False, "int8")
@@ -62,8 +61,7 @@ def _batches(model_dir: Path, texts: list[str]) -> list[tuple[np.ndarray, np.nda
     """(positions, ids, mask) of each padded batch, as the runtimes get them."""
     from transformers import AutoTokenizer
 
-    from xlmt_sklearn.backends._encoders import pad_rows
-    from xlmt_sklearn.flow._batching import plan_batches
+    from xlmt_sklearn.internals import pad_rows, plan_batches
 
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     rows = tok(texts, truncation=True, max_length=128)["input_ids"]
@@ -85,15 +83,15 @@ def _static_variants(model_dir: Path, calibration: list[str], work: Path) -> dic
     """Static int8 IRs by name: each alpha; the shipped one with down-projections in float."""
     import openvino as ov
 
-    from xlmt_sklearn import XLMTVectorizer
-    from xlmt_sklearn.backends._int8 import OPENVINO_SMOOTH_QUANT_ALPHA as ALPHA
-    from xlmt_sklearn.backends._int8 import calibration_samples, quantize_openvino_static
+    from xlmt_sklearn import XLMTVectorizer, internals
+    from xlmt_sklearn.internals import OPENVINO_SMOOTH_QUANT_ALPHA as ALPHA
+    from xlmt_sklearn.internals import calibration_samples, quantize_openvino_static
 
     vec = XLMTVectorizer(str(model_dir), backend="openvino", quantize="int8",
                          calibration_texts=calibration).fit()  # fmt: skip
-    (encoder,) = vec._encoders()
+    (encoder,) = internals.encoders(vec)
     float_dir = encoder.converted((-1,), "float32")
-    samples = calibration_samples(encoder.tokenizer(), vec._calibration())
+    samples = calibration_samples(encoder.tokenizer(), internals.calibration(vec))
     out = {}
     for a in ALPHAS:
         if a == ALPHA:  # what the package converts
@@ -124,7 +122,7 @@ def measure(
     """
     import openvino as ov
 
-    from xlmt_sklearn.backends._int8 import openvino_int8_config
+    from xlmt_sklearn.internals import openvino_int8_config
 
     float_dir, int8_dir = _converted(model_dir)
     batches = _batches(model_dir, texts)
@@ -158,7 +156,7 @@ def measure(
 
 
 def render(results: dict, n: int, rounds: int, command: str, wall: float) -> str:
-    from xlmt_sklearn.backends._int8 import OPENVINO_DQ_GROUP, OPENVINO_SMOOTH_QUANT_ALPHA
+    from xlmt_sklearn.internals import OPENVINO_DQ_GROUP, OPENVINO_SMOOTH_QUANT_ALPHA
 
     shipped = {f"group {OPENVINO_DQ_GROUP}", f"static, alpha {OPENVINO_SMOOTH_QUANT_ALPHA}"}
     rows = []
@@ -201,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=None, help="texts (default 1000; smoke 16)")
     p.add_argument("--rounds", type=int, default=None, help="rounds (default 3; smoke 1)")
     args = p.parse_args(argv)
-    from xlmt_sklearn.backends import _runtime as rt
+    from xlmt_sklearn import internals as rt
 
     if not (rt.runtime_installed("openvino") and rt.int8_installed("openvino")):
         print("SKIPPED: needs the [openvino] extra (openvino, nncf)")

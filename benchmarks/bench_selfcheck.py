@@ -3,7 +3,7 @@
 Three measurements per model (multilingual-e5-small real weights; the XLM-R base
 shape with random weights and the real tokenizer), all in one run:
 
-1. **First-use self-check** (:mod:`xlmt_sklearn.backends._selfcheck`): the seconds one check
+1. **First-use self-check** (:func:`xlmt_sklearn.internals.check_runtime`): the seconds one check
    takes (child process start to end, and the caller's whole wait) for OpenVINO
    float32, bfloat16 (where the CPU runs it natively) and dynamic int8, and ONNX
    Runtime float32; the model is converted before, as the first transform does.
@@ -73,8 +73,7 @@ print(time.perf_counter() - t)
 def _encoders(model: Path):
     """The runtime encoders to check: (label, encoder)."""
     from xlmt_sklearn import XLMTVectorizer
-    from xlmt_sklearn.backends._openvino import openvino_has_bf16
-    from xlmt_sklearn.backends._runtime import runtime_encoder
+    from xlmt_sklearn.internals import openvino_has_bf16, runtime_encoder
 
     ident = XLMTVectorizer(str(model), device="cpu").fit().model_identity_
     out = [("openvino float32", runtime_encoder("openvino", ident, "float32", False))]
@@ -90,7 +89,7 @@ def _encoders(model: Path):
 def measure_checks(model: Path, label: str) -> list[list[object]]:
     """Self-check seconds per configuration (conversion done first, untimed)."""
     from xlmt_sklearn import reset_process_state
-    from xlmt_sklearn.backends._selfcheck import check_runtime
+    from xlmt_sklearn.internals import check_runtime
 
     rows = []
     for name, encoder in _encoders(model):
@@ -148,9 +147,9 @@ def measure_compile(model: Path, label: str, repeats: int) -> list[list[object]]
 
 def measure_guard(model: Path, label: str, n_texts: int) -> list[list[object]]:
     """The encode stream's finite checks and the cache readers', against what they guard."""
-    from xlmt_sklearn import EmbeddingCache, XLMTVectorizer
-    from xlmt_sklearn.store._keys import make_keys
-    from xlmt_sklearn.store._sqlite._codec import _finite_rows
+    from xlmt_sklearn import EmbeddingCache, XLMTVectorizer, internals
+    from xlmt_sklearn.internals import finite_rows as _finite_rows
+    from xlmt_sklearn.internals import make_keys
 
     texts = C.load_tweets(n_texts, seed=3)
     vec = XLMTVectorizer(str(model), device="cpu", progress=False, max_length=512).fit()
@@ -164,7 +163,7 @@ def measure_guard(model: Path, label: str, n_texts: int) -> list[list[object]]:
     for _ in range(20):
         all(np.isfinite(v).all() for v in rows_)  # what _pipeline.encode does per row
     check = (time.perf_counter() - t0) / 20
-    backend = vec._encoders()[0].name
+    backend = internals.encoders(vec)[0].name
     result = [[label, f"encode stream ({backend}, {len(texts)} texts)", f"{check * 1e3:.2f} ms",
                f"{encode * 1e3:.0f} ms", f"{100 * check / encode:.3f}%"]]  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:

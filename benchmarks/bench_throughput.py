@@ -130,7 +130,7 @@ def build_contenders(
     import torch
 
     from xlmt_sklearn import XLMTVectorizer
-    from xlmt_sklearn.flow._batching import plan_batches
+    from xlmt_sklearn.internals import plan_batches
 
     out: dict[str, Contender] = {}
     hidden = C.model_shape(model_dir)["hidden"]
@@ -155,10 +155,10 @@ def build_contenders(
             dtype=dtype,
         )  # fmt: skip
         vec.fit()
-        from xlmt_sklearn.backends._encoders import EncodeOptions
-        from xlmt_sklearn.backends._packed import PackedForward
+        from xlmt_sklearn import internals
+        from xlmt_sklearn.internals import EncodeOptions, PackedForward
 
-        encoder = vec._encoders()[0]
+        encoder = internals.encoders(vec)[0]
         cap = encoder.token_cap(EncodeOptions(max_tokens=vec.max_tokens), int(max(lengths)))
         plan = plan_batches(lengths, vec.batch_size, cap)
         packed = PackedForward.of(encoder.loaded().model) is not None
@@ -300,8 +300,8 @@ def one_contender(name: str, model_dir: Path, texts: list[str], lengths: np.ndar
 
 def runtime_variants() -> list[tuple[str, str, str, str | None]]:
     """(contender name, backend, dtype, quantize) of each installed runtime and precision."""
-    from xlmt_sklearn.backends import _openvino as ov_rt
-    from xlmt_sklearn.backends import _runtime as rt
+    from xlmt_sklearn import internals as ov_rt
+    from xlmt_sklearn import internals as rt
 
     out = []
     if rt.runtime_installed("openvino"):
@@ -322,8 +322,8 @@ def runtime_variants() -> list[tuple[str, str, str, str | None]]:
 
 def auto_backend() -> str:
     """What ``backend="auto"`` resolves to on this CPU (and its precision)."""
-    from xlmt_sklearn.backends import _runtime as rt
-    from xlmt_sklearn.backends._auto import auto_rule, resolve_backend
+    from xlmt_sklearn import internals as rt
+    from xlmt_sklearn.internals import auto_rule, resolve_backend
 
     backend = resolve_backend("auto", "cpu", quantize=None, compile=False, dtype="auto")
     if backend == "torch":
@@ -333,7 +333,7 @@ def auto_backend() -> str:
 
 def auto_int8_contender() -> str:
     """The contender that ``backend="auto"`` with ``quantize="int8"`` is on this CPU."""
-    from xlmt_sklearn.backends._auto import auto_rule, resolve_backend
+    from xlmt_sklearn.internals import auto_rule, resolve_backend
 
     backend = resolve_backend("auto", "cpu", quantize="int8", compile=False, dtype="auto")
     if backend == "torch":
@@ -366,7 +366,7 @@ def make_runtime(
     ``calibration_texts="vocabulary"`` (what ``"auto"`` uses on AMX CPUs).
     """
     from xlmt_sklearn import XLMTVectorizer
-    from xlmt_sklearn.flow._batching import plan_batches
+    from xlmt_sklearn.internals import plan_batches
 
     calibration: list[str] | str | None = None
     if quantize == "int8-static":
@@ -478,11 +478,10 @@ def yardstick(name: str, res: dict) -> str:
 def tokenization_seconds(model_dir: Path, texts: list[str]) -> Callable[[], None]:
     """xlmt_sklearn's own steps before the forward pass (preprocess + tokenize)."""
     from xlmt_sklearn import normalize_tweet
-    from xlmt_sklearn.backends._loading import get_tokenizer
-    from xlmt_sklearn.flow._tokenize import tokenize
+    from xlmt_sklearn.internals import get_tokenizer, tokenize
 
     tok = get_tokenizer_for(model_dir, get_tokenizer)
-    from xlmt_sklearn.backends._loading import _special_tokens
+    from xlmt_sklearn.internals import special_tokens as _special_tokens
 
     pre, suf = _special_tokens(tok)
 
@@ -496,8 +495,7 @@ def tokenization_seconds(model_dir: Path, texts: list[str]) -> Callable[[], None
 
 
 def get_tokenizer_for(model_dir: Path, get_tokenizer: Callable) -> object:
-    from xlmt_sklearn._model import resolve_identity
-    from xlmt_sklearn.backends._loading import ModelSpec
+    from xlmt_sklearn.internals import ModelSpec, resolve_identity
 
     ident, _ = resolve_identity(str(model_dir))
     return get_tokenizer(ModelSpec(str(model_dir), None, ident.content_hash, "cpu", "float32"))
@@ -833,7 +831,7 @@ def main(argv: list[str] | None = None) -> int:
         "its load + warm-up time, printed by the run, includes that; "
         "docs/backends.md gives measured conversion times"
     )
-    from xlmt_sklearn.flow._batching import plan_batches
+    from xlmt_sklearn.internals import plan_batches
 
     default_plan = plan_batches(lengths, 32)
     m = int(np.median([len(b) * lengths[b].max() for b in default_plan.batches]))
@@ -907,7 +905,7 @@ def main(argv: list[str] | None = None) -> int:
         res["contenders"][k]["cos_fp32_p1"] = float(np.percentile(cos_k, 1))
     res["auto"] = auto_backend()
     res["auto_int8"] = auto_int8_contender()
-    from xlmt_sklearn._machine import cpu_class
+    from xlmt_sklearn.internals import cpu_class
 
     res["cpu_class"] = cpu_class()
     res["model_text"] = model_text(args.model, sh, args.smoke)

@@ -1,7 +1,7 @@
 """The measurements behind xlmt_sklearn's CPU defaults (issue #5).
 
 Each experiment times variants of the *real* code path
-(:func:`xlmt_sklearn.flow._pipeline.encode` on the XLM-R-base-shaped model with the real
+(:func:`xlmt_sklearn.internals.encode` on the XLM-R-base-shaped model with the real
 tokenizer) in interleaved rounds on the same tweets, and reports medians:
 
 * ``batching``: one text per batch, fixed batches in input order, sorted batches
@@ -56,9 +56,7 @@ class Env:
     """The model folder, tokenized sample and loaded models shared by experiments."""
 
     def __init__(self, model_dir: Path, texts: list[str], log: Callable[[str], None]):
-        from xlmt_sklearn._model import resolve_identity
-        from xlmt_sklearn.backends._loading import ModelSpec, get_model
-        from xlmt_sklearn.flow._tokenize import tokenize
+        from xlmt_sklearn.internals import ModelSpec, get_model, resolve_identity, tokenize
 
         self.model_dir = model_dir
         self.texts = texts
@@ -78,7 +76,7 @@ class Env:
 
     def variant(self, model) -> object:
         """A LoadedModel sharing tokenizer/specials with the default one."""
-        from xlmt_sklearn.backends._loading import LoadedModel
+        from xlmt_sklearn.internals import LoadedModel
 
         lm = self.loaded
         return LoadedModel(model, lm.tokenizer, "cpu", "float32", lm.special_prefix,
@@ -90,7 +88,7 @@ class Env:
         return AutoModel.from_pretrained(str(self.model_dir), **kw).eval()
 
     def run(self, loaded=None, batch_size: int = 32, max_tokens: int | None = None):
-        from xlmt_sklearn.backends._encoders import EncodeOptions
+        from xlmt_sklearn.internals import EncodeOptions
 
         opts = EncodeOptions(batch_size=batch_size, max_tokens=max_tokens)
         return np.stack(encode_all(loaded or self.loaded, self.enc, opts))
@@ -98,8 +96,7 @@ class Env:
 
 def encode_all(loaded: object, enc: object, opts: object) -> list[np.ndarray]:
     """Every text of ``enc`` through xlmt_sklearn's encode loop on ``loaded``, in order."""
-    from xlmt_sklearn.backends._encoders import TorchEncoder
-    from xlmt_sklearn.flow._pipeline import encode
+    from xlmt_sklearn.internals import TorchEncoder, encode
 
     out: list[np.ndarray] = [None] * len(enc.n_windows)  # type: ignore[attr-defined,list-item]
     encoder = TorchEncoder(loaded, loaded=loaded)  # device and dtype read from it
@@ -116,7 +113,7 @@ def input_order_plan() -> Iterator[None]:
     TODO(#24): an option of the batch plan instead of a patched private function.
     """
     import xlmt_sklearn.flow._batching as fw
-    from xlmt_sklearn.flow._batching import BatchPlan
+    from xlmt_sklearn.internals import BatchPlan
 
     orig = fw.plan_batches
 
@@ -159,7 +156,7 @@ def torch_threads(n: int) -> Iterator[None]:
 
 
 def _padding(env: Env, batch_size: int, max_tokens: int | None, sort: bool = True) -> float:
-    from xlmt_sklearn.flow._batching import plan_batches
+    from xlmt_sklearn.internals import plan_batches
 
     if sort:
         return plan_batches(env.lengths, batch_size, max_tokens).padding_fraction
@@ -240,7 +237,7 @@ def exp_batching(env: Env, rounds: int) -> str:
 def _matmul(env: Env, bs: int) -> tuple[Callable[[], None], float]:
     import bench_throughput as bt
 
-    from xlmt_sklearn.flow._batching import plan_batches
+    from xlmt_sklearn.internals import plan_batches
 
     plan = plan_batches(env.lengths, bs)
     m = int(np.median([len(b) * env.lengths[b].max() for b in plan.batches]))
@@ -360,7 +357,7 @@ def _quantize_per_channel(model):
 
 
 def _int8_schemes() -> dict[str, Callable]:
-    from xlmt_sklearn.backends._quantize import quantize_int8
+    from xlmt_sklearn.internals import quantize_int8
 
     return {
         "all linears, per-tensor (torch.ao defaults)": _quantize_per_tensor,
@@ -472,7 +469,7 @@ def _subset_run(env: Env, loaded: object, n: int) -> tuple[np.ndarray, float]:
     """Encode the first ``n`` texts only (a throwaway Encoded); returns (rows, seconds)."""
     from dataclasses import replace
 
-    from xlmt_sklearn.backends._encoders import EncodeOptions
+    from xlmt_sklearn.internals import EncodeOptions
 
     sub = replace(
         env.enc, rows=env.enc.rows[:n], row_text=env.enc.row_text[:n],
@@ -527,7 +524,7 @@ def exp_profile(env: Env, rounds: int) -> str:
     """Where a transform's time goes: model forward vs Python around it."""
 
     from xlmt_sklearn import XLMTVectorizer
-    from xlmt_sklearn.flow._batching import plan_batches
+    from xlmt_sklearn.internals import plan_batches
 
     vec = XLMTVectorizer(str(env.model_dir), device="cpu", backend="torch", progress=False).fit()
     vec.transform(env.texts[:4])

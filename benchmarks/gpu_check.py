@@ -93,9 +93,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import tempfile
 
-    from xlmt_sklearn import EmbeddingCache, XLMTVectorizer, normalize_tweet
-    from xlmt_sklearn.backends._loading import clear_model_registry
-    from xlmt_sklearn.flow import _tuning as flow_tuning
+    from xlmt_sklearn import EmbeddingCache, XLMTVectorizer, internals, normalize_tweet
+    from xlmt_sklearn.internals import FLOW_TUNING, clear_model_registry
 
     t_start = time.perf_counter()
     tmp = tempfile.TemporaryDirectory(prefix="xlmt-gpu-")
@@ -170,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     # 2. throughput ---------------------------------------------------------------
     sh = C.model_shape(model_dir)
     tok = vec(device="cpu")  # tokenizer only, for token counts
-    tokenizer = tok._encoders()[0].tokenizer()
+    tokenizer = internals.encoders(tok)[0].tokenizer()
     lengths = np.array([len(x) + 2 for x in tokenizer(bench, add_special_tokens=False)
                         ["input_ids"]])  # fmt: skip
     flops = C.encoder_flops(np.minimum(lengths, 128), sh["hidden"], sh["layers"], sh["ff"])
@@ -201,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
             if "_cache" in kw:
                 if dtype != "float16":
                     continue
-                flow_tuning.TUNING.overlap_delivery = kw["_cache"]
+                FLOW_TUNING.overlap_delivery = kw["_cache"]
                 opts["cache"] = EmbeddingCache(Path(tmp.name) / f"cache-{len(rows)}.sqlite")
             try:
                 v = vec(**{"device": dev, "dtype": dtype, **opts})
@@ -212,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
                 sync()
                 dt = time.perf_counter() - t0
             finally:
-                flow_tuning.TUNING.overlap_delivery = "cuda"
+                FLOW_TUNING.overlap_delivery = "cuda"
             C.check_vectors(f"{dtype}, {plan_name}", got)  # before its speed is reported
             tf = flops / dt / 1e12
             rows.append([dtype, plan_name, f"{len(bench) / dt:,.0f}", f"{tf:.2f}",
