@@ -70,7 +70,7 @@ class DictCache(CacheBase):
     def put_many(self, keys, arrays, metas=None):
         metas = metas or [0] * len(keys)
         self.puts.extend(keys)
-        self.data.update({k: (np.array(a), m) for k, a, m in zip(keys, arrays, metas)})
+        self.data.update({k: (np.array(a), m) for k, a, m in zip(keys, arrays, metas, strict=True)})
 
 
 def expected(text: str) -> np.ndarray:
@@ -182,7 +182,7 @@ def test_float16_storage_yields_exactly_what_a_later_hit_returns():
 def test_token_matrices_keep_special_tokens():
     opts = EncodeOptions(pooling=None, batch_size=4)
     out = run(request(["ab"], DictCache(), FakeEncoder(), options=opts, expected_shapes=[(4, DIM)]))
-    ids = PREFIX + [ord("a") % 90 + 5, ord("b") % 90 + 5] + SUFFIX
+    ids = [*PREFIX, ord("a") % 90 + 5, ord("b") % 90 + 5, *SUFFIX]
     np.testing.assert_array_equal(out[0], np.stack([token_vector(t) for t in ids]))
 
 

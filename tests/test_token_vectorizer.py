@@ -287,7 +287,10 @@ def test_float16_cache_halves_disk_within_bound(tiny_model_dir, tmp_path):
 
     s16 = EmbeddingCache(tmp_path / "c16").stats.bytes
     s32 = EmbeddingCache(tmp_path / "c32").stats.bytes
-    assert s16 * 2 == pytest.approx(s32, rel=0.01)
+    # Each distinct text also keeps its tokenization (id, start, end per content token,
+    # float32 in both caches), so that a warm call skips the tokenizer.
+    spans = 12 * sum(len(a) for a in dict(zip(TEXTS, base, strict=True)).values())
+    assert (s16 - spans) * 2 == pytest.approx(s32 - spans, rel=0.01)
 
 
 # ------------------------------------------------- one input path with XLMTVectorizer (#15)
@@ -307,3 +310,66 @@ def test_a_preprocess_returning_no_str_names_the_position(tiny_model_dir, prespl
         TypeError, match="preprocess must return str; it returned NoneType for position 0"
     ):
         vec.transform(X)
+
+
+class _SpyCache:
+    """A user cache that records which entries were read and lets a test damage them."""
+
+    def __init__(self):
+        self.data: dict[bytes, tuple[np.ndarray, int]] = {}
+
+    def get_many(self, keys):
+        return [None if k not in self.data else (self.data[k][0].copy(), self.data[k][1])
+                for k in keys]  # fmt: skip
+
+    def put_many(self, keys, arrays, metas=None):
+        for k, a, m in zip(keys, arrays, metas or [0] * len(keys), strict=True):
+            self.data[k] = (np.array(a), int(m))
+
+    def spans(self, width: int):
+        return [k for k, (a, _) in self.data.items() if a.ndim == 2 and a.shape[1] == width]
+
+
+def _same(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("words", [False, True], ids=["texts", "pre-split"])
+def test_a_warm_cache_skips_the_tokenizer(tiny_model_dir, monkeypatch, words):
+    from xlmt_sklearn.flow import _tokenize
+
+    calls = []
+    real = _tokenize._run
+    monkeypatch.setattr(_tokenize, "_run", lambda tok, texts, *a: calls.append(len(texts)) or
+                        real(tok, texts, *a))  # fmt: skip
+    X = [t.split() for t in TEXTS] if words else TEXTS
+    cache = _SpyCache()
+    vec = XLMTTokenVectorizer(str(tiny_model_dir), cache=cache, output="ragged").fit()
+    first = vec.transform(X)
+    assert calls == [len(set(map(str, X)))]
+    calls.clear()
+    again = XLMTTokenVectorizer(str(tiny_model_dir), cache=cache, output="ragged").fit()
+    _same(first, again.transform(X))
+    assert calls == []  # every model input's ids and offsets came from the cache
+    other_layers = XLMTTokenVectorizer(str(tiny_model_dir), cache=cache, layers=[-2]).fit()
+    other_layers.transform(X)
+    assert calls == []  # the tokenization is shared by every layer choice
+
+
+def test_a_damaged_tokenization_entry_is_a_miss(tiny_model_dir):
+    cache = _SpyCache()
+    vec = XLMTTokenVectorizer(str(tiny_model_dir), cache=cache, granularity="word").fit()
+    first = vec.transform(TEXTS)
+    damaged = cache.spans(3)
+    assert len(damaged) == len(set(TEXTS))
+    bad = [np.full((2, 3), 0.5, np.float32), np.zeros((4, 5), np.float32),
+           np.array([[7, 5, 2]], np.float32)]  # not whole / another width / backwards span
+    for i, k in enumerate(damaged):
+        cache.data[k] = (bad[i % 3], 0)
+    _same(first, XLMTTokenVectorizer(str(tiny_model_dir), cache=cache,
+                                     granularity="word").fit().transform(TEXTS))  # fmt: skip
+    from xlmt_sklearn.flow._tokenize import unpack_spans
+
+    assert all(unpack_spans(cache.data[k][0], presplit=False) for k in damaged)  # rewritten

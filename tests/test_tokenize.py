@@ -85,7 +85,7 @@ def test_subset_renumbers_and_keeps_windows_together(tok):
     part = subset(enc, [2, 0])
     assert part.n_content.tolist() == [enc.n_content[2], enc.n_content[0]]
     assert part.row_text.tolist() == sorted(part.row_text.tolist())
-    assert [r for r, t in zip(part.rows, part.row_text) if t == 0] == [
+    assert [r for r, t in zip(part.rows, part.row_text, strict=True) if t == 0] == [
         enc.rows[r] for r in np.flatnonzero(enc.row_text == 2)
     ]
 

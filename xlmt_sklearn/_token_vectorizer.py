@@ -283,9 +283,7 @@ class XLMTTokenVectorizer(ModelFeaturizerMixin, auto_wrap_output_keys=None):
         keys, key_of, firsts = distinct_inputs([d.key for d in docs], np.arange(len(docs)))  # 3
         encoders = self._encoders()
         tokenizer = encoders[0].tokenizer()
-        # TODO(#24): every distinct model input is tokenized before the cache lookup: the
-        # features of a hit need its ids and offsets too, which the cache does not store.
-        enc = self._tokenize(tokenizer, [docs[j] for j in firsts], batch.words)
+        enc = self._tokenized(tokenizer, encoders, [docs[j] for j in firsts], batch.words)
         request = self._request(
             keys, self._encode_options(), positions=Scatter(key_of[raw_inverse], rows).positions,
             n_total=len(batch), expected_shapes=[
@@ -387,16 +385,39 @@ class XLMTTokenVectorizer(ModelFeaturizerMixin, auto_wrap_output_keys=None):
         changed = [a != b for a, b in zip(words, value, strict=True)]
         return _Doc(key, model_words, " ".join(value), None, None, spans, changed)
 
-    def _tokenize(self, tokenizer: Any, docs: list[_Doc], presplit: bool):
+    def _tokenized(self, tokenizer: Any, encoders: list, docs: list[_Doc], presplit: bool):
+        """The tokenization of each distinct model input (ids, offsets, word ids): read from
+        the cache where an earlier call stored it, by the tokenizer otherwise (then stored),
+        so that a warm cache skips the tokenizer (docs/architecture.md)."""
         from .backends._loading import _special_tokens
-        from .flow._tokenize import tokenize
+        from .flow._tokenize import from_ids, pack_spans, tokenize, unpack_spans
+        from .flow._tuning import TUNING
+        from .store._adapt import as_cache
 
+        cache, step = as_cache(self.cache), TUNING.lookup_batch
+        keys = self._cache_keys([d.key for d in docs], encoders, "tokenization", {})
+        found = [
+            None if hit is None else unpack_spans(hit[0], presplit)
+            for b in range(0, len(keys), step) for hit in cache.get_many(keys[b : b + step])
+        ]  # fmt: skip
         pre, suf = _special_tokens(tokenizer)
-        return tokenize(
-            tokenizer, [d.model_input for d in docs], prefix_ids=pre, suffix_ids=suf,
-            max_length=int(self.max_length), windows=self.truncation == "window",
-            stride=self._stride(), offsets=True, split_into_words=presplit,
-        )  # fmt: skip
+        limits = dict(prefix_ids=pre, suffix_ids=suf, max_length=int(self.max_length),
+                      windows=self.truncation == "window", stride=self._stride())  # fmt: skip
+        todo = [i for i, f in enumerate(found) if f is None]
+        if todo:
+            fresh = tokenize(tokenizer, [docs[i].model_input for i in todo], **limits,
+                             offsets=True, split_into_words=presplit)  # fmt: skip
+            wids = fresh.word_ids or [None] * len(todo)
+            packed = []
+            for k, i in enumerate(todo):
+                found[i] = (fresh.ids[k], fresh.offsets[k], wids[k])
+                packed.append((keys[i], pack_spans(*found[i])))
+            packed = [(key, v) for key, v in packed if v is not None]
+            if packed:
+                cache.put_many([k for k, _ in packed], [v for _, v in packed])
+        ids, offsets, word_ids = zip(*found, strict=True) if found else ((), (), ())
+        return from_ids(ids, **limits, offsets=list(offsets),
+                        word_ids=list(word_ids) if presplit else None)  # fmt: skip
 
     @staticmethod
     def _n_rows(enc, i: int) -> int:

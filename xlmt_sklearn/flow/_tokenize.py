@@ -16,7 +16,7 @@ import numpy as np
 
 from ._inputs import replace_surrogates
 
-__all__ = ["Encoded", "tokenize", "window_starts"]
+__all__ = ["Encoded", "from_ids", "pack_spans", "tokenize", "unpack_spans", "window_starts"]
 
 
 @dataclass(frozen=True)
@@ -122,13 +122,10 @@ def tokenize(
         ``texts`` are lists of words (``is_split_into_words``); word ids are
         returned and offsets are relative to each word.
     """
-    capacity = _capacity(max_length, len(prefix_ids) + len(suffix_ids), stride)
+    _capacity(max_length, len(prefix_ids) + len(suffix_ids), stride)  # refuse before the work
     n_texts = len(texts)
     enc = _run(tokenizer, texts, offsets, split_into_words) if n_texts else None
     ids_all = enc["input_ids"] if n_texts else []
-    rows, row_text, row_start, n_windows = _cut(
-        ids_all, list(prefix_ids), list(suffix_ids), capacity, stride if windows else None
-    )
     offs = None
     if offsets:
         offs = (
@@ -137,21 +134,79 @@ def tokenize(
             else []
         )
     wids = None
-    if split_into_words and n_texts:
+    if split_into_words:
         wids = [np.asarray(enc.word_ids(i), dtype=np.int64) for i in range(n_texts)]
+    return from_ids(
+        ids_all, prefix_ids=prefix_ids, suffix_ids=suffix_ids, max_length=max_length,
+        windows=windows, stride=stride, offsets=offs, word_ids=wids,
+    )  # fmt: skip
+
+
+def from_ids(
+    ids_all: Sequence[list[int]],
+    *,
+    prefix_ids: Sequence[int],
+    suffix_ids: Sequence[int],
+    max_length: int,
+    windows: bool = False,
+    stride: int = 0,
+    offsets: list[np.ndarray] | None = None,
+    word_ids: list[np.ndarray] | None = None,
+) -> Encoded:
+    """Model rows from each text's content token ids (what :func:`tokenize` does after the
+    tokenizer; also for a tokenization read back from the cache, :func:`unpack_spans`).
+    The ids are kept in :attr:`Encoded.ids` when ``offsets`` are given."""
+    capacity = _capacity(max_length, len(prefix_ids) + len(suffix_ids), stride)
+    ids_all = [list(x) for x in ids_all]
+    rows, row_text, row_start, n_windows = _cut(
+        ids_all, list(prefix_ids), list(suffix_ids), capacity, stride if windows else None
+    )
     return Encoded(
         rows=rows,
         row_text=np.asarray(row_text, dtype=np.int64),
         row_start=np.asarray(row_start, dtype=np.int64),
-        n_content=np.fromiter((len(x) for x in ids_all), dtype=np.int64, count=n_texts),
+        n_content=np.fromiter((len(x) for x in ids_all), dtype=np.int64, count=len(ids_all)),
         n_windows=n_windows,
         capacity=capacity,
         n_prefix=len(prefix_ids),
         n_suffix=len(suffix_ids),
-        offsets=offs,
-        word_ids=wids,
-        ids=list(ids_all) if offsets else None,
+        offsets=offsets,
+        word_ids=word_ids,
+        ids=ids_all if offsets is not None else None,
     )
+
+
+#: Integers a float32 holds exactly: a stored tokenization only holds values below this.
+_EXACT = 2**24
+
+
+def pack_spans(
+    ids: Sequence[int], offsets: np.ndarray, word_ids: np.ndarray | None = None
+) -> np.ndarray | None:
+    """One text's tokenization as a float32 cache value: a row per content token with its
+    id, character start and end (and word index for pre-split words); None when a value
+    does not fit exactly (a text over 16M characters), so it is not stored."""
+    cols = [np.asarray(ids, dtype=np.int64), *np.asarray(offsets, dtype=np.int64).reshape(-1, 2).T]
+    if word_ids is not None:
+        cols.append(np.asarray(word_ids, dtype=np.int64))
+    table = np.stack(cols, axis=1) if len(cols[0]) else np.zeros((0, len(cols)), np.int64)
+    if table.size and (table.min() < 0 or table.max() >= _EXACT):
+        return None
+    return table.astype(np.float32)
+
+
+def unpack_spans(
+    value: np.ndarray, presplit: bool
+) -> tuple[list[int], np.ndarray, np.ndarray | None] | None:
+    """``(ids, offsets, word_ids)`` from :func:`pack_spans`' value, or None when the value
+    is not one (another width, not whole numbers, spans that run backwards): a miss."""
+    value = np.asarray(value)
+    if value.ndim != 2 or value.shape[1] != (4 if presplit else 3) or value.dtype != np.float32:
+        return None
+    table = value.astype(np.int64)
+    if (table != value).any() or (table < 0).any() or (table[:, 1] > table[:, 2]).any():
+        return None
+    return table[:, 0].tolist(), table[:, 1:3].copy(), table[:, 3].copy() if presplit else None
 
 
 def _capacity(max_length: int, n_special: int, stride: int) -> int:
