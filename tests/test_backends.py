@@ -22,6 +22,7 @@ from tests import _convert_worker
 from tests._runtime_cases import INT8_COSINE, LONG, TEXTS
 from tests._runtime_cases import cosines as _cosines
 from xlmt_sklearn import XLMTTokenVectorizer, XLMTVectorizer
+from xlmt_sklearn._state import reset_state
 from xlmt_sklearn.backends import _auto as bk
 from xlmt_sklearn.backends import _openvino as ov_rt
 from xlmt_sklearn.backends import _runtime as rt
@@ -32,7 +33,6 @@ from xlmt_sklearn.backends._convert import (
     is_complete,
 )
 from xlmt_sklearn.backends._int8 import OPENVINO_INT8_SCHEME
-from xlmt_sklearn.backends._registry import LRURegistry
 
 #: The built-in runtimes and the plugin defined in the tests (tests/_eager_runtime.py).
 RUNTIMES = ["openvino", "onnxruntime", "eager-test"]
@@ -282,7 +282,7 @@ def test_corrupt_runtime_model_is_rebuilt_end_to_end(tiny_model_dir, runtime):
         for name in json.loads(m.read_text())["files"]:
             path = m.parent / name
             path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # truncated
-    rt._COMPILED.clear()  # a new process: nothing compiled yet
+    reset_state("runtimes")  # a new process: nothing compiled yet
     np.testing.assert_allclose(other.transform(TEXTS), want, atol=ATOL)
     assert all(is_complete(m.parent) for m in manifests)
 
@@ -419,12 +419,12 @@ def test_reset_process_state_drops_compiled_runtimes(tiny_model_dir, runtime):
 
     vec = XLMTVectorizer(str(tiny_model_dir), backend=runtime, dtype="float32", device="cpu")
     want = vec.fit_transform(TEXTS)
-    assert len(rt._COMPILED) >= 1
+    assert rt.compiled_count() >= 1
     bk.native_bf16()
     reset_process_state(models=False)  # keeps them: the slow part to rebuild
-    assert len(rt._COMPILED) >= 1
+    assert rt.compiled_count() >= 1
     reset_process_state()
-    assert len(rt._COMPILED) == 0 and bk.native_bf16.cache_info().currsize == 0
+    assert rt.compiled_count() == 0 and bk.native_bf16.cache_info().currsize == 0
     np.testing.assert_array_equal(vec.transform(TEXTS), want)  # compiled again, same vectors
 
 
@@ -436,7 +436,7 @@ def test_cli_backend_option(tiny_model_dir, runtime, tmp_path, monkeypatch):
         pytest.skip("the command line takes the built-in backends (plugins: the Python API)")
 
     # A fresh process's view: nothing compiled, an empty folder of converted models.
-    monkeypatch.setattr(rt, "_COMPILED", LRURegistry())
+    reset_state("runtimes")
     monkeypatch.setenv(CONVERTED_ENV, str(tmp_path / "converted"))
 
     src = tmp_path / "in.txt"
@@ -476,7 +476,7 @@ def test_a_first_conversion_blocks_only_the_threads_that_want_that_model(monkeyp
 
         _export = _quantize = _run = None
 
-    monkeypatch.setattr(rt, "_COMPILED", LRURegistry())
+    reset_state("runtimes")
     encoder, got = Slow("spec", "float32"), []
     first = threading.Thread(target=lambda: got.append(encoder.session((0,))))
     first.start()

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from tests._subprocesses import REPO, read_line
+from xlmt_sklearn._state import reset_state
 from xlmt_sklearn.backends import _convert
 from xlmt_sklearn.backends._convert import CONVERTED_ENV, ensure_converted, is_complete
 
@@ -121,7 +122,7 @@ def test_a_read_only_root_that_holds_the_model_is_used(tmp_path, monkeypatch):
         raise OSError(errno.EROFS, "Read-only file system", str(self))
 
     monkeypatch.setattr(Path, "mkdir", refuse)
-    monkeypatch.setattr(_convert, "_VERIFIED", {})  # a new process: hashes the files again
+    reset_state("runtimes")  # a new process: hashes the files again
     assert ensure_converted("e" * 32, {}, _build(b"other"), root=tmp_path) == final
 
 

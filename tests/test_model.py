@@ -166,7 +166,7 @@ def test_max_models_variable_is_validated_before_any_load(tiny_model_dir, monkey
     vec = XLMTVectorizer(str(tiny_model_dir), device="cpu").fit()
     with pytest.raises(ValueError, match=r"XLMT_SKLEARN_MAX_MODELS must be an integer >= 1"):
         vec.transform(["hello"])
-    assert _loading.load_count()["model"] == 0 or not _loading._REGISTRY
+    assert _loading.load_count()["model"] == 0 or not _loading.loaded_models()
     monkeypatch.setenv("XLMT_SKLEARN_MAX_MODELS", "1")
     assert vec.transform(["hello"]).shape == (1, 32)
 

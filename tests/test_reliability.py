@@ -403,7 +403,7 @@ class ForwardRows:
         self.rows = 0
         self.handles = [
             loaded.model.register_forward_hook(self._hook, with_kwargs=True)
-            for loaded in loading_mod._REGISTRY.values()
+            for loaded in loading_mod.loaded_models().values()
         ]
 
     def _hook(self, module, args, kwargs, out):
@@ -713,9 +713,9 @@ def test_model_load_faults_give_one_clear_error(tiny_model_dir, tmp_path, cls, f
         est.fit()  # reads config.json only
         with pytest.raises(error, match=pattern) as info:
             est.transform(["hello world"])
-        assert not any(
-            spec.content_hash == est.model_identity_.content_hash for spec in loading_mod._REGISTRY
-        )  # nothing half-loaded stays registered
+        held = loading_mod.loaded_models()
+        assert not any(spec.content_hash == est.model_identity_.content_hash for spec in held)
+        # nothing half-loaded stays registered
     assert type(info.value) is error
     assert len(str(info.value).splitlines()[0]) < 1000
 

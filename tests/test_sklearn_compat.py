@@ -215,7 +215,7 @@ def test_clones_share_one_loaded_model(vectorizer):
     a.transform(["x"])
     b.transform(["y"])
     assert loading_mod.load_count()["model"] - 0 >= 1
-    assert len(loading_mod._REGISTRY) == 1
+    assert len(loading_mod.loaded_models()) == 1
 
 
 # ---------------------------------------------------------- set_params after fit (#18)

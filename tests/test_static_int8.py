@@ -17,13 +17,12 @@ from sklearn.base import clone
 from tests._runtime_cases import INT8_COSINE, LONG, TEXTS
 from tests._runtime_cases import cosines as _cosines
 from xlmt_sklearn import XLMTTokenVectorizer, XLMTVectorizer
+from xlmt_sklearn._state import reset_state
 from xlmt_sklearn.backends import _auto as bk
 from xlmt_sklearn.backends import _int8 as ri
 from xlmt_sklearn.backends import _openvino as ov_rt
-from xlmt_sklearn.backends import _runtime as rt
 from xlmt_sklearn.backends._convert import CONVERTED_ENV, converted_root
 from xlmt_sklearn.backends._int8 import Calibration
-from xlmt_sklearn.backends._registry import LRURegistry
 
 pytest.importorskip("openvino")
 pytest.importorskip("nncf")
@@ -111,7 +110,7 @@ def test_calibration_is_what_the_model_sees():
 def test_calibration_is_part_of_the_cache_key_and_the_converted_model(
     tiny_model_dir, monkeypatch, tmp_path
 ):
-    monkeypatch.setattr(rt, "_COMPILED", LRURegistry())
+    reset_state("runtimes")
     monkeypatch.setenv(CONVERTED_ENV, str(tmp_path / "converted"))
     built = []
     quantize = ri.quantize_openvino_static
@@ -130,7 +129,7 @@ def test_calibration_is_part_of_the_cache_key_and_the_converted_model(
 
     vec = clone(base).set_params(calibration_texts=CALIBRATION).fit()
     first = vec.transform(TEXTS)
-    monkeypatch.setattr(rt, "_COMPILED", LRURegistry())  # another process's view
+    reset_state("runtimes")  # another process's view
     np.testing.assert_array_equal(clone(vec).fit().transform(TEXTS), first)
     assert len(built) == 1  # converted once, then reused from disk
     (samples,) = {len(b[2]) for b in built}

@@ -256,7 +256,7 @@ def test_grid_search_over_pooling_encodes_each_text_once(tiny_model_dir, tmp_pat
     )
     # Load once, then hook the shared model so every forward pass is counted.
     vec.fit().transform(["warm up"])
-    loaded = next(iter(_loading._REGISTRY.values()))
+    loaded = next(iter(_loading.loaded_models().values()))
     loaded.model.register_forward_hook(
         lambda m, args, kwargs, out: seen.append(int(kwargs["attention_mask"].shape[0])),
         with_kwargs=True,

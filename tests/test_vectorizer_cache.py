@@ -42,7 +42,7 @@ class ForwardCounter:
         loading_mod.clear_model_registry()
         clone(vec).fit().transform(["load the model once"])
         self.rows = 0
-        (loaded,) = loading_mod._REGISTRY.values()
+        (loaded,) = loading_mod.loaded_models().values()
         loaded.model.register_forward_hook(self._hook, with_kwargs=True)
 
     def _hook(self, module, args, kwargs, out):

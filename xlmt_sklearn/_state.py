@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-__all__ = ["STATE", "owns", "reset_process_state"]
+__all__ = ["STATE", "owns", "reset_process_state", "reset_state"]
 
 #: Every piece of process state, by name, with the resets its owners registered
 #: (:func:`owns`); in this order, so that caches close before their connections.
@@ -77,7 +77,17 @@ def reset_process_state(*, models: bool = True) -> None:
     >>> from xlmt_sklearn import reset_process_state
     >>> reset_process_state()
     """
+    reset_state(*(n for n in STATE if models or n not in ("models", "packed_weights", "runtimes")))
+
+
+def reset_state(*names: str) -> None:
+    """Reset the named pieces of process state only (``"runtimes"``: what a new process
+    has not compiled yet), in :data:`STATE` order; for tests that need one piece of a
+    new process's view."""
+    unknown = sorted(set(names) - set(STATE))
+    if unknown:
+        raise ValueError(f"unknown process state {unknown}; the names are {list(STATE)}")
     for name, resets in STATE.items():
-        if models or name not in ("models", "packed_weights", "runtimes"):
+        if name in names:
             for reset in resets:
                 reset()

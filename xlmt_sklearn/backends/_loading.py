@@ -83,6 +83,12 @@ def load_count() -> dict[str, int]:
     return dict(_LOADS)
 
 
+def loaded_models() -> dict[ModelSpec, LoadedModel]:
+    """The models this process holds now, by their spec (a copy; for tests and logs)."""
+    with _REGISTRY_LOCK:
+        return dict(_REGISTRY.items())
+
+
 def clear_model_registry() -> None:
     """Drop every loaded model and tokenizer of this process (frees memory)."""
     with _REGISTRY_LOCK:

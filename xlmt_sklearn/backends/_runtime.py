@@ -67,6 +67,11 @@ BACKEND_NAMES: set[str] = {"auto", "torch"}
 _COMPILED = LRURegistry()
 
 
+def compiled_count() -> int:
+    """How many compiled runtime models this process holds (for tests and logs)."""
+    return len(_COMPILED)
+
+
 def _importable(name: str) -> bool:
     """Whether module ``name`` can be imported (without importing it)."""
     if name in sys.modules:  # imported already, or blocked with sys.modules[name] = None
