@@ -108,39 +108,29 @@ def encode_all(loaded: object, enc: object, opts: object) -> list[np.ndarray]:
 
 @contextlib.contextmanager
 def input_order_plan() -> Iterator[None]:
-    """Temporarily make the encode loop cut batches in input order (no sorting).
+    """Temporarily cut batches in input order (no length sort): ``FLOW_TUNING.sort_batches``."""
+    from xlmt_sklearn.internals import FLOW_TUNING
 
-    TODO(#24): an option of the batch plan instead of a patched private function.
-    """
-    import xlmt_sklearn.flow._batching as fw
-    from xlmt_sklearn.internals import BatchPlan
-
-    orig = fw.plan_batches
-
-    def in_order(lengths, batch_size, max_tokens=None, min_padding=False, cut_tokens=None):
-        lengths = np.asarray(lengths, dtype=np.int64)
-        idx = np.arange(len(lengths))
-        return BatchPlan([idx[s : s + batch_size] for s in range(0, len(idx), batch_size)],
-                         lengths)  # fmt: skip
-
-    fw.plan_batches = in_order
+    old, FLOW_TUNING.sort_batches = FLOW_TUNING.sort_batches, False
     try:
         yield
     finally:
-        fw.plan_batches = orig
+        FLOW_TUNING.sort_batches = old
 
 
 @contextlib.contextmanager
 def padded_path() -> Iterator[None]:
-    """Temporarily disable the packed CPU path: the model's own forward on padded batches."""
-    import xlmt_sklearn.backends._packed as fw
-
-    orig = fw.PackedForward.of
-    fw.PackedForward.of = classmethod(lambda cls, model: None)  # type: ignore[assignment]
+    """Temporarily disable the packed CPU path (``XLMT_SKLEARN_PACKED=0``): the model's own
+    forward on padded batches."""
+    old = os.environ.get("XLMT_SKLEARN_PACKED")
+    os.environ["XLMT_SKLEARN_PACKED"] = "0"
     try:
         yield
     finally:
-        fw.PackedForward.of = orig  # type: ignore[method-assign]
+        if old is None:
+            os.environ.pop("XLMT_SKLEARN_PACKED", None)
+        else:
+            os.environ["XLMT_SKLEARN_PACKED"] = old
 
 
 @contextlib.contextmanager
@@ -528,41 +518,20 @@ def exp_profile(env: Env, rounds: int) -> str:
 
     vec = XLMTVectorizer(str(env.model_dir), device="cpu", backend="torch", progress=False).fit()
     vec.transform(env.texts[:4])
-    import xlmt_sklearn.backends._encoders as fw
-    import xlmt_sklearn.backends._packed as packed
+    from xlmt_sklearn.internals import forward_seconds
 
-    fwd: list[float] = []
-
-    def timed(fn: Callable) -> Callable:
-        def wrapper(*a: object, **k: object) -> object:
-            t0 = time.perf_counter()
-            try:
-                return fn(*a, **k)
-            finally:
-                fwd.append(time.perf_counter() - t0)
-
-        return wrapper
-
-    # Time the encoder call of whichever path runs (a forward hook would itself
-    # switch the packed path off, so wrap the two entry points instead).
-    orig_packed, orig_hidden = packed.PackedForward.__call__, fw._padded_hidden
-    packed.PackedForward.__call__ = timed(orig_packed)  # type: ignore[method-assign]
-    fw._padded_hidden = timed(orig_hidden)
     walls, inside = [], []
-    try:
+    with forward_seconds() as fwd:  # the encoder's forward passes, packed or padded
         for _ in range(rounds):
             fwd.clear()
             t0 = time.perf_counter()
             vec.transform(env.texts)
             walls.append(time.perf_counter() - t0)
             inside.append(sum(fwd))
-        prof = cProfile.Profile()
-        prof.enable()
-        vec.transform(env.texts)
-        prof.disable()
-    finally:
-        packed.PackedForward.__call__ = orig_packed  # type: ignore[method-assign]
-        fw._padded_hidden = orig_hidden
+    prof = cProfile.Profile()
+    prof.enable()
+    vec.transform(env.texts)
+    prof.disable()
     n_batches = len(plan_batches(env.lengths, 32).batches)
     wall, ins = float(np.median(walls)), float(np.median(inside))
     st = pstats.Stats(prof)

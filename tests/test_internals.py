@@ -10,20 +10,12 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from xlmt_sklearn import XLMTVectorizer, internals
 
 REPO = Path(__file__).resolve().parents[1]
-
-#: Imports of a private module that are marked debt in place (``TODO(#24)``): the
-#: benchmark patches a private function for an A/B that no option offers yet.
-MARKED_DEBT = {
-    ("bench_tuning.py", "xlmt_sklearn.flow._batching"),
-    ("bench_tuning.py", "xlmt_sklearn.backends._packed"),
-    ("bench_tuning.py", "xlmt_sklearn.backends._encoders"),
-}
-
 
 def _private(module: str) -> bool:
     return module.startswith("xlmt_sklearn") and any(
@@ -55,15 +47,9 @@ def test_benchmarks_and_notebooks_import_no_private_module(folder):
         (path.name, module)
         for path in scripts
         for module in _imports(path)
-        if _private(module) and (path.name, module) not in MARKED_DEBT
+        if _private(module)
     )
     assert not found, f"import these through xlmt_sklearn.internals instead: {found}"
-
-
-def test_marked_debt_is_still_marked():
-    text = (REPO / "benchmarks" / "bench_tuning.py").read_text(encoding="utf-8")
-    if "import xlmt_sklearn.flow._batching" in text:
-        assert "TODO(#24)" in text
 
 
 def test_encoders_of_a_fitted_estimator_load_nothing(tiny_model_dir):
@@ -75,3 +61,21 @@ def test_encoders_of_a_fitted_estimator_load_nothing(tiny_model_dir):
     assert encoder.name == "torch"
     assert load_count() == before
     assert internals.calibration(vec) is None
+
+
+def test_the_benchmarks_switches_change_timing_not_vectors(tiny_model_dir, monkeypatch):
+    """``forward_seconds``, ``FLOW_TUNING.sort_batches`` and ``XLMT_SKLEARN_PACKED=0``:
+    what bench_tuning.py compares, with the same vectors."""
+    from xlmt_sklearn.internals import FLOW_TUNING, forward_seconds
+
+    texts = [f"text number {i} " + "word " * (i % 7) for i in range(20)]
+    vec = XLMTVectorizer(str(tiny_model_dir), backend="torch", device="cpu", batch_size=4).fit()
+    with forward_seconds() as spent:
+        want = vec.transform(texts)
+    assert len(spent) >= 5 and all(s > 0 for s in spent)  # one per batch
+    monkeypatch.setattr(FLOW_TUNING, "sort_batches", False)
+    monkeypatch.setenv("XLMT_SKLEARN_PACKED", "0")
+    with forward_seconds() as spent:
+        got = vec.transform(texts)
+    assert len(spent) == 5  # 20 texts in input order, 4 a batch
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)

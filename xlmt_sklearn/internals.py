@@ -20,6 +20,8 @@ Groups:
   :func:`int8_installed`, :func:`runtime_encoder`, :func:`runtime_encoder_class`,
   :func:`openvino_has_bf16`, :func:`check_runtime`, :class:`EncodeOptions`,
   :class:`TorchEncoder`, :class:`PackedForward`, :func:`pad_rows`, :func:`quantize_int8`,
+  :func:`forward_seconds` (time torch's forward passes; ``XLMT_SKLEARN_PACKED=0`` turns the
+  packed CPU path off, ``FLOW_TUNING.sort_batches=False`` cuts batches in input order),
   the OpenVINO int8 helpers, and :func:`encoders` / :func:`calibration` of a fitted
   estimator;
 * **flow**: :func:`tokenize`, :func:`plan_batches`, :class:`BatchPlan`, :func:`encode`,
@@ -31,12 +33,14 @@ Groups:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ._machine import CPU_CLASSES, ISA_FLAGS, cpu_class
 from ._model import resolve_identity
 from .backends._auto import auto_rule, resolve_backend
-from .backends._encoders import EncodeOptions, Encoder, TorchEncoder, pad_rows
+from .backends._encoders import FORWARD_OBSERVERS, EncodeOptions, Encoder, TorchEncoder, pad_rows
 from .backends._int8 import (
     OPENVINO_DQ_GROUP,
     OPENVINO_SMOOTH_QUANT_ALPHA,
@@ -97,6 +101,7 @@ __all__ = [
     "encode",
     "encoders",
     "finite_rows",
+    "forward_seconds",
     "get_model",
     "get_tokenizer",
     "int8_installed",
@@ -131,3 +136,16 @@ def encoders(estimator: Any, selfcheck: bool = True) -> list[Encoder]:
 def calibration(estimator: Any) -> Any:
     """A fitted estimator's ``calibration_texts`` as the model sees them, or None."""
     return estimator._calibration()
+
+
+@contextmanager
+def forward_seconds() -> Iterator[list[float]]:
+    """Collect the seconds of every torch forward pass (packed or padded) run inside
+    the block, in the order they finish."""
+    spent: list[float] = []
+    observe = spent.append
+    FORWARD_OBSERVERS.append(observe)
+    try:
+        yield spent
+    finally:
+        FORWARD_OBSERVERS.remove(observe)

@@ -32,7 +32,9 @@ and reuse :func:`finish_batch`, so pooling is the same code on every backend.
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,6 +150,11 @@ class Encoder(ABC):
         return None
 
 
+#: Called with the seconds of each torch forward pass (packed or padded), for the
+#: benchmarks' profile (``xlmt_sklearn.internals.forward_seconds``); empty otherwise.
+FORWARD_OBSERVERS: list[Callable[[float], None]] = []
+
+
 class TorchEncoder(Encoder):
     """A transformers model run by torch (packed on the CPU where possible).
 
@@ -230,10 +237,13 @@ class TorchEncoder(Encoder):
         loaded = self.loaded()
         packed = PackedForward.of(loaded.model) if self.device == "cpu" else None
         with loaded.lock, torch.inference_mode():
+            started = time.perf_counter()
             if packed is not None:
                 hs, t_mask = packed(rows, options.layers)
             else:
                 hs, t_mask = _padded_hidden(loaded, rows, options.layers)
+            for observe in FORWARD_OBSERVERS:
+                observe(time.perf_counter() - started)
             return finish_batch(hs, options.layers, t_mask, options, pool_rows)
 
 

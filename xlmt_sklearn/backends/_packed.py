@@ -195,8 +195,11 @@ class PackedForward:
 
     @classmethod
     def of(cls, model) -> PackedForward | None:
-        """The packed runner of ``model``, or None when it must run as is."""
-        if not _packable(model) or _has_hooks(model):
+        """The packed runner of ``model``, or None when it must run as is (also when
+        ``XLMT_SKLEARN_PACKED=0``: the model's own forward on padded batches)."""
+        from .._env import env_flag
+
+        if not env_flag("XLMT_SKLEARN_PACKED", True) or not _packable(model) or _has_hooks(model):
             return None
         runner = _PACKED.get(model)
         if runner is None or runner.stamp != runner._stamp():

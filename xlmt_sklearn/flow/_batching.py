@@ -78,6 +78,7 @@ def plan_batches(
     max_tokens: int | None = None,
     min_padding: bool = False,
     cut_tokens: int = BATCH_OVERHEAD_TOKENS,
+    sort: bool = True,
 ) -> BatchPlan:
     """Sort by length (descending, stable) and cut batches.
 
@@ -95,6 +96,9 @@ def plan_batches(
         ``batch_size`` and ``max_tokens``), not every ``batch_size`` texts.
     cut_tokens : int, default=BATCH_OVERHEAD_TOKENS
         With ``min_padding``: what one more batch costs, in padded tokens.
+    sort : bool, default=True
+        False cuts in input order (the baseline the length sort is measured
+        against; ``FlowTuning.sort_batches``).
 
     Examples
     --------
@@ -103,8 +107,8 @@ def plan_batches(
     [[1, 3], [2, 0]]
     """
     lengths = np.asarray(lengths, dtype=np.int64)
-    order = np.argsort(-lengths, kind="stable")
-    if min_padding:
+    order = np.argsort(-lengths, kind="stable") if sort else np.arange(len(lengths))
+    if min_padding and sort:
         cuts = _min_padding_cuts(lengths[order], batch_size, max_tokens, cut_tokens)
         return BatchPlan([order[a:b] for a, b in itertools.pairwise(cuts)], lengths)
     batches: list[np.ndarray] = []

@@ -263,7 +263,7 @@ def encode(
     plan = plan_batches(
         enc.lengths, options.batch_size, min(caps) if caps else None,
         min_padding=all(e.pads_batches for e in encoders),
-        cut_tokens=max(e.cut_tokens for e in encoders),
+        cut_tokens=max(e.cut_tokens for e in encoders), sort=TUNING.sort_batches,
     )  # fmt: skip
 
     def compute(rows_idx: np.ndarray, encoder: Encoder):

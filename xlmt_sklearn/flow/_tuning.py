@@ -47,6 +47,9 @@ class FlowTuning:
         producer threads when any device is a CUDA card, which leaves the CPU idle
         while it computes; a CPU computation already keeps every core busy),
         ``"always"`` or ``"never"``.
+    sort_batches : bool
+        Cut batches from the texts sorted by length (True), or in input order: the
+        baseline ``benchmarks/bench_tuning.py`` measures the sort against.
     """
 
     stream_chunk: int = 8192
@@ -55,6 +58,7 @@ class FlowTuning:
     claim_wait_s: float = 600.0
     claim_group: int = 256
     overlap_delivery: str = "cuda"
+    sort_batches: bool = True
 
 
 #: The flow's tunables for this process.
