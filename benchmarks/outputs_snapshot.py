@@ -2,7 +2,8 @@
 
 Runs the public API over every pooling mode, layer choice, ``normalize``, window
 truncation, prefix template, ``cache_layers`` derivation, the token outputs
-(subword, word, pre-split words, special tokens, padded and frame containers) and
+(subword, word, pre-split words, special tokens, padded and frame containers, cold
+and from a warm cache) and
 every installed backend and precision, on a tiny random XLM-R (real tokenizer when
 ``../shared`` is present) and a fixed set of tweet-like texts with duplicates,
 handles, links, an empty text and texts longer than ``max_length``.
@@ -147,6 +148,13 @@ def snapshot(model: Path, cache_dir: Path) -> tuple[dict[str, np.ndarray], dict[
         )  # fmt: skip
         for tag in ("miss", "derived"):
             run(f"torch-f32/cache-layers-{i}-{tag}", make, "exact")
+    for case, params, X in [  # token features served from a warm cache: vectors, words, offsets
+        ("subword", dict(special_tokens=True), TEXTS), ("word", dict(granularity="word"), TEXTS),
+        ("presplit", dict(granularity="word"), WORDS), ("window", dict(truncation="window"), TEXTS),
+    ]:  # fmt: skip
+        make = partial(torch, output="frame", cache=cache_dir / f"warm-{case}.sqlite", **params)
+        for tag in ("cold", "warm"):
+            run(f"torch-f32/tokens-{tag}-{case}", make, "exact", tokens=True, X=X)
     return arrays, tolerance
 
 
