@@ -82,6 +82,22 @@ def test_grid_search_fine_tunes_once_per_fold(tiny_model_dir, data, tmp_path):
     assert len(_folders(tmp_path)) == 3
 
 
+def test_cross_fitted_grid_search_fine_tunes_a_fixed_set_per_fold(tiny_model_dir, data, tmp_path):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import make_pipeline
+
+    texts, labels = data
+    pipe = make_pipeline(_ft(tiny_model_dir, tmp_path, epochs=1, cv=2),
+                         LogisticRegression(max_iter=1000))  # fmt: skip
+    grid = {"logisticregression__C": [0.1, 10.0],
+            "xlmtfinetunedvectorizer__pooling": ["mean", "max"]}  # fmt: skip
+    GridSearchCV(pipe, grid, cv=2).fit(texts, labels)
+    # (2 outer folds + the refit) x (the encoder on all its texts + 2 cross-fitting folds),
+    # whatever the number of candidates (4 here).
+    assert len(_folders(tmp_path)) == 3 * 3
+
+
 def test_cache_never_mixes_adapted_and_base_vectors(tiny_model_dir, data, tmp_path):
     texts, labels = data
     cache = str(tmp_path / "cache.sqlite")
