@@ -53,9 +53,15 @@ def _rows_stored(spark, table):
     return spark.read.parquet(*files).count() if files else 0
 
 
-def test_join_append_and_only_new_texts(spark, df, texts, expected, tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("join", ["broadcast", "cluster"])
+def test_join_append_and_only_new_texts(
+    spark, df, texts, expected, tiny_model_dir, tmp_path, monkeypatch, join
+):
     from xlmt_sklearn.spark import embed_column, update_table
+    from xlmt_sklearn.table import _spark as tables
 
+    if join == "cluster":  # a table too large for the driver: join in the cluster, sort by row
+        monkeypatch.setattr(tables.TUNING, "broadcast_bytes", 0)
     table = str(tmp_path / "table")
     vec = _vec(tiny_model_dir)
     ids, got = _collect(embed_column(df, "text", vec, table=table))

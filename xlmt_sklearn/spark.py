@@ -158,8 +158,7 @@ def embed_column(
         from .table import _spark as tables
 
         plan = tables.plan(df, input_col, vectorizer, table, invalid_utf8)
-        tables.update(plan, batch_size=batch_size, num_threads=num_threads)
-        return tables.join_back(plan, output_col, as_vector)
+        return tables.embed(plan, output_col, as_vector, batch_size, num_threads)
     F, _ = _require_pyspark()
     _check_string_column(df, input_col)
     if invalid_utf8 not in ("error", "replace"):

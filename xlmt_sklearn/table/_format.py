@@ -262,13 +262,18 @@ def _batches(
 
 
 def visible_files(
-    fs: TableFS, table: str, fingerprint: str, report: TableReport | None = None
+    fs: TableFS,
+    table: str,
+    fingerprint: str,
+    report: TableReport | None = None,
+    sizes: dict[str, int] | None = None,
 ) -> tuple[list[str], list[str]]:
     """The data files readers use, and the committed batches they come from.
 
     A batch counts once its marker is whole and no later compaction replaced
     it; a file counts when it still has the size its marker recorded (a torn
-    or replaced file is skipped and named in ``report``).
+    or replaced file is skipped and named in ``report``). ``sizes`` (optional)
+    receives each visible file's size in bytes.
     """
     batches = _batches(fs, table, fingerprint, report)
     replaced = {r for m in batches.values() if m for r in m.get("replaces", ())}
@@ -284,6 +289,8 @@ def visible_files(
             path = join(folder, name, fname)
             if actual.get(fname) == size:
                 files.append(path)
+                if sizes is not None:
+                    sizes[path] = size
             elif report is not None:
                 why = (
                     "missing"

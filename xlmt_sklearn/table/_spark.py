@@ -53,7 +53,18 @@ from ._format import (
     write_commit,
 )
 
-__all__ = ["HadoopFS", "Plan", "compact", "join_back", "plan", "update"]
+__all__ = [
+    "TUNING",
+    "HadoopFS",
+    "Lookup",
+    "Plan",
+    "TableTuning",
+    "compact",
+    "embed",
+    "join_back",
+    "plan",
+    "update",
+]
 
 logger = logging.getLogger("xlmt_sklearn.table")
 
@@ -158,6 +169,35 @@ def plan(df: Any, input_col: str, vectorizer: Any, table: Any, invalid_utf8: str
     )  # fmt: skip
 
 
+@dataclass
+class TableTuning:
+    """The Spark plane's tunables.
+
+    Attributes
+    ----------
+    broadcast_bytes : int
+        The largest table (bytes of its visible files) whose rows for the input are
+        kept from the update's check, collected to the driver and broadcast for the
+        join back: a narrow lookup per row, no shuffle and no sort (docs/spark.md,
+        "Embed only what is new"). Larger tables join in the cluster and sort by row.
+        0 always joins in the cluster.
+    """
+
+    broadcast_bytes: int = 256 << 20
+
+
+#: The Spark plane's tunables for this process.
+TUNING = TableTuning()
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """The vectors of the input's distinct keys, checked, on the driver."""
+
+    keys: list[str]
+    matrix: np.ndarray
+
+
 def update(
     p: Plan,
     *,
@@ -166,6 +206,20 @@ def update(
     fail_attempts: int = 0,
 ) -> TableReport:
     """Encode the input's distinct texts that the table lacks and append them as a batch."""
+    return _update(p, batch_size, num_threads, fail_attempts, collect=False)[0]
+
+
+def embed(p: Plan, output_col: str, as_vector: bool, batch_size: int, num_threads: int | None):
+    """:func:`update`, then the input with each row's vector (lazy, in input order)."""
+    _, lookup = _update(p, batch_size, num_threads, 0, collect=True)
+    return join_back(p, output_col, as_vector, lookup)
+
+
+def _update(
+    p: Plan, batch_size: int, num_threads: int | None, fail_attempts: int, collect: bool
+) -> tuple[TableReport, Lookup | None]:
+    """:func:`update`; with ``collect``, also the checked vectors of every distinct key of
+    the input when the table is small enough to hold them on the driver."""
     F, _ = _require_pyspark()
     from pyspark import StorageLevel
 
@@ -173,11 +227,17 @@ def update(
     num_threads = check_num_threads(num_threads)
     start = time.perf_counter()
     report = TableReport(p.table, p.fingerprint)
-    files, _ = visible_files(p.fs, p.table, p.fingerprint, report)
+    sizes: dict[str, int] = {}
+    files, _ = visible_files(p.fs, p.table, p.fingerprint, report, sizes)
+    collect = collect and sum(sizes.values()) <= TUNING.broadcast_bytes
     wanted = p.keyed.where(F.col(_KEY).isNotNull()).select(_KEY, _TEXT).dropDuplicates([_KEY])
+    wanted = wanted.persist(StorageLevel.MEMORY_AND_DISK)  # the input is read once
     checked = _checked(p, files, wanted.select(F.col(_KEY).alias(KEY)))
-    checked = checked.select(KEY, _OK).persist(StorageLevel.MEMORY_AND_DISK)
+    checked = checked.select(KEY, *([VECTOR] if collect else []), _OK)
+    checked = checked.persist(StorageLevel.MEMORY_AND_DISK)
+    lookup = None
     try:
+        n_wanted = wanted.count()
         for row in checked.groupBy(_OK).agg(
             F.count("*").alias("rows"), F.countDistinct(KEY).alias("keys")
         ).collect():  # fmt: skip
@@ -185,16 +245,45 @@ def update(
                 report.found = int(row["keys"])
             else:
                 report.bad_rows = int(row["rows"])
-        good = checked.where(F.col(_OK)).select(F.col(KEY).alias(_KEY))
-        missing = wanted.join(good, _KEY, "left_anti")
-        report.batch = _append(p, missing, batch_size, num_threads, fail_attempts, report)
+        if report.found < n_wanted:  # nothing to encode: no append job at all
+            good = checked.where(F.col(_OK)).select(F.col(KEY).alias(_KEY))
+            missing = wanted.join(good, _KEY, "left_anti")
+            report.batch = _append(p, missing, batch_size, num_threads, fail_attempts, report)
+        if collect and (report.found + report.encoded) * p.dim * 4 <= TUNING.broadcast_bytes:
+            lookup = _collect(p, checked.where(F.col(_OK)).select(KEY, VECTOR), report.batch)
     finally:
         checked.unpersist()
+        wanted.unpersist()
     report.seconds = time.perf_counter() - start
     logger.info("%s", report)
     if report.problems:
-        warnings.warn(str(report), TableWarning, stacklevel=3)
-    return report
+        warnings.warn(str(report), TableWarning, stacklevel=4)
+    return report, lookup
+
+
+def _collect(p: Plan, found: Any, batch: str | None) -> Lookup:
+    """``found`` (rows checked already) and the new batch's rows (checked now), on the
+    driver as one matrix."""
+    F, _ = _require_pyspark()
+    rows = found
+    if batch is not None:
+        new = [
+            f for f in visible_files(p.fs, p.table, p.fingerprint)[0] if f.startswith(batch + "/")
+        ]
+        fresh = _stored(p.spark, new).withColumn(
+            _OK, _verify_udf(p.fingerprint, p.dim)(KEY, VECTOR, CHECK)
+        )
+        rows = rows.unionByName(fresh.where(F.col(_OK)).select(KEY, VECTOR))
+    to_arrow = getattr(rows, "toArrow", None) or rows._collect_as_arrow  # Spark 4 / 3.x
+    got = to_arrow()
+    import pyarrow as pa
+
+    arrow = got if isinstance(got, pa.Table) else pa.Table.from_batches(got, schema=None)
+    vectors = arrow.column(VECTOR).combine_chunks()
+    matrix = vectors.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    keys = np.asarray(arrow.column(KEY).to_pylist(), dtype=object)
+    _, first = np.unique(keys, return_index=True)  # one copy of each key (equal by construction)
+    return Lookup(keys[first].tolist(), matrix.reshape(len(arrow), p.dim)[first])
 
 
 def _checked(p: Plan, files: list[str], keys: Any) -> Any:
@@ -234,9 +323,15 @@ def _append(
     return batch
 
 
-def join_back(p: Plan, output_col: str, as_vector: bool) -> Any:
-    """The input with ``output_col``: each row's vector from the table, in input order (lazy)."""
+def join_back(p: Plan, output_col: str, as_vector: bool, lookup: Lookup | None = None) -> Any:
+    """The input with ``output_col``: each row's vector from the table, in input order (lazy).
+
+    With ``lookup`` (a small table's vectors on the driver), a broadcast and a narrow
+    lookup per row; otherwise a join in the cluster and a sort by row.
+    """
     F, _ = _require_pyspark()
+    if lookup is not None:
+        return _join_lookup(p, output_col, as_vector, lookup)
     files, _ = visible_files(p.fs, p.table, p.fingerprint)
     rows = p.keyed.withColumn(_ROW, F.monotonically_increasing_id())
     good = (
@@ -265,6 +360,30 @@ def join_back(p: Plan, output_col: str, as_vector: bool) -> Any:
         vector = array_to_vector(vector)
     out = rows.join(good, _KEY, "left").withColumn(output_col, vector).orderBy(_ROW)
     return out.drop(_KEY, _TEXT, _ROW, _VEC)
+
+
+def _join_lookup(p: Plan, output_col: str, as_vector: bool, lookup: Lookup) -> Any:
+    """A broadcast hash join with the driver's checked vectors: the input is not shuffled,
+    so its rows keep their order without a sort, as in ``embed_column`` without a table."""
+    F, _ = _require_pyspark()
+    import pyarrow as pa
+
+    offsets = np.arange(len(lookup.keys) + 1, dtype=np.int32) * p.dim
+    values = pa.array(np.ascontiguousarray(lookup.matrix, dtype=np.float32).ravel())
+    arrow = pa.table({_KEY: pa.array(lookup.keys, pa.string()),
+                      _VEC: pa.ListArray.from_arrays(pa.array(offsets), values)})  # fmt: skip
+    good = p.spark.createDataFrame(arrow, f"{_KEY} string, {_VEC} array<float>")
+    zeros = F.array_repeat(F.lit(0.0).cast("float"), p.dim)
+    lost = F.raise_error(F.lit(f"embedding table {p.table}: a key without its collected "
+                               "vector (a defect); run the job again."))  # fmt: skip
+    vector = F.when(F.col(_KEY).isNull(), zeros).when(F.col(_VEC).isNull(), lost)
+    vector = vector.otherwise(F.col(_VEC))
+    if as_vector:
+        from pyspark.ml.functions import array_to_vector
+
+        vector = array_to_vector(vector)
+    out = p.keyed.join(F.broadcast(good), _KEY, "left").withColumn(output_col, vector)
+    return out.drop(_KEY, _TEXT, _VEC)
 
 
 def compact(spark: Any, table: str, *, retain_s: float = 3600.0) -> dict[str, dict[str, int]]:
