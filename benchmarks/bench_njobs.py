@@ -213,6 +213,14 @@ def write_results(results: dict, deleted: dict, sizes: list[int], sources: dict)
     # fmt: on
     out = C.RESULTS / "njobs.md"
     out.write_text(text, encoding="utf-8")
+    deletion = text.split("\n\n")[4]  # the deletion paragraph, generated above
+    doc = C.REPO / "docs" / "reliability.md"
+    start, end = "<!-- njobs-deletion:start -->", "<!-- njobs-deletion:end -->"
+    page = doc.read_text(encoding="utf-8")
+    if start in page:  # the page shows the generated figures, never a copy by hand
+        head, rest = page.split(start, 1)
+        body = f"Measured by `benchmarks/bench_njobs.py` on {when}: {deletion}"
+        doc.write_text(f"{head}{start}\n{body}\n{end}{rest.split(end, 1)[1]}", encoding="utf-8")
     print(f"wrote {out} and {C.assemble_docs()}")
 
 
