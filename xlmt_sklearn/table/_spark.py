@@ -177,10 +177,11 @@ class TableTuning:
     ----------
     broadcast_bytes : int
         The largest table (bytes of its visible files) whose rows for the input are
-        kept from the update's check, collected to the driver and broadcast for the
-        join back: a narrow lookup per row, no shuffle and no sort (docs/spark.md,
-        "Embed only what is new"). Larger tables join in the cluster and sort by row.
-        0 always joins in the cluster.
+        kept from the update's check, collected to the driver and joined back by a
+        broadcast hash join: the input is not shuffled, nothing is checked twice and
+        no sort is needed (docs/spark.md, "Embed only what is new"). Larger tables,
+        and Spark before 4.0 (no Arrow tables in ``createDataFrame``), join in the
+        cluster and sort by row. 0 always joins in the cluster.
     """
 
     broadcast_bytes: int = 256 << 20
@@ -229,7 +230,7 @@ def _update(
     report = TableReport(p.table, p.fingerprint)
     sizes: dict[str, int] = {}
     files, _ = visible_files(p.fs, p.table, p.fingerprint, report, sizes)
-    collect = collect and sum(sizes.values()) <= TUNING.broadcast_bytes
+    collect = collect and sum(sizes.values()) <= TUNING.broadcast_bytes and _spark_4(p.spark)
     wanted = p.keyed.where(F.col(_KEY).isNotNull()).select(_KEY, _TEXT).dropDuplicates([_KEY])
     wanted = wanted.persist(StorageLevel.MEMORY_AND_DISK)  # the input is read once
     checked = _checked(p, files, wanted.select(F.col(_KEY).alias(KEY)))
@@ -261,6 +262,10 @@ def _update(
     return report, lookup
 
 
+def _spark_4(spark: Any) -> bool:
+    return int(spark.version.split(".")[0]) >= 4
+
+
 def _collect(p: Plan, found: Any, batch: str | None) -> Lookup:
     """``found`` (rows checked already) and the new batch's rows (checked now), on the
     driver as one matrix."""
@@ -274,11 +279,7 @@ def _collect(p: Plan, found: Any, batch: str | None) -> Lookup:
             _OK, _verify_udf(p.fingerprint, p.dim)(KEY, VECTOR, CHECK)
         )
         rows = rows.unionByName(fresh.where(F.col(_OK)).select(KEY, VECTOR))
-    to_arrow = getattr(rows, "toArrow", None) or rows._collect_as_arrow  # Spark 4 / 3.x
-    got = to_arrow()
-    import pyarrow as pa
-
-    arrow = got if isinstance(got, pa.Table) else pa.Table.from_batches(got, schema=None)
+    arrow = rows.toArrow()
     vectors = arrow.column(VECTOR).combine_chunks()
     matrix = vectors.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
     keys = np.asarray(arrow.column(KEY).to_pylist(), dtype=object)
@@ -326,8 +327,8 @@ def _append(
 def join_back(p: Plan, output_col: str, as_vector: bool, lookup: Lookup | None = None) -> Any:
     """The input with ``output_col``: each row's vector from the table, in input order (lazy).
 
-    With ``lookup`` (a small table's vectors on the driver), a broadcast and a narrow
-    lookup per row; otherwise a join in the cluster and a sort by row.
+    With ``lookup`` (a small table's vectors on the driver), a broadcast hash join that
+    keeps the input's order; otherwise a join in the cluster and a sort by row.
     """
     F, _ = _require_pyspark()
     if lookup is not None:
