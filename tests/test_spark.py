@@ -261,8 +261,6 @@ def test_invalid_utf8_fails_clearly_or_is_replaced(spark, tiny_model_dir):
 
     from xlmt_sklearn.spark import embed_column
 
-    if not hasattr(F, "is_valid_utf8"):
-        pytest.skip("Spark < 4.0 has no UTF-8 check")
     raw = [(0, bytearray(b"caf\xe9 cr\xe8me")), (1, bytearray(b"plain text"))]
     df = spark.createDataFrame(raw, "id long, b binary").select(
         "id", F.col("b").cast("string").alias("text")
@@ -277,3 +275,27 @@ def test_invalid_utf8_fails_clearly_or_is_replaced(spark, tiny_model_dir):
     np.testing.assert_allclose(got, expected, atol=1e-6)
     with pytest.raises(ValueError, match="invalid_utf8 must be 'error' or 'replace'"):
         embed_column(df, "text", vec, invalid_utf8="ignore")
+
+
+@pytest.mark.spark
+def test_the_utf8_check_without_spark_4_functions(spark):
+    """Spark < 4.0 has no ``is_valid_utf8``: the check compares the column's bytes with
+    what the JVM's decoder makes of them (run here with those functions hidden)."""
+    import types
+
+    from pyspark.sql import functions as F
+
+    from xlmt_sklearn._spark_common import _valid_utf8
+
+    old = types.SimpleNamespace(**{k: getattr(F, k) for k in dir(F)
+                                   if k not in ("is_valid_utf8", "make_valid_utf8")})  # fmt: skip
+    raw = [(0, bytearray(b"caf\xe9")), (1, bytearray(b"ok \xef\xbf\xbd")), (2, None)]
+    df = spark.createDataFrame(raw, "id long, b binary").select(
+        "id", F.col("b").cast("string").alias("text")
+    )
+    fixed = df.select(_valid_utf8(old, "text", "replace").alias("t")).orderBy("id").collect()
+    assert [r.t for r in fixed] == ["caf\ufffd", "ok \ufffd", None]
+    kept = df.where("id > 0").select(_valid_utf8(old, "text", "error").alias("t")).orderBy("id")
+    assert [r.t for r in kept.collect()] == ["ok \ufffd", None]  # a valid U+FFFD is kept
+    with pytest.raises(Exception, match="not valid UTF-8"):
+        df.select(_valid_utf8(old, "text", "error")).collect()

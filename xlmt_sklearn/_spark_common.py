@@ -17,19 +17,22 @@ _INSTALL_HINT = "pip install xlmt-sklearn[spark]"
 def _valid_utf8(F: Any, input_col: str, policy: str) -> Any:
     """``input_col``, its invalid UTF-8 refused or replaced in the JVM (see ``invalid_utf8``)."""
     col = F.col(input_col)
-    if not hasattr(F, "is_valid_utf8"):  # TODO(#27): Spark < 4.0 has no UTF-8 check
-        return col
+    if hasattr(F, "is_valid_utf8"):
+        valid, repaired = F.is_valid_utf8(col), F.make_valid_utf8(col)
+    else:  # Spark < 4.0: the JVM's decoder turns malformed bytes into U+FFFD
+        repaired = F.encode(col, "UTF-8").cast("string")
+        valid = col.cast("binary") == F.encode(col, "UTF-8")
     if policy == "replace":
-        return F.make_valid_utf8(col)
+        return repaired
     message = F.concat(
         F.lit(f"Column {input_col!r} holds text that is not valid UTF-8 (shown with U+FFFD): "),
-        F.substring(F.make_valid_utf8(col), 1, 80),
+        F.substring(repaired, 1, 80),
         F.lit(
             " ... Decode the source with errors='replace' (or read it with its real encoding), "
             "or pass embed_column(..., invalid_utf8='replace')."
         ),
     )
-    return F.when(col.isNull() | F.is_valid_utf8(col), col).otherwise(F.raise_error(message))
+    return F.when(col.isNull() | valid, col).otherwise(F.raise_error(message))
 
 
 def _require_pyspark() -> tuple[Any, Any]:
