@@ -86,7 +86,12 @@ def main() -> int:
     ap.add_argument("--variants", default="frozen,plain,cross",
                     help="comma-separated: frozen, plain (cv=None), cross (cv=3)")  # fmt: skip
     ap.add_argument("--docs", action="store_true", help="write benchmarks/results/adapted*.md")
+    ap.add_argument("--docs-only", action="store_true",
+                    help="only copy results/adapted-<train>.* into the docs")  # fmt: skip
     args = ap.parse_args()
+    if args.docs_only:
+        write_docs(args.train)
+        return 0
     from xlmt_sklearn import XLMTFineTunedVectorizer, XLMTVectorizer
 
     started = time.perf_counter()
@@ -165,17 +170,28 @@ def main() -> int:
     out = bench.RESULTS / f"adapted-{args.train}.md"
     out.write_text(text, encoding="utf-8")
     (bench.RESULTS / f"adapted-{args.train}.json").write_text(json.dumps(results, indent=1))
-    doc = bench.REPO / "docs" / "finetuning.md"
-    start, end = f"<!-- adapted-{args.train}:start -->", f"<!-- adapted-{args.train}:end -->"
-    page = doc.read_text(encoding="utf-8")
-    if start in page:  # the page shows the generated table, never a copy by hand
-        body = text.split("\n", 2)[2].strip()
-        head, rest = page.split(start, 1)
-        doc.write_text(f"{head}{start}\n{body}\n{end}{rest.split(end, 1)[1]}", encoding="utf-8")
-    if args.train == "all":
-        _quality_page(results, langs, text)
+    write_docs(args.train)
     log(f"wrote {out}")
     return 0
+
+
+def _replace_marked(doc: Path, name: str, body: str) -> None:
+    """The page shows the generated text between its markers, never a copy by hand."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    page = doc.read_text(encoding="utf-8")
+    if start in page:
+        head, rest = page.split(start, 1)
+        doc.write_text(f"{head}{start}\n{body}\n{end}{rest.split(end, 1)[1]}", encoding="utf-8")
+
+
+def write_docs(train: str) -> None:
+    """docs/finetuning.md (and docs/quality.md for ``all``) from the saved results."""
+    text = (bench.RESULTS / f"adapted-{train}.md").read_text(encoding="utf-8")
+    _replace_marked(bench.REPO / "docs" / "finetuning.md", f"adapted-{train}",
+                    text.split("\n", 2)[2].strip())  # fmt: skip
+    if train == "all":
+        results = json.loads((bench.RESULTS / "adapted-all.json").read_text(encoding="utf-8"))
+        _quality_page(results, LANGS, text)
 
 
 def _quality_page(results: dict, langs: list[str], text: str) -> None:
@@ -200,12 +216,7 @@ def _quality_page(results: dict, langs: list[str], text: str) -> None:
         "encoder and one classifier on `all/train` and score each language's test split.\n\n"
         + bench.md_table(header, rows)
     )
-    doc = bench.REPO / "docs" / "quality.md"
-    start, end = "<!-- adapted-all:start -->", "<!-- adapted-all:end -->"
-    page = doc.read_text(encoding="utf-8")
-    if start in page:
-        head, rest = page.split(start, 1)
-        doc.write_text(f"{head}{start}\n{body}\n{end}{rest.split(end, 1)[1]}", encoding="utf-8")
+    _replace_marked(bench.REPO / "docs" / "quality.md", "adapted-all", body)
 
 
 if __name__ == "__main__":
