@@ -559,8 +559,9 @@ def assemble_docs() -> Path:
     parts.append(
         _section(RESULTS / "spark.md", "Spark", "Not run yet: `python benchmarks/bench_spark.py`")
     )
-    if (RESULTS / "spark_table.md").is_file():  # bench_spark_table.py: its own "##" title
-        parts.append((RESULTS / "spark_table.md").read_text(encoding="utf-8").strip() + "\n")
+    for name in ("spark_table.md", "spark_table_joins.md"):  # bench_spark_table.py: own titles
+        if (RESULTS / name).is_file():
+            parts.append((RESULTS / name).read_text(encoding="utf-8").strip() + "\n")
     DOCS.parent.mkdir(parents=True, exist_ok=True)
     DOCS.write_text("\n".join(parts), encoding="utf-8")
     return DOCS

@@ -4,6 +4,7 @@ Usage::
 
     python benchmarks/bench_spark_table.py            # full: e5-small, 200,000 rows, both engines
     python benchmarks/bench_spark_table.py --smoke    # CI: tiny model, 2,000 rows, < 3 min
+    python benchmarks/bench_spark_table.py --joins    # Spark's two join backs side by side
 
 Input: every distinct UMSAB tweet (train, val and test of all languages; synthetic
 tweets without ``../shared``). 10% of the distinct texts are held back as "new";
@@ -254,6 +255,50 @@ def spark_runs(
     return out
 
 
+def join_runs(vec, runs: dict, ref: dict, work: Path, rounds: int) -> list[list]:
+    """Spark local: the two join backs side by side (``--joins``): a broadcast of the
+    checked vectors (the default for a table under ``broadcast_bytes``) and the join in
+    the cluster with a sort by row; reruns and 10% new texts, interleaved rounds."""
+    from xlmt_sklearn.spark import embed_column
+    from xlmt_sklearn.table import _spark as tables
+
+    spark = start_spark("local[2,4]")
+    frames = {k: spark.createDataFrame(list(enumerate(v)), "id long, text string").repartition(8)
+              for k, v in runs.items() if k != "new"}  # fmt: skip
+    for f in frames.values():
+        f.cache().count()
+    modes = {"broadcast join": tables.TUNING.broadcast_bytes, "cluster join + sort": 0}
+    out, n = [], 0
+
+    def run(label: str, key: str, table: str, mode: str) -> None:
+        nonlocal n
+        tables.TUNING.broadcast_bytes = modes[mode]
+        dest, n = str(work / f"joins-{n}"), n + 1
+        log(f"[joins] {label} ({mode})")
+        t0 = time.perf_counter()
+        embed_column(frames[key], "text", vec, table=table).select("id", "embedding").write.parquet(
+            dest
+        )
+        secs = time.perf_counter() - t0
+        out.append([mode, label, f"{secs:.1f}", check(f"{label} {mode}", dest, "embedding",
+                                                      runs[key], ref)])  # fmt: skip
+
+    try:
+        table = str(work / "joins-table")
+        run("table, first run", "first", table, "broadcast join")
+        for r in range(rounds):
+            for mode in modes if r % 2 == 0 else reversed(list(modes)):
+                run("table, same input again", "first", table, mode)
+        for mode in modes:  # each on its own copy: the first one's append must not help
+            copy = f"{table}-{len(out)}"
+            shutil.copytree(table, copy)
+            run("table, 10% new texts", "grown", copy, mode)
+    finally:
+        tables.TUNING.broadcast_bytes = modes["broadcast join"]
+        spark.stop()
+    return out
+
+
 # ------------------------------------------------------------------- Dask
 def dask_runs(
     vec, runs: dict, ref: dict, work: Path, fault_delay: float, baseline: bool = True
@@ -323,6 +368,9 @@ def main() -> None:
     ap.add_argument("--baselines", default="spark,standalone,dask",
                     help="engines that also run without a table (the slow run)")  # fmt: skip
     ap.add_argument("--fault-delay", type=float, default=None, help="seconds before the kill")
+    ap.add_argument("--joins", action="store_true",
+                    help="Spark local only: the two join backs side by side "
+                         "(writes results/spark_table_joins.md)")  # fmt: skip
     ap.add_argument("--docs-only", action="store_true",
                     help="only copy benchmarks/results/spark_table.md into the docs")  # fmt: skip
     args = ap.parse_args()
@@ -352,6 +400,11 @@ def main() -> None:
     t0 = time.perf_counter()
     ref = dict(zip(distinct, vec.transform(distinct), strict=True))
     ref_s = time.perf_counter() - t0
+    if args.joins:
+        with tempfile.TemporaryDirectory(prefix="bench-table-") as tmp:
+            rows = join_runs(vec, runs, ref, Path(tmp), 1 if args.smoke else 3)
+        write_joins(rows, args, name, len(first), len(set(first)), started)
+        return
     rows: list[list] = []
     with tempfile.TemporaryDirectory(prefix="bench-table-") as tmp:
         work = Path(tmp)
@@ -410,6 +463,38 @@ def main() -> None:
     (RESULTS / "spark_table.md").write_text(text, encoding="utf-8")
     write_docs()
     log(f"wrote {RESULTS / 'spark_table.md'}")
+
+
+def write_joins(rows: list, args, name: str, n_rows: int, n_distinct: int, started: float) -> None:
+    """``--joins``: print the side-by-side table; the full run writes its results file."""
+    first = next(float(r[2]) for r in rows if r[1] == "table, first run")
+    for r in rows:
+        r.append(f"{float(r[2]) / first:.3f}")
+        r[3] = f"{r[3]:.6f}"
+    table = md_table(["join back", "run", "seconds", "min cosine vs in-process",
+                      "÷ first table run"], rows)  # fmt: skip
+    print(table)
+    if args.smoke:
+        return
+    info = machine_info()
+    versions = ", ".join(f"{k} {v}" for k, v in info.items() if k not in ("cpu", "ISA flags"))
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    text = (
+        "## Embedding table on Spark: the two join backs\n\n"
+        f"Generated by `python benchmarks/bench_spark_table.py {' '.join(sys.argv[1:])}` on "
+        f"{when} in {(time.perf_counter() - started) / 60:.1f} minutes. Spark local[2], model "
+        f"{name} (float32), {n_rows:,} input rows from {n_distinct:,} distinct tweets, the "
+        "same sink as above (every row's vector written to Parquet and checked against the "
+        "in-process vector). *broadcast join*: the vectors the update checked, collected to "
+        "the driver and broadcast (the default for a table under `broadcast_bytes`); "
+        "*cluster join + sort*: the join in the cluster and a sort by row (larger tables). "
+        "Reruns in interleaved rounds; each 10% run on its own copy of the table.\n\n"
+        f"Machine: {info.get('cpu', '')}; CPU flags: {info.get('ISA flags', '')}; "
+        f"{versions}.\n\n{table}\n"
+    )
+    (RESULTS / "spark_table_joins.md").write_text(text, encoding="utf-8")
+    _common.assemble_docs()
+    log(f"wrote {RESULTS / 'spark_table_joins.md'}")
 
 
 def write_docs() -> None:
