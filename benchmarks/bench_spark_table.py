@@ -259,20 +259,20 @@ def join_runs(vec, runs: dict, ref: dict, work: Path, rounds: int) -> list[list]
     """Spark local: the two join backs side by side (``--joins``): a broadcast of the
     checked vectors (the default for a table under ``broadcast_bytes``) and the join in
     the cluster with a sort by row; reruns and 10% new texts, interleaved rounds."""
+    from xlmt_sklearn.internals import TABLE_TUNING
     from xlmt_sklearn.spark import embed_column
-    from xlmt_sklearn.table import _spark as tables
 
     spark = start_spark("local[2,4]")
     frames = {k: spark.createDataFrame(list(enumerate(v)), "id long, text string").repartition(8)
               for k, v in runs.items() if k != "new"}  # fmt: skip
     for f in frames.values():
         f.cache().count()
-    modes = {"broadcast join": tables.TUNING.broadcast_bytes, "cluster join + sort": 0}
+    modes = {"broadcast join": TABLE_TUNING.broadcast_bytes, "cluster join + sort": 0}
     out, n = [], 0
 
     def run(label: str, key: str, table: str, mode: str) -> None:
         nonlocal n
-        tables.TUNING.broadcast_bytes = modes[mode]
+        TABLE_TUNING.broadcast_bytes = modes[mode]
         dest, n = str(work / f"joins-{n}"), n + 1
         log(f"[joins] {label} ({mode})")
         t0 = time.perf_counter()
@@ -294,7 +294,7 @@ def join_runs(vec, runs: dict, ref: dict, work: Path, rounds: int) -> list[list]
             shutil.copytree(table, copy)
             run("table, 10% new texts", "grown", copy, mode)
     finally:
-        tables.TUNING.broadcast_bytes = modes["broadcast join"]
+        TABLE_TUNING.broadcast_bytes = modes["broadcast join"]
         spark.stop()
     return out
 
