@@ -17,6 +17,7 @@ from xlmt_sklearn import XLMTVectorizer, internals
 
 REPO = Path(__file__).resolve().parents[1]
 
+
 def _private(module: str) -> bool:
     return module.startswith("xlmt_sklearn") and any(
         part.startswith("_") for part in module.split(".")[1:]
@@ -44,10 +45,7 @@ def test_benchmarks_and_notebooks_import_no_private_module(folder):
     if not scripts:
         pytest.skip(f"no {folder}/ in this checkout")
     found = sorted(
-        (path.name, module)
-        for path in scripts
-        for module in _imports(path)
-        if _private(module)
+        (path.name, module) for path in scripts for module in _imports(path) if _private(module)
     )
     assert not found, f"import these through xlmt_sklearn.internals instead: {found}"
 

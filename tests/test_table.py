@@ -148,9 +148,17 @@ def _frame(texts, npartitions=4, start=7):
     return pdf, dd.from_pandas(pdf, npartitions=npartitions)
 
 
-def test_dask_embeds_only_what_is_new_in_input_order(tiny_model_dir, texts, expected, tmp_path):
+@pytest.mark.parametrize("join", ["lookup", "cluster"])
+def test_dask_embeds_only_what_is_new_in_input_order(
+    tiny_model_dir, texts, expected, tmp_path, monkeypatch, join
+):
     from xlmt_sklearn.dask import embed_partitions, update_table
+    from xlmt_sklearn.table import _dask as tables
 
+    if join == "cluster":  # a table too large for the client: merge in the cluster, sort by row
+        monkeypatch.setattr(tables.TUNING, "broadcast_bytes", 0)
+    looked_up = []
+    monkeypatch.setattr(tables, "_lookup_partition", _spy(tables._lookup_partition, looked_up))
     table = str(tmp_path / "table")
     pdf, ddf = _frame(texts)
     vec = _vec(tiny_model_dir)
@@ -162,7 +170,10 @@ def test_dask_embeds_only_what_is_new_in_input_order(tiny_model_dir, texts, expe
     assert got.index.equals(pdf.index)
     assert list(got.columns) == [str(c) for c in vec.fit().get_feature_names_out()]
     assert np.abs(got.to_numpy() - expected).max() < 1e-6
-    assert update_table(ddf, "text", vec, table).encoded == 0
+    assert bool(looked_up) == (join == "lookup")
+    again = update_table(ddf, "text", vec, table)
+    assert (again.found, again.encoded, again.batch) == (240, 0, None)  # no append at all
+    assert len(list(Path(table).glob("config=*/batch=*"))) == 1
     new = tweet_like_texts(264)[240:]  # 24 new texts beside 240 known
     _, grown = _frame(texts + new, npartitions=3)
     report = update_table(grown, "text", vec, table)
@@ -171,9 +182,21 @@ def test_dask_embeds_only_what_is_new_in_input_order(tiny_model_dir, texts, expe
     assert np.abs(arr[-24:] - _vec(tiny_model_dir).fit().transform(new)).max() < 1e-6
 
 
-def test_dask_missing_policies(tiny_model_dir, tmp_path):
-    from xlmt_sklearn.dask import embed_partitions
+def _spy(fn, calls):
+    def spied(*args, **kwargs):
+        calls.append(1)
+        return fn(*args, **kwargs)
 
+    return spied
+
+
+@pytest.mark.parametrize("join", ["lookup", "cluster"])
+def test_dask_missing_policies(tiny_model_dir, tmp_path, monkeypatch, join):
+    from xlmt_sklearn.dask import embed_partitions
+    from xlmt_sklearn.table import _dask as tables
+
+    if join == "cluster":
+        monkeypatch.setattr(tables.TUNING, "broadcast_bytes", 0)
     rows = ["a b", None, "c d", None]
     _, ddf = _frame(rows, npartitions=2)
     zeros = embed_partitions(ddf, "text", _vec(tiny_model_dir, missing="zeros"),
@@ -296,3 +319,16 @@ def test_table_argument_errors(tiny_model_dir, tmp_path):
         update_table(ddf, "text", XLMTTokenVectorizer(str(tiny_model_dir)), str(tmp_path))
     with pytest.raises(ValueError, match="retain_s"):
         compact_table(str(tmp_path), retain_s=-1)
+
+
+def test_dask_lookup_refuses_a_key_it_lacks():
+    from xlmt_sklearn.table._dask import _KEY, _lookup_partition
+    from xlmt_sklearn.table._format import Lookup
+
+    lookup = Lookup.from_rows(["b", "a", "b"], np.array([[2.0], [1.0], [2.0]], np.float32))
+    assert lookup.keys == ["a", "b"]  # one copy of each key
+    part = pd.DataFrame({_KEY: ["b", None, "a"]}, index=[5, 6, 7])
+    got = _lookup_partition(part, lookup, ["f0"], "t")
+    assert got.index.tolist() == [5, 6, 7] and got["f0"].tolist() == [2.0, 0.0, 1.0]
+    with pytest.raises(RuntimeError, match="embedding table t: a key without its collected"):
+        _lookup_partition(pd.DataFrame({_KEY: ["c"]}), lookup, ["f0"], "t")

@@ -364,8 +364,11 @@ def test_a_damaged_tokenization_entry_is_a_miss(tiny_model_dir):
     first = vec.transform(TEXTS)
     damaged = cache.spans(3)
     assert len(damaged) == len(set(TEXTS))
-    bad = [np.full((2, 3), 0.5, np.float32), np.zeros((4, 5), np.float32),
-           np.array([[7, 5, 2]], np.float32)]  # not whole / another width / backwards span
+    bad = [
+        np.full((2, 3), 0.5, np.float32),
+        np.zeros((4, 5), np.float32),
+        np.array([[7, 5, 2]], np.float32),
+    ]  # not whole / another width / backwards span
     for i, k in enumerate(damaged):
         cache.data[k] = (bad[i % 3], 0)
     _same(first, XLMTTokenVectorizer(str(tiny_model_dir), cache=cache,

@@ -126,8 +126,7 @@ def embed_partitions(
         from .table import _dask as tables
 
         plan = tables.plan(series, est, table, None if name is None else str(name))
-        tables.update(plan, num_threads=num_threads)
-        frame = tables.join_back(plan, names, series.divisions)
+        frame = tables.embed(plan, names, series.divisions, num_threads)
         return frame.to_dask_array() if output == "array" else frame
     frame = series.map_partitions(
         _embed_partition, est, names, None if name is None else str(name), num_threads,

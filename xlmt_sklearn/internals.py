@@ -29,7 +29,7 @@ Groups:
 * **store**: :func:`make_keys`, :func:`key_id`, :data:`INDEX_COLUMNS`,
   :data:`MMAP_SIZE`, :data:`STORE_TUNING`, :data:`CRC32_IMPLEMENTATION`,
   :func:`finite_rows`;
-* **embedding table**: :data:`TABLE_TUNING` (the Spark plane's ``broadcast_bytes``).
+* **embedding table**: :data:`TABLE_TUNING` (``broadcast_bytes``, both engines).
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ from .store._keys import make_keys
 from .store._sqlite import CRC32_IMPLEMENTATION, INDEX_COLUMNS, MMAP_SIZE, key_id
 from .store._sqlite import TUNING as STORE_TUNING
 from .store._sqlite._codec import _finite_rows as finite_rows
-from .table._spark import TUNING as TABLE_TUNING
+from .table._format import TUNING as TABLE_TUNING
 
 __all__ = [
     "CPU_CLASSES",

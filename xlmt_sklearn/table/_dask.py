@@ -1,11 +1,14 @@
 """The embedding table on Dask: the Spark plane's twin (:mod:`._spark`), same format.
 
-:func:`update` computes at once: a global ``drop_duplicates`` of the input's keys,
-a merge with the table's checked rows, the encoding of the missing texts
-partition by partition, one new batch written with ``to_parquet`` and then
-committed. :func:`join_back` is lazy and keeps the input's order, index and
-divisions: rows are numbered per partition, merged with the table, and sorted
-back into their partitions by number.
+:func:`update` computes at once: a global ``drop_duplicates`` of the input's keys
+(persisted: the input is read and keyed once), a merge with the table's checked
+rows, the encoding of the missing texts partition by partition, one new batch
+written with ``to_parquet`` and then committed (no batch at all when nothing is
+missing). :func:`join_back` is lazy and keeps the input's order, index and
+divisions. For a table of at most ``TUNING.broadcast_bytes``, :func:`embed`
+collects the vectors the update checked and wrote to the client, and each input
+partition looks its rows up there; a larger table's rows are numbered per
+partition, merged with the table, and sorted back into their partitions by number.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from .._distributed import check_no_nulls, set_torch_threads
 from ._format import (
     CHECK,
     KEY,
+    TUNING,
     VECTOR,
+    Lookup,
     TableFS,
     TableReport,
     TableWarning,
@@ -39,7 +44,7 @@ from ._format import (
     write_commit,
 )
 
-__all__ = ["FsspecFS", "Plan", "compact", "join_back", "plan", "update"]
+__all__ = ["FsspecFS", "Plan", "compact", "embed", "join_back", "plan", "update"]
 
 logger = logging.getLogger("xlmt_sklearn.table")
 
@@ -149,11 +154,15 @@ def _stored(files: list[str], fs: FsspecFS) -> Any:
 
 def _checked(p: Plan, files: list[str], keys: Any) -> Any:
     """The table's rows for ``keys`` (a frame with KEY), with ``ok`` (their check)."""
-    import pandas as pd
-
     stored = _stored(files, p.fs)
     keys = keys.astype({KEY: stored._meta[KEY].dtype})  # object vs Arrow strings: one dtype
-    rows = stored.merge(keys, on=KEY, how="inner")
+    return _check(p, stored.merge(keys, on=KEY, how="inner"))
+
+
+def _check(p: Plan, rows: Any) -> Any:
+    """``rows`` (KEY, VECTOR, CHECK) as KEY, VECTOR and ``ok`` (their check)."""
+    import pandas as pd
+
     meta = pd.DataFrame({KEY: pd.Series([], dtype=object), VECTOR: pd.Series([], dtype=object),
                          "ok": pd.Series([], dtype=bool)})  # fmt: skip
     return rows.map_partitions(_check_partition, p.fingerprint, p.dim, meta=meta)
@@ -169,25 +178,65 @@ def _check_partition(part: Any, fp: str, dim: int | None) -> Any:
 
 def update(p: Plan, *, num_threads: int | None = None) -> TableReport:
     """Encode the input's distinct texts that the table lacks and append them as a batch."""
-    start = time.perf_counter()
-    report = TableReport(p.table, p.fingerprint)
-    files, _ = visible_files(p.fs, p.table, p.fingerprint, report)
-    wanted = p.keyed.dropna(subset=[_KEY]).drop_duplicates(subset=[_KEY])
-    checked = _checked(p, files, wanted[[_KEY]].rename(columns={_KEY: KEY})).persist()
+    return _update(p, num_threads, collect=False)[0]
+
+
+def embed(p: Plan, names: list[str], divisions: Any, num_threads: int | None) -> Any:
+    """:func:`update`, then every input row's vector (lazy, in input order and divisions)."""
+    _, lookup = _update(p, num_threads, collect=True)
+    return join_back(p, names, divisions, lookup)
+
+
+def _update(p: Plan, num_threads: int | None, collect: bool) -> tuple[TableReport, Lookup | None]:
+    """:func:`update`; with ``collect``, also the checked vectors of every distinct key of
+    the input when the table is small enough to hold them on the client."""
     import dask
 
-    found, bad = dask.compute(checked[checked["ok"]][KEY].nunique(), (~checked["ok"]).sum())
+    start = time.perf_counter()
+    report = TableReport(p.table, p.fingerprint)
+    sizes: dict[str, int] = {}
+    files, _ = visible_files(p.fs, p.table, p.fingerprint, report, sizes)
+    collect = collect and sum(sizes.values()) <= TUNING.broadcast_bytes
+    wanted = p.keyed.dropna(subset=[_KEY]).drop_duplicates(subset=[_KEY]).persist()
+    checked = _checked(p, files, wanted[[_KEY]].rename(columns={_KEY: KEY}))
+    checked = checked[[KEY, VECTOR, "ok"] if collect else [KEY, "ok"]].persist()
+    n_wanted, found, bad = dask.compute(
+        wanted.shape[0], checked[checked["ok"]][KEY].nunique(), (~checked["ok"]).sum()
+    )
     report.found, report.bad_rows = int(found), int(bad)
-    good = checked[checked["ok"]][[KEY]].rename(columns={KEY: _KEY})
-    good = good.astype({_KEY: wanted._meta[_KEY].dtype})
-    marked = wanted.merge(good.drop_duplicates(subset=[_KEY]), on=_KEY, how="left", indicator=True)
-    missing = marked[marked["_merge"] == "left_only"][[_KEY, _TEXT]]
-    report.batch, report.encoded = _append(p, missing, num_threads)
+    if report.found < int(n_wanted):  # nothing to encode: no append at all
+        good = checked[checked["ok"]][[KEY]].rename(columns={KEY: _KEY})
+        good = good.astype({_KEY: wanted._meta[_KEY].dtype})
+        marked = wanted.merge(good.drop_duplicates(subset=[_KEY]), on=_KEY, how="left",
+                              indicator=True)  # fmt: skip
+        missing = marked[marked["_merge"] == "left_only"][[_KEY, _TEXT]]
+        report.batch, report.encoded = _append(p, missing, num_threads)
+    lookup = None
+    if collect and (report.found + report.encoded) * p.dim * 4 <= TUNING.broadcast_bytes:
+        lookup = _collect(p, checked[checked["ok"]][[KEY, VECTOR]], report.batch)
     report.seconds = time.perf_counter() - start
     logger.info("%s", report)
     if report.problems:
-        warnings.warn(str(report), TableWarning, stacklevel=3)
-    return report
+        warnings.warn(str(report), TableWarning, stacklevel=4)
+    return report, lookup
+
+
+def _collect(p: Plan, found: Any, batch: str | None) -> Lookup:
+    """``found`` (rows checked already) and the new batch's rows (checked now), on the
+    client as one matrix."""
+    import dask.dataframe as dd
+
+    rows = found
+    if batch is not None:
+        new = [join(batch, name) for name, is_dir, _ in p.fs.listdir(batch)
+               if not is_dir and name.endswith(".parquet")]  # fmt: skip
+        fresh = _check(p, _stored(new, p.fs))
+        rows = dd.concat([rows, fresh[fresh["ok"]][[KEY, VECTOR]]])
+    frame = rows.compute()
+    matrix = np.zeros((len(frame), p.dim), dtype=np.float32)
+    for i, v in enumerate(frame[VECTOR]):
+        matrix[i] = v
+    return Lookup.from_rows(frame[KEY].tolist(), matrix)
 
 
 def _append(p: Plan, missing: Any, num_threads: int | None) -> tuple[str | None, int]:
@@ -228,10 +277,17 @@ def _encode_partition(part: Any, est: Any, fp: str, num_threads: int | None) -> 
     return pd.DataFrame({KEY: keys, VECTOR: list(vectors), CHECK: row_checks(fp, keys, vectors)})
 
 
-def join_back(p: Plan, names: list[str], divisions: Any) -> Any:
-    """Every input row's vector from the table (lazy), in the input's order and divisions."""
+def join_back(p: Plan, names: list[str], divisions: Any, lookup: Lookup | None = None) -> Any:
+    """Every input row's vector from the table (lazy), in the input's order and divisions.
+
+    With ``lookup`` (a small table's vectors on the client), each input partition looks
+    its rows up there: no shuffle and no sort; otherwise a merge in the cluster and a
+    sort by row number.
+    """
     import pandas as pd
 
+    if lookup is not None:
+        return _join_lookup(p, names, lookup)
     files, _ = visible_files(p.fs, p.table, p.fingerprint)
     n = p.keyed.npartitions
     rowmeta = pd.DataFrame({_KEY: pd.Series([], dtype=object), _TEXT: pd.Series([], dtype=object),
@@ -255,6 +311,31 @@ def join_back(p: Plan, names: list[str], divisions: Any) -> Any:
     # Partition i holds exactly input partition i's rows, in order: the input's divisions hold.
     done = done.set_index(_INDEX, sorted=True, divisions=list(divisions))
     return done.map_partitions(_restore_index, index.name, meta=meta)
+
+
+def _join_lookup(p: Plan, names: list[str], lookup: Lookup) -> Any:
+    import dask
+    import pandas as pd
+
+    meta = pd.DataFrame(np.zeros((0, len(names)), dtype=np.float32), columns=names,
+                        index=p.keyed._meta.index)  # fmt: skip
+    shared = dask.delayed(lookup, traverse=False)  # one copy in the graph, not one per task
+    return p.keyed.map_partitions(_lookup_partition, shared, names, p.table, meta=meta)
+
+
+def _lookup_partition(part: Any, lookup: Lookup, names: list[str], table: str) -> Any:
+    """One input partition's vectors from the client's lookup; zeros for a None key."""
+    import pandas as pd
+
+    keys = part[_KEY]
+    null = keys.isna().to_numpy()
+    at = pd.Index(lookup.keys, dtype=object).get_indexer(keys.astype(object))
+    if ((at < 0) & ~null).any():
+        raise RuntimeError(f"embedding table {table}: a key without its collected vector "
+                           "(a defect); run the job again.")  # fmt: skip
+    out = np.zeros((len(part), lookup.matrix.shape[1]), dtype=np.float32)
+    out[~null] = lookup.matrix[at[~null]]
+    return pd.DataFrame(out, columns=names, index=part.index)
 
 
 def _restore_index(part: Any, name: Any) -> Any:

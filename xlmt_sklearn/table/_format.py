@@ -48,8 +48,11 @@ __all__ = [
     "COMMIT",
     "FORMAT",
     "KEY",
+    "TUNING",
+    "Lookup",
     "TableFS",
     "TableReport",
+    "TableTuning",
     "TableWarning",
     "config_dir",
     "new_batch",
@@ -68,6 +71,50 @@ COMMIT = "_XLMT_COMMIT.json"
 _BATCH = "batch="
 _CONFIG = "config="
 _STAMP = "%Y%m%dT%H%M%S"
+
+
+@dataclass
+class TableTuning:
+    """The embedding table's tunables, for both engines.
+
+    Attributes
+    ----------
+    broadcast_bytes : int
+        The largest table (bytes of its visible files) whose rows for the input are
+        kept from the update's check, collected to the driver (Spark) or client
+        (Dask) and joined back to every input row by a lookup that leaves the input
+        where it is: no shuffle, nothing checked twice, no sort (docs/spark.md,
+        "Embed only what is new"). Larger tables, and Spark before 4.0 (no Arrow
+        tables in ``createDataFrame``), join in the cluster and sort by row. 0
+        always joins in the cluster.
+    """
+
+    broadcast_bytes: int = 256 << 20
+
+
+#: The embedding table's tunables for this process.
+TUNING = TableTuning()
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """The checked vectors of an input's distinct keys, held by the driver or client."""
+
+    keys: list[str]
+    matrix: np.ndarray
+
+    @classmethod
+    def from_arrow(cls, arrow: Any, dim: int) -> Lookup:
+        """From an Arrow table of KEY and VECTOR; one copy of each key (equal by construction)."""
+        vectors = arrow.column(VECTOR).combine_chunks()
+        matrix = vectors.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+        return cls.from_rows(arrow.column(KEY).to_pylist(), matrix.reshape(len(arrow), dim))
+
+    @classmethod
+    def from_rows(cls, keys: Sequence[str], matrix: np.ndarray) -> Lookup:
+        """From keys and their vectors' rows; one copy of each key (equal by construction)."""
+        unique, first = np.unique(np.asarray(keys, dtype=object), return_index=True)
+        return cls(unique.tolist(), np.asarray(matrix, dtype=np.float32)[first])
 
 
 class TableWarning(UserWarning):

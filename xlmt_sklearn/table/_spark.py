@@ -36,9 +36,12 @@ from .._spark_common import (
 from ._format import (
     CHECK,
     KEY,
+    TUNING,
     VECTOR,
+    Lookup,
     TableFS,
     TableReport,
+    TableTuning,
     TableWarning,
     config_dir,
     fingerprints,
@@ -169,36 +172,6 @@ def plan(df: Any, input_col: str, vectorizer: Any, table: Any, invalid_utf8: str
     )  # fmt: skip
 
 
-@dataclass
-class TableTuning:
-    """The Spark plane's tunables.
-
-    Attributes
-    ----------
-    broadcast_bytes : int
-        The largest table (bytes of its visible files) whose rows for the input are
-        kept from the update's check, collected to the driver and joined back by a
-        broadcast hash join: the input is not shuffled, nothing is checked twice and
-        no sort is needed (docs/spark.md, "Embed only what is new"). Larger tables,
-        and Spark before 4.0 (no Arrow tables in ``createDataFrame``), join in the
-        cluster and sort by row. 0 always joins in the cluster.
-    """
-
-    broadcast_bytes: int = 256 << 20
-
-
-#: The Spark plane's tunables for this process.
-TUNING = TableTuning()
-
-
-@dataclass(frozen=True)
-class Lookup:
-    """The vectors of the input's distinct keys, checked, on the driver."""
-
-    keys: list[str]
-    matrix: np.ndarray
-
-
 def update(
     p: Plan,
     *,
@@ -279,12 +252,7 @@ def _collect(p: Plan, found: Any, batch: str | None) -> Lookup:
             _OK, _verify_udf(p.fingerprint, p.dim)(KEY, VECTOR, CHECK)
         )
         rows = rows.unionByName(fresh.where(F.col(_OK)).select(KEY, VECTOR))
-    arrow = rows.toArrow()
-    vectors = arrow.column(VECTOR).combine_chunks()
-    matrix = vectors.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-    keys = np.asarray(arrow.column(KEY).to_pylist(), dtype=object)
-    _, first = np.unique(keys, return_index=True)  # one copy of each key (equal by construction)
-    return Lookup(keys[first].tolist(), matrix.reshape(len(arrow), p.dim)[first])
+    return Lookup.from_arrow(rows.toArrow(), p.dim)
 
 
 def _checked(p: Plan, files: list[str], keys: Any) -> Any:
