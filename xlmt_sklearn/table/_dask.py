@@ -31,6 +31,7 @@ from ._format import (
     TableFS,
     TableReport,
     TableWarning,
+    committed_files,
     config_dir,
     fingerprints,
     join,
@@ -228,9 +229,7 @@ def _collect(p: Plan, found: Any, batch: str | None) -> Lookup:
 
     rows = found
     if batch is not None:
-        new = [join(batch, name) for name, is_dir, _ in p.fs.listdir(batch)
-               if not is_dir and name.endswith(".parquet")]  # fmt: skip
-        fresh = _check(p, _stored(new, p.fs))
+        fresh = _check(p, _stored(committed_files(p.fs, batch), p.fs))
         rows = dd.concat([rows, fresh[fresh["ok"]][[KEY, VECTOR]]])
     frame = rows.compute()
     matrix = np.zeros((len(frame), p.dim), dtype=np.float32)

@@ -54,6 +54,7 @@ __all__ = [
     "TableReport",
     "TableTuning",
     "TableWarning",
+    "committed_files",
     "config_dir",
     "new_batch",
     "plan_compaction",
@@ -273,6 +274,12 @@ def write_commit(
     }
     fs.write_text(join(batch, COMMIT), json.dumps(marker, sort_keys=True))
     return files
+
+
+def committed_files(fs: TableFS, batch: str) -> list[str]:
+    """The data files that ``batch``'s marker names (a batch this process just committed)."""
+    marker = json.loads(fs.read_text(join(batch, COMMIT)))
+    return [join(batch, name) for name in sorted(marker["files"])]
 
 
 def _batches(

@@ -43,6 +43,7 @@ from ._format import (
     TableReport,
     TableTuning,
     TableWarning,
+    committed_files,
     config_dir,
     fingerprints,
     join,
@@ -245,10 +246,7 @@ def _collect(p: Plan, found: Any, batch: str | None) -> Lookup:
     F, _ = _require_pyspark()
     rows = found
     if batch is not None:
-        new = [
-            f for f in visible_files(p.fs, p.table, p.fingerprint)[0] if f.startswith(batch + "/")
-        ]
-        fresh = _stored(p.spark, new).withColumn(
+        fresh = _stored(p.spark, committed_files(p.fs, batch)).withColumn(
             _OK, _verify_udf(p.fingerprint, p.dim)(KEY, VECTOR, CHECK)
         )
         rows = rows.unionByName(fresh.where(F.col(_OK)).select(KEY, VECTOR))
