@@ -131,6 +131,15 @@ def fresh_cache(name: str):
     return cache
 
 
+def fresh_folder(name: str) -> str:
+    """An empty folder for one notebook (cleared, so timings are honest), at
+    ``$XLMT_NOTEBOOK_CACHE/<name>/``: for example the adapted encoders of a fine-tune."""
+    folder = CACHE / name
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return str(folder)
+
+
 def _lines(path: Path) -> list[str]:
     return path.read_text(encoding="utf-8").splitlines()
 

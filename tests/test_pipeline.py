@@ -191,3 +191,56 @@ def test_finish_transforms_what_is_stored_and_yielded():
     out = run(request(["ab"], cache, FakeEncoder(), finish=lambda a: a * 2))
     np.testing.assert_allclose(out[0], 2 * expected("ab"), atol=1e-6)
     np.testing.assert_array_equal(cache.data[b"ab"][0], out[0])
+
+
+def test_claim_size_splits_small_miss_sets_and_caps_large_ones(monkeypatch):
+    from xlmt_sklearn.flow import _tuning
+    from xlmt_sklearn.flow._pipeline import claim_size
+
+    assert [claim_size(n) for n in (1, 240, 300, 600, 2048, 8192)] == [32, 32, 38, 75, 256, 256]
+    monkeypatch.setattr(_tuning.TUNING, "claim_group", 4)
+    assert [claim_size(n) for n in (1, 100)] == [4, 4]
+
+
+class ClaimingCache(DictCache):
+    """A cache shared with another (simulated) process that claimed ``theirs`` and stores
+    them after being looked up twice."""
+
+    coordinates = True
+
+    def __init__(self, theirs):
+        super().__init__()
+        self.theirs, self.groups, self.released, self.looks = set(theirs), [], [], {}
+
+    def claim(self, keys):
+        self.groups.append(len(keys))
+        return [k not in self.theirs for k in keys]
+
+    def release(self, keys):
+        self.released.extend(keys)
+
+    def get_many(self, keys):
+        for k in keys:
+            if k in self.theirs and k not in self.data:
+                self.looks[k] = self.looks.get(k, 0) + 1
+                if self.looks[k] > 2:  # the other process stored it meanwhile
+                    self.data[k] = (expected(k.decode()), 0)
+        return super().get_many(keys)
+
+
+def test_claimed_misses_are_encoded_in_groups_and_others_claims_are_waited_for(monkeypatch):
+    from xlmt_sklearn.flow import _tuning
+
+    monkeypatch.setattr(_tuning.TUNING, "claim_group", 2)  # groups of 2 out of 7 misses
+    texts = TEXTS
+    theirs = {t.encode() for t in texts[::3]}
+    cache, enc = ClaimingCache(theirs), FakeEncoder()
+    out = run(request(texts, cache, enc))
+    assert sorted(out) == list(range(len(texts)))
+    for i, t in enumerate(texts):
+        np.testing.assert_allclose(out[i], expected(t), rtol=1e-6)
+    assert cache.groups[:4] == [2, 2, 2, 1]  # then the waited-for keys, claimed again
+    assert all(g <= len(theirs) for g in cache.groups[4:])
+    assert enc.rows_encoded == len(texts) - len(theirs)  # the other process's keys: waited for
+    assert sorted(cache.puts) == sorted(t.encode() for t in texts if t.encode() not in theirs)
+    assert sorted(cache.released) == sorted(cache.puts)

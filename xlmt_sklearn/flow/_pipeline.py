@@ -7,8 +7,8 @@ their own thread. Read top to bottom, per chunk of ``TUNING.stream_chunk``
 distinct texts:
 
 1. look the chunk up in the cache, ``TUNING.lookup_batch`` keys at a time, and
-   yield the hits; with a cache shared by processes, claim the misses
-   ``TUNING.claim_group`` at a time and wait for those another process encodes;
+   yield the hits; with a cache shared by processes, claim the misses a group at a
+   time (:func:`claim_size`) and wait for those another process encodes;
 2. tokenize the misses (unless the request brings their tokenization);
 3. :func:`encode` them: plan length-sorted batches, compute them on the
    encoders (:func:`~xlmt_sklearn.flow._scheduler.computed`), merge the windows of
@@ -42,7 +42,7 @@ from ._progress import progress_bar
 from ._tokenize import Encoded
 from ._tuning import TUNING
 
-__all__ = ["Request", "encode", "stream"]
+__all__ = ["Request", "claim_size", "encode", "stream"]
 
 logger = logging.getLogger("xlmt_sklearn")
 
@@ -167,7 +167,7 @@ def _claimed(
     """Encode the misses this process claims; wait for those another process encodes.
 
     With a cache that coordinates processes (:attr:`CacheBase.coordinates`), misses are
-    claimed ``TUNING.claim_group`` at a time, shortest texts first, so that processes
+    claimed :func:`claim_size` at a time, shortest texts first, so that processes
     missing the same texts (a search's workers) encode different groups side by side.
     A key another live process has claimed is looked up until it appears, and taken
     over when that process is gone or after ``TUNING.claim_wait_s`` seconds; claimed keys
@@ -177,11 +177,12 @@ def _claimed(
         yield from _encode_misses(req, miss, long_, bar, counts)
         return
     pending = miss[np.argsort([len(req.texts[i]) for i in miss], kind="stable")]
+    size = claim_size(len(pending))
     waiting = np.zeros(0, dtype=np.int64)
     deadline, delay = time.monotonic() + TUNING.claim_wait_s, 0.02
     while len(pending) or len(waiting):
         if len(pending):
-            group, pending = pending[: TUNING.claim_group], pending[TUNING.claim_group :]
+            group, pending = pending[:size], pending[size:]
         else:  # only other processes' keys are left: take what they stored
             found: list[int] = []
             for got, arrays in _hits(req, waiting, long_, again=True):
@@ -214,6 +215,13 @@ def _claimed(
         finally:
             if len(own):
                 req.cache.release([req.keys[i] for i in own])
+
+
+def claim_size(n_misses: int) -> int:
+    """Misses claimed at a time: about ``n_misses / TUNING.claim_split``, at least 32 (or
+    ``TUNING.claim_group`` when smaller) and at most ``TUNING.claim_group``."""
+    most = TUNING.claim_group
+    return max(min(32, most), min(most, -(-n_misses // TUNING.claim_split)))
 
 
 def _encode_misses(

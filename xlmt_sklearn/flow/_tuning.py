@@ -39,9 +39,16 @@ class FlowTuning:
         it encodes them itself: a stalled owner costs time, never a missing or
         wrong vector).
     claim_group : int
-        Misses claimed at a time: small enough that two processes missing the same
-        texts encode different groups side by side, large enough for length-sorted
-        batches (the groups are cut from the misses sorted by length).
+        The most misses claimed at a time: small enough that two processes missing the
+        same texts encode different groups side by side, large enough that a long
+        stream pays few claim rounds (the groups are cut from the misses sorted by
+        length, so a group's batches pad as little as the whole stream's).
+    claim_split : int
+        Fewer misses than ``claim_split * claim_group`` are claimed in about
+        ``claim_split`` groups (at least 32 texts each): a search's workers that miss
+        the same few hundred texts then share them instead of one process claiming
+        them all in its first group (docs/reliability.md, "Several processes on one
+        cache").
     overlap_delivery : {"cuda", "always", "never"}
         Where finished batches are delivered from: ``"cuda"`` (computation on
         producer threads when any device is a CUDA card, which leaves the CPU idle
@@ -57,6 +64,7 @@ class FlowTuning:
     regroup_below_texts_per_s: float = 1000.0
     claim_wait_s: float = 600.0
     claim_group: int = 256
+    claim_split: int = 8
     overlap_delivery: str = "cuda"
     sort_batches: bool = True
 
