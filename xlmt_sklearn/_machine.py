@@ -16,6 +16,7 @@ import os
 import platform
 import sys
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "CPU_CLASSES", "CPU_CLASS_ENV", "ISA_FLAGS", "cpu_class", "cpu_identity", "cpu_summary",
@@ -126,10 +127,8 @@ def pid_alive(pid: int) -> bool:
     """
     if pid == os.getpid():
         return True
-    if sys.platform == "win32":
-        # os.kill(pid, 0) would terminate the process there.
-        # TODO(#27): ask Windows (OpenProcess); until then leftovers wait for their timeouts.
-        return True
+    if sys.platform == "win32":  # os.kill(pid, 0) would terminate the process there
+        return _windows_pid_alive(pid, _kernel32())
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -137,3 +136,50 @@ def pid_alive(pid: int) -> bool:
     except OSError:
         return True  # another user's process, or cannot tell
     return True
+
+
+
+_STILL_ACTIVE = 259  # GetExitCodeProcess's code for a running process
+_ERROR_INVALID_PARAMETER = 87  # OpenProcess's error for a pid that names no process
+
+
+class _Kernel32:
+    """The three kernel32 calls :func:`pid_alive` needs on Windows (ctypes)."""
+
+    def __init__(self) -> None:
+        import ctypes
+
+        self._ctypes = ctypes
+        self._dll = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined]
+
+    def open(self, pid: int) -> Any:
+        """A handle for querying ``pid`` (PROCESS_QUERY_LIMITED_INFORMATION), or 0."""
+        return self._dll.OpenProcess(0x1000, False, int(pid))
+
+    def last_error(self) -> int:
+        return int(self._ctypes.get_last_error())  # type: ignore[attr-defined]
+
+    def exit_code(self, handle: Any) -> int | None:
+        code = self._ctypes.c_ulong()
+        if not self._dll.GetExitCodeProcess(handle, self._ctypes.byref(code)):
+            return None
+        return int(code.value)
+
+    def close(self, handle: Any) -> None:
+        self._dll.CloseHandle(handle)
+
+
+def _kernel32() -> _Kernel32:
+    return _Kernel32()
+
+
+def _windows_pid_alive(pid: int, kernel32: Any) -> bool:
+    """Windows: gone when the pid names no process or the process has exited."""
+    handle = kernel32.open(pid)
+    if not handle:  # no such process, or not ours to open (access denied: it exists)
+        return kernel32.last_error() != _ERROR_INVALID_PARAMETER
+    try:
+        code = kernel32.exit_code(handle)
+        return code is None or code == _STILL_ACTIVE  # None: cannot tell
+    finally:
+        kernel32.close(handle)
