@@ -14,7 +14,7 @@ PKG = Path(__file__).resolve().parents[1] / "xlmt_sklearn"
 
 #: Top-level modules every layer may use: errors, environment, process state, the
 #: machine and the model's identity.
-FOUNDATION = {"_errors", "_env", "_state", "_version", "_machine", "_model"}
+FOUNDATION = {"_errors", "_env", "_filelock", "_state", "_version", "_machine", "_model"}
 LAYERS = ("store", "backends", "flow", "cli")
 
 

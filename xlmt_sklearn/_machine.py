@@ -138,7 +138,6 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-
 _STILL_ACTIVE = 259  # GetExitCodeProcess's code for a running process
 _ERROR_INVALID_PARAMETER = 87  # OpenProcess's error for a pid that names no process
 

@@ -13,7 +13,6 @@ The root is ``adapted_dir``, else ``XLMT_SKLEARN_ADAPTED_DIR``, else
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from .._env import env_dir
+from .._filelock import file_lock
 from .._version import __version__
 from ._train import TrainSpec, fine_tune
 
@@ -75,7 +75,10 @@ def ensure_adapted(
         return final, False
     root.mkdir(parents=True, exist_ok=True)
     work = root / f".work-{key}"
-    with _lock(root / f".lock-{key}"):
+    lock = root / f".lock-{key}"
+    busy = (f"Waited {LOCK_WAIT_S:.0f} s for another process's fine-tune ({lock}); remove the "
+            "lock file if no fit is running.")  # fmt: skip
+    with file_lock(lock, wait_s=LOCK_WAIT_S, poll_s=0.5, timeout_error=lambda: TimeoutError(busy)):
         if (final / _INFO).is_file():  # another process trained it while we waited
             return final, False
         work.mkdir(exist_ok=True)
@@ -92,30 +95,3 @@ def ensure_adapted(
 def read_info(folder: Path) -> dict[str, Any]:
     """What ``adapted.json`` says about an adapted folder."""
     return json.loads((Path(folder) / _INFO).read_text(encoding="utf-8"))
-
-
-@contextlib.contextmanager
-def _lock(path: Path):
-    """An exclusive lock between processes (waits at most :data:`LOCK_WAIT_S`)."""
-    try:
-        import fcntl
-    except ImportError:  # TODO(#28): Windows (msvcrt.locking); two fits may then both train
-        yield
-        return
-    deadline = time.monotonic() + LOCK_WAIT_S
-    with open(path, "a+b") as f:
-        while True:
-            try:
-                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(
-                        f"Waited {LOCK_WAIT_S:.0f} s for another process's fine-tune "
-                        f"({path}); remove the lock file if no fit is running."
-                    ) from None
-                time.sleep(0.5)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)

@@ -56,6 +56,7 @@ from typing import Any
 
 import numpy as np
 
+from .._filelock import file_lock
 from .._state import owns
 
 __all__ = [
@@ -221,7 +222,9 @@ def check_runtime(encoder: Any, layers: tuple[int, ...], run: bool = True) -> Ve
     if verdict is None:
         with contextlib.suppress(OSError):  # a read-only root: check, keep the verdict in memory
             folder.mkdir(parents=True, exist_ok=True)
-        with _file_lock(folder / f"{digest}.lock"):
+        # Waits at most the check's timeout plus a minute, then goes on unlocked (two checks
+        # of one configuration cost time, never a wrong verdict); a read-only root: no lock.
+        with file_lock(folder / f"{digest}.lock", wait_s=_timeout() + 60):
             verdict = _read(path)  # another process checked while this one waited
             if verdict is None:
                 encoder.converted(tuple(layers))  # converting is not the check's work
@@ -267,42 +270,6 @@ def _write(path: Path, verdict: Verdict, fields: dict[str, Any]) -> None:
     except OSError:
         with contextlib.suppress(OSError):
             tmp.unlink()
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path):
-    """Hold an exclusive lock on ``path`` for this process (other processes wait for it).
-
-    Waits at most the check's timeout plus a minute, then goes on unlocked (two
-    checks of one configuration cost time, never a wrong verdict). Without
-    ``fcntl`` (Windows) there is no lock.
-    """
-    try:
-        import fcntl
-    except ImportError:  # TODO(#23): a lock on Windows (msvcrt.locking); checks may run twice
-        yield
-        return
-    deadline = time.monotonic() + _timeout() + 60
-    try:
-        f = open(path, "a+b")  # noqa: SIM115 - closed below
-    except OSError:  # a read-only root: no lock (a second check costs time, nothing else)
-        yield
-        return
-    with f:
-        locked = False
-        while not locked:
-            try:
-                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                locked = True
-            except OSError:
-                if time.monotonic() > deadline:
-                    break
-                time.sleep(0.2)
-        try:
-            yield
-        finally:
-            if locked:
-                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def _run_child(
