@@ -147,6 +147,12 @@ def test_cross_fitting_gives_out_of_fold_features(tiny_model_dir, data, tmp_path
     assert oof.shape == (N, vec.n_features_out_)
     assert len(_folders(tmp_path)) == 3  # all + 2 folds
     assert np.abs(oof - vec.transform(texts)).max() > 1e-4
+    # Any accepted container gives the same folds: a one-column array, a one-shot iterator.
+    column = np.asarray(texts, dtype=object).reshape(-1, 1)
+    for X in (column, iter(texts)):
+        again = _ft(tiny_model_dir, tmp_path, cv=2, epochs=1).fit_transform(X, labels)
+        np.testing.assert_array_equal(again, oof)
+    assert len(_folders(tmp_path)) == 3  # the same folds: reused, not trained again
 
 
 def test_pickles_name_the_folder_or_carry_it(tiny_model_dir, data, tmp_path):

@@ -188,26 +188,23 @@ class XLMTFineTunedVectorizer(XLMTVectorizer):
         from sklearn.base import clone
         from sklearn.model_selection import StratifiedKFold
 
+        from .flow._inputs import rows_of
+
+        if not hasattr(X, "__len__"):  # an iterator: read once, used below again
+            X = rows_of(X)
         self.fit(X, y)
         if self.cv is None:
             return self.transform(X)
-        batch_texts = self._as_list(X)
+        rows = rows_of(X)
         y_arr = np.asarray(y)
-        out = np.zeros((len(batch_texts), self.n_features_out_), dtype=np.float32)
+        out = np.zeros((len(rows), self.n_features_out_), dtype=np.float32)
         folds = StratifiedKFold(int(self.cv), shuffle=True, random_state=int(self.seed))
         for train, held in folds.split(np.zeros(len(y_arr)), y_arr):
-            fold = clone(self).fit([batch_texts[i] for i in train], y_arr[train])
-            out[held] = fold.transform([batch_texts[i] for i in held])
+            fold = clone(self).fit([rows[i] for i in train], y_arr[train])
+            out[held] = fold.transform([rows[i] for i in held])
         return out
 
     # ---------------------------------------------------------------- private
-    @staticmethod
-    def _as_list(X: Any) -> list[Any]:
-        if hasattr(X, "iloc"):
-            X = X.iloc[:, 0] if getattr(X, "ndim", 1) == 2 else X
-            return X.tolist()
-        return list(X)
-
     def _training_data(self, X: Any, y: Any) -> tuple[list[str], np.ndarray]:
         """The model inputs (preprocessed, prefixed) and label indices; ``classes_`` set."""
         from sklearn.utils.multiclass import check_classification_targets

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["TextBatch", "as_texts", "is_missing", "replace_surrogates"]
+__all__ = ["TextBatch", "as_texts", "is_missing", "replace_surrogates", "rows_of"]
 
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
@@ -93,6 +93,12 @@ def replace_surrogates(text: str) -> str:
     True
     """
     return _SURROGATES.sub("\ufffd", text) if _SURROGATES.search(text) else text
+
+
+def rows_of(X: Any) -> list[Any]:
+    """The rows of ``X`` as given, unvalidated (any container :func:`as_texts` accepts):
+    for cutting an input into folds that are then validated as inputs of their own."""
+    return list(_columns(X)[0])
 
 
 def _columns(X: Any) -> tuple[list[Any], Any, str | None]:
