@@ -332,3 +332,20 @@ def test_dask_lookup_refuses_a_key_it_lacks():
     assert got.index.tolist() == [5, 6, 7] and got["f0"].tolist() == [2.0, 0.0, 1.0]
     with pytest.raises(RuntimeError, match="embedding table t: a key without its collected"):
         _lookup_partition(pd.DataFrame({_KEY: ["c"]}), lookup, ["f0"], "t")
+
+
+def test_dask_lookup_is_scattered_once_under_a_distributed_client(
+    tiny_model_dir, texts, expected, tmp_path
+):
+    distributed = pytest.importorskip("distributed")
+    from xlmt_sklearn.dask import embed_partitions
+    from xlmt_sklearn.table._dask import _shared
+
+    with distributed.Client(processes=False, n_workers=1, threads_per_worker=2,
+                            dashboard_address=None) as client:  # fmt: skip
+        assert not client.who_has()
+        _shared(np.zeros(3))
+        assert len(client.who_has()) == 1  # on the workers, not in the graph
+        _, ddf = _frame(texts)
+        got = embed_partitions(ddf, "text", _vec(tiny_model_dir), table=str(tmp_path / "t"))
+        assert np.abs(got.compute().to_numpy() - expected).max() < 1e-6

@@ -313,13 +313,26 @@ def join_back(p: Plan, names: list[str], divisions: Any, lookup: Lookup | None =
 
 
 def _join_lookup(p: Plan, names: list[str], lookup: Lookup) -> Any:
-    import dask
     import pandas as pd
 
     meta = pd.DataFrame(np.zeros((0, len(names)), dtype=np.float32), columns=names,
                         index=p.keyed._meta.index)  # fmt: skip
-    shared = dask.delayed(lookup, traverse=False)  # one copy in the graph, not one per task
-    return p.keyed.map_partitions(_lookup_partition, shared, names, p.table, meta=meta)
+    return p.keyed.map_partitions(_lookup_partition, _shared(lookup), names, p.table, meta=meta)
+
+
+def _shared(obj: Any) -> Any:
+    """``obj`` as one argument of many tasks: scattered to every worker once when a
+    distributed client runs (not in the graph, which would be sent whole), else one
+    graph key."""
+    import dask
+
+    try:
+        from distributed import default_client
+
+        client = default_client()
+    except (ImportError, ValueError):  # no distributed, or no client: a local scheduler
+        return dask.delayed(obj, traverse=False)
+    return dask.delayed(client.scatter(obj, broadcast=True, hash=False))
 
 
 def _lookup_partition(part: Any, lookup: Lookup, names: list[str], table: str) -> Any:
