@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from ..backends._loading import quiet_loading
+
 __all__ = ["OBJECTIVES", "TrainSpec", "fine_tune"]
 
 OBJECTIVES = ("classification", "contrastive")
@@ -143,8 +145,9 @@ def _fine_tune(base, texts, labels, spec: TrainSpec, work: Path, device: str, pr
                 progress(t.steps, t.total, loss)
         t.save(checkpoint, epoch)
     t.model.eval()
-    t.model.save_pretrained(work / "model")
-    tokenizer.save_pretrained(work / "model")
+    with quiet_loading():  # no "Writing model shards" bar inside a fit
+        t.model.save_pretrained(work / "model")
+        tokenizer.save_pretrained(work / "model")
     return {
         "seconds": round(time.perf_counter() - start, 3),
         "steps": t.steps,
