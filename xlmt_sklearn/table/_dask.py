@@ -205,7 +205,7 @@ def _update(p: Plan, num_threads: int | None, collect: bool) -> tuple[TableRepor
         wanted.shape[0], checked[checked["ok"]][KEY].nunique(), (~checked["ok"]).sum()
     )
     report.found, report.bad_rows = int(found), int(bad)
-    if report.found < int(n_wanted):  # nothing to encode: no append at all
+    if report.found < int(n_wanted):  # else nothing to encode: no append at all
         good = checked[checked["ok"]][[KEY]].rename(columns={KEY: _KEY})
         good = good.astype({_KEY: wanted._meta[_KEY].dtype})
         marked = wanted.merge(good.drop_duplicates(subset=[_KEY]), on=_KEY, how="left",
