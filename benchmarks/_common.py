@@ -522,6 +522,18 @@ def per_class_results(stem: str) -> list[Path]:
     return [p for c in CPU_CLASSES if (p := RESULTS / f"{stem}-{c}.md").is_file()]
 
 
+def replace_marked(doc: Path, name: str, body: str, *, required: bool = False) -> None:
+    """Put ``body`` between ``<!-- name:start -->`` and ``<!-- name:end -->`` in ``doc``:
+    a page shows generated figures, never a copy by hand. A page without the markers is
+    left as it is, unless ``required``."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    page = doc.read_text(encoding="utf-8")
+    if start not in page and not required:
+        return
+    head, rest = page.split(start, 1)
+    doc.write_text(f"{head}{start}\n{body}\n{end}{rest.split(end, 1)[1]}", encoding="utf-8")
+
+
 def assemble_docs() -> Path:
     """Write docs/benchmarks.md from the results files that exist.
 

@@ -196,19 +196,10 @@ def main() -> int:
     return 0
 
 
-def _replace_marked(doc: Path, name: str, body: str) -> None:
-    """The page shows the generated text between its markers, never a copy by hand."""
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    page = doc.read_text(encoding="utf-8")
-    if start in page:
-        head, rest = page.split(start, 1)
-        doc.write_text(f"{head}{start}\n{body}\n{end}{rest.split(end, 1)[1]}", encoding="utf-8")
-
-
 def write_docs(train: str) -> None:
     """docs/finetuning.md (and docs/quality.md for ``all``) from the saved results."""
     text = (bench.RESULTS / f"adapted-{train}.md").read_text(encoding="utf-8")
-    _replace_marked(bench.REPO / "docs" / "finetuning.md", f"adapted-{train}",
+    bench.replace_marked(bench.REPO / "docs" / "finetuning.md", f"adapted-{train}",
                     text.split("\n", 2)[2].strip())  # fmt: skip
     if train == "all":
         results = json.loads((bench.RESULTS / "adapted-all.json").read_text(encoding="utf-8"))
@@ -237,7 +228,7 @@ def _quality_page(results: dict, langs: list[str], text: str) -> None:
         "encoder and one classifier on `all/train` and score each language's test split.\n\n"
         + bench.md_table(header, rows)
     )
-    _replace_marked(bench.REPO / "docs" / "quality.md", "adapted-all", body)
+    bench.replace_marked(bench.REPO / "docs" / "quality.md", "adapted-all", body)
 
 
 if __name__ == "__main__":

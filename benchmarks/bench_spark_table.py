@@ -504,11 +504,8 @@ def write_docs() -> None:
     """Copy the results file into docs/spark.md (between its markers) and the benchmarks page."""
     body = (RESULTS / "spark_table.md").read_text(encoding="utf-8")
     body = body.split("\n", 1)[1].strip()  # without its "##" title
-    doc = _common.REPO / "docs" / "spark.md"
-    start, end = "<!-- bench_spark_table:start -->", "<!-- bench_spark_table:end -->"
-    text = doc.read_text(encoding="utf-8")
-    head, rest = text.split(start, 1)
-    doc.write_text(f"{head}{start}\n{body}\n{end}{rest.split(end, 1)[1]}", encoding="utf-8")
+    _common.replace_marked(_common.REPO / "docs" / "spark.md", "bench_spark_table", body,
+                           required=True)  # fmt: skip
     _common.assemble_docs()
 
 
