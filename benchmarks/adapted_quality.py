@@ -183,10 +183,15 @@ def main() -> int:
         "training texts; *last fine-tune s* is the training loop of the final fine-tune "
         "alone, as recorded when it was trained (`training_['seconds']`, also when a "
         "later variant reused it from `adapted_dir`)"
-        + (". `--fresh`: every fine-tune ran in this run, in a new folder that its variants "
-           "share (cross-fitting reuses the plain variant's fine-tune on all of train)"
-           if args.fresh else "")
-        + ".\n\n" + table + "\n"
+        + (
+            ". `--fresh`: every fine-tune ran in this run, in a new folder that its variants "
+            "share (cross-fitting reuses the plain variant's fine-tune on all of train)"
+            if args.fresh
+            else ""
+        )
+        + ".\n\n"
+        + table
+        + "\n"
     )
     out = bench.RESULTS / f"adapted-{args.train}.md"
     out.write_text(text, encoding="utf-8")

@@ -420,3 +420,38 @@ def test_encoders_that_pad_get_the_least_padding_plan(tiny_model_dir):
         runs[pads] = (padded, np.stack([out[i] for i in range(len(texts))]))
     assert runs[True][0] < 0.9 * runs[False][0]
     np.testing.assert_allclose(runs[True][1], runs[False][1], atol=1e-5)
+
+
+# ------------------------------------------------ "auto"/"cpu" without importing torch
+
+
+@pytest.mark.parametrize(
+    ("version", "imported", "cpu_only"),
+    [("2.13.0+cpu", False, True), ("2.13.0+cpu.cxx11.abi", False, True),
+     ("2.13.0+cu126", False, False), ("2.13.0", False, False), ("2.13.0+cpu", True, False)],
+)  # fmt: skip
+def test_a_cpu_only_build_is_told_by_its_version(monkeypatch, version, imported, cpu_only):
+    from xlmt_sklearn.backends import _devices
+
+    monkeypatch.setattr(_devices.metadata, "version", lambda dist: version)
+    monkeypatch.setattr(_devices, "sys", SimpleNamespace(modules={"torch": 1} if imported else {}))
+    assert _devices._cpu_only_torch() is cpu_only
+
+
+def test_a_fit_served_from_the_cache_never_imports_torch(tiny_model_dir, tmp_path):
+    from importlib import metadata
+
+    from tests._subprocesses import run_python
+
+    if "+cpu" not in metadata.version("torch"):
+        pytest.skip("the installed torch is not a CPU-only (+cpu) build")
+    cache = tmp_path / "c.sqlite"
+    XLMTVectorizer(str(tiny_model_dir), backend="torch", cache=str(cache)).fit_transform(TEXTS)
+    code = (
+        "import sys; from xlmt_sklearn import XLMTVectorizer; "
+        f"v = XLMTVectorizer({str(tiny_model_dir)!r}, backend='torch', cache={str(cache)!r}); "
+        f"X = v.fit_transform({TEXTS!r}); print(X.shape, 'torch' in sys.modules)"
+    )
+    proc = run_python(code, HF_HUB_OFFLINE="1")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split()[-1] == "False", proc.stdout

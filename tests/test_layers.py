@@ -13,8 +13,17 @@ from pathlib import Path
 PKG = Path(__file__).resolve().parents[1] / "xlmt_sklearn"
 
 #: Top-level modules every layer may use: errors, environment, process state, the
-#: machine and the model's identity.
-FOUNDATION = {"_errors", "_env", "_filelock", "_state", "_version", "_machine", "_model"}
+#: machine, file locks and digests, and the model's identity.
+FOUNDATION = {
+    "_digests",
+    "_errors",
+    "_env",
+    "_filelock",
+    "_state",
+    "_version",
+    "_machine",
+    "_model",
+}
 LAYERS = ("store", "backends", "flow", "cli")
 
 

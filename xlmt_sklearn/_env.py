@@ -21,6 +21,10 @@ Variable                                Default     Meaning
                                                     of native runtimes (docs/reliability.md).
 ``XLMT_SKLEARN_SELFCHECK_TIMEOUT``      ``300``     Seconds a self-check may take before it
                                                     counts as hung (>= 1).
+``XLMT_SKLEARN_DIGESTS``                see right   File remembering weight files' digests
+                                                    (``_digests``); default
+                                                    ``~/.cache/xlmt_sklearn/digests.json``;
+                                                    ``0``: none.
 ======================================  ==========  ==========================================
 """
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ._digests import file_digest, reset_digests
 from ._errors import ModelLoadError, ModelNotFoundError
 from ._state import owns
 
@@ -154,30 +155,24 @@ class ModelIdentity:
     model_type: str
 
 
-_HASH_MEMO: dict[tuple, str] = {}
+#: In an adapted folder (:mod:`xlmt_sklearn.adapt`): when and how it was trained, not
+#: what it computes, so a re-trained identical folder keeps its identity.
+_NOT_CONTENT = frozenset({"adapted.json"})
 
 
 def _folder_hash(folder: Path) -> str:
-    """SHA-256 over the content files of ``folder``.
-
-    Memoized per process by each file's inode, size, mtime and ctime: a file
-    replaced (new inode) or rewritten in place (ctime, which no user call can
-    set back, changes even when size and mtime are restored) is hashed again.
-    """
+    """SHA-256 over the content files of ``folder`` (each file's digest remembered by
+    its inode, size, mtime and ctime: :mod:`xlmt_sklearn._digests`)."""
     files = sorted(
-        p for p in folder.iterdir() if p.is_file() and p.name.endswith(_CONTENT_SUFFIXES)
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p.name.endswith(_CONTENT_SUFFIXES) and p.name not in _NOT_CONTENT
     )
-    stats = [(p.name, p.stat()) for p in files]
-    stamp = tuple((n, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) for n, st in stats)
-    key = (str(folder.resolve()), stamp)
-    if key not in _HASH_MEMO:
-        h = hashlib.sha256()
-        for p in files:
-            h.update(p.name.encode() + b"\0")
-            with open(p, "rb") as f:
-                h.update(hashlib.file_digest(f, "sha256").digest())
-        _HASH_MEMO[key] = h.hexdigest()
-    return _HASH_MEMO[key]
+    h = hashlib.sha256()
+    for p in files:
+        h.update(p.name.encode() + b"\0")
+        h.update(bytes.fromhex(file_digest(p)))
+    return h.hexdigest()
 
 
 def _read_config(path: Path, name: str) -> dict[str, Any]:
@@ -280,4 +275,4 @@ def resolve_identity(
 
 @owns("model_hashes")
 def _reset_model_hashes() -> None:
-    _HASH_MEMO.clear()
+    reset_digests()

@@ -7,7 +7,7 @@ The state, by name:
 
 - ``models``: ``backends._loading._REGISTRY``, ``_TOKENIZERS`` and ``_LOADS``: loaded models
   (an LRU of ``XLMT_SKLEARN_MAX_MODELS``), their tokenizers, the load counters.
-- ``model_hashes``: ``_model._HASH_MEMO``: content hashes of local model folders.
+- ``model_hashes``: ``_digests._MEMO``: digests of local model files (the disk memory stays).
 - ``packed_weights``: ``backends._packed._PACKED``: fused q/k/v weights per model (weak refs).
 - ``runtimes``: ``backends._runtime._COMPILED``: compiled OpenVINO / ONNX Runtime
   models; ``backends._convert._VERIFIED``: converted folders already hashed; the CPU probes

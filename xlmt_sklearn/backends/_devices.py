@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from importlib import metadata
+
 __all__ = ["resolve_device", "resolve_devices", "resolve_dtype"]
 
 
@@ -11,7 +14,13 @@ def resolve_device(device: str | None) -> str:
     ``"auto"`` picks CUDA, then Apple MPS, then the CPU. Any other value is
     returned as given (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``) after a
     check that the device exists, so a typo fails before a model is loaded.
+
+    With a CPU-only torch build not yet imported, ``"auto"`` and ``"cpu"`` are the CPU
+    without importing torch (1.3 s): a ``fit`` whose transforms all hit the cache (a
+    search's refit, a rerun) never needs it.
     """
+    if device in (None, "auto", "cpu") and _cpu_only_torch():
+        return "cpu"
     import torch
 
     if device in (None, "auto"):
@@ -31,6 +40,17 @@ def resolve_device(device: str | None) -> str:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} was requested but CUDA is not available here.")
     return str(dev)
+
+
+def _cpu_only_torch() -> bool:
+    """True when the installed torch, not imported yet, is a CPU-only build (``+cpu``)."""
+    if "torch" in sys.modules:
+        return False  # torch itself is here to ask
+    try:
+        version = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        return False
+    return version.split("+", 1)[-1].startswith("cpu") if "+" in version else False
 
 
 def resolve_devices(device: str | list | tuple | None) -> list[str]:
