@@ -146,6 +146,42 @@ def test_corrupt_file_is_reported_reencoded_and_compacted_away(
     assert (clean.found, clean.encoded, clean.problems) == (300, 0, 0)
 
 
+@pytest.mark.parametrize("join", ["broadcast", "cluster"])
+def test_a_row_failing_its_check_is_counted_and_reencoded(
+    spark, df, expected, tiny_model_dir, tmp_path, monkeypatch, join
+):
+    import json
+
+    import pyarrow.parquet as pq
+
+    from xlmt_sklearn.spark import embed_column, update_table
+    from xlmt_sklearn.table import _spark as tables
+    from xlmt_sklearn.table._format import COMMIT
+
+    if join == "cluster":  # counted by a Spark job instead of on the driver
+        monkeypatch.setattr(tables.TUNING, "broadcast_bytes", 0)
+    table = str(tmp_path / "table")
+    vec = _vec(tiny_model_dir)
+    update_table(df, "text", vec, table)
+    (batch,) = Path(table).glob("config=*/batch=*")
+    part = next(p for p in sorted(batch.glob("*.parquet")) if pq.read_metadata(p).num_rows)
+    data = pq.read_table(part)
+    frame = data.to_pandas()
+    frame.at[0, "vector"] = frame.at[0, "vector"] + np.float32(0.5)  # same size, wrong vector
+    pq.write_table(data.from_pandas(frame, schema=data.schema), part)
+    part.with_name(f".{part.name}.crc").unlink(missing_ok=True)
+    marker = json.loads((batch / COMMIT).read_text())
+    marker["files"][part.name] = part.stat().st_size  # the damage kept the committed size
+    (batch / COMMIT).write_text(json.dumps(marker))
+    (batch / f".{COMMIT}.crc").unlink(missing_ok=True)  # Hadoop's checksums of both files
+    with pytest.warns(TableWarning, match="1 rows that failed their check"):
+        _, got = _collect(embed_column(df, "text", vec, table=table))
+    assert np.abs(got - expected).max() < 1e-6
+    with pytest.warns(TableWarning, match="1 rows that failed their check"):
+        report = update_table(df, "text", vec, table)
+    assert (report.bad_rows, report.found, report.encoded) == (1, 300, 0)
+
+
 def test_nulls_and_refusals(spark, tiny_model_dir, tmp_path):
     from xlmt_sklearn import XLMTTokenVectorizer
     from xlmt_sklearn.spark import embed_column

@@ -6,6 +6,7 @@ Dask runs with the synchronous scheduler here, so these stay fast.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from pathlib import Path
@@ -63,6 +64,12 @@ def test_a_row_check_catches_a_flipped_bit_another_config_a_short_or_nonfinite_v
     assert not verify_rows(FP, 8, [None, keys[1], keys[2]], [None, vectors[1], None], checks)[
         [0, 2]
     ].any()
+    odd = [int(checks[0]), float("nan"), "check"]  # a foreign file's checks: rows fail, no raise
+    assert verify_rows(FP, 8, keys, list(vectors), odd).tolist() == [True, False, False]
+    # the check is defined once: blake2b-64 of fingerprint, key and little-endian floats
+    digest = hashlib.blake2b(FP.encode() + keys[0].encode() + vectors[0].astype("<f4").tobytes(),
+                             digest_size=8).digest()  # fmt: skip
+    assert int(checks[0]) == int.from_bytes(digest, "little", signed=True)
 
 
 # ---------------------------------------------------------------- layout

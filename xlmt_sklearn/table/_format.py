@@ -189,27 +189,39 @@ def text_keys(fingerprint: str, texts: Sequence[str]) -> list[str]:
 def row_checks(fingerprint: str, keys: Sequence[str], vectors: Any) -> np.ndarray:
     """The ``check`` of each row: a signed 64-bit blake2b of fingerprint, key and vector."""
     prefix = fingerprint.encode()
-    out = np.empty(len(keys), dtype=np.int64)
-    for i, (k, v) in enumerate(zip(keys, vectors, strict=True)):
-        data = np.ascontiguousarray(v, dtype="<f4").tobytes()
-        digest = hashlib.blake2b(prefix + k.encode() + data, digest_size=8).digest()
-        out[i] = int.from_bytes(digest, "little", signed=True)
-    return out
+    return np.fromiter(
+        (
+            _check(prefix, k, np.ascontiguousarray(v, dtype="<f4"))
+            for k, v in zip(keys, vectors, strict=True)
+        ),
+        dtype=np.int64,
+        count=len(keys),
+    )
+
+
+def _check(prefix: bytes, key: str, vector: np.ndarray) -> int:
+    digest = hashlib.blake2b(prefix + key.encode() + vector.tobytes(), digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True)
 
 
 def verify_rows(
     fingerprint: str, dim: int | None, keys: Sequence[Any], vectors: Sequence[Any], checks: Any
 ) -> np.ndarray:
     """True where a stored row is whole: ``dim`` finite floats (any length for None)
-    matching its check. ``checks`` must be integers: a null check arrives as 0."""
+    matching its check. ``checks`` should be integers (a null check arrives as 0); one
+    that is not (NaN, text) fails its row."""
+    prefix = fingerprint.encode()
     ok = np.zeros(len(keys), dtype=bool)
     for i, (k, v, c) in enumerate(zip(keys, vectors, checks, strict=True)):
         if not isinstance(k, str) or v is None:
             continue
-        arr = np.asarray(v, dtype=np.float32)
+        arr = np.ascontiguousarray(v, dtype="<f4")
         if arr.ndim != 1 or (dim is not None and len(arr) != dim) or not np.isfinite(arr).all():
             continue
-        ok[i] = int(row_checks(fingerprint, [k], [arr])[0]) == int(c)
+        try:
+            ok[i] = _check(prefix, k, arr) == int(c)
+        except (TypeError, ValueError, OverflowError):
+            continue
     return ok
 
 

@@ -196,6 +196,8 @@ def _update(
     """:func:`update`; with ``collect``, also the checked vectors of every distinct key of
     the input when the table is small enough to hold them on the driver."""
     F, _ = _require_pyspark()
+    import pyarrow as pa
+    import pyarrow.compute as pc
     from pyspark import StorageLevel
 
     batch_size = _check_batch_size(batch_size)
@@ -208,24 +210,26 @@ def _update(
     wanted = p.keyed.where(F.col(_KEY).isNotNull()).select(_KEY, _TEXT).dropDuplicates([_KEY])
     wanted = wanted.persist(StorageLevel.MEMORY_AND_DISK)  # the input is read once
     checked = _checked(p, files, wanted.select(F.col(_KEY).alias(KEY)))
-    checked = checked.select(KEY, *([VECTOR] if collect else []), _OK)
-    checked = checked.persist(StorageLevel.MEMORY_AND_DISK)
-    lookup = None
+    lookup = found = None
     try:
         n_wanted = wanted.count()
-        for row in checked.groupBy(_OK).agg(
-            F.count("*").alias("rows"), F.countDistinct(KEY).alias("keys")
-        ).collect():  # fmt: skip
-            if row[_OK]:
-                report.found = int(row["keys"])
-            else:
-                report.bad_rows = int(row["rows"])
+        if collect:  # one job: the checked rows to the driver, counted there
+            found = _tally_on_driver(checked, report)
+        else:
+            checked = _tally_in_cluster(checked, report)
         if report.found < n_wanted:  # nothing to encode: no append job at all
-            good = checked.where(F.col(_OK)).select(F.col(KEY).alias(_KEY))
+            good = (
+                p.spark.createDataFrame(pa.table({_KEY: pc.unique(found.column(KEY))}))
+                if found is not None
+                else checked.where(F.col(_OK)).select(F.col(KEY).alias(_KEY))
+            )
             missing = wanted.join(good, _KEY, "left_anti")
             report.batch = _append(p, missing, batch_size, num_threads, fail_attempts, report)
-        if collect and (report.found + report.encoded) * p.dim * 4 <= TUNING.broadcast_bytes:
-            lookup = _collect(p, checked.where(F.col(_OK)).select(KEY, VECTOR), report.batch)
+        if (
+            found is not None
+            and (report.found + report.encoded) * p.dim * 4 <= TUNING.broadcast_bytes
+        ):
+            lookup = _collect(p, found, report.batch)
     finally:
         checked.unpersist()
         wanted.unpersist()
@@ -236,21 +240,51 @@ def _update(
     return report, lookup
 
 
+def _tally_on_driver(checked: Any, report: TableReport) -> Any:
+    """The checked rows on the driver (Arrow: KEY, VECTOR; the good ones), counted there."""
+    import pyarrow.compute as pc
+
+    rows = checked.select(KEY, VECTOR, _OK).toArrow()
+    ok = rows.column(_OK).to_numpy(zero_copy_only=False).astype(bool)
+    report.bad_rows = int((~ok).sum())
+    rows = rows.filter(ok).select([KEY, VECTOR])
+    report.found = len(pc.unique(rows.column(KEY)))
+    return rows
+
+
+def _tally_in_cluster(checked: Any, report: TableReport) -> Any:
+    """``checked`` (KEY, _OK) persisted, its good keys and bad rows counted by a job."""
+    F, _ = _require_pyspark()
+    from pyspark import StorageLevel
+
+    checked = checked.select(KEY, _OK).persist(StorageLevel.MEMORY_AND_DISK)
+    for row in checked.groupBy(_OK).agg(
+        F.count("*").alias("rows"), F.countDistinct(KEY).alias("keys")
+    ).collect():  # fmt: skip
+        if row[_OK]:
+            report.found = int(row["keys"])
+        else:
+            report.bad_rows = int(row["rows"])
+    return checked
+
+
 def _spark_4(spark: Any) -> bool:
     return int(spark.version.split(".")[0]) >= 4
 
 
 def _collect(p: Plan, found: Any, batch: str | None) -> Lookup:
-    """``found`` (rows checked already) and the new batch's rows (checked now), on the
-    driver as one matrix."""
+    """``found`` (an Arrow table of the rows checked already) and the new batch's rows
+    (checked now), on the driver as one matrix."""
     F, _ = _require_pyspark()
-    rows = found
+    import pyarrow as pa
+
+    parts = [found]
     if batch is not None:
         fresh = _stored(p.spark, committed_files(p.fs, batch)).withColumn(
             _OK, _verify_udf(p.fingerprint, p.dim)(KEY, VECTOR, CHECK)
         )
-        rows = rows.unionByName(fresh.where(F.col(_OK)).select(KEY, VECTOR))
-    return Lookup.from_arrow(rows.toArrow(), p.dim)
+        parts.append(fresh.where(F.col(_OK)).select(KEY, VECTOR).toArrow())
+    return Lookup.from_arrow(pa.concat_tables([t.cast(parts[0].schema) for t in parts]), p.dim)
 
 
 def _checked(p: Plan, files: list[str], keys: Any) -> Any:
