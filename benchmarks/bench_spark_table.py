@@ -373,6 +373,9 @@ def main() -> None:
                          "(writes results/spark_table_joins.md)")  # fmt: skip
     ap.add_argument("--docs-only", action="store_true",
                     help="only copy benchmarks/results/spark_table.md into the docs")  # fmt: skip
+    ap.add_argument("--results", default="spark_table",
+                    help="results file name; another name (a partial run) leaves the docs "
+                         "alone")  # fmt: skip
     args = ap.parse_args()
     if args.docs_only:
         write_docs()
@@ -440,8 +443,10 @@ def main() -> None:
     import pyspark
 
     generated, machine = _provenance(started, pyspark=pyspark.__version__, dask=dask.__version__)
+    partial = "" if args.results == "spark_table" else f"A partial run ({' '.join(sys.argv[1:])}). "
     text = (
         "## Embedding table (Spark, Dask)\n\n"
+        f"{partial}"
         f'{generated} Model {name} (`dtype="float32"`: {vec.backend_}; '
         '`prefix="query: "`), '
         f"{len(first):,} input rows drawn from {len(set(first)):,} distinct tweets (distinct "
@@ -453,9 +458,10 @@ def main() -> None:
         f"{machine}\n\n{table}\n"
     )
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "spark_table.md").write_text(text, encoding="utf-8")
-    write_docs()
-    log(f"wrote {RESULTS / 'spark_table.md'}")
+    (RESULTS / f"{args.results}.md").write_text(text, encoding="utf-8")
+    if args.results == "spark_table":
+        write_docs()
+    log(f"wrote {RESULTS / args.results}.md")
 
 
 def _provenance(started: float, **versions: str) -> tuple[str, str]:
