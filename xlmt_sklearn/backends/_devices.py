@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from importlib import metadata
 
@@ -46,11 +47,16 @@ def _cpu_only_torch() -> bool:
     """True when the installed torch, not imported yet, is a CPU-only build (``+cpu``)."""
     if "torch" in sys.modules:
         return False  # torch itself is here to ask
+    version = _torch_version()
+    return "+" in version and version.split("+", 1)[1].startswith("cpu")
+
+
+@functools.lru_cache(maxsize=1)
+def _torch_version() -> str:
     try:
-        version = metadata.version("torch")
+        return metadata.version("torch")
     except metadata.PackageNotFoundError:
-        return False
-    return version.split("+", 1)[-1].startswith("cpu") if "+" in version else False
+        return ""
 
 
 def resolve_devices(device: str | list | tuple | None) -> list[str]:
