@@ -68,6 +68,41 @@ def test_same_seed_same_weights_other_seed_or_objective_other(tiny_model_dir, da
     assert not np.array_equal(a, d.transform(texts[:8]))
 
 
+@pytest.mark.parametrize("batching", ["length", "random"])
+def test_each_epoch_batches_every_text_once_from_the_seed_alone(batching):
+    import torch
+
+    from xlmt_sklearn.adapt._train import GROUP_BATCHES, TrainSpec, _batches
+
+    rng = np.random.default_rng(0)
+    ids = [[1] * int(n) for n in rng.integers(3, 90, size=5 * 16 * GROUP_BATCHES // 2)]
+    spec = TrainSpec(batch_size=16, batching=batching)
+
+    def epoch(seed):
+        return _batches(ids, spec, torch.Generator().manual_seed(seed))
+
+    first = epoch(0)
+    assert sorted(r for b in first for r in b) == list(range(len(ids)))  # each text once
+    assert all(len(b) <= 16 for b in first)
+    assert epoch(0) == first and epoch(1) != first
+
+    def padded(batches):
+        return sum(max(len(ids[r]) for r in b) * len(b) for b in batches) / sum(map(len, ids))
+
+    if batching == "length":  # few pad tokens, and the batches do not run shortest first
+        assert padded(first) < 1.1 < padded(_batches(ids, TrainSpec(batching="random"),
+                                                     torch.Generator().manual_seed(0)))  # fmt: skip
+        widths = [max(len(ids[r]) for r in b) for b in first]
+        assert widths != sorted(widths)
+
+
+def test_the_batching_changes_the_fine_tune_and_its_key(tiny_model_dir, data, tmp_path):
+    texts, labels = data
+    a = _ft(tiny_model_dir, tmp_path / "a").fit(texts, labels)
+    b = _ft(tiny_model_dir, tmp_path / "a", train_batching="random").fit(texts, labels)
+    assert a.adapted_path_ != b.adapted_path_ and b.training_["trained"]
+
+
 def test_grid_search_fine_tunes_once_per_fold(tiny_model_dir, data, tmp_path):
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GridSearchCV

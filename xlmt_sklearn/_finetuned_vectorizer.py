@@ -49,6 +49,11 @@ class XLMTFineTunedVectorizer(XLMTVectorizer):
         Texts per training step.
     train_max_length : int, default=96
         Tokens per training text (longer ones are truncated while training).
+    train_batching : {"length", "random"}, default="length"
+        How each epoch cuts the shuffled training texts into batches:
+        ``"length"`` sorts them by length within groups of 64 batches, so that a
+        batch pads few tokens (the batches then run in a shuffled order);
+        ``"random"``: consecutive texts of the shuffled order.
     seed : int, default=0
         Seeds the head's initial weights, dropout and each epoch's text order:
         the same data and options give the same adapted weights.
@@ -123,6 +128,7 @@ class XLMTFineTunedVectorizer(XLMTVectorizer):
         learning_rate: float = 3e-5,
         train_batch_size: int = 16,
         train_max_length: int = 96,
+        train_batching: str = "length",
         seed: int = 0,
         train_dtype: str = "auto",
         cv: int | None = 3,
@@ -143,6 +149,7 @@ class XLMTFineTunedVectorizer(XLMTVectorizer):
         self.learning_rate = learning_rate
         self.train_batch_size = train_batch_size
         self.train_max_length = train_max_length
+        self.train_batching = train_batching
         self.seed = seed
         self.train_dtype = train_dtype
         self.cv = cv
@@ -245,7 +252,8 @@ class XLMTFineTunedVectorizer(XLMTVectorizer):
         spec = TrainSpec(
             objective=self.objective, epochs=int(self.epochs),
             learning_rate=float(self.learning_rate), batch_size=int(self.train_batch_size),
-            max_length=int(self.train_max_length), seed=int(self.seed),
+            max_length=int(self.train_max_length), batching=self.train_batching,
+            seed=int(self.seed),
             dtype=self._resolved_train_dtype(device),
         )  # fmt: skip
         key = adapted_key(base.content_hash, texts, labels, spec)

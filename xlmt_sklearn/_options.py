@@ -33,6 +33,7 @@ from typing import Any
 __all__ = [
     "ADAPTED",
     "BACKENDS",
+    "BATCHINGS",
     "DEFAULT_MODEL",
     "DTYPES",
     "GRANULARITIES",
@@ -79,6 +80,8 @@ POOLED, TOKENS = "pooled", "tokens"  # the estimators' kinds (``ModelFeaturizerM
 #: The fine-tuned vectorizer's options: the pooled ones and its training ones.
 ADAPTED = "adapted"
 OBJECTIVES = ("classification", "contrastive")
+#: "length": batches of similar-length texts (fewer pad tokens), in a seeded random order.
+BATCHINGS = ("length", "random")
 BOTH = (POOLED, TOKENS)
 
 
@@ -319,6 +322,8 @@ OPTIONS: tuple[Option, ...] = (
            refit=True, estimators=(ADAPTED,)),
     Option("train_max_length", 96, (AtLeast(2),), "tokens per training text",
            key="identity", refit=True, estimators=(ADAPTED,)),
+    Option("train_batching", "length", (Choice(BATCHINGS),), "how training texts are cut into "
+           "batches", key="identity", refit=True, estimators=(ADAPTED,)),
     Option("seed", 0, (AtLeast(0),), "seeds the fine-tune", key="identity", refit=True,
            estimators=(ADAPTED,)),
     Option("train_dtype", "auto", (Choice(("auto", "float32", "bfloat16")),), "precision of "

