@@ -99,8 +99,18 @@ def test_each_epoch_batches_every_text_once_from_the_seed_alone(batching):
 def test_the_batching_changes_the_fine_tune_and_its_key(tiny_model_dir, data, tmp_path):
     texts, labels = data
     a = _ft(tiny_model_dir, tmp_path / "a").fit(texts, labels)
-    b = _ft(tiny_model_dir, tmp_path / "a", train_batching="random").fit(texts, labels)
+    b = _ft(tiny_model_dir, tmp_path / "a", train_batching="length").fit(texts, labels)
     assert a.adapted_path_ != b.adapted_path_ and b.training_["trained"]
+    assert not np.array_equal(a.transform(texts[:4]), b.transform(texts[:4]))
+
+
+def test_the_default_batching_keeps_the_keys_of_earlier_fine_tunes():
+    from xlmt_sklearn.adapt._folder import adapted_key
+    from xlmt_sklearn.adapt._train import TrainSpec
+
+    # The key of this fine-tune before train_batching existed (package major version 0).
+    key = adapted_key("c" * 64, ["a", "b"], np.array([0, 1]), TrainSpec())
+    assert key == "beb2e7c5860063a8735523e54f376df6"
 
 
 def test_grid_search_fine_tunes_once_per_fold(tiny_model_dir, data, tmp_path):

@@ -80,8 +80,9 @@ POOLED, TOKENS = "pooled", "tokens"  # the estimators' kinds (``ModelFeaturizerM
 #: The fine-tuned vectorizer's options: the pooled ones and its training ones.
 ADAPTED = "adapted"
 OBJECTIVES = ("classification", "contrastive")
-#: "length": batches of similar-length texts (fewer pad tokens), in a seeded random order.
-BATCHINGS = ("length", "random")
+#: "random": consecutive texts of a seeded random order; "length": batches of similar-length
+#: texts (fewer pad tokens), in a seeded random order.
+BATCHINGS = ("random", "length")
 BOTH = (POOLED, TOKENS)
 
 
@@ -322,7 +323,7 @@ OPTIONS: tuple[Option, ...] = (
            refit=True, estimators=(ADAPTED,)),
     Option("train_max_length", 96, (AtLeast(2),), "tokens per training text",
            key="identity", refit=True, estimators=(ADAPTED,)),
-    Option("train_batching", "length", (Choice(BATCHINGS),), "how training texts are cut into "
+    Option("train_batching", "random", (Choice(BATCHINGS),), "how training texts are cut into "
            "batches", key="identity", refit=True, estimators=(ADAPTED,)),
     Option("seed", 0, (AtLeast(0),), "seeds the fine-tune", key="identity", refit=True,
            estimators=(ADAPTED,)),

@@ -50,7 +50,10 @@ def adapted_key(
     """Hex key of a fine-tune: base model content, the (text, label) pairs in order,
     the training options and the package's major version."""
     h = hashlib.sha256()
-    h.update(json.dumps({"base": base_content, "spec": spec.as_dict(),
+    spec_part = spec.as_dict()
+    if spec_part["batching"] == "random":  # as before the option: earlier folders keep their keys
+        del spec_part["batching"]
+    h.update(json.dumps({"base": base_content, "spec": spec_part,
                          "major": __version__.split(".")[0]}, sort_keys=True).encode())  # fmt: skip
     for text, label in zip(texts, labels.tolist(), strict=True):
         h.update(text.encode("utf-8", "surrogatepass") + b"\x00" + str(label).encode() + b"\x01")

@@ -47,7 +47,7 @@ class TrainSpec:
     learning_rate: float = 3e-5
     batch_size: int = 16
     max_length: int = 96
-    batching: str = "length"
+    batching: str = "random"
     seed: int = 0
     dtype: str = "float32"  # "bfloat16": forward passes under torch.autocast
 
