@@ -98,12 +98,13 @@ def test_a_damaged_disk_memory_is_ignored_and_rewritten(tmp_path, memo, damage):
     assert json.loads(memo.read_text())["format"] == 1
 
 
-def test_a_wrong_entry_of_another_shape_is_not_trusted(tmp_path, memo):
+@pytest.mark.parametrize("entry", ["not a digest", "z" * 64, "A" * 64, 12, None])
+def test_a_wrong_entry_of_another_shape_is_not_trusted(tmp_path, memo, entry):
     f = _write(tmp_path / "w.bin", b"y" * 100)
     _digests.file_digest(f)
     data = json.loads(memo.read_text())
     (stamp,) = data["digests"]
-    data["digests"][stamp] = "not a digest"
+    data["digests"][stamp] = entry
     memo.write_text(json.dumps(data))
     _digests.reset_digests()
     assert _digests.file_digest(f) == hashlib.sha256(b"y" * 100).hexdigest()

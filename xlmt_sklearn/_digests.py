@@ -14,7 +14,7 @@ Two memories:
 * on disk, for files of at least ``TUNING.disk_min_bytes`` (weights, not configs), in
   ``digests.json`` under ``$XDG_CACHE_HOME/xlmt_sklearn`` (default ``~/.cache``), or
   ``XLMT_SKLEARN_DIGESTS`` (a file path; ``0`` turns the disk memory off). Written by
-  an atomic replace, at most ``TUNING.disk_entries`` stamps, least recently used
+  an atomic replace, at most ``TUNING.disk_entries`` stamps, the oldest written
   dropped first. A file changed within ``TUNING.racy_s`` seconds of its hashing is
   not written there (a coarse clock could give the next change the same stamp, as
   git's "racily clean" entries). A disk memory that cannot be read or written is
@@ -63,7 +63,7 @@ def file_digest(path: Path) -> str:
         return _MEMO[stamp]
     on_disk = st.st_size >= TUNING.disk_min_bytes and _disk_path() is not None
     digest = _read_disk().get(stamp) if on_disk else None
-    if not (isinstance(digest, str) and len(digest) == 64):
+    if not _is_digest(digest):
         started = time.time()
         with open(path, "rb") as f:
             digest = hashlib.file_digest(f, "sha256").hexdigest()
@@ -72,6 +72,10 @@ def file_digest(path: Path) -> str:
             _write_disk(stamp, digest)
     _MEMO[stamp] = digest
     return digest
+
+
+def _is_digest(value: object) -> bool:
+    return isinstance(value, str) and len(value) == 64 and set(value) <= set("0123456789abcdef")
 
 
 def reset_digests() -> None:
@@ -90,7 +94,7 @@ def _disk_path() -> Path | None:
 
 
 def _read_disk() -> dict[str, str]:
-    """The disk memory's stamps, most recently used last (empty when unreadable)."""
+    """The disk memory's stamps, the most recently written last (empty when unreadable)."""
     path = _disk_path()
     try:
         data = json.loads(path.read_text(encoding="utf-8"))  # type: ignore[union-attr]
