@@ -13,7 +13,9 @@ last layer, LogisticRegression with C chosen on **val** (0.1, 1, 10), test score
   cv=None)``: the SetFit-style objective (in-batch supervised contrastive loss), plain
   features, to compare with ``adapted, plain``;
 * ``adapted, plain, length-grouped batches``: ``train_batching="length"`` (batches of
-  similar-length texts: fewer pad tokens), to compare with ``adapted, plain``.
+  similar-length texts: fewer pad tokens), to compare with ``adapted, plain``;
+* ``adapted, plain, embedding table frozen``: ``train_embeddings=False``, to compare
+  with ``adapted, plain``.
 
 Training: ``--train english`` trains on english/train and scores english; ``--train
 all`` trains on all/train (multilingual) and scores every language. The fine-tunes are
@@ -92,7 +94,8 @@ def main() -> int:
     ap.add_argument("--variants", default="frozen,plain,cross",
                     help="comma-separated: frozen, plain (cv=None), cross (cv=3), "
                          "contrastive (objective='contrastive', cv=None), "
-                         "length (train_batching='length', cv=None)")  # fmt: skip
+                         "length (train_batching='length', cv=None), "
+                         "noemb (train_embeddings=False, cv=None)")  # fmt: skip
     ap.add_argument("--fresh", action="store_true",
                     help="fine-tune in a new folder: every fit time is whole")  # fmt: skip
     ap.add_argument("--docs", action="store_true", help="write benchmarks/results/adapted*.md")
@@ -131,21 +134,22 @@ def main() -> int:
     common = dict(device="cpu", prefix=prefix, progress=False)
     train_opts = dict(epochs=args.epochs, adapted_dir=str(adapted))
 
-    def adapted_with(cv: int | None, objective: str = "classification", batching: str = "random"):
+    def adapted_with(cv: int | None, objective: str = "classification", **train):
         return lambda: (XLMTFineTunedVectorizer(str(model), **common, **train_opts, cv=cv,
-                                                objective=objective, train_batching=batching),
-                        True)  # fmt: skip
+                                                objective=objective, **train), True)  # fmt: skip
 
     variants = {
         "frozen": lambda: (XLMTVectorizer(str(model), **common), False),
         "plain": adapted_with(None),
         "cross": adapted_with(3),
         "contrastive": adapted_with(None, "contrastive"),
-        "length": adapted_with(None, batching="length"),
+        "length": adapted_with(None, train_batching="length"),
+        "noemb": adapted_with(None, train_embeddings=False),
     }
     names = {"frozen": "frozen", "plain": "adapted, plain", "cross": "adapted, cross-fitted (cv=3)",
              "contrastive": "adapted, contrastive, plain",
-             "length": "adapted, plain, length-grouped batches"}  # fmt: skip
+             "length": "adapted, plain, length-grouped batches",
+             "noemb": "adapted, plain, embedding table frozen"}  # fmt: skip
     chosen = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = sorted(set(chosen) - set(variants))
     if unknown:
@@ -184,7 +188,8 @@ def main() -> int:
         f'{minutes:.1f} minutes. Model {model_name}, `prefix="query: "`, mean pooling of the '
         f"last layer; fine-tune: {args.epochs} epochs, batch 16, AdamW 3e-5, max_length 96, "
         "classification objective unless the row says contrastive, random batches unless "
-        "the row says length-grouped, seed 0. "
+        "the row says length-grouped, every weight trained unless the row says frozen, "
+        "seed 0. "
         "LogisticRegression, C in (0.1, 1, 10) chosen on "
         f"val; test scored once. {len(train[0])} training tweets. Machine: {info.get('cpu')}; "
         f"CPU flags: {info.get('ISA flags')}; torch {info.get('torch')}, transformers "

@@ -104,6 +104,23 @@ def test_the_batching_changes_the_fine_tune_and_its_key(tiny_model_dir, data, tm
     assert not np.array_equal(a.transform(texts[:4]), b.transform(texts[:4]))
 
 
+def test_a_frozen_embedding_table_stays_as_in_the_base_model(tiny_model_dir, data, tmp_path):
+    from safetensors.numpy import load_file
+
+    texts, labels = data
+    a = _ft(tiny_model_dir, tmp_path / "a", train_embeddings=False).fit(texts, labels)
+    b = _ft(tiny_model_dir, tmp_path / "a").fit(texts, labels)
+    assert a.adapted_path_ != b.adapted_path_
+
+    def table(folder):
+        weights = load_file(str(next(Path(folder).glob("*.safetensors"))))
+        return next(v for k, v in weights.items() if k.endswith("word_embeddings.weight"))
+
+    assert np.array_equal(table(a.adapted_path_), table(tiny_model_dir))
+    assert not np.array_equal(table(b.adapted_path_), table(tiny_model_dir))
+    assert not np.array_equal(a.transform(texts[:4]), b.transform(texts[:4]))
+
+
 def test_the_default_batching_keeps_the_keys_of_earlier_fine_tunes():
     from xlmt_sklearn.adapt._folder import adapted_key
     from xlmt_sklearn.adapt._train import TrainSpec

@@ -55,6 +55,10 @@ class XLMTFineTunedVectorizer(XLMTVectorizer):
         them by length within groups of 64 batches, so that a batch pads few
         tokens, and runs the batches in a shuffled order (faster; see
         docs/finetuning.md for its measured quality).
+    train_embeddings : bool, default=True
+        Whether the fine-tune updates the word-embedding table. False keeps it as
+        in the base model: for XLM-R-sized vocabularies most of a training step is
+        AdamW's update of that table (docs/finetuning.md has the measurement).
     seed : int, default=0
         Seeds the head's initial weights, dropout and each epoch's text order:
         the same data and options give the same adapted weights.
@@ -130,6 +134,7 @@ class XLMTFineTunedVectorizer(XLMTVectorizer):
         train_batch_size: int = 16,
         train_max_length: int = 96,
         train_batching: str = "random",
+        train_embeddings: bool = True,
         seed: int = 0,
         train_dtype: str = "auto",
         cv: int | None = 3,
@@ -151,6 +156,7 @@ class XLMTFineTunedVectorizer(XLMTVectorizer):
         self.train_batch_size = train_batch_size
         self.train_max_length = train_max_length
         self.train_batching = train_batching
+        self.train_embeddings = train_embeddings
         self.seed = seed
         self.train_dtype = train_dtype
         self.cv = cv
@@ -254,7 +260,7 @@ class XLMTFineTunedVectorizer(XLMTVectorizer):
             objective=self.objective, epochs=int(self.epochs),
             learning_rate=float(self.learning_rate), batch_size=int(self.train_batch_size),
             max_length=int(self.train_max_length), batching=self.train_batching,
-            seed=int(self.seed),
+            embeddings=bool(self.train_embeddings), seed=int(self.seed),
             dtype=self._resolved_train_dtype(device),
         )  # fmt: skip
         key = adapted_key(base.content_hash, texts, labels, spec)

@@ -44,15 +44,17 @@ def adapted_root(adapted_dir: str | os.PathLike | None = None) -> Path:
     return env_dir(ADAPTED_ENV) or Path.home() / ".cache" / "xlmt_sklearn" / "adapted"
 
 
+_LATER_DEFAULTS = {("batching", "random"), ("embeddings", True)}
+
+
 def adapted_key(
     base_content: str, texts: Sequence[str], labels: np.ndarray, spec: TrainSpec
 ) -> str:
     """Hex key of a fine-tune: base model content, the (text, label) pairs in order,
     the training options and the package's major version."""
     h = hashlib.sha256()
-    spec_part = spec.as_dict()
-    if spec_part["batching"] == "random":  # as before the option: earlier folders keep their keys
-        del spec_part["batching"]
+    # Options added later enter only when not at their default: earlier folders keep their keys.
+    spec_part = {k: v for k, v in spec.as_dict().items() if (k, v) not in _LATER_DEFAULTS}
     h.update(json.dumps({"base": base_content, "spec": spec_part,
                          "major": __version__.split(".")[0]}, sort_keys=True).encode())  # fmt: skip
     for text, label in zip(texts, labels.tolist(), strict=True):

@@ -48,6 +48,7 @@ class TrainSpec:
     batch_size: int = 16
     max_length: int = 96
     batching: str = "random"
+    embeddings: bool = True  # False: the word-embedding table stays as it is
     seed: int = 0
     dtype: str = "float32"  # "bfloat16": forward passes under torch.autocast
 
@@ -209,7 +210,9 @@ class _Trainer:
         self.model = model.to(device)
         self.model.train()
         self.head = torch.nn.Linear(self.model.config.hidden_size, n_classes).to(device)
-        self.params = list(self.model.parameters())
+        if not spec.embeddings:  # most of a step's optimizer work (docs/finetuning.md)
+            self.model.get_input_embeddings().weight.requires_grad_(False)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
         if spec.objective == "classification":
             self.params += list(self.head.parameters())
         self.optimizer = torch.optim.AdamW(self.params, lr=spec.learning_rate, weight_decay=0.01)
