@@ -18,3 +18,4 @@ python benchmarks/bench_selfcheck.py --smoke
 python benchmarks/bench_njobs.py --smoke
 python benchmarks/bench_amx.py --smoke
 python benchmarks/int8_quality.py --smoke --backend openvino --calibrate vocabulary
+python benchmarks/finetune_steps.py --smoke
