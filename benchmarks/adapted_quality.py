@@ -1,7 +1,8 @@
 """UMSAB macro-F1 of the adapted (fine-tuned) featurizer beside frozen features, public API only.
 
 Per run: multilingual-e5-small (real weights, ``prefix="query: "``), mean pooling of the
-last layer, LogisticRegression with C chosen on **val** (0.1, 1, 10), test scored once.
+last layer, LogisticRegression with C chosen on **val** (``--cs``: 0.1, 1, 10 unless
+given), test scored once.
 
 * ``frozen``: ``XLMTVectorizer`` (the pretrained encoder);
 * ``adapted, plain``: ``XLMTFineTunedVectorizer(cv=None)``: the classifier is trained
@@ -63,7 +64,7 @@ def split(root: Path, name: str, part: str, limit: int | None):
     return texts[:limit], np.asarray([int(x) for x in labels[:limit]])
 
 
-def score(vec, train, evals: dict, fit_transform: bool) -> dict:
+def score(vec, train, evals: dict, fit_transform: bool, cs: tuple[float, ...] = CS) -> dict:
     """Fit ``vec`` on train, pick C on val, score test per language; times in seconds."""
     from sklearn.linear_model import LogisticRegression
 
@@ -74,7 +75,7 @@ def score(vec, train, evals: dict, fit_transform: bool) -> dict:
     for name, (X, _) in feats.items():
         bench.check_vectors(f"features of {name}", X)
     best = None
-    for C in CS:
+    for C in cs:
         clf = LogisticRegression(C=C, max_iter=2000).fit(Xtr, train[1])
         val = np.mean([macro_f1(y, clf.predict(X)) for k, (X, y) in feats.items() if k[1] == "val"])
         if best is None or val > best[0]:
@@ -97,6 +98,11 @@ def main() -> int:
                          "length (train_batching='length', cv=None), "
                          "noemb (train_embeddings=False, cv=None); an adapted variant "
                          "takes a learning rate as a suffix: noemb+lr=1e-4")  # fmt: skip
+    ap.add_argument(
+        "--cs",
+        default=",".join(f"{c:g}" for c in CS),
+        help="the LogisticRegression C values chosen from on val (comma-separated)",
+    )
     ap.add_argument("--fresh", action="store_true",
                     help="fine-tune in a new folder: every fit time is whole")  # fmt: skip
     ap.add_argument("--docs", action="store_true", help="write benchmarks/results/adapted*.md")
@@ -109,6 +115,12 @@ def main() -> int:
     if args.docs_only:
         write_docs(args.train, args.tag)
         return 0
+    try:
+        cs = tuple(float(c) for c in args.cs.split(",") if c.strip())
+    except ValueError:
+        ap.error(f"--cs: comma-separated numbers, as in 0.03,0.1,1; got {args.cs!r}")
+    if not cs or min(cs) <= 0:
+        ap.error(f"--cs: at least one C, each > 0; got {args.cs!r}")
     from xlmt_sklearn import XLMTFineTunedVectorizer, XLMTVectorizer
 
     started = time.perf_counter()
@@ -172,7 +184,7 @@ def main() -> int:
     results = {}
     for name, (vec, ft) in runs.items():
         log(f"{name}: fitting on {args.train}/train ({len(train[0])} texts)")
-        results[name] = score(vec, train, evals, ft)
+        results[name] = score(vec, train, evals, ft, cs)
         results[name]["train_s"] = getattr(vec, "training_", {}).get("seconds")
         log(f"{name}: mean test macro-F1 {results[name]['mean_test']:.1f} "
             f"({results[name]['fit_s']:.0f} s)")  # fmt: skip
@@ -205,7 +217,7 @@ def main() -> int:
         "classification objective unless the row says contrastive, random batches unless "
         "the row says length-grouped, every weight trained unless the row says frozen, "
         "seed 0. "
-        "LogisticRegression, C in (0.1, 1, 10) chosen on "
+        f"LogisticRegression, C in ({', '.join(f'{c:g}' for c in cs)}) chosen on "
         f"val; test scored once. {len(train[0])} training tweets. Machine: {info.get('cpu')}; "
         f"CPU flags: {info.get('ISA flags')}; torch {info.get('torch')}, transformers "
         f"{info.get('transformers')}. The fit column includes every fine-tune the variant "
