@@ -108,8 +108,8 @@ def test_a_frozen_embedding_table_stays_as_in_the_base_model(tiny_model_dir, dat
     from safetensors.numpy import load_file
 
     texts, labels = data
-    a = _ft(tiny_model_dir, tmp_path / "a", train_embeddings=False).fit(texts, labels)
-    b = _ft(tiny_model_dir, tmp_path / "a").fit(texts, labels)
+    a = _ft(tiny_model_dir, tmp_path / "a").fit(texts, labels)  # the default: frozen
+    b = _ft(tiny_model_dir, tmp_path / "a", train_embeddings=True).fit(texts, labels)
     assert a.adapted_path_ != b.adapted_path_
 
     def table(folder):
@@ -125,8 +125,9 @@ def test_the_default_batching_keeps_the_keys_of_earlier_fine_tunes():
     from xlmt_sklearn.adapt._folder import adapted_key
     from xlmt_sklearn.adapt._train import TrainSpec
 
-    # The key of this fine-tune before train_batching existed (package major version 0).
-    key = adapted_key("c" * 64, ["a", "b"], np.array([0, 1]), TrainSpec())
+    # The key of this fine-tune before train_batching and train_embeddings existed
+    # (package major version 0): their old defaults leave it as it was.
+    key = adapted_key("c" * 64, ["a", "b"], np.array([0, 1]), TrainSpec(embeddings=True))
     assert key == "beb2e7c5860063a8735523e54f376df6"
 
 

@@ -325,7 +325,7 @@ OPTIONS: tuple[Option, ...] = (
            key="identity", refit=True, estimators=(ADAPTED,)),
     Option("train_batching", "random", (Choice(BATCHINGS),), "how training texts are cut into "
            "batches", key="identity", refit=True, estimators=(ADAPTED,)),
-    Option("train_embeddings", True, ("boolean",), "whether the fine-tune updates the "
+    Option("train_embeddings", False, ("boolean",), "whether the fine-tune updates the "
            "word-embedding table", key="identity", refit=True, estimators=(ADAPTED,)),
     Option("seed", 0, (AtLeast(0),), "seeds the fine-tune", key="identity", refit=True,
            estimators=(ADAPTED,)),

@@ -48,7 +48,7 @@ class TrainSpec:
     batch_size: int = 16
     max_length: int = 96
     batching: str = "random"
-    embeddings: bool = True  # False: the word-embedding table stays as it is
+    embeddings: bool = False  # False: the word-embedding table stays as it is
     seed: int = 0
     dtype: str = "float32"  # "bfloat16": forward passes under torch.autocast
 
