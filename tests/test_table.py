@@ -27,6 +27,7 @@ from xlmt_sklearn.table._format import (
     plan_compaction,
     row_checks,
     text_keys,
+    verify_arrow,
     verify_rows,
     visible_files,
     write_commit,
@@ -70,6 +71,29 @@ def test_a_row_check_catches_a_flipped_bit_another_config_a_short_or_nonfinite_v
     digest = hashlib.blake2b(FP.encode() + keys[0].encode() + vectors[0].astype("<f4").tobytes(),
                              digest_size=8).digest()  # fmt: skip
     assert int(checks[0]) == int.from_bytes(digest, "little", signed=True)
+
+
+def test_rows_checked_from_arrow_agree_with_the_row_check():
+    pa = pytest.importorskip("pyarrow")
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(5, 8)).astype(np.float32)
+    keys = text_keys(FP, list("abcde"))
+    checks = row_checks(FP, keys, vectors).tolist()
+    flipped = vectors.copy()
+    flipped.view(np.uint32)[1, 3] ^= 1
+    lists = [v.tolist() for v in flipped]
+    lists[2][0] = None  # a null float: NaN, the row fails
+    lists[3] = None  # a null vector
+    checks[4] = None  # a null check (not 0)
+    table = pa.table({"key": keys, "vector": pa.array(lists, pa.list_(pa.float32())),
+                      "check": pa.array(checks, pa.int64())})  # fmt: skip
+    assert verify_arrow(FP, 8, table).tolist() == [True, False, False, False, False]
+    whole = pa.table({"key": keys, "vector": pa.array(list(vectors), pa.list_(pa.float32())),
+                      "check": pa.array(row_checks(FP, keys, vectors))})  # fmt: skip
+    assert verify_arrow(FP, 8, whole).all()
+    assert verify_arrow(FP, 8, whole.slice(2, 2)).tolist() == [True, True]  # offsets of a slice
+    assert not verify_arrow(FP, 9, whole).any()
+    assert len(verify_arrow(FP, 8, whole.slice(0, 0))) == 0
 
 
 # ---------------------------------------------------------------- layout

@@ -61,6 +61,7 @@ __all__ = [
     "row_checks",
     "table_fingerprint",
     "text_keys",
+    "verify_arrow",
     "verify_rows",
     "visible_files",
     "write_commit",
@@ -223,6 +224,21 @@ def verify_rows(
         except (TypeError, ValueError, OverflowError):
             continue
     return ok
+
+
+def verify_arrow(fingerprint: str, dim: int | None, rows: Any) -> np.ndarray:
+    """:func:`verify_rows` on an Arrow table of stored rows (KEY, VECTOR, CHECK), as the
+    driver or client receives them: each vector is a view into the column's floats (a
+    null float is NaN, so its row fails), without a Python list per row."""
+    vectors = rows.column(VECTOR).combine_chunks()
+    values = vectors.values.to_numpy(zero_copy_only=False).astype("<f4", copy=False)
+    offsets = vectors.offsets.to_numpy()
+    whole = vectors.is_valid().to_numpy(zero_copy_only=False)
+    views = [values[offsets[i] : offsets[i + 1]] if whole[i] else None for i in range(len(vectors))]
+    checks = rows.column(CHECK)
+    present = ~checks.is_null().to_numpy(zero_copy_only=False)  # a null check fails its row
+    checks = checks.fill_null(0).to_numpy(zero_copy_only=False)  # int64, not float64 via NaN
+    return present & verify_rows(fingerprint, dim, rows.column(KEY).to_pylist(), views, checks)
 
 
 def table_fingerprint(est: Any) -> str:

@@ -52,6 +52,7 @@ from ._format import (
     row_checks,
     table_fingerprint,
     text_keys,
+    verify_arrow,
     verify_rows,
     visible_files,
     write_commit,
@@ -209,14 +210,14 @@ def _update(
     collect = collect and sum(sizes.values()) <= TUNING.broadcast_bytes and _spark_4(p.spark)
     wanted = p.keyed.where(F.col(_KEY).isNotNull()).select(_KEY, _TEXT).dropDuplicates([_KEY])
     wanted = wanted.persist(StorageLevel.MEMORY_AND_DISK)  # the input is read once
-    checked = _checked(p, files, wanted.select(F.col(_KEY).alias(KEY)))
-    lookup = found = None
+    stored = _stored_for(p, files, wanted.select(F.col(_KEY).alias(KEY)))
+    lookup = found = checked = None
     try:
         n_wanted = wanted.count()
-        if collect:  # one job: the checked rows to the driver, counted there
-            found = _tally_on_driver(checked, report)
+        if collect:  # one job: the stored rows to the driver, checked and counted there
+            found = _tally_on_driver(p, stored, report)
         else:
-            checked = _tally_in_cluster(checked, report)
+            checked = _tally_in_cluster(p, stored, report)
         if report.found < n_wanted:  # nothing to encode: no append job at all
             good = (
                 p.spark.createDataFrame(pa.table({_KEY: pc.unique(found.column(KEY))}))
@@ -231,7 +232,8 @@ def _update(
         ):
             lookup = _collect(p, found, report.batch)
     finally:
-        checked.unpersist()
+        if checked is not None:
+            checked.unpersist()
         wanted.unpersist()
     report.seconds = time.perf_counter() - start
     logger.info("%s", report)
@@ -240,24 +242,25 @@ def _update(
     return report, lookup
 
 
-def _tally_on_driver(checked: Any, report: TableReport) -> Any:
-    """The checked rows on the driver (Arrow: KEY, VECTOR; the good ones), counted there."""
+def _tally_on_driver(p: Plan, stored: Any, report: TableReport) -> Any:
+    """The stored rows to the driver (Arrow), checked and counted there; the good ones
+    (KEY, VECTOR). No Python worker on the executors: the rows cross once."""
     import pyarrow.compute as pc
 
-    rows = checked.select(KEY, VECTOR, _OK).toArrow()
-    ok = rows.column(_OK).to_numpy(zero_copy_only=False).astype(bool)
+    rows = stored.select(KEY, VECTOR, CHECK).toArrow()
+    ok = verify_arrow(p.fingerprint, p.dim, rows)
     report.bad_rows = int((~ok).sum())
     rows = rows.filter(ok).select([KEY, VECTOR])
     report.found = len(pc.unique(rows.column(KEY)))
     return rows
 
 
-def _tally_in_cluster(checked: Any, report: TableReport) -> Any:
-    """``checked`` (KEY, _OK) persisted, its good keys and bad rows counted by a job."""
+def _tally_in_cluster(p: Plan, stored: Any, report: TableReport) -> Any:
+    """The stored rows' verdicts (KEY, _OK) persisted; good keys and bad rows counted by a job."""
     F, _ = _require_pyspark()
     from pyspark import StorageLevel
 
-    checked = checked.select(KEY, _OK).persist(StorageLevel.MEMORY_AND_DISK)
+    checked = _with_verdict(p, stored).select(KEY, _OK).persist(StorageLevel.MEMORY_AND_DISK)
     for row in checked.groupBy(_OK).agg(
         F.count("*").alias("rows"), F.countDistinct(KEY).alias("keys")
     ).collect():  # fmt: skip
@@ -275,21 +278,23 @@ def _spark_4(spark: Any) -> bool:
 def _collect(p: Plan, found: Any, batch: str | None) -> Lookup:
     """``found`` (an Arrow table of the rows checked already) and the new batch's rows
     (checked now), on the driver as one matrix."""
-    F, _ = _require_pyspark()
     import pyarrow as pa
 
     parts = [found]
     if batch is not None:
-        fresh = _stored(p.spark, committed_files(p.fs, batch)).withColumn(
-            _OK, _verify_udf(p.fingerprint, p.dim)(KEY, VECTOR, CHECK)
-        )
-        parts.append(fresh.where(F.col(_OK)).select(KEY, VECTOR).toArrow())
+        fresh = _stored(p.spark, committed_files(p.fs, batch)).select(KEY, VECTOR, CHECK)
+        fresh = fresh.toArrow()
+        parts.append(fresh.filter(verify_arrow(p.fingerprint, p.dim, fresh)).select([KEY, VECTOR]))
     return Lookup.from_arrow(pa.concat_tables([t.cast(parts[0].schema) for t in parts]), p.dim)
 
 
-def _checked(p: Plan, files: list[str], keys: Any) -> Any:
-    """The table's rows for ``keys`` (one column, KEY), each with its check's verdict."""
-    stored = _stored(p.spark, files).join(keys, KEY, "left_semi")
+def _stored_for(p: Plan, files: list[str], keys: Any) -> Any:
+    """The table's rows for ``keys`` (one column, KEY), not checked yet."""
+    return _stored(p.spark, files).join(keys, KEY, "left_semi")
+
+
+def _with_verdict(p: Plan, stored: Any) -> Any:
+    """``stored`` with _OK, each row's check verified on the executors (a pandas UDF)."""
     return stored.withColumn(_OK, _verify_udf(p.fingerprint, p.dim)(KEY, VECTOR, CHECK))
 
 
@@ -336,7 +341,7 @@ def join_back(p: Plan, output_col: str, as_vector: bool, lookup: Lookup | None =
     files, _ = visible_files(p.fs, p.table, p.fingerprint)
     rows = p.keyed.withColumn(_ROW, F.monotonically_increasing_id())
     good = (
-        _checked(p, files, rows.select(F.col(_KEY).alias(KEY)))
+        _with_verdict(p, _stored_for(p, files, rows.select(F.col(_KEY).alias(KEY))))
         .where(F.col(_OK))
         .dropDuplicates([KEY])
         .select(F.col(KEY).alias(_KEY), F.col(VECTOR).alias(_VEC))
