@@ -239,14 +239,19 @@ def spark_runs(
     table = str(work / f"spark-{tag}-table")
     out = []
     plan = [(label, key, table if use else None) for label, key, use in RUNS if use or baseline]
-    embed_column(frames["first"].limit(64), "text", vec).write.format("noop").mode(
-        "overwrite"
-    ).save()  # warm workers: model load and conversion outside the timings
+
+    def warm() -> None:  # model load and conversion outside the timings, before every run:
+        # Spark stops Python workers idle for a minute (the checks between runs take that)
+        embed_column(frames["first"].limit(64), "text", vec).write.format("noop").mode(
+            "overwrite"
+        ).save()
+
     for label, key, tbl in plan:
         times, cos = [], 1.0
         for r in range(repeats(label, reruns)):
             dest = str(work / f"spark-{tag}-{len(out)}-{r}")
             log(f"[spark] {label}")
+            warm()
             settle()
             t0 = time.perf_counter()
             embed_column(frames[key], "text", vec, table=tbl).select(
