@@ -168,9 +168,8 @@ def main() -> int:
     evals = {(lang, part): split(umsab, lang, part, args.limit) for lang in langs
              for part in ("val", "test")}  # fmt: skip
     groups = None
-    if (
-        args.train == "all" and args.limit is None
-    ):  # each language's training tweets are rows of all/train
+    # Each language's training tweets are rows of all/train.
+    if args.train == "all" and args.limit is None:
         row = {text: i for i, text in enumerate(train[0])}
         groups = {lang: np.asarray([row[t] for t in split(umsab, lang, "train", None)[0]
                                     if t in row]) for lang in langs}  # fmt: skip
