@@ -6,7 +6,7 @@ import functools
 import sys
 from importlib import metadata
 
-__all__ = ["resolve_device", "resolve_devices", "resolve_dtype"]
+__all__ = ["installed_version", "resolve_device", "resolve_devices", "resolve_dtype"]
 
 
 def resolve_device(device: str | None) -> str:
@@ -47,16 +47,19 @@ def _cpu_only_torch() -> bool:
     """True when the installed torch, not imported yet, is a CPU-only build (``+cpu``)."""
     if "torch" in sys.modules:
         return False  # torch itself is here to ask
-    version = _torch_version()
+    version = installed_version("torch")
     return "+" in version and version.split("+", 1)[1].startswith("cpu")
 
 
-@functools.lru_cache(maxsize=1)
-def _torch_version() -> str:
+@functools.cache
+def installed_version(dist: str) -> str:
+    """The installed version of ``dist``, read once per process (every fit and transform
+    asks): its distribution's metadata, else a source build's module ``__version__``
+    (when already imported), else ``"unknown"``."""
     try:
-        return metadata.version("torch")
+        return metadata.version(dist)
     except metadata.PackageNotFoundError:
-        return ""
+        return str(getattr(sys.modules.get(dist), "__version__", "unknown"))
 
 
 def resolve_devices(device: str | list | tuple | None) -> list[str]:

@@ -39,7 +39,6 @@ runtime raises :class:`~xlmt_sklearn.RuntimeCheckError`.
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import json
 import os
@@ -58,6 +57,7 @@ import numpy as np
 
 from .._filelock import file_lock
 from .._state import owns
+from ._devices import installed_version
 
 __all__ = [
     "BF16_COSINE",
@@ -172,25 +172,13 @@ def verdict_fields(encoder: Any, layers: tuple[int, ...], threads: int) -> dict[
         "format": SELFCHECK_FORMAT,
         "cpu": cpu_identity(),
         "runtime": encoder.name,
-        "runtime_version": _installed(encoder.name),
-        "torch": _installed("torch"),
+        "runtime_version": installed_version(encoder.name),
+        "torch": installed_version("torch"),
         "converted": key,
         "precision": encoder.dtype,
         "quantize": encoder.scheme,
         "threads": int(threads),
     }
-
-
-@functools.cache
-def _installed(dist: str) -> str:
-    """The installed version of ``dist`` (read once per process: every transform asks)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(dist)
-    except PackageNotFoundError:  # a source build: the module's own version
-        module = sys.modules.get(dist)
-        return str(getattr(module, "__version__", "unknown"))
 
 
 def check_runtime(encoder: Any, layers: tuple[int, ...], run: bool = True) -> Verdict | None:
