@@ -551,7 +551,9 @@ def assemble_docs() -> Path:
         )
     extras = [p.name for p in per_class_results("throughput-e5-small")]
     extras += ["throughput_notes.md"]
-    extras += [p.name for p in per_class_results("main_job")] + ["int8-quality.md"]
+    extras += [p.name for p in per_class_results("main_job")]
+    extras += [p.name for p in per_class_results("amx")]  # bench_amx.py: where the time goes
+    extras += ["int8-quality.md"]
     extras += sorted(p.name for p in RESULTS.glob("int8-quality-*.md"))  # the runtimes' int8
     extras += ["openvino-int8-groups.md", "selfcheck.md", "njobs.md"]
     extras += ["memory.md", "ab.md"]

@@ -300,13 +300,12 @@ def one_contender(name: str, model_dir: Path, texts: list[str], lengths: np.ndar
 
 def runtime_variants() -> list[tuple[str, str, str, str | None]]:
     """(contender name, backend, dtype, quantize) of each installed runtime and precision."""
-    from xlmt_sklearn import internals as ov_rt
     from xlmt_sklearn import internals as rt
 
     out = []
     if rt.runtime_installed("openvino"):
         out.append(("xlmt_sklearn openvino f32", "openvino", "float32", None))
-        if ov_rt.openvino_has_bf16():
+        if rt.openvino_has_bf16():
             out.append(("xlmt_sklearn openvino bf16", "openvino", "bfloat16", None))
         if rt.int8_installed("openvino"):
             out.append(("xlmt_sklearn openvino int8", "openvino", "float32", "int8"))
