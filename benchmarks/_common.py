@@ -573,9 +573,12 @@ def assemble_docs() -> Path:
     parts.append(
         _section(RESULTS / "spark.md", "Spark", "Not run yet: `python benchmarks/bench_spark.py`")
     )
-    for name in ("spark_table.md", "spark_table_joins.md"):  # bench_spark_table.py: own titles
-        if (RESULTS / name).is_file():
-            parts.append((RESULTS / name).read_text(encoding="utf-8").strip() + "\n")
+    # bench_spark_table.py's results carry their own titles: the full run, the runs of some
+    # engines only (spark_table_<name>.md), the join backs.
+    tables = sorted(RESULTS.glob("spark_table_*.md"), key=lambda p: p.stem == "spark_table_joins")
+    for path in [RESULTS / "spark_table.md", *tables]:
+        if path.is_file():
+            parts.append(path.read_text(encoding="utf-8").strip() + "\n")
     DOCS.parent.mkdir(parents=True, exist_ok=True)
     DOCS.write_text("\n".join(parts), encoding="utf-8")
     return DOCS

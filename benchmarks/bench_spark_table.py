@@ -26,7 +26,9 @@ Every row of every run is read back and compared with one in-process ``transform
 of the distinct texts (cosine >= 0.99999, else ``BenchmarkFailure``). Then a fault
 run: a worker process (a Spark Python worker; a Dask worker) is killed while a
 first run appends; the job is rerun, and every row must be right and nothing
-reported damaged. The full run writes ``benchmarks/results/spark_table.md``.
+reported damaged. The full run writes ``benchmarks/results/spark_table.md``; a partial
+run (``--results NAME``) writes ``NAME.md``, which docs/spark.md shows where it has a
+block for it.
 """
 
 from __future__ import annotations
@@ -415,10 +417,10 @@ def main() -> None:
                     help="Spark local only: the two join backs side by side "
                          "(writes results/spark_table_joins.md)")  # fmt: skip
     ap.add_argument("--docs-only", action="store_true",
-                    help="only copy benchmarks/results/spark_table.md into the docs")  # fmt: skip
+                    help="only copy the results files into the docs")  # fmt: skip
     ap.add_argument("--results", default="spark_table",
-                    help="results file name; another name (a partial run) leaves the docs "
-                         "alone")  # fmt: skip
+                    help="results file name; another name (a partial run) goes into the docs "
+                         "only where docs/spark.md has a block for it")  # fmt: skip
     args = ap.parse_args()
     if args.docs_only:
         write_docs()
@@ -505,8 +507,7 @@ def main() -> None:
     )
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.results}.md").write_text(text, encoding="utf-8")
-    if args.results == "spark_table":
-        write_docs()
+    write_docs()
     log(f"wrote {RESULTS / args.results}.md")
 
 
@@ -553,11 +554,15 @@ def write_joins(rows: list, args, name: str, n_rows: int, n_distinct: int, start
 
 
 def write_docs() -> None:
-    """Copy the results file into docs/spark.md (between its markers) and the benchmarks page."""
-    body = (RESULTS / "spark_table.md").read_text(encoding="utf-8")
-    body = body.split("\n", 1)[1].strip()  # without its "##" title
-    _common.replace_marked(_common.REPO / "docs" / "spark.md", "bench_spark_table", body,
-                           required=True)  # fmt: skip
+    """Copy each results file into docs/spark.md, between the markers named after it
+    (``bench_spark_table`` for the full run, which is required; ``bench_<name>`` for a
+    partial run's ``<name>.md``, where the page has that block), and the benchmarks page."""
+    for path in sorted(RESULTS.glob("spark_table*.md")):
+        if path.stem == "spark_table_joins":  # its own section of the benchmarks page
+            continue
+        body = path.read_text(encoding="utf-8").split("\n", 1)[1].strip()  # without its title
+        _common.replace_marked(_common.REPO / "docs" / "spark.md", f"bench_{path.stem}", body,
+                               required=path.stem == "spark_table")  # fmt: skip
     _common.assemble_docs()
 
 
