@@ -146,11 +146,12 @@ def test_resolve_per_class(auto_here, monkeypatch, cls, floats, int8):
 
 @pytest.mark.parametrize(
     ("cls", "dtype"),
-    [("amx", "bfloat16"), ("avx512_bf16", "float32"), ("avx512", "float32"), ("avx2", "float32")],
+    [("amx", "bfloat16"), ("avx512_bf16", "bfloat16"), ("avx512", "float32"), ("avx2", "float32")],
 )
 def test_torch_dtype_per_class_without_openvino(tiny_model_dir, auto_here, monkeypatch, cls,
                                                 dtype):  # fmt: skip
-    """Where OpenVINO is absent, "auto" is torch, in bf16 on AMX (its measured winner), held
+    """Where OpenVINO is absent, "auto" is torch, in bf16 on AMX and AVX-512 BF16 (the measured
+    winner over torch float32 there), held
     to OpenVINO bf16's bar; an explicit dtype, int8 or backend keeps what it says."""
     auto_here(cls)
     monkeypatch.setattr(bk, "native_bf16", lambda: False)
@@ -241,16 +242,18 @@ def test_explicit_vocabulary_calibration_close_to_torch_float32(tiny_model_dir, 
     assert _cosines(got, ref).min() >= INT8_COSINE
 
 
-def test_auto_int8_on_amx_is_static_on_the_vocabulary(
-    tiny_model_dir, wordpiece_model_dir, auto_here, own_converted, monkeypatch
+@pytest.mark.parametrize("cls", ["amx", "avx512_bf16"])
+def test_auto_int8_is_static_on_the_vocabulary(
+    tiny_model_dir, wordpiece_model_dir, auto_here, own_converted, monkeypatch, cls
 ):
-    """AMX: "auto" with quantize='int8' is OpenVINO static int8 calibrated on the
-    vocabulary (faster than bf16 there; dynamic int8 is slower); a tokenizer without
-    unigram probabilities keeps the dynamic int8. Other classes keep the dynamic int8."""
+    """AMX and AVX-512 BF16: "auto" with quantize='int8' is OpenVINO static int8
+    calibrated on the vocabulary (the fastest int8 on both; on AMX dynamic int8 is slower
+    than bf16); a tokenizer without unigram probabilities keeps the dynamic int8, and so
+    does a rule that says dynamic."""
     pytest.importorskip("openvino")
     pytest.importorskip("nncf")
     monkeypatch.setattr(bk, "native_bf16", lambda: True)
-    auto_here("amx")
+    auto_here(cls)
     vec = XLMTVectorizer(str(tiny_model_dir), device="cpu", quantize="int8", progress=False)
     (encoder,) = vec.fit()._encoders()
     assert isinstance(encoder, ov_rt.OpenVINOEncoder) and encoder.calibration.vocabulary
@@ -260,7 +263,7 @@ def test_auto_int8_on_amx_is_static_on_the_vocabulary(
     assert _cosines(vec.transform(TEXTS), ref).min() >= INT8_COSINE
     wp = XLMTVectorizer(str(wordpiece_model_dir), device="cpu", quantize="int8").fit()
     assert wp._encoders()[0].fingerprint["quantize"] == OPENVINO_INT8_SCHEME
-    auto_here("avx512_bf16")
+    monkeypatch.setitem(bk.AUTO_RULES, cls, bk.AutoRule("openvino", "bfloat16", "openvino"))
     (encoder,) = vec.fit()._encoders()
     assert encoder.calibration is None
     assert encoder.fingerprint["quantize"] == OPENVINO_INT8_SCHEME

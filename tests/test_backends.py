@@ -497,10 +497,14 @@ def test_a_first_conversion_blocks_only_the_threads_that_want_that_model(monkeyp
 
 
 def test_auto_int8_is_openvino_int8_on_a_native_bf16_cpu(tiny_model_dir, monkeypatch):
+    """A rule whose int8 is OpenVINO's dynamic int8 (the measured classes calibrate on the
+    vocabulary: tests/test_auto_rule.py)."""
     pytest.importorskip("openvino")
     pytest.importorskip("nncf")
     monkeypatch.delenv(bk.AUTO_BACKEND_ENV)
-    monkeypatch.setenv("XLMT_SKLEARN_CPU_CLASS", "avx512_bf16")  # AMX: tests/test_auto_rule.py
+    monkeypatch.setenv("XLMT_SKLEARN_CPU_CLASS", "avx512_bf16")
+    rule = bk.AutoRule("openvino", "bfloat16", "openvino")
+    monkeypatch.setitem(bk.AUTO_RULES, "avx512_bf16", rule)
     monkeypatch.setattr(bk, "native_bf16", lambda: True)
     vec = XLMTVectorizer(str(tiny_model_dir), device="cpu", quantize="int8").fit()
     (encoder,) = vec._encoders()

@@ -56,7 +56,11 @@ def _checks_run(tmp_path: Path) -> int:
 def _auto(model_dir, monkeypatch, **kw):
     """backend="auto" choosing OpenVINO (as on a native-bf16 CPU) whatever this CPU is."""
     monkeypatch.delenv(bk.AUTO_BACKEND_ENV, raising=False)
-    monkeypatch.setenv("XLMT_SKLEARN_CPU_CLASS", "avx512_bf16")  # torch float32 after a failure
+    monkeypatch.setenv("XLMT_SKLEARN_CPU_CLASS", "avx512_bf16")
+    # A class whose rule falls back to torch float32 (bf16 on the measured classes), so that
+    # a fallback's vectors equal the reference exactly.
+    rule = bk.AutoRule("openvino", "float32", "openvino")
+    monkeypatch.setitem(bk.AUTO_RULES, "avx512_bf16", rule)
     monkeypatch.setattr(bk, "native_bf16", functools.cache(lambda: True))
     return XLMTVectorizer(str(model_dir), device="cpu", progress=False, **kw)
 

@@ -6,14 +6,12 @@ follows :data:`AUTO_RULES`, one :class:`AutoRule` per CPU class
 (:func:`~xlmt_sklearn._machine.cpu_class`), decided from the measurements in
 docs/backends.md ("The auto rule"):
 
-* ``amx`` (Intel Xeon 4th generation on): OpenVINO bf16; torch bf16 where OpenVINO
-  is not installed (or failed its self-check); ``quantize="int8"``: OpenVINO static
-  int8 calibrated on the tokenizer's vocabulary (the fastest int8 there; dynamic
-  int8 is slower than bf16 on AMX), OpenVINO dynamic int8 for tokenizers without
-  unigram probabilities.
-* ``avx512_bf16`` (AMD EPYC 4th generation on): OpenVINO bf16, else torch float32;
-  ``quantize="int8"``: OpenVINO dynamic int8 (faster than torch int8 and closer to
-  float32), else torch int8.
+* ``amx`` (Intel Xeon 4th generation on) and ``avx512_bf16`` (AMD EPYC 4th
+  generation on): OpenVINO bf16; torch bf16 where OpenVINO is not installed (or failed
+  its self-check); ``quantize="int8"``: OpenVINO static int8 calibrated on the
+  tokenizer's vocabulary (the fastest int8 on both; on AMX dynamic int8 is even slower
+  than bf16), OpenVINO dynamic int8 for tokenizers without unigram probabilities, torch
+  int8 without OpenVINO.
 * ``avx512``, ``avx2``, ``other``: torch float32 and torch int8 (OpenVINO float32 and
   ONNX Runtime were barely faster than torch on the XLM-R base shape).
 
@@ -81,7 +79,7 @@ class AutoRule:
 #: The rule per :data:`~._machine.CPU_CLASSES` (measurements: docs/backends.md).
 AUTO_RULES: dict[str, AutoRule] = {
     "amx": AutoRule("openvino", "bfloat16", "openvino-static"),
-    "avx512_bf16": AutoRule("openvino", "float32", "openvino"),
+    "avx512_bf16": AutoRule("openvino", "bfloat16", "openvino-static"),
     "avx512": AutoRule(None, "float32", "torch"),
     "avx2": AutoRule(None, "float32", "torch"),
     "other": AutoRule(None, "float32", "torch"),
