@@ -26,7 +26,8 @@ enforced.
 ``--calibrate N``: OpenVINO's static int8, ``calibration_texts`` = the first
 train tweets of every language in turn, N in all (what a user has at hand);
 ``--calibrate vocabulary``: ``calibration_texts="vocabulary"``, pseudo-texts drawn
-from the tokenizer (what ``backend="auto"`` uses on AMX CPUs: no text of the user's).
+from the tokenizer (what ``backend="auto"`` uses on AMX and AVX-512 BF16 CPUs: no
+text of the user's).
 
 Writes ``benchmarks/results/int8-quality-<CPU class>.md`` (``int8-quality-<backend>-...``
 with ``--backend``, ``-static`` added with ``--calibrate N``, ``-vocabulary`` with

@@ -287,11 +287,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("device", "auto", (str, list, tuple, None), "auto (default), cpu, cuda, cuda:N "
            "or mps", cli=Flag("model")),
     Option("backend", "auto", (RUNTIME,), "what computes the model (default: auto = "
-           "OpenVINO bf16 on CPUs with native bf16 when installed, torch bf16 on AMX CPUs "
+           "OpenVINO bf16 on CPUs with native bf16 when installed, torch bf16 on those CPUs "
            "without it, else torch float32; docs/backends.md)", key="encoder",
            cli=Flag("model", choices=BACKENDS)),  # the built-in ones: no plugins in a CLI
     Option("dtype", "auto", (Choice(DTYPES),), "compute dtype (default: auto = bf16 where "
-           "--backend auto picks OpenVINO on an AVX-512 BF16/AMX CPU or torch on an AMX CPU, "
+           "--backend auto picks OpenVINO or torch on an AVX-512 BF16/AMX CPU, "
            "float32 elsewhere on CPU, bf16/fp16 on GPU)", key="encoder", refit=True,
            cli=Flag("model")),
     Option("quantize", None, (Choice(QUANTIZE_MODES), None), "int8 weights and activations "

@@ -125,7 +125,7 @@ class XLMTTokenVectorizer(ModelFeaturizerMixin, auto_wrap_output_keys=None):
     dtype : {"auto", "float32", "float16", "bfloat16"}, default="auto"
         Compute dtype, as in :class:`XLMTVectorizer` (``"auto"`` on a CPU: float32,
         or bfloat16 with OpenVINO on CPUs that run it natively, and with torch under
-        ``backend="auto"`` on AMX CPUs); output is float32.
+        ``backend="auto"`` on AMX and AVX-512 BF16 CPUs); output is float32.
     quantize : {"int8"} or None, default=None
         ``"int8"``: int8 weights, float32 activations (CPU only; torch or the
         runtime's own int8, docs/backends.md).

@@ -95,7 +95,7 @@ class XLMTVectorizer(ModelFeaturizerMixin):
         Compute dtype. ``"auto"``: bfloat16/float16 on a GPU; on a CPU, float32
         with torch and ONNX Runtime, and bfloat16 with OpenVINO on CPUs that run
         it natively (AVX-512 BF16, AMX), which is what ``backend="auto"`` picks
-        there; ``backend="auto"`` on an AMX CPU without OpenVINO is torch in
+        there; ``backend="auto"`` on such a CPU without OpenVINO is torch in
         bfloat16 (docs/backends.md, "The auto rule"). Output is always float32.
     quantize : {"int8"} or None, default=None
         ``"int8"``: int8 weights, float32 activations (CPU only; faster).
