@@ -433,7 +433,7 @@ def test_encoders_that_pad_get_the_least_padding_plan(tiny_model_dir):
 def test_a_cpu_only_build_is_told_by_its_version(monkeypatch, version, imported, cpu_only):
     from xlmt_sklearn.backends import _devices
 
-    monkeypatch.setattr(_devices, "_torch_version", lambda: version)
+    monkeypatch.setattr(_devices, "installed_version", lambda dist: version)
     monkeypatch.setattr(_devices, "sys", SimpleNamespace(modules={"torch": 1} if imported else {}))
     assert _devices._cpu_only_torch() is cpu_only
 
