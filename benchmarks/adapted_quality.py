@@ -16,7 +16,9 @@ given), test scored once.
 * ``adapted, plain, length-grouped batches``: ``train_batching="length"`` (batches of
   similar-length texts: fewer pad tokens), to compare with ``adapted, plain``;
 * ``adapted, plain, every weight trained``: ``train_embeddings=True`` (the word-embedding
-  table trained too; the default keeps it frozen), to compare with ``adapted, plain``.
+  table trained too; the default keeps it frozen), to compare with ``adapted, plain``;
+* ``frozen + adapted``: a ``FeatureUnion`` of the frozen and the plain adapted features
+  (the pretrained encoder's view kept beside the fine-tuned one).
   Results generated before the default changed name the frozen table's row instead
   (``noemb``: ``adapted, plain, embedding table frozen``).
 
@@ -119,8 +121,9 @@ def main() -> int:
                          "contrastive (objective='contrastive', cv=None), "
                          "length (train_batching='length', cv=None), "
                          "allweights (train_embeddings=True, cv=None), "
-                         "noemb (train_embeddings=False, the default); an adapted variant "
-                         "takes suffixes: noemb+lr=1e-4+epochs=3")  # fmt: skip
+                         "noemb (train_embeddings=False, the default), union (frozen + "
+                         "plain features side by side); an adapted variant takes suffixes: "
+                         "plain+lr=1e-4+epochs=3, plain+layers=6:-1+agg=concat")  # fmt: skip
     ap.add_argument(
         "--cs",
         default=",".join(f"{c:g}" for c in CS),
@@ -177,46 +180,62 @@ def main() -> int:
     train_opts = dict(epochs=args.epochs, adapted_dir=str(adapted))
 
     def adapted_with(cv: int | None, objective: str = "classification", **train):
-        return lambda: (XLMTFineTunedVectorizer(str(model), **common, **train_opts, cv=cv,
-                                                objective=objective, **train), True)  # fmt: skip
+        return lambda: (
+            XLMTFineTunedVectorizer(str(model), **common, **train_opts, cv=cv,
+                                    objective=objective, **train), True, "",
+        )  # fmt: skip
+
+    def union():
+        from sklearn.pipeline import FeatureUnion
+
+        frozen, adapted = variants["frozen"]()[0], variants["plain"]()[0]
+        return FeatureUnion([("frozen", frozen), ("adapted", adapted)]), True, "adapted__"
 
     variants = {
-        "frozen": lambda: (XLMTVectorizer(str(model), **common), False),
+        "frozen": lambda: (XLMTVectorizer(str(model), **common), False, ""),
         "plain": adapted_with(None),
         "cross": adapted_with(3),
         "contrastive": adapted_with(None, "contrastive"),
         "length": adapted_with(None, train_batching="length"),
         "noemb": adapted_with(None, train_embeddings=False),
         "allweights": adapted_with(None, train_embeddings=True),
+        "union": union,
     }
     names = {"frozen": "frozen", "plain": "adapted, plain", "cross": "adapted, cross-fitted (cv=3)",
              "contrastive": "adapted, contrastive, plain",
              "length": "adapted, plain, length-grouped batches",
              "noemb": "adapted, plain, embedding table frozen",
-             "allweights": "adapted, plain, every weight trained"}  # fmt: skip
+             "allweights": "adapted, plain, every weight trained",
+             "union": "frozen + adapted, plain"}  # fmt: skip
     chosen = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = sorted({v.split("+")[0] for v in chosen} - set(variants))
     if unknown:
         ap.error(f"--variants: unknown {unknown}; choose from {sorted(variants)}")
-    suffixes = {
+    def layer_list(value: str) -> list[int]:
+        return [int(x) for x in value.split(":")]
+
+    suffixes = {  # the fine-tune's options, then the features' (the same fine-tune)
         "lr": ("learning_rate", float, "learning rate"),
         "epochs": ("epochs", int, "epochs"),
+        "layers": ("layers", layer_list, "layers"),
+        "agg": ("layer_aggregation", str, "layers by"),
+        "pooling": ("pooling", str, "pooling"),
     }
     runs = {}
     for v in chosen:
         base, *extra = v.split("+")
-        vec, ft = variants[base]()
+        vec, ft, prefix_ = variants[base]()
         name = names[base]
         for item in extra:
             key, _, value = item.partition("=")
             if key not in suffixes or not value:
-                ap.error(f"--variants: {v!r}: a suffix is lr=<rate> or epochs=<n>, as in "
-                         f"{base}+lr=1e-4+epochs=3")  # fmt: skip
+                ap.error(f"--variants: {v!r}: a suffix is one of {sorted(suffixes)}, as in "
+                         f"{base}+lr=1e-4+epochs=3 or {base}+layers=6:-1+agg=concat")  # fmt: skip
             if base == "frozen":
                 ap.error(f"--variants: {v!r}: the frozen featurizer is not trained")
             param, kind, label = suffixes[key]
             try:
-                vec.set_params(**{param: kind(value)})
+                vec.set_params(**{prefix_ + param: kind(value)})
             except ValueError:
                 ap.error(f"--variants: {v!r}: {key} must be a number, as in {base}+{key}=3")
             name += f", {label} {value}"
@@ -225,7 +244,9 @@ def main() -> int:
     for name, (vec, ft) in runs.items():
         log(f"{name}: fitting on {args.train}/train ({len(train[0])} texts)")
         results[name] = score(vec, train, evals, ft, cs, groups)
-        results[name]["train_s"] = getattr(vec, "training_", {}).get("seconds")
+        parts = [vec, *(t for _, t in getattr(vec, "transformer_list", []))]  # a union's too
+        trained = next((p.training_ for p in parts if hasattr(p, "training_")), {})
+        results[name]["train_s"] = trained.get("seconds")
         log(f"{name}: mean test macro-F1 {results[name]['mean_test']:.1f} "
             f"({results[name]['fit_s']:.0f} s)")  # fmt: skip
     if args.fresh:  # several GB of fine-tunes nobody reuses

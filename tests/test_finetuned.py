@@ -68,6 +68,20 @@ def test_same_seed_same_weights_other_seed_or_objective_other(tiny_model_dir, da
     assert not np.array_equal(a, d.transform(texts[:8]))
 
 
+@pytest.mark.parametrize(
+    "cls, dtype",
+    [("amx", "bfloat16"), ("avx512_bf16", "bfloat16"), ("avx512", "float32"), ("avx2", "float32")],
+)
+def test_auto_train_dtype_is_bf16_where_torch_bf16_is_the_faster(
+    tiny_model_dir, data, tmp_path, monkeypatch, cls, dtype
+):
+    # The CPU classes of the auto rule's torch bf16 (step times: docs/finetuning.md).
+    monkeypatch.setenv("XLMT_SKLEARN_CPU_CLASS", cls)
+    texts, labels = data
+    vec = _ft(tiny_model_dir, tmp_path, epochs=1).fit(texts[:16], labels[:16])
+    assert vec.training_["spec"]["dtype"] == dtype
+
+
 @pytest.mark.parametrize("batching", ["length", "random"])
 def test_each_epoch_batches_every_text_once_from_the_seed_alone(batching):
     import torch

@@ -280,14 +280,14 @@ class XLMTFineTunedVectorizer(XLMTVectorizer):
         """``train_dtype`` with "auto" decided for ``device`` (part of the adapted key)."""
         import torch
 
-        from ._machine import cpu_class
+        from .backends._auto import auto_rule
 
         if self.train_dtype != "auto":
             return str(self.train_dtype)
         if device.startswith("cuda"):
             return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
-        # TODO(#28): measured on AMX only; AVX-512 BF16 without AMX keeps float32 until measured.
-        return "bfloat16" if cpu_class() == "amx" else "float32"
+        # The CPU classes where torch's bf16 is the faster (docs/finetuning.md).
+        return auto_rule().torch_dtype
 
     def _train_device(self) -> str:
         import torch
