@@ -211,9 +211,11 @@ class ClaimingCache(DictCache):
     def __init__(self, theirs):
         super().__init__()
         self.theirs, self.groups, self.released, self.looks = set(theirs), [], [], {}
+        self.claimed: list[list[bytes]] = []
 
     def claim(self, keys):
         self.groups.append(len(keys))
+        self.claimed.append(list(keys))
         return [k not in self.theirs for k in keys]
 
     def release(self, keys):
@@ -244,3 +246,17 @@ def test_claimed_misses_are_encoded_in_groups_and_others_claims_are_waited_for(m
     assert enc.rows_encoded == len(texts) - len(theirs)  # the other process's keys: waited for
     assert sorted(cache.puts) == sorted(t.encode() for t in texts if t.encode() not in theirs)
     assert sorted(cache.released) == sorted(cache.puts)
+
+
+def test_a_claim_that_meets_another_process_turns_to_the_longest_texts(monkeypatch):
+    # Two workers missing the same texts: the second one's first claim finds the
+    # shortest texts taken, so it works from the long end instead of fragmenting groups.
+    from xlmt_sklearn.flow import _tuning
+
+    monkeypatch.setattr(_tuning.TUNING, "claim_group", 2)
+    texts = [("x" * n) for n in range(1, 9)]  # lengths 1..8, in order
+    cache = ClaimingCache({texts[0].encode()})  # the other process holds the shortest
+    out = run(request(texts, cache, FakeEncoder()))
+    assert sorted(out) == list(range(len(texts)))
+    lengths = [[len(k) for k in group] for group in cache.claimed]
+    assert lengths[:3] == [[1, 2], [7, 8], [5, 6]]  # met the other process: the other end

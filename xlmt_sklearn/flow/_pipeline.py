@@ -168,7 +168,10 @@ def _claimed(
 
     With a cache that coordinates processes (:attr:`CacheBase.coordinates`), misses are
     claimed :func:`claim_size` at a time, shortest texts first, so that processes
-    missing the same texts (a search's workers) encode different groups side by side.
+    missing the same texts (a search's workers) encode different groups side by side;
+    a claim that finds keys another process holds turns to the other end of the
+    length order (the longest texts), so that two processes work from opposite ends
+    instead of splitting each group into fragments.
     A key another live process has claimed is looked up until it appears, and taken
     over when that process is gone or after ``TUNING.claim_wait_s`` seconds; claimed keys
     are looked up once more (stored meanwhile?) and released whatever happens.
@@ -179,10 +182,12 @@ def _claimed(
     pending = miss[np.argsort([len(req.texts[i]) for i in miss], kind="stable")]
     size = claim_size(len(pending))
     waiting = np.zeros(0, dtype=np.int64)
-    deadline, delay = time.monotonic() + TUNING.claim_wait_s, 0.02
+    deadline, delay, shortest = time.monotonic() + TUNING.claim_wait_s, 0.02, True
     while len(pending) or len(waiting):
-        if len(pending):
+        if len(pending) and shortest:
             group, pending = pending[:size], pending[size:]
+        elif len(pending):
+            group, pending = pending[-size:], pending[:-size]
         else:  # only other processes' keys are left: take what they stored
             found: list[int] = []
             for got, arrays in _hits(req, waiting, long_, again=True):
@@ -202,6 +207,8 @@ def _claimed(
         mine = np.ones(len(group), dtype=bool) if late else np.asarray(req.cache.claim(keys))
         own = group[mine]
         waiting = np.concatenate([waiting, group[~mine]])
+        if not mine.all():  # another process works at this end
+            shortest = not shortest
         try:
             found = []
             for got, arrays in _hits(req, own, long_, again=True):  # stored meanwhile?
