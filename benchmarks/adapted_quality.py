@@ -16,11 +16,15 @@ given), test scored once.
 * ``adapted, plain, length-grouped batches``: ``train_batching="length"`` (batches of
   similar-length texts: fewer pad tokens), to compare with ``adapted, plain``;
 * ``adapted, plain, every weight trained``: ``train_embeddings=True`` (the word-embedding
-  table trained too; the default keeps it frozen), to compare with ``adapted, plain``;
-* ``frozen + adapted``: a ``FeatureUnion`` of the frozen and the plain adapted features
-  (the pretrained encoder's view kept beside the fine-tuned one).
+  table trained too; the default keeps it frozen), to compare with ``adapted, plain``.
   Results generated before the default changed name the frozen table's row instead
-  (``noemb``: ``adapted, plain, embedding table frozen``).
+  (``noemb``: ``adapted, plain, embedding table frozen``);
+* ``frozen + adapted, plain``: a ``FeatureUnion`` of the frozen and the plain adapted
+  features (the pretrained encoder's view kept beside the fine-tuned one).
+
+Suffixes after ``+`` set an adapted variant's options: ``lr`` and ``epochs`` train
+another fine-tune; ``layers`` (colon-separated), ``agg`` (``layer_aggregation``) and
+``pooling`` read the same fine-tune's features another way.
 
 Training: ``--train english`` trains on english/train and scores english; ``--train
 all`` trains on all/train (multilingual) and scores every language. The fine-tunes are
@@ -211,6 +215,7 @@ def main() -> int:
     unknown = sorted({v.split("+")[0] for v in chosen} - set(variants))
     if unknown:
         ap.error(f"--variants: unknown {unknown}; choose from {sorted(variants)}")
+
     def layer_list(value: str) -> list[int]:
         return [int(x) for x in value.split(":")]
 
