@@ -22,9 +22,10 @@ given), test scored once.
 * ``frozen + adapted, plain``: a ``FeatureUnion`` of the frozen and the plain adapted
   features (the pretrained encoder's view kept beside the fine-tuned one).
 
-Suffixes after ``+`` set an adapted variant's options: ``lr`` and ``epochs`` train
-another fine-tune; ``layers`` (colon-separated), ``agg`` (``layer_aggregation``) and
-``pooling`` read the same fine-tune's features another way.
+Suffixes after ``+`` set an adapted variant's options: ``lr``, ``epochs`` and
+``frozen`` (``train_frozen_layers``) train another fine-tune; ``layers``
+(colon-separated), ``agg`` (``layer_aggregation``) and ``pooling`` read the same
+fine-tune's features another way.
 
 Training: ``--train english`` trains on english/train and scores english; ``--train
 all`` trains on all/train (multilingual) and scores every language. The fine-tunes are
@@ -222,6 +223,7 @@ def main() -> int:
     suffixes = {  # the fine-tune's options, then the features' (the same fine-tune)
         "lr": ("learning_rate", float, "learning rate"),
         "epochs": ("epochs", int, "epochs"),
+        "frozen": ("train_frozen_layers", int, "lowest layers frozen"),
         "layers": ("layers", layer_list, "layers"),
         "agg": ("layer_aggregation", str, "layers by"),
         "pooling": ("pooling", str, "pooling"),

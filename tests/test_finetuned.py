@@ -282,3 +282,23 @@ def test_a_fitted_adapted_featurizer_ships_to_dask_and_keeps_the_sklearn_contrac
         ddf = dd.from_pandas(pd.DataFrame({"text": texts}), npartitions=3)
         got = embed_partitions(ddf, "text", vec).compute().to_numpy()
     assert np.abs(got - vec.set_output(transform="default").transform(texts)).max() < 1e-6
+
+
+def test_frozen_lower_layers_stay_as_in_the_base_model(tiny_model_dir, data, tmp_path):
+    from safetensors.numpy import load_file
+
+    texts, labels = data
+    a = _ft(tiny_model_dir, tmp_path, train_frozen_layers=1).fit(texts, labels)
+    b = _ft(tiny_model_dir, tmp_path).fit(texts, labels)
+    assert a.adapted_path_ != b.adapted_path_  # its own key; the default's key is unchanged
+
+    def layer(folder, i):
+        weights = load_file(str(next(Path(folder).glob("*.safetensors"))))
+        return {k: v for k, v in weights.items() if f"layer.{i}." in k}
+
+    base, tuned = layer(tiny_model_dir, 0), layer(a.adapted_path_, 0)
+    assert base and all(np.array_equal(base[k], tuned[k]) for k in base)
+    upper = layer(a.adapted_path_, 1)
+    assert any(not np.array_equal(v, layer(tiny_model_dir, 1)[k]) for k, v in upper.items())
+    with pytest.raises(ValueError, match="train_frozen_layers=9 is more than the 2"):
+        _ft(tiny_model_dir, tmp_path, train_frozen_layers=9).fit(texts, labels)

@@ -61,6 +61,10 @@ class XLMTFineTunedVectorizer(XLMTVectorizer):
         training step is AdamW's update of that table, and freezing it trained
         eight UMSAB languages about 4x faster at the same macro-F1
         (docs/finetuning.md has the measurements).
+    train_frozen_layers : int, default=0
+        The lowest transformer layers the fine-tune keeps as in the base model
+        (their weights get no gradient); the embeddings follow
+        ``train_embeddings``. 0 trains every layer.
     seed : int, default=0
         Seeds the head's initial weights, dropout and each epoch's text order:
         the same data and options give the same adapted weights.
@@ -138,6 +142,7 @@ class XLMTFineTunedVectorizer(XLMTVectorizer):
         train_max_length: int = 96,
         train_batching: str = "random",
         train_embeddings: bool = False,
+        train_frozen_layers: int = 0,
         seed: int = 0,
         train_dtype: str = "auto",
         cv: int | None = 3,
@@ -160,6 +165,7 @@ class XLMTFineTunedVectorizer(XLMTVectorizer):
         self.train_max_length = train_max_length
         self.train_batching = train_batching
         self.train_embeddings = train_embeddings
+        self.train_frozen_layers = train_frozen_layers
         self.seed = seed
         self.train_dtype = train_dtype
         self.cv = cv
@@ -263,7 +269,8 @@ class XLMTFineTunedVectorizer(XLMTVectorizer):
             objective=self.objective, epochs=int(self.epochs),
             learning_rate=float(self.learning_rate), batch_size=int(self.train_batch_size),
             max_length=int(self.train_max_length), batching=self.train_batching,
-            embeddings=bool(self.train_embeddings), seed=int(self.seed),
+            embeddings=bool(self.train_embeddings),
+            frozen_layers=int(self.train_frozen_layers), seed=int(self.seed),
             dtype=self._resolved_train_dtype(device),
         )  # fmt: skip
         key = adapted_key(base.content_hash, texts, labels, spec)

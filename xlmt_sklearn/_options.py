@@ -327,6 +327,9 @@ OPTIONS: tuple[Option, ...] = (
            "batches", key="identity", refit=True, estimators=(ADAPTED,)),
     Option("train_embeddings", False, ("boolean",), "whether the fine-tune updates the "
            "word-embedding table", key="identity", refit=True, estimators=(ADAPTED,)),
+    Option("train_frozen_layers", 0, (AtLeast(0),), "the lowest transformer layers the "
+           "fine-tune keeps as in the base model", key="identity", refit=True,
+           estimators=(ADAPTED,)),
     Option("seed", 0, (AtLeast(0),), "seeds the fine-tune", key="identity", refit=True,
            estimators=(ADAPTED,)),
     Option("train_dtype", "auto", (Choice(("auto", "float32", "bfloat16")),), "precision of "

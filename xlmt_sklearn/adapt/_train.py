@@ -49,6 +49,7 @@ class TrainSpec:
     max_length: int = 96
     batching: str = "random"
     embeddings: bool = False  # False: the word-embedding table stays as it is
+    frozen_layers: int = 0  # the lowest transformer layers that stay as they are
     seed: int = 0
     dtype: str = "float32"  # "bfloat16": forward passes under torch.autocast
 
@@ -194,6 +195,21 @@ def _batch(ids: list[list[int]], rows: list[int], pad: int) -> tuple[Any, Any]:
     return batch, mask
 
 
+def encoder_layers(model: Any) -> list[Any]:
+    """The transformer layers of ``model``, lowest first: its module list as long as
+    ``config.num_hidden_layers`` (``encoder.layer`` in BERT and XLM-R)."""
+    import torch
+
+    n = getattr(model.config, "num_hidden_layers", None)
+    for module in model.modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == n:
+            return list(module)
+    raise ValueError(
+        f"train_frozen_layers: cannot find the {n} transformer layers of "
+        f"{type(model).__name__} (no module list of that length); use train_frozen_layers=0."
+    )
+
+
 class _Trainer:
     """The encoder, the head, AdamW and its schedule; one call of :meth:`step` per batch."""
 
@@ -212,6 +228,15 @@ class _Trainer:
         self.head = torch.nn.Linear(self.model.config.hidden_size, n_classes).to(device)
         if not spec.embeddings:  # most of a step's optimizer work (docs/finetuning.md)
             self.model.get_input_embeddings().weight.requires_grad_(False)
+        if spec.frozen_layers:
+            layers = encoder_layers(self.model)
+            if spec.frozen_layers > len(layers):
+                raise ValueError(
+                    f"train_frozen_layers={spec.frozen_layers} is more than the "
+                    f"{len(layers)} transformer layers of the model; use at most {len(layers)}."
+                )
+            for layer in layers[: spec.frozen_layers]:
+                layer.requires_grad_(False)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         if spec.objective == "classification":
             self.params += list(self.head.parameters())
