@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -302,24 +303,27 @@ def test_dask_concurrent_appends_and_compaction(tiny_model_dir, texts, expected,
     table = str(tmp_path / "table")
     _, ddf = _frame(texts)
     vec = _vec(tiny_model_dir).fit()
-    reports, errors = [], []
-
-    def job():
+    # Two jobs appending at once, as two processes: two threads of one Python 3.11 process
+    # can deadlock in dask's graph building (functools.cached_property's lock is shared by
+    # every instance), and a thread left holding it hangs every later test.
+    (tmp_path / "texts.json").write_text(json.dumps(texts), encoding="utf-8")
+    cmd = [sys.executable, "-c", _APPEND, str(tmp_path / "texts.json"), str(tiny_model_dir), table]
+    jobs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]  # fmt: skip
+    reports = []
+    for job in jobs:
         try:
-            reports.append(update_table(ddf, "text", vec, table))
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=job) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not errors and len(reports) == 2
-    assert sum(r.encoded for r in reports) >= 240  # both may have encoded: duplicates are fine
+            out, err = job.communicate(timeout=180)
+        except subprocess.TimeoutExpired:
+            for j in jobs:
+                j.kill()
+            pytest.fail("a concurrent update_table did not finish in 180 s")
+        assert job.returncode == 0, err[-2000:]
+        reports.append(json.loads(out.strip().splitlines()[-1]))
+    assert sum(r["encoded"] for r in reports) >= 240  # both may have encoded: duplicates are fine
     got = embed_partitions(ddf, "text", vec, table=table).compute().to_numpy()
     assert np.abs(got - expected).max() < 1e-6
-    _, pre_compaction = visible_files(_fs(), table, reports[0].fingerprint)
+    _, pre_compaction = visible_files(_fs(), table, reports[0]["fingerprint"])
     summary = compact_table(table)
     (stats,) = summary.values()
     assert stats["rows"] == 240 and stats["merged_batches"] == len(pre_compaction)
@@ -331,6 +335,19 @@ def test_dask_concurrent_appends_and_compaction(tiny_model_dir, texts, expected,
     assert not any(p.exists() for p in old)
     got = embed_partitions(ddf, "text", vec, table=table).compute().to_numpy()
     assert np.abs(got - expected).max() < 1e-6
+
+
+_APPEND = """
+import json, sys
+import dask.dataframe as dd, pandas as pd
+from xlmt_sklearn import XLMTVectorizer
+from xlmt_sklearn.dask import update_table
+texts = json.load(open(sys.argv[1], encoding="utf-8"))
+pdf = pd.DataFrame({"text": texts}, index=pd.RangeIndex(7, 7 + len(texts)))
+vec = XLMTVectorizer(sys.argv[2], device="cpu", progress=False).fit()
+r = update_table(dd.from_pandas(pdf, npartitions=4), "text", vec, sys.argv[3])
+print(json.dumps({"encoded": r.encoded, "fingerprint": r.fingerprint}))
+"""
 
 
 def _fs():
