@@ -264,6 +264,12 @@ class XLMTFineTunedVectorizer(XLMTVectorizer):
         from .adapt._train import TrainSpec
 
         base, base_dir = resolve_identity(self.model, self.revision)
+        n_layers = base.num_hidden_layers
+        if self.train_frozen_layers > n_layers:  # before the model load and the fine-tune
+            raise ValueError(
+                f"train_frozen_layers={self.train_frozen_layers} is more than the {n_layers} "
+                f"transformer layers of the model; use at most {n_layers}."
+            )
         device = self._train_device()
         spec = TrainSpec(
             objective=self.objective, epochs=int(self.epochs),

@@ -228,14 +228,8 @@ class _Trainer:
         self.head = torch.nn.Linear(self.model.config.hidden_size, n_classes).to(device)
         if not spec.embeddings:  # most of a step's optimizer work (docs/finetuning.md)
             self.model.get_input_embeddings().weight.requires_grad_(False)
-        if spec.frozen_layers:
-            layers = encoder_layers(self.model)
-            if spec.frozen_layers > len(layers):
-                raise ValueError(
-                    f"train_frozen_layers={spec.frozen_layers} is more than the "
-                    f"{len(layers)} transformer layers of the model; use at most {len(layers)}."
-                )
-            for layer in layers[: spec.frozen_layers]:
+        if spec.frozen_layers:  # at most the model's layers: checked before its load
+            for layer in encoder_layers(self.model)[: spec.frozen_layers]:
                 layer.requires_grad_(False)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         if spec.objective == "classification":
