@@ -20,7 +20,10 @@ given), test scored once.
   Results generated before the default changed name the frozen table's row instead
   (``noemb``: ``adapted, plain, embedding table frozen``);
 * ``frozen + adapted, plain``: a ``FeatureUnion`` of the frozen and the plain adapted
-  features (the pretrained encoder's view kept beside the fine-tuned one).
+  features (the pretrained encoder's view kept beside the fine-tuned one);
+* ``two fine-tunes (seeds 0 and 1), plain, side by side``: a ``FeatureUnion`` of two plain
+  adapted featurizers that differ only in ``seed`` (a two-member ensemble; suffixes apply
+  to both).
 
 Suffixes after ``+`` set an adapted variant's options: ``lr``, ``epochs`` and
 ``frozen`` (``train_frozen_layers``) train another fine-tune; ``layers``
@@ -153,7 +156,8 @@ def main() -> int:
                          "length (train_batching='length', cv=None), "
                          "allweights (train_embeddings=True, cv=None), "
                          "noemb (train_embeddings=False, the default), union (frozen + "
-                         "plain features side by side); an adapted variant takes suffixes: "
+                         "plain features side by side), seeds (two plain fine-tunes, seeds 0 "
+                         "and 1, side by side); an adapted variant takes suffixes: "
                          "plain+lr=1e-4+epochs=3, plain+layers=6:-1+agg=concat")  # fmt: skip
     ap.add_argument(
         "--cs",
@@ -215,17 +219,24 @@ def main() -> int:
     def adapted_with(cv: int | None, objective: str = "classification", **train):
         return lambda: (
             XLMTFineTunedVectorizer(str(model), **common, **train_opts, cv=cv,
-                                    objective=objective, **train), True, "",
+                                    objective=objective, **train), True, ("",),
         )  # fmt: skip
 
     def union():
         from sklearn.pipeline import FeatureUnion
 
         frozen, adapted = variants["frozen"]()[0], variants["plain"]()[0]
-        return FeatureUnion([("frozen", frozen), ("adapted", adapted)]), True, "adapted__"
+        return FeatureUnion([("frozen", frozen), ("adapted", adapted)]), True, ("adapted__",)
+
+    def seeds():
+        from sklearn.pipeline import FeatureUnion
+
+        first, second = variants["plain"]()[0], variants["plain"]()[0].set_params(seed=1)
+        return (FeatureUnion([("seed0", first), ("seed1", second)]), True,
+                ("seed0__", "seed1__"))  # fmt: skip
 
     variants = {
-        "frozen": lambda: (XLMTVectorizer(str(model), **common), False, ""),
+        "frozen": lambda: (XLMTVectorizer(str(model), **common), False, ("",)),
         "plain": adapted_with(None),
         "cross": adapted_with(3),
         "contrastive": adapted_with(None, "contrastive"),
@@ -233,13 +244,15 @@ def main() -> int:
         "noemb": adapted_with(None, train_embeddings=False),
         "allweights": adapted_with(None, train_embeddings=True),
         "union": union,
+        "seeds": seeds,
     }
     names = {"frozen": "frozen", "plain": "adapted, plain", "cross": "adapted, cross-fitted (cv=3)",
              "contrastive": "adapted, contrastive, plain",
              "length": "adapted, plain, length-grouped batches",
              "noemb": "adapted, plain, embedding table frozen",
              "allweights": "adapted, plain, every weight trained",
-             "union": "frozen + adapted, plain"}  # fmt: skip
+             "union": "frozen + adapted, plain",
+             "seeds": "two fine-tunes (seeds 0 and 1), plain, side by side"}  # fmt: skip
     chosen = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = sorted({v.split("+")[0] for v in chosen} - set(variants))
     if unknown:
@@ -259,7 +272,7 @@ def main() -> int:
     runs = {}
     for v in chosen:
         base, *extra = v.split("+")
-        vec, ft, prefix_ = variants[base]()
+        vec, ft, prefixes = variants[base]()
         name = names[base]
         for item in extra:
             key, _, value = item.partition("=")
@@ -270,7 +283,8 @@ def main() -> int:
                 ap.error(f"--variants: {v!r}: the frozen featurizer is not trained")
             param, kind, label = suffixes[key]
             try:
-                vec.set_params(**{prefix_ + param: kind(value)})
+                for prefix_ in prefixes:  # each fine-tune of a union
+                    vec.set_params(**{prefix_ + param: kind(value)})
             except ValueError:
                 ap.error(f"--variants: {v!r}: {key} must be a number, as in {base}+{key}=3")
             name += f", {label} {value}"
@@ -283,8 +297,8 @@ def main() -> int:
         else:
             results[name] = score(vec, train, evals, ft, cs, groups)
             parts = [vec, *(t for _, t in getattr(vec, "transformer_list", []))]  # a union's
-            trained = next((p.training_ for p in parts if hasattr(p, "training_")), {})
-            results[name]["train_s"] = trained.get("seconds")
+            seconds = [p.training_.get("seconds") for p in parts if hasattr(p, "training_")]
+            results[name]["train_s"] = None if None in seconds or not seconds else sum(seconds)
         log(f"{name}: mean test macro-F1 {results[name]['mean_test']:.1f} "
             f"({results[name]['fit_s']:.0f} s)")  # fmt: skip
     if args.fresh:  # several GB of fine-tunes nobody reuses
@@ -340,8 +354,8 @@ def main() -> int:
         f"{info.get('transformers')}. The fit column includes every fine-tune the variant "
         "ran (cross-fitting: the final one plus one per fold) and the encoding of the "
         "training texts; *last fine-tune s* is the training loop of the final fine-tune "
-        "alone, as recorded when it was trained (`training_['seconds']`, also when a "
-        "later variant reused it from `adapted_dir`)"
+        "alone (both, in the two-seed row), as recorded when it was trained "
+        "(`training_['seconds']`, also when a later variant reused it from `adapted_dir`)"
         + (
             ". `--fresh`: every fine-tune ran in this run, in a new folder that its variants "
             "share (cross-fitting reuses the plain variant's fine-tune on all of train)"
