@@ -25,10 +25,10 @@ given), test scored once.
   adapted featurizers that differ only in ``seed`` (a two-member ensemble; suffixes apply
   to both).
 
-Suffixes after ``+`` set an adapted variant's options: ``lr``, ``epochs`` and
-``frozen`` (``train_frozen_layers``) train another fine-tune; ``layers``
-(colon-separated), ``agg`` (``layer_aggregation``) and ``pooling`` read the same
-fine-tune's features another way.
+Suffixes after ``+`` set an adapted variant's options: ``lr``, ``epochs``, ``seed``
+and ``frozen`` (``train_frozen_layers``) train another fine-tune; ``layers``
+(colon-separated), ``agg`` (``layer_aggregation``), ``pooling`` and ``normalize``
+(``true``/``false``) read the same fine-tune's features another way.
 
 Training: ``--train english`` trains on english/train and scores english; ``--train
 all`` trains on all/train (multilingual) and scores every language; ``--train each``
@@ -261,13 +261,20 @@ def main() -> int:
     def layer_list(value: str) -> list[int]:
         return [int(x) for x in value.split(":")]
 
+    def flag(value: str) -> bool:
+        if value.lower() not in ("true", "false"):
+            raise ValueError(value)
+        return value.lower() == "true"
+
     suffixes = {  # the fine-tune's options, then the features' (the same fine-tune)
         "lr": ("learning_rate", float, "learning rate"),
         "epochs": ("epochs", int, "epochs"),
         "frozen": ("train_frozen_layers", int, "lowest layers frozen"),
+        "seed": ("seed", int, "seed"),
         "layers": ("layers", layer_list, "layers"),
         "agg": ("layer_aggregation", str, "layers by"),
         "pooling": ("pooling", str, "pooling"),
+        "normalize": ("normalize", flag, "normalize"),
     }
     runs = {}
     for v in chosen:
@@ -286,7 +293,10 @@ def main() -> int:
                 for prefix_ in prefixes:  # each fine-tune of a union
                     vec.set_params(**{prefix_ + param: kind(value)})
             except ValueError:
-                ap.error(f"--variants: {v!r}: {key} must be a number, as in {base}+{key}=3")
+                example = {"layers": "-1:-2", "agg": "concat", "pooling": "cls",
+                           "normalize": "true", "lr": "1e-4"}.get(key, "3")  # fmt: skip
+                ap.error(f"--variants: {v!r}: {key}={value!r} is not a valid {label}, "
+                         f"as in {base}+{key}={example}")  # fmt: skip
             name += f", {label} {value}"
         runs[name] = (vec, ft)
     results = {}
