@@ -6,8 +6,9 @@ AdamW), timed phase by phase on batches of 16 UMSAB english training tweets, wit
 weight trained and with the word-embedding table frozen (``train_embeddings=False``);
 the frozen-table step once more in the other precision (float32 against bfloat16
 autocast), the measurement behind ``train_dtype="auto"`` on this CPU class.
-Medians over the batches after two warm-up steps. Public API only for the model files;
-the step is written out here, as ``xlmt_sklearn.adapt._train`` does it.
+Medians over the batches after two warm-up steps. The step is the package's own
+(``xlmt_sklearn.internals.Trainer``: its ``loss``, ``backward`` and ``update``
+phases, timed one by one), so the figures follow any change to it.
 
     python benchmarks/finetune_steps.py            # e5-small real weights, ~1 min
     python benchmarks/finetune_steps.py --smoke    # tiny model, writes nothing
@@ -28,39 +29,31 @@ import _common as C
 
 def step_times(model_dir, texts: list[str], frozen: bool, bf16: bool) -> dict[str, float]:
     import torch
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoTokenizer
+
+    from xlmt_sklearn.internals import Trainer, TrainSpec, train_batch
 
     torch.manual_seed(0)
-    model = AutoModel.from_pretrained(str(model_dir)).train()
+    spec = TrainSpec(embeddings=not frozen, dtype="bfloat16" if bf16 else "float32")
+    trainer = Trainer(model_dir, spec, len(texts), 3, "cpu")
     tok = AutoTokenizer.from_pretrained(str(model_dir))
-    model.get_input_embeddings().weight.requires_grad_(not frozen)
-    head = torch.nn.Linear(model.config.hidden_size, 3)
-    params = [p for p in model.parameters() if p.requires_grad] + list(head.parameters())
-    opt = torch.optim.AdamW(params, lr=3e-5, weight_decay=0.01)
+    ids = tok(texts, truncation=True, max_length=spec.max_length)["input_ids"]
+    y = torch.zeros(spec.batch_size, dtype=torch.long)
     rows = []
-    for b in range(0, len(texts) - 15, 16):
-        batch = tok(texts[b : b + 16], padding=True, truncation=True, max_length=96,
-                    return_tensors="pt")  # fmt: skip
-        y = torch.zeros(16, dtype=torch.long)
+    for b in range(0, len(texts) - spec.batch_size + 1, spec.batch_size):
+        batch, mask = train_batch(ids, list(range(b, b + spec.batch_size)), tok.pad_token_id or 0)
         t0 = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            hidden = model(**batch).last_hidden_state
-            m = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            loss = torch.nn.functional.cross_entropy(
-                head((hidden * m).sum(1) / m.sum(1)).float(), y
-            )
+        loss = trainer.loss(batch, mask, y)
         t1 = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+        trainer.backward(loss)
         t2 = time.perf_counter()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        trainer.update()
         t3 = time.perf_counter()
-        rows.append((t1 - t0, t2 - t1, t3 - t2, batch["input_ids"].shape[1]))
+        rows.append((t1 - t0, t2 - t1, t3 - t2, batch.shape[1]))
     rows = rows[2:]  # warm-up
     f, bwd, o, w = (statistics.median(c) for c in zip(*rows, strict=True))
     return {"forward": f, "backward": bwd, "optimizer": o, "width": w, "steps": len(rows),
-            "trained": sum(p.numel() for p in params)}  # fmt: skip
+            "trained": sum(p.numel() for p in trainer.params)}  # fmt: skip
 
 
 def main() -> None:

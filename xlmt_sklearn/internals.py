@@ -29,7 +29,9 @@ Groups:
 * **store**: :func:`make_keys`, :func:`key_id`, :data:`INDEX_COLUMNS`,
   :data:`MMAP_SIZE`, :data:`STORE_TUNING`, :data:`CRC32_IMPLEMENTATION`,
   :func:`finite_rows`;
-* **embedding table**: :data:`TABLE_TUNING` (``broadcast_bytes``, both engines).
+* **embedding table**: :data:`TABLE_TUNING` (``broadcast_bytes``, both engines);
+* **fine-tune**: :class:`TrainSpec`, :class:`Trainer` (one step as ``loss``, ``backward``
+  and ``update``), :func:`train_batch` (token ids and mask of a batch's rows).
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ from typing import Any
 
 from ._machine import CPU_CLASSES, ISA_FLAGS, cpu_class
 from ._model import resolve_identity
+from .adapt._train import TrainSpec
+from .adapt._train import _batch as train_batch
+from .adapt._train import _Trainer as Trainer
 from .backends._auto import auto_rule, resolve_backend
 from .backends._encoders import FORWARD_OBSERVERS, EncodeOptions, Encoder, TorchEncoder, pad_rows
 from .backends._int8 import (
@@ -95,6 +100,8 @@ __all__ = [
     "ModelSpec",
     "PackedForward",
     "TorchEncoder",
+    "TrainSpec",
+    "Trainer",
     "auto_rule",
     "calibration",
     "calibration_samples",
@@ -124,6 +131,7 @@ __all__ = [
     "runtime_installed",
     "special_tokens",
     "tokenize",
+    "train_batch",
 ]
 
 

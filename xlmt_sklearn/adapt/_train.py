@@ -243,6 +243,15 @@ class _Trainer:
         )
 
     def step(self, batch: Any, mask: Any, target: Any) -> float:
+        """One training step on a batch; returns its loss. The three phases are separate
+        methods so that ``benchmarks/finetune_steps.py`` times the step that ships."""
+        loss = self.loss(batch, mask, target)
+        self.backward(loss)
+        self.update()
+        return float(loss.detach())
+
+    def loss(self, batch: Any, mask: Any, target: Any) -> Any:
+        """The forward pass and the objective's loss (bfloat16 autocast per the spec)."""
         import torch
 
         batch, mask, target = batch.to(self.device), mask.to(self.device), target.to(self.device)
@@ -252,16 +261,21 @@ class _Trainer:
             hidden = self.model(input_ids=batch, attention_mask=mask).last_hidden_state
             pooled = _mean_pool(hidden, mask)
             if self.spec.objective == "classification":
-                loss = torch.nn.functional.cross_entropy(self.head(pooled).float(), target)
-            else:
-                loss = _supcon(pooled, target)
+                return torch.nn.functional.cross_entropy(self.head(pooled).float(), target)
+            return _supcon(pooled, target)
+
+    def backward(self, loss: Any) -> None:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+
+    def update(self) -> None:
+        """Gradient clipping, the AdamW step and the schedule's."""
+        import torch
+
         torch.nn.utils.clip_grad_norm_(self.params, 1.0)
         self.optimizer.step()
         self.schedule.step()
         self.steps += 1
-        return float(loss.detach())
 
     def resume(self, checkpoint: Path) -> int:
         """Load the state saved after an epoch; return the epoch to start from."""
