@@ -120,6 +120,14 @@ def score(
     return out
 
 
+def train_seconds(vec) -> float | None:
+    """The fine-tunes' training seconds of a fitted featurizer (a union's summed), as
+    recorded when each was trained; None for the frozen one."""
+    parts = [vec, *(t for _, t in getattr(vec, "transformer_list", []))]
+    seconds = [p.training_.get("seconds") for p in parts if hasattr(p, "training_")]
+    return None if None in seconds or not seconds else sum(seconds)
+
+
 def score_each(vec, trains: dict, evals: dict, fit_transform: bool, cs: tuple[float, ...]) -> dict:
     """A clone of ``vec`` per language: fit on that language's train, C picked on its val,
     its test scored; the languages' figures gathered as :func:`score` gives them."""
@@ -131,7 +139,7 @@ def score_each(vec, trains: dict, evals: dict, fit_transform: bool, cs: tuple[fl
         v = clone(vec)
         own = {k: e for k, e in evals.items() if k[0] == lang}
         per[lang] = score(v, train, own, fit_transform, cs)
-        per[lang]["train_s"] = getattr(v, "training_", {}).get("seconds")
+        per[lang]["train_s"] = train_seconds(v)
         log(f"  {lang}: test macro-F1 {per[lang]['test'][lang]:.1f}")
     test = {lang: r["test"][lang] for lang, r in per.items()}
     seconds = [r["train_s"] for r in per.values()]
@@ -203,16 +211,18 @@ def main() -> int:
     umsab = root / "data" / "umsab"
     langs = LANGS if args.train in ("all", "each") else [args.train]
     trains = {lang: split(umsab, lang, "train", args.limit) for lang in langs}
-    train = (split(umsab, args.train, "train", args.limit) if args.train != "each"
-             else ([t for tr in trains.values() for t in tr[0]], None))  # fmt: skip
+    if args.train == "each":  # every language's own split, fitted one by one
+        train = ([t for tr in trains.values() for t in tr[0]], None)
+    else:
+        train = trains.get(args.train) or split(umsab, args.train, "train", args.limit)
     evals = {(lang, part): split(umsab, lang, part, args.limit) for lang in langs
              for part in ("val", "test")}  # fmt: skip
     groups = None
     # Each language's training tweets are rows of all/train.
     if args.train == "all" and args.limit is None:
         row = {text: i for i, text in enumerate(train[0])}
-        groups = {lang: np.asarray([row[t] for t in split(umsab, lang, "train", None)[0]
-                                    if t in row]) for lang in langs}  # fmt: skip
+        groups = {lang: np.asarray([row[t] for t in trains[lang][0] if t in row])
+                  for lang in langs}  # fmt: skip
     common = dict(device="cpu", prefix=prefix, progress=False)
     train_opts = dict(epochs=args.epochs, adapted_dir=str(adapted))
 
@@ -306,9 +316,7 @@ def main() -> int:
             results[name] = score_each(vec, trains, evals, ft, cs)
         else:
             results[name] = score(vec, train, evals, ft, cs, groups)
-            parts = [vec, *(t for _, t in getattr(vec, "transformer_list", []))]  # a union's
-            seconds = [p.training_.get("seconds") for p in parts if hasattr(p, "training_")]
-            results[name]["train_s"] = None if None in seconds or not seconds else sum(seconds)
+            results[name]["train_s"] = train_seconds(vec)
         log(f"{name}: mean test macro-F1 {results[name]['mean_test']:.1f} "
             f"({results[name]['fit_s']:.0f} s)")  # fmt: skip
     if args.fresh:  # several GB of fine-tunes nobody reuses
