@@ -34,7 +34,10 @@ Training: ``--train english`` trains on english/train and scores english; ``--tr
 all`` trains on all/train (multilingual) and scores every language; ``--train each``
 fine-tunes one encoder per language on that language's train split, with that language's
 classifier (C picked on its val), and scores every language. The fine-tunes are
-reused between runs (``adapted_dir`` under ``benchmarks/.assets/adapted``); ``--fresh``
+reused between runs (``adapted_dir`` under ``benchmarks/.assets/adapted``); ``--choose``
+adds, with ``--train all``, the row a per-language choice on val makes among the variants
+(each with its per-language classifier), the way docs/quality.md's tuned frozen recipe is
+chosen among layers, poolings and regimes; ``--fresh``
 trains every one again in a new folder, so that each fit time includes its fine-tunes.
 
     python benchmarks/adapted_quality.py --train english                  # ~15 min, 2 cores
@@ -114,10 +117,27 @@ def score(
         out["per_language"] = {
             "C": {lang: b[1] for lang, b in per.items()},
             "val": float(np.mean([b[0] for b in per.values()])),
+            "val_by_language": {lang: float(b[0]) for lang, b in per.items()},
             "test": ptest,
             "mean_test": float(np.mean(list(ptest.values()))),
         }
     return out
+
+
+CHOSEN = "chosen per language on val among the rows above"
+
+
+def choose_per_language(results: dict, langs: list[str]) -> dict:
+    """Per language, the variant whose per-language classifier scored highest on that
+    language's val (the first listed on a tie), and that classifier's test score."""
+    choice = {
+        lang: max(results, key=lambda n: results[n]["per_language"]["val_by_language"][lang])
+        for lang in langs
+    }
+    val = {lang: results[n]["per_language"]["val_by_language"][lang] for lang, n in choice.items()}
+    test = {lang: results[n]["per_language"]["test"][lang] for lang, n in choice.items()}
+    return {"choice": choice, "val_by_language": val, "val": float(np.mean(list(val.values()))),
+            "test": test, "mean_test": float(np.mean(list(test.values())))}  # fmt: skip
 
 
 def train_seconds(vec) -> float | None:
@@ -172,6 +192,10 @@ def main() -> int:
         default=",".join(f"{c:g}" for c in CS),
         help="the LogisticRegression C values chosen from on val (comma-separated)",
     )
+    ap.add_argument("--choose", action="store_true",
+                    help="--train all: also a row taking, per language, the variant (with "
+                         "its per-language classifier) of highest val on that language, as "
+                         "docs/quality.md's tuned frozen recipe is chosen")  # fmt: skip
     ap.add_argument("--fresh", action="store_true",
                     help="fine-tune in a new folder: every fit time is whole")  # fmt: skip
     ap.add_argument("--docs", action="store_true", help="write benchmarks/results/adapted*.md")
@@ -267,6 +291,8 @@ def main() -> int:
     unknown = sorted({v.split("+")[0] for v in chosen} - set(variants))
     if unknown:
         ap.error(f"--variants: unknown {unknown}; choose from {sorted(variants)}")
+    if args.choose and (groups is None or len(chosen) < 2):
+        ap.error("--choose: needs --train all (without --limit) and at least two variants")
 
     def layer_list(value: str) -> list[int]:
         return [int(x) for x in value.split(":")]
@@ -339,6 +365,11 @@ def main() -> int:
              f"{r['per_language']['mean_test']:.1f}"]
             for name, r in results.items()
         ]  # fmt: skip
+        if args.choose:
+            pick = choose_per_language(results, langs)
+            per.append([CHOSEN, f"{pick['val']:.1f}",
+                        *[f"{pick['test'][lang]:.1f}" for lang in langs],
+                        f"{pick['mean_test']:.1f}"])  # fmt: skip
         table += (
             "\n\nThe same features, one LogisticRegression per language (trained on that "
             "language's rows of all/train, C picked on that language's val; val is the mean "
@@ -348,6 +379,11 @@ def main() -> int:
                 per,
             )
         )
+        if args.choose:
+            table += (f"\n\n*{CHOSEN}*: " + "; ".join(
+                f"{lang} {pick['choice'][lang]} (val {pick['val_by_language'][lang]:.1f})"
+                for lang in langs) + ".")  # fmt: skip
+            results[CHOSEN] = pick
     print(table)
     if not args.docs or args.smoke:
         return 0
@@ -421,7 +457,7 @@ def _quality_page(results: dict, langs: list[str], text: str) -> None:
     # them, the same features with one classifier per language too.
     columns = []
     for name, r in results.items():
-        if name == "frozen":
+        if name == "frozen" or "choice" in r:  # the per-language choice is no featurizer
             continue
         columns.append((f"**{name}**", r["test"], r["mean_test"]))
         if "per_language" in r:
