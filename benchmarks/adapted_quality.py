@@ -401,7 +401,7 @@ def main() -> int:
         "classification objective unless the row says contrastive, random batches unless "
         "the row says length-grouped, word-embedding table frozen unless the row says every "
         "weight trained, "
-        "seed 0. "
+        "seed 0 unless the row names another. "
         f"LogisticRegression, C in ({', '.join(f'{c:g}' for c in cs)}) chosen on "
         f"val; test scored once. {len(train[0])} training tweets. Machine: {info.get('cpu')}; "
         f"CPU flags: {info.get('ISA flags')}; torch {info.get('torch')}, transformers "
