@@ -34,11 +34,11 @@ Training: ``--train english`` trains on english/train and scores english; ``--tr
 all`` trains on all/train (multilingual) and scores every language; ``--train each``
 fine-tunes one encoder per language on that language's train split, with that language's
 classifier (C picked on its val), and scores every language. The fine-tunes are
-reused between runs (``adapted_dir`` under ``benchmarks/.assets/adapted``); ``--choose``
-adds, with ``--train all``, the row a per-language choice on val makes among the variants
-(each with its per-language classifier), the way docs/quality.md's tuned frozen recipe is
-chosen among layers, poolings and regimes; ``--fresh``
+reused between runs (``adapted_dir`` under ``benchmarks/.assets/adapted``); ``--fresh``
 trains every one again in a new folder, so that each fit time includes its fine-tunes.
+``--choose`` adds, with ``--train all``, the row a per-language choice on val makes among
+the variants (each with its per-language classifier), the way docs/quality.md's tuned
+frozen recipe is chosen among layers, poolings and regimes.
 
     python benchmarks/adapted_quality.py --train english                  # ~15 min, 2 cores
     python benchmarks/adapted_quality.py --train all --variants frozen,plain --docs
@@ -365,11 +365,16 @@ def main() -> int:
              f"{r['per_language']['mean_test']:.1f}"]
             for name, r in results.items()
         ]  # fmt: skip
+        note = ""
         if args.choose:
             pick = choose_per_language(results, langs)
             per.append([CHOSEN, f"{pick['val']:.1f}",
                         *[f"{pick['test'][lang]:.1f}" for lang in langs],
                         f"{pick['mean_test']:.1f}"])  # fmt: skip
+            note = f"\n\n*{CHOSEN}*: " + "; ".join(
+                f"{lang} {pick['choice'][lang]} (val {pick['val_by_language'][lang]:.1f})"
+                for lang in langs) + "."  # fmt: skip
+            results[CHOSEN] = pick
         table += (
             "\n\nThe same features, one LogisticRegression per language (trained on that "
             "language's rows of all/train, C picked on that language's val; val is the mean "
@@ -378,12 +383,8 @@ def main() -> int:
                 ["featurizer", "val macro-F1", *[f"test {lang}" for lang in langs], "mean test"],
                 per,
             )
+            + note
         )
-        if args.choose:
-            table += (f"\n\n*{CHOSEN}*: " + "; ".join(
-                f"{lang} {pick['choice'][lang]} (val {pick['val_by_language'][lang]:.1f})"
-                for lang in langs) + ".")  # fmt: skip
-            results[CHOSEN] = pick
     print(table)
     if not args.docs or args.smoke:
         return 0
