@@ -25,8 +25,9 @@ given), test scored once.
   adapted featurizers that differ only in ``seed`` (a two-member ensemble; suffixes apply
   to both).
 
-Suffixes after ``+`` set an adapted variant's options: ``lr``, ``epochs``, ``seed``
-and ``frozen`` (``train_frozen_layers``) train another fine-tune; ``layers``
+Suffixes after ``+`` set an adapted variant's options: ``lr``, ``epochs``, ``seed``,
+``frozen`` (``train_frozen_layers``) and ``decay`` (``train_layer_decay``) train another
+fine-tune; ``layers``
 (colon-separated), ``agg`` (``layer_aggregation``), ``pooling`` and ``normalize``
 (``true``/``false``) read the same fine-tune's features another way.
 
@@ -306,6 +307,7 @@ def main() -> int:
         "lr": ("learning_rate", float, "learning rate"),
         "epochs": ("epochs", int, "epochs"),
         "frozen": ("train_frozen_layers", int, "lowest layers frozen"),
+        "decay": ("train_layer_decay", float, "layer-wise decay"),
         "seed": ("seed", int, "seed"),
         "layers": ("layers", layer_list, "layers"),
         "agg": ("layer_aggregation", str, "layers by"),

@@ -302,3 +302,38 @@ def test_frozen_lower_layers_stay_as_in_the_base_model(tiny_model_dir, data, tmp
     assert any(not np.array_equal(v, layer(tiny_model_dir, 1)[k]) for k, v in upper.items())
     with pytest.raises(ValueError, match="train_frozen_layers=9 is more than the 2"):
         _ft(tiny_model_dir, tmp_path, train_frozen_layers=9).fit(texts, labels)
+
+
+def test_layer_decay_trains_lower_layers_at_lower_rates(tiny_model_dir, data, tmp_path):
+    from safetensors.numpy import load_file
+    from transformers import AutoModel
+
+    from xlmt_sklearn.adapt._train import _layer_groups
+
+    model = AutoModel.from_pretrained(str(tiny_model_dir))
+    model.get_input_embeddings().weight.requires_grad_(False)
+    top, upper, lower, below = _layer_groups(model, 0.5)
+    layers = model.encoder.layer
+    assert {id(p) for p in upper} == {id(p) for p in layers[1].parameters()}
+    assert {id(p) for p in lower} == {id(p) for p in layers[0].parameters()}
+    assert {id(p) for p in below} == {id(p) for p in model.embeddings.parameters()
+                                      if p.requires_grad}  # fmt: skip
+    assert {id(p) for p in top} == {id(p) for p in model.pooler.parameters()}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert [id(p) for p in _layer_groups(model, 1.0)[0]] == [id(p) for p in trainable]
+
+    texts, labels = data
+    a = _ft(tiny_model_dir, tmp_path, train_layer_decay=0.1).fit(texts, labels)
+    b = _ft(tiny_model_dir, tmp_path).fit(texts, labels)
+    assert a.adapted_path_ != b.adapted_path_  # its own key; the default's key is unchanged
+
+    def moved(folder, i):  # the largest change of layer i's weights from the base model
+        base = load_file(str(next(Path(tiny_model_dir).glob("*.safetensors"))))
+        tuned = load_file(str(next(Path(folder).glob("*.safetensors"))))
+        return max(np.abs(tuned[k] - base[k]).max() for k in base if f"layer.{i}." in k)
+
+    # Adam's steps scale with the rate: layer 0 at 1% of it moves far less.
+    assert moved(a.adapted_path_, 0) < moved(b.adapted_path_, 0) / 5
+    assert moved(a.adapted_path_, 1) > moved(a.adapted_path_, 0)
+    with pytest.raises(ValueError, match="train_layer_decay"):
+        _ft(tiny_model_dir, tmp_path, train_layer_decay=1.5).fit(texts, labels)

@@ -65,6 +65,11 @@ class XLMTFineTunedVectorizer(XLMTVectorizer):
         The lowest transformer layers the fine-tune keeps as in the base model
         (their weights get no gradient); the embeddings follow
         ``train_embeddings``. 0 trains every layer.
+    train_layer_decay : float in (0, 1], default=1.0
+        Layer-wise learning-rate decay: the top transformer layer (and the head)
+        trains at ``learning_rate``, each layer below at ``train_layer_decay`` times
+        the rate of the layer above, the embeddings below the lowest layer. 1.0
+        trains every layer at the same rate.
     seed : int, default=0
         Seeds the head's initial weights, dropout and each epoch's text order:
         the same data and options give the same adapted weights.
@@ -143,6 +148,7 @@ class XLMTFineTunedVectorizer(XLMTVectorizer):
         train_batching: str = "random",
         train_embeddings: bool = False,
         train_frozen_layers: int = 0,
+        train_layer_decay: float = 1.0,
         seed: int = 0,
         train_dtype: str = "auto",
         cv: int | None = 3,
@@ -166,6 +172,7 @@ class XLMTFineTunedVectorizer(XLMTVectorizer):
         self.train_batching = train_batching
         self.train_embeddings = train_embeddings
         self.train_frozen_layers = train_frozen_layers
+        self.train_layer_decay = train_layer_decay
         self.seed = seed
         self.train_dtype = train_dtype
         self.cv = cv
@@ -276,7 +283,8 @@ class XLMTFineTunedVectorizer(XLMTVectorizer):
             learning_rate=float(self.learning_rate), batch_size=int(self.train_batch_size),
             max_length=int(self.train_max_length), batching=self.train_batching,
             embeddings=bool(self.train_embeddings),
-            frozen_layers=int(self.train_frozen_layers), seed=int(self.seed),
+            frozen_layers=int(self.train_frozen_layers),
+            layer_decay=float(self.train_layer_decay), seed=int(self.seed),
             dtype=self._resolved_train_dtype(device),
         )  # fmt: skip
         key = adapted_key(base.content_hash, texts, labels, spec)

@@ -50,6 +50,7 @@ __all__ = [
     "AtLeast",
     "Choice",
     "Flag",
+    "Fraction",
     "Methods",
     "Option",
     "add_flags",
@@ -106,6 +107,11 @@ class Above:
     """A real number > ``low``."""
 
     low: float
+
+
+@dataclass(frozen=True)
+class Fraction:
+    """A real number in (0, 1]."""
 
 
 @dataclass(frozen=True)
@@ -329,6 +335,9 @@ OPTIONS: tuple[Option, ...] = (
            "word-embedding table", key="identity", refit=True, estimators=(ADAPTED,)),
     Option("train_frozen_layers", 0, (AtLeast(0),), "the lowest transformer layers the "
            "fine-tune keeps as in the base model", key="identity", refit=True,
+           estimators=(ADAPTED,)),
+    Option("train_layer_decay", 1.0, (Fraction(),), "each lower layer's learning rate "
+           "as a fraction of the one above", key="identity", refit=True,
            estimators=(ADAPTED,)),
     Option("seed", 0, (AtLeast(0),), "seeds the fine-tune", key="identity", refit=True,
            estimators=(ADAPTED,)),

@@ -51,6 +51,7 @@ from ._options import (
     Above,
     AtLeast,
     Choice,
+    Fraction,
     Methods,
     options_of,
 )
@@ -64,6 +65,8 @@ def _constraint(accepted: Any) -> Any:
         return Interval(Integral, accepted.low, None, closed="left")
     if isinstance(accepted, Above):
         return Interval(Real, accepted.low, None, closed="neither")
+    if isinstance(accepted, Fraction):
+        return Interval(Real, 0.0, 1.0, closed="right")
     if isinstance(accepted, Methods):
         return HasMethods(list(accepted.names))
     if isinstance(accepted, str) and accepted == RUNTIME:

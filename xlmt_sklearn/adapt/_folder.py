@@ -44,7 +44,12 @@ def adapted_root(adapted_dir: str | os.PathLike | None = None) -> Path:
     return env_dir(ADAPTED_ENV) or Path.home() / ".cache" / "xlmt_sklearn" / "adapted"
 
 
-_LATER_DEFAULTS = {("batching", "random"), ("embeddings", True), ("frozen_layers", 0)}
+_LATER_DEFAULTS = {
+    ("batching", "random"),
+    ("embeddings", True),
+    ("frozen_layers", 0),
+    ("layer_decay", 1.0),
+}
 
 
 def adapted_key(

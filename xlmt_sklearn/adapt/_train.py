@@ -50,6 +50,7 @@ class TrainSpec:
     batching: str = "random"
     embeddings: bool = False  # False: the word-embedding table stays as it is
     frozen_layers: int = 0  # the lowest transformer layers that stay as they are
+    layer_decay: float = 1.0  # each lower layer's learning rate, as a fraction of the next
     seed: int = 0
     dtype: str = "float32"  # "bfloat16": forward passes under torch.autocast
 
@@ -210,6 +211,25 @@ def encoder_layers(model: Any) -> list[Any]:
     )
 
 
+def _layer_groups(model: Any, decay: float) -> list[list[Any]]:
+    """The trainable parameters grouped by depth from the top: [everything above the
+    transformer layers and the head, top layer, ..., lowest layer, embeddings]. With
+    ``decay`` 1 (no layer-wise decay) one group holds them all, in the model's order."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if decay == 1.0:
+        return [trainable]
+    layers = encoder_layers(model)
+    depth = {id(p): len(layers) - i for i, layer in enumerate(layers)
+             for p in layer.parameters()}  # fmt: skip
+    embeddings = model.get_input_embeddings()
+    below = {id(p) for name, module in model.named_modules() if name.endswith("embeddings")
+             for p in module.parameters()} | {id(p) for p in embeddings.parameters()}  # fmt: skip
+    groups: list[list[Any]] = [[] for _ in range(len(layers) + 2)]
+    for p in trainable:
+        groups[depth.get(id(p), len(layers) + 1 if id(p) in below else 0)].append(p)
+    return groups
+
+
 class _Trainer:
     """The encoder, the head, AdamW and its schedule; one call of :meth:`step` per batch."""
 
@@ -231,10 +251,17 @@ class _Trainer:
         if spec.frozen_layers:  # at most the model's layers: checked before its load
             for layer in encoder_layers(self.model)[: spec.frozen_layers]:
                 layer.requires_grad_(False)
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        groups = _layer_groups(self.model, spec.layer_decay)
         if spec.objective == "classification":
-            self.params += list(self.head.parameters())
-        self.optimizer = torch.optim.AdamW(self.params, lr=spec.learning_rate, weight_decay=0.01)
+            groups[0] += list(self.head.parameters())
+        rates = [spec.learning_rate * spec.layer_decay**depth for depth in range(len(groups))]
+        groups = [(g, lr) for g, lr in zip(groups, rates, strict=True) if g]
+        self.params = [p for g, _ in groups for p in g]
+        self.optimizer = torch.optim.AdamW(
+            [{"params": g, "lr": lr} for g, lr in groups],
+            lr=spec.learning_rate,
+            weight_decay=0.01,
+        )
         self.total = math.ceil(n_texts / spec.batch_size) * spec.epochs
         warmup = max(1, self.total // 10)
         decay = max(1, self.total - warmup)
