@@ -337,3 +337,17 @@ def test_layer_decay_trains_lower_layers_at_lower_rates(tiny_model_dir, data, tm
     assert moved(a.adapted_path_, 1) > moved(a.adapted_path_, 0)
     with pytest.raises(ValueError, match="train_layer_decay"):
         _ft(tiny_model_dir, tmp_path, train_layer_decay=1.5).fit(texts, labels)
+
+
+def test_an_encoder_without_its_layer_list_names_the_option_that_needs_it():
+    import torch
+
+    from xlmt_sklearn.adapt._train import _layer_groups, encoder_layers
+
+    model = torch.nn.Linear(2, 2)
+    model.config = type("Config", (), {"num_hidden_layers": 3})()
+    with pytest.raises(ValueError, match="train_frozen_layers: cannot find the 3 .*=0"):
+        encoder_layers(model)
+    with pytest.raises(ValueError, match=r"train_layer_decay: cannot find the 3 .*=1\.0"):
+        _layer_groups(model, 0.9)
+    assert len(_layer_groups(model, 1.0)[0]) == 2  # no decay: no layers needed

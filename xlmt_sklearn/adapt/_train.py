@@ -196,9 +196,10 @@ def _batch(ids: list[list[int]], rows: list[int], pad: int) -> tuple[Any, Any]:
     return batch, mask
 
 
-def encoder_layers(model: Any) -> list[Any]:
+def encoder_layers(model: Any, option: str = "train_frozen_layers", off: str = "0") -> list[Any]:
     """The transformer layers of ``model``, lowest first: its module list as long as
-    ``config.num_hidden_layers`` (``encoder.layer`` in BERT and XLM-R)."""
+    ``config.num_hidden_layers`` (``encoder.layer`` in BERT and XLM-R). ``option`` and
+    ``off`` name, in the error, the option that needs them and its value that does not."""
     import torch
 
     n = getattr(model.config, "num_hidden_layers", None)
@@ -206,8 +207,8 @@ def encoder_layers(model: Any) -> list[Any]:
         if isinstance(module, torch.nn.ModuleList) and len(module) == n:
             return list(module)
     raise ValueError(
-        f"train_frozen_layers: cannot find the {n} transformer layers of "
-        f"{type(model).__name__} (no module list of that length); use train_frozen_layers=0."
+        f"{option}: cannot find the {n} transformer layers of {type(model).__name__} "
+        f"(no module list of that length); use {option}={off}."
     )
 
 
@@ -218,7 +219,7 @@ def _layer_groups(model: Any, decay: float) -> list[list[Any]]:
     trainable = [p for p in model.parameters() if p.requires_grad]
     if decay == 1.0:
         return [trainable]
-    layers = encoder_layers(model)
+    layers = encoder_layers(model, "train_layer_decay", "1.0")
     depth = {id(p): len(layers) - i for i, layer in enumerate(layers)
              for p in layer.parameters()}  # fmt: skip
     embeddings = model.get_input_embeddings()
