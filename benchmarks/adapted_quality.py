@@ -178,7 +178,9 @@ def main() -> int:
                     help="a language, 'all' (one multilingual fine-tune) or 'each' (one "
                          "fine-tune and classifier per language)")  # fmt: skip
     ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--limit", type=int, default=None, help="first N texts of every split")
+    ap.add_argument("--limit", type=int, default=None,
+                    help="first N texts of every split (--train all: each language's first "
+                         "N training texts together)")  # fmt: skip
     ap.add_argument("--variants", default="frozen,plain,cross",
                     help="comma-separated: frozen, plain (cv=None), cross (cv=3), "
                          "contrastive (objective='contrastive', cv=None), "
@@ -238,13 +240,17 @@ def main() -> int:
     trains = {lang: split(umsab, lang, "train", args.limit) for lang in langs}
     if args.train == "each":  # every language's own split, fitted one by one
         train = ([t for tr in trains.values() for t in tr[0]], None)
+    elif args.train == "all" and args.limit is not None:  # every language in a short run
+        train = ([t for tr in trains.values() for t in tr[0]],
+                 np.concatenate([tr[1] for tr in trains.values()]))  # fmt: skip
     else:
         train = trains.get(args.train) or split(umsab, args.train, "train", args.limit)
     evals = {(lang, part): split(umsab, lang, part, args.limit) for lang in langs
              for part in ("val", "test")}  # fmt: skip
     groups = None
-    # Each language's training tweets are rows of all/train.
-    if args.train == "all" and args.limit is None:
+    # Each language's training tweets are rows of all/train (or, with --limit, of the
+    # languages' first --limit tweets side by side).
+    if args.train == "all":
         row = {text: i for i, text in enumerate(train[0])}
         groups = {lang: np.asarray([row[t] for t in trains[lang][0] if t in row])
                   for lang in langs}  # fmt: skip
@@ -293,7 +299,7 @@ def main() -> int:
     if unknown:
         ap.error(f"--variants: unknown {unknown}; choose from {sorted(variants)}")
     if args.choose and (groups is None or len(chosen) < 2):
-        ap.error("--choose: needs --train all (without --limit) and at least two variants")
+        ap.error("--choose: needs --train all and at least two variants")
 
     def layer_list(value: str) -> list[int]:
         return [int(x) for x in value.split(":")]

@@ -14,8 +14,9 @@ if [ ! -d ../shared/data/umsab ]; then
 fi
 XLMT_SHARED="$(cd ../shared && pwd)" python benchmarks/umsab_quality.py --smoke
 XLMT_SHARED="$(cd ../shared && pwd)" python benchmarks/adapted_quality.py --smoke
-# The multilingual mode with a two-member union and a feature suffix; one fine-tune per language.
+# The multilingual mode with a two-member union, a feature suffix, a layer-wise decay and the
+# per-language choice among them; one fine-tune per language.
 XLMT_SHARED="$(cd ../shared && pwd)" python benchmarks/adapted_quality.py --smoke --train all \
-  --variants seeds+normalize=true
+  --variants seeds+normalize=true,plain+decay=0.5 --choose
 XLMT_SHARED="$(cd ../shared && pwd)" python benchmarks/adapted_quality.py --smoke --train each \
   --variants plain
