@@ -27,9 +27,8 @@ given), test scored once.
 
 Suffixes after ``+`` set an adapted variant's options: ``lr``, ``epochs``, ``seed``,
 ``frozen`` (``train_frozen_layers``) and ``decay`` (``train_layer_decay``) train another
-fine-tune; ``layers``
-(colon-separated), ``agg`` (``layer_aggregation``), ``pooling`` and ``normalize``
-(``true``/``false``) read the same fine-tune's features another way.
+fine-tune; ``layers`` (colon-separated), ``agg`` (``layer_aggregation``), ``pooling`` and
+``normalize`` (``true``/``false``) read the same fine-tune's features another way.
 
 Training: ``--train english`` trains on english/train and scores english; ``--train
 all`` trains on all/train (multilingual) and scores every language; ``--train each``

@@ -214,8 +214,9 @@ def encoder_layers(model: Any, option: str = "train_frozen_layers", off: str = "
 
 def _layer_groups(model: Any, decay: float) -> list[list[Any]]:
     """The trainable parameters grouped by depth from the top: [everything above the
-    transformer layers and the head, top layer, ..., lowest layer, embeddings]. With
-    ``decay`` 1 (no layer-wise decay) one group holds them all, in the model's order."""
+    transformer layers (the trainer adds the head), the top layer, ..., the lowest layer,
+    the embeddings]. With ``decay`` 1 (no layer-wise decay) one group holds them all, in
+    the model's order."""
     trainable = [p for p in model.parameters() if p.requires_grad]
     if decay == 1.0:
         return [trainable]
@@ -255,14 +256,10 @@ class _Trainer:
         groups = _layer_groups(self.model, spec.layer_decay)
         if spec.objective == "classification":
             groups[0] += list(self.head.parameters())
-        rates = [spec.learning_rate * spec.layer_decay**depth for depth in range(len(groups))]
-        groups = [(g, lr) for g, lr in zip(groups, rates, strict=True) if g]
-        self.params = [p for g, _ in groups for p in g]
-        self.optimizer = torch.optim.AdamW(
-            [{"params": g, "lr": lr} for g, lr in groups],
-            lr=spec.learning_rate,
-            weight_decay=0.01,
-        )
+        rated = [{"params": g, "lr": spec.learning_rate * spec.layer_decay**depth}
+                 for depth, g in enumerate(groups) if g]  # fmt: skip
+        self.params = [p for group in rated for p in group["params"]]
+        self.optimizer = torch.optim.AdamW(rated, lr=spec.learning_rate, weight_decay=0.01)
         self.total = math.ceil(n_texts / spec.batch_size) * spec.epochs
         warmup = max(1, self.total // 10)
         decay = max(1, self.total - warmup)
