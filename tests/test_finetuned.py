@@ -346,7 +346,7 @@ def test_an_encoder_without_its_layer_list_names_the_option_that_needs_it():
 
     model = torch.nn.Linear(2, 2)
     model.config = type("Config", (), {"num_hidden_layers": 3})()
-    with pytest.raises(ValueError, match="train_frozen_layers: cannot find the 3 .*=0"):
+    with pytest.raises(ValueError, match=r"train_frozen_layers: cannot find the 3 .*=0"):
         encoder_layers(model)
     with pytest.raises(ValueError, match=r"train_layer_decay: cannot find the 3 .*=1\.0"):
         _layer_groups(model, 0.9)
