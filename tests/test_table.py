@@ -382,6 +382,23 @@ def test_dask_lookup_refuses_a_key_it_lacks():
         _lookup_partition(pd.DataFrame({_KEY: ["c"]}), lookup, ["f0"], "t")
 
 
+def test_lookup_builds_its_key_index_once_and_pickles_without_it():
+    import pickle
+
+    from xlmt_sklearn.table._format import Lookup
+
+    lookup = Lookup.from_rows(["b", "a"], np.array([[2.0], [1.0]], np.float32))
+    assert lookup._index == []
+    assert lookup.positions(pd.Series(["b", "x", None, "a"])).tolist() == [1, -1, -1, 0]
+    index = lookup._index[0]
+    assert lookup.positions(["a"]).tolist() == [0]  # every partition after the first
+    assert len(lookup._index) == 1 and lookup._index[0] is index  # built once
+    copy = pickle.loads(pickle.dumps(lookup))
+    assert copy._index == [] and copy.keys == ["a", "b"]
+    assert np.array_equal(copy.matrix, lookup.matrix)
+    assert copy.positions(["b"]).tolist() == [1]
+
+
 def test_dask_lookup_is_scattered_once_under_a_distributed_client(
     tiny_model_dir, texts, expected, tmp_path
 ):

@@ -341,7 +341,7 @@ def _lookup_partition(part: Any, lookup: Lookup, names: list[str], table: str) -
 
     keys = part[_KEY]
     null = keys.isna().to_numpy()
-    at = pd.Index(lookup.keys, dtype=object).get_indexer(keys.astype(object))
+    at = lookup.positions(keys.astype(object))
     if ((at < 0) & ~null).any():
         raise RuntimeError(f"embedding table {table}: a key without its collected vector "
                            "(a defect); run the job again.")  # fmt: skip

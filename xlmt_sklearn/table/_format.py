@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
@@ -96,6 +97,7 @@ class TableTuning:
 
 #: The embedding table's tunables for this process.
 TUNING = TableTuning()
+_INDEX_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,27 @@ class Lookup:
 
     keys: list[str]
     matrix: np.ndarray
+    #: The keys' positions (a dict), built by the first :meth:`positions` call in a
+    #: process and kept with this object there (not pickled).
+    _index: list = field(default_factory=list, init=False, repr=False, compare=False)
+
+    def positions(self, keys: Sequence[Any]) -> np.ndarray:
+        """Each of ``keys``' row in :attr:`matrix`, -1 where it has none (a None key
+        too). The index is built once per process holding this lookup (a Dask worker runs
+        many partitions against one scattered copy), not once per call."""
+        if not self._index:
+            with _INDEX_LOCK:  # the threads of one worker share the copy
+                if not self._index:
+                    self._index.append({key: i for i, key in enumerate(self.keys)})
+        index = self._index[0]
+        return np.fromiter((index.get(k, -1) for k in keys), dtype=np.intp, count=len(keys))
+
+    def __getstate__(self) -> dict:
+        return {"keys": self.keys, "matrix": self.matrix}
+
+    def __setstate__(self, state: dict) -> None:
+        for name, value in {**state, "_index": []}.items():
+            object.__setattr__(self, name, value)
 
     @classmethod
     def from_arrow(cls, arrow: Any, dim: int) -> Lookup:
