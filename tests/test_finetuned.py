@@ -140,8 +140,10 @@ def test_the_default_batching_keeps_the_keys_of_earlier_fine_tunes():
     from xlmt_sklearn.adapt._train import TrainSpec
 
     # The key of this fine-tune before train_batching and train_embeddings existed
-    # (package major version 0): their old defaults leave it as it was.
-    key = adapted_key("c" * 64, ["a", "b"], np.array([0, 1]), TrainSpec(embeddings=True))
+    # (package major version 0): their old defaults leave it as it was, and so do the
+    # rate and decay of that time, given explicitly.
+    spec = TrainSpec(embeddings=True, learning_rate=3e-5, layer_decay=1.0)
+    key = adapted_key("c" * 64, ["a", "b"], np.array([0, 1]), spec)
     assert key == "beb2e7c5860063a8735523e54f376df6"
 
 
@@ -289,8 +291,8 @@ def test_frozen_lower_layers_stay_as_in_the_base_model(tiny_model_dir, data, tmp
 
     texts, labels = data
     a = _ft(tiny_model_dir, tmp_path, train_frozen_layers=1).fit(texts, labels)
-    b = _ft(tiny_model_dir, tmp_path).fit(texts, labels)
-    assert a.adapted_path_ != b.adapted_path_  # its own key; the default's key is unchanged
+    b = _ft(tiny_model_dir, tmp_path, train_layer_decay=1.0).fit(texts, labels)
+    assert a.adapted_path_ != b.adapted_path_  # each decay its own key
 
     def layer(folder, i):
         weights = load_file(str(next(Path(folder).glob("*.safetensors"))))
@@ -324,8 +326,8 @@ def test_layer_decay_trains_lower_layers_at_lower_rates(tiny_model_dir, data, tm
 
     texts, labels = data
     a = _ft(tiny_model_dir, tmp_path, train_layer_decay=0.1).fit(texts, labels)
-    b = _ft(tiny_model_dir, tmp_path).fit(texts, labels)
-    assert a.adapted_path_ != b.adapted_path_  # its own key; the default's key is unchanged
+    b = _ft(tiny_model_dir, tmp_path, train_layer_decay=1.0).fit(texts, labels)
+    assert a.adapted_path_ != b.adapted_path_  # each decay its own key
 
     def moved(folder, i):  # the largest change of layer i's weights from the base model
         base = load_file(str(next(Path(tiny_model_dir).glob("*.safetensors"))))

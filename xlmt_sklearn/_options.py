@@ -323,7 +323,7 @@ OPTIONS: tuple[Option, ...] = (
            key="identity", refit=True, estimators=(ADAPTED,)),
     Option("epochs", 2, (AtLeast(1),), "passes over the training texts", key="identity",
            refit=True, estimators=(ADAPTED,)),
-    Option("learning_rate", 3e-5, (Above(0.0),),
+    Option("learning_rate", 2e-4, (Above(0.0),),
            "AdamW's peak learning rate", key="identity", refit=True, estimators=(ADAPTED,)),
     Option("train_batch_size", 16, (AtLeast(1),), "texts per training step", key="identity",
            refit=True, estimators=(ADAPTED,)),
@@ -336,7 +336,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("train_frozen_layers", 0, (AtLeast(0),), "the lowest transformer layers the "
            "fine-tune keeps as in the base model", key="identity", refit=True,
            estimators=(ADAPTED,)),
-    Option("train_layer_decay", 1.0, (Fraction(),), "each lower layer's learning rate "
+    Option("train_layer_decay", 0.8, (Fraction(),), "each lower layer's learning rate "
            "as a fraction of the one above", key="identity", refit=True,
            estimators=(ADAPTED,)),
     Option("seed", 0, (AtLeast(0),), "seeds the fine-tune", key="identity", refit=True,

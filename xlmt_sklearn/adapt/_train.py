@@ -44,13 +44,13 @@ class TrainSpec:
 
     objective: str = "classification"
     epochs: int = 2
-    learning_rate: float = 3e-5
+    learning_rate: float = 2e-4
     batch_size: int = 16
     max_length: int = 96
     batching: str = "random"
     embeddings: bool = False  # False: the word-embedding table stays as it is
     frozen_layers: int = 0  # the lowest transformer layers that stay as they are
-    layer_decay: float = 1.0  # each lower layer's learning rate, as a fraction of the next
+    layer_decay: float = 0.8  # each lower layer's learning rate, as a fraction of the next
     seed: int = 0
     dtype: str = "float32"  # "bfloat16": forward passes under torch.autocast
 
