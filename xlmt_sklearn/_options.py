@@ -343,7 +343,7 @@ OPTIONS: tuple[Option, ...] = (
            estimators=(ADAPTED,)),
     Option("train_dtype", "auto", (Choice(("auto", "float32", "bfloat16")),), "precision of "
            "the fine-tune's matrix products", key="identity", refit=True, estimators=(ADAPTED,)),
-    Option("cv", 3, (AtLeast(2), None), "folds of fit_transform's cross-fitting",
+    Option("cv", None, (AtLeast(2), None), "folds of fit_transform's cross-fitting",
            estimators=(ADAPTED,)),
     Option("adapted_dir", None, (str, os.PathLike, None), "where adapted encoders are kept",
            estimators=(ADAPTED,)),
