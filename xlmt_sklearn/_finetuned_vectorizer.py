@@ -45,7 +45,7 @@ class XLMTFineTunedVectorizer(XLMTVectorizer):
         supervised contrastive loss on the mean-pooled vectors.
     epochs : int, default=2
         Passes over the training texts.
-    learning_rate : float, default=2e-4
+    learning_rate : float, default=0.0002
         AdamW's peak learning rate (10% linear warm-up, then linear decay): the
         top layer's and the head's, with ``train_layer_decay`` below. With the
         default decay, 2e-4 had the best validation score of the recipes measured
