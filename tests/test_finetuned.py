@@ -353,3 +353,18 @@ def test_an_encoder_without_its_layer_list_names_the_option_that_needs_it():
     with pytest.raises(ValueError, match=r"train_layer_decay: cannot find the 3 .*=1\.0"):
         _layer_groups(model, 0.9)
     assert len(_layer_groups(model, 1.0)[0]) == 2  # no decay: no layers needed
+
+
+def test_adapted_files_get_the_mode_the_umask_gives(tiny_model_dir, data, tmp_path):
+    import os
+    import stat
+
+    texts, labels = data
+    old = os.umask(0o027)
+    try:
+        folder = Path(_ft(tiny_model_dir, tmp_path, epochs=1).fit(texts, labels).adapted_path_)
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir() if p.is_file()}
+    assert "model.safetensors" in modes  # which safetensors writes 0600 whatever the umask
+    assert set(modes.values()) == {0o640}, modes

@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -97,9 +98,23 @@ def ensure_adapted(
         meta = {**info, "key": key, "spec": spec.as_dict(), "n_texts": len(texts), **stats,
                 "created": time.time(), "writer": f"xlmt_sklearn {__version__}"}  # fmt: skip
         (model / _INFO).write_text(json.dumps(meta, indent=1, sort_keys=True), encoding="utf-8")
+        _umask_modes(model)
         os.replace(model, final)
         shutil.rmtree(work, ignore_errors=True)
     return final, True
+
+
+def _umask_modes(folder: Path) -> None:
+    """Give every file of a new adapted folder the mode that ``config.json`` got from the
+    umask: safetensors writes the weights 0600 whatever the umask, which would keep
+    workers running as another user from reading a folder on a shared path."""
+    reference = folder / "config.json"
+    if not reference.is_file():
+        return
+    mode = stat.S_IMODE(reference.stat().st_mode)
+    for path in folder.iterdir():
+        if path.is_file() and stat.S_IMODE(path.stat().st_mode) != mode:
+            os.chmod(path, mode)
 
 
 def read_info(folder: Path) -> dict[str, Any]:
