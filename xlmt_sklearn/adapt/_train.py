@@ -30,29 +30,35 @@ from typing import Any
 
 import numpy as np
 
+from .._options import OBJECTIVES, OPTIONS
 from ..backends._loading import quiet_loading
 
 __all__ = ["OBJECTIVES", "TrainSpec", "fine_tune"]
 
-OBJECTIVES = ("classification", "contrastive")
 _CHECKPOINT = "checkpoint.pt"
+
+
+def _default(name: str) -> Any:
+    """The estimator's default of option ``name``: the recipe is declared once, in OPTIONS."""
+    return next(o.default for o in OPTIONS if o.name == name)
 
 
 @dataclass(frozen=True)
 class TrainSpec:
-    """The training options (all of them enter the adapted folder's key)."""
+    """The training options (all of them enter the adapted folder's key); the defaults
+    are the estimator's."""
 
-    objective: str = "classification"
-    epochs: int = 2
-    learning_rate: float = 2e-4
-    batch_size: int = 16
-    max_length: int = 96
-    batching: str = "random"
-    embeddings: bool = False  # False: the word-embedding table stays as it is
-    frozen_layers: int = 0  # the lowest transformer layers that stay as they are
-    layer_decay: float = 0.8  # each lower layer's learning rate, as a fraction of the next
-    seed: int = 0
-    dtype: str = "float32"  # "bfloat16": forward passes under torch.autocast
+    objective: str = _default("objective")
+    epochs: int = _default("epochs")
+    learning_rate: float = _default("learning_rate")
+    batch_size: int = _default("train_batch_size")
+    max_length: int = _default("train_max_length")
+    batching: str = _default("train_batching")
+    embeddings: bool = _default("train_embeddings")  # False: the embedding table stays
+    frozen_layers: int = _default("train_frozen_layers")  # lowest layers kept as they are
+    layer_decay: float = _default("train_layer_decay")  # each layer's rate / the next's
+    seed: int = _default("seed")
+    dtype: str = "float32"  # resolved ("auto" is not): "bfloat16" runs under torch.autocast
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
