@@ -352,10 +352,17 @@ def main() -> int:
             results[name]["train_s"] = train_seconds(vec)
         log(f"{name}: mean test macro-F1 {results[name]['mean_test']:.1f} "
             f"({results[name]['fit_s']:.0f} s)")  # fmt: skip
-    if args.fresh:  # several GB of fine-tunes nobody reuses
+    if args.fresh or args.smoke:  # fine-tunes nobody reuses (GBs), and their conversions
         import shutil
 
+        from xlmt_sklearn.internals import list_converted, remove_converted
+
+        where = adapted.resolve()  # as the conversions recorded it (.assets may be a link)
         shutil.rmtree(adapted, ignore_errors=True)
+        gone = [f for f in list_converted() if f.source and f.source.is_relative_to(where)]
+        for f in gone:
+            remove_converted(f)
+        log(f"removed {adapted} and its {len(gone)} converted models")
     header = ["featurizer", "C (val)", "val macro-F1", *[f"test {lang}" for lang in langs],
               "mean test", "fit + fine-tune s", "last fine-tune s"]  # fmt: skip
     rows = [

@@ -22,8 +22,9 @@ Groups:
   :class:`TorchEncoder`, :class:`PackedForward`, :func:`pad_rows`, :func:`quantize_int8`,
   :func:`forward_seconds` (time torch's forward passes; ``XLMT_SKLEARN_PACKED=0`` turns the
   packed CPU path off, ``FLOW_TUNING.sort_batches=False`` cuts batches in input order),
-  the OpenVINO int8 helpers, and :func:`encoders` / :func:`calibration` of a fitted
-  estimator;
+  the OpenVINO int8 helpers, :func:`encoders` / :func:`calibration` of a fitted
+  estimator, and :func:`list_converted` / :func:`remove_converted` (the converted models on
+  disk);
 * **flow**: :func:`tokenize`, :func:`plan_batches`, :class:`BatchPlan`, :func:`encode`,
   :data:`FLOW_TUNING`;
 * **store**: :func:`make_keys`, :func:`key_id`, :data:`INDEX_COLUMNS`,
@@ -46,6 +47,7 @@ from .adapt._train import TrainSpec
 from .adapt._train import _batch as train_batch
 from .adapt._train import _Trainer as Trainer
 from .backends._auto import auto_rule, resolve_backend
+from .backends._converted_folders import list_converted, remove_converted
 from .backends._encoders import FORWARD_OBSERVERS, EncodeOptions, Encoder, TorchEncoder, pad_rows
 from .backends._int8 import (
     OPENVINO_DQ_GROUP,
@@ -116,6 +118,7 @@ __all__ = [
     "get_tokenizer",
     "int8_installed",
     "key_id",
+    "list_converted",
     "load_count",
     "make_keys",
     "openvino_has_bf16",
@@ -124,6 +127,7 @@ __all__ = [
     "plan_batches",
     "quantize_int8",
     "quantize_openvino_static",
+    "remove_converted",
     "resolve_backend",
     "resolve_identity",
     "runtime_encoder",

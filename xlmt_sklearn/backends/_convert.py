@@ -33,6 +33,7 @@ dynamic batch and sequence axes) and returns one float32 array of shape
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -59,6 +60,7 @@ __all__ = [
     "export_onnx",
     "export_openvino",
     "is_complete",
+    "mark_used",
 ]
 
 logger = logging.getLogger("xlmt_sklearn")
@@ -145,6 +147,14 @@ def is_complete(folder: Path) -> bool:
         return False
     _VERIFIED[str(folder)] = stamp
     return True
+
+
+def mark_used(folder: Path) -> None:
+    """Record a use of a converted folder: its mtime, which ``xlmt-sklearn converted``
+    reports and prunes by. A folder that cannot be written (a read-only root, another
+    user's) keeps its time."""
+    with contextlib.suppress(OSError):
+        os.utime(folder)
 
 
 def _write_manifest(folder: Path, key: str, describe: dict[str, Any]) -> None:
@@ -263,6 +273,7 @@ def ensure_converted(
     root = converted_root() if root is None else root
     final = root / key
     if is_complete(final):
+        mark_used(final)
         return final
     tmp = root / f".tmp-{key[:8]}-{uuid.uuid4().hex}"
     try:

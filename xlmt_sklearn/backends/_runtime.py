@@ -35,6 +35,7 @@ import importlib.util
 import sys
 import threading
 from abc import abstractmethod
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -285,8 +286,6 @@ class RuntimeEncoder(Encoder):
             float_folder = self.converted(layers, "float32")
             need = sum(p.stat().st_size for p in float_folder.iterdir() if p.is_file()) // 4
         elif self.spec.revision is None:  # a local folder: its weights, as float32
-            from pathlib import Path
-
             src = Path(self.spec.name).expanduser()
             weights_files = [*src.glob("*.safetensors"), *src.glob("*.bin")]
             need = sum(p.stat().st_size for p in weights_files if p.is_file()) or None
@@ -299,6 +298,8 @@ class RuntimeEncoder(Encoder):
 
             self._export(_load_model(self.spec), layers, folder)
 
+        if self.spec.revision is None:  # for `xlmt-sklearn converted`: is the source gone?
+            fields = {**fields, "source": str(Path(self.spec.name).expanduser().resolve())}
         return ensure_converted(key, fields, build, need=need)
 
     def conversion(

@@ -1,4 +1,4 @@
-"""Command line interface: ``xlmt-sklearn embed`` and ``xlmt-sklearn cache``.
+"""Command line interface: ``xlmt-sklearn embed``, ``cache`` and ``converted``.
 
 Examples
 --------
@@ -16,6 +16,12 @@ Inspect or empty a cache::
 
     xlmt-sklearn cache info .xlmt-cache
     xlmt-sklearn cache clear .xlmt-cache
+
+List the models converted for OpenVINO and ONNX Runtime, and delete the ones whose
+source folder is gone (deleted fine-tunes) or that were not used for 30 days::
+
+    xlmt-sklearn converted info
+    xlmt-sklearn converted prune --orphaned --unused-days 30
 
 Every user error (bad option, unreadable file, missing column, unwritable
 output, a model that can't be found) prints one ``xlmt-sklearn: error: ...``
@@ -45,6 +51,8 @@ from ._commands import (
     CLIError,
     cmd_cache_clear,
     cmd_cache_info,
+    cmd_converted_info,
+    cmd_converted_prune,
     cmd_embed,
     say,
 )
@@ -67,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     Returns
     -------
     argparse.ArgumentParser
-        With the ``embed`` and ``cache`` commands; each parsed namespace has
+        With the ``embed``, ``cache`` and ``converted`` commands; each parsed namespace has
         a ``func`` attribute, the command to run.
     """
     from .._version import __version__
@@ -81,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     _add_embed_parser(sub)
     _add_cache_parser(sub)
+    _add_converted_parser(sub)
     return parser
 
 
@@ -166,6 +175,37 @@ def _add_cache_parser(sub: Any) -> None:
     clear = csub.add_parser("clear", help="delete every entry of a cache")
     clear.add_argument("path", metavar="PATH", help="cache file, or the directory holding it")
     clear.set_defaults(func=cmd_cache_clear)
+
+
+def _add_converted_parser(sub: Any) -> None:
+    conv = sub.add_parser(
+        "converted", help="list or prune the models converted for OpenVINO and ONNX Runtime",
+        description="The converted models (XLMT_SKLEARN_CONVERTED_DIR, else "
+        "~/.cache/xlmt_sklearn/converted): one folder per model, runtime, layers and "
+        "precision, kept until deleted. A pruned model is converted again on its next use.",
+    )  # fmt: skip
+    csub = conv.add_subparsers(dest="converted_command", metavar="ACTION", parser_class=_Parser)
+    csub.required = True
+    where = {"metavar": "DIR", "default": None,
+             "help": "the converted-model folder (default: XLMT_SKLEARN_CONVERTED_DIR, else "
+                     "~/.cache/xlmt_sklearn/converted)"}  # fmt: skip
+    info = csub.add_parser("info", help="list each converted model: size, last use, source")
+    info.add_argument("--dir", **where)
+    info.set_defaults(func=cmd_converted_info)
+    prune = csub.add_parser(
+        "prune", help="delete the converted models any of the given rules selects",
+        description="Delete converted models: those unused for N days, those converted from "
+        "a local folder that no longer exists (deleted fine-tunes: --orphaned), or all. "
+        "Run it while no job uses them.",
+    )  # fmt: skip
+    prune.add_argument("--unused-days", type=float, metavar="N",
+                       help="not used for more than N days")  # fmt: skip
+    prune.add_argument("--orphaned", action="store_true",
+                       help="converted from a local folder that is gone")  # fmt: skip
+    prune.add_argument("--all", action="store_true", help="every converted model")
+    prune.add_argument("--dry-run", action="store_true", help="list them, delete nothing")
+    prune.add_argument("--dir", **where)
+    prune.set_defaults(func=cmd_converted_prune)
 
 
 # --------------------------------------------------------------------------- entry

@@ -1,4 +1,5 @@
-"""The commands of ``xlmt-sklearn``: ``embed`` and ``cache info``/``cache clear``.
+"""The commands of ``xlmt-sklearn``: ``embed``, ``cache info``/``cache clear`` and
+``converted info``/``converted prune``.
 
 Each command takes the parsed :class:`argparse.Namespace` of
 :func:`xlmt_sklearn.cli.build_parser` and returns an exit status; a user
@@ -39,7 +40,15 @@ from ._table_io import (
     write_tokens,
 )
 
-__all__ = ["CLIError", "cmd_cache_clear", "cmd_cache_info", "cmd_embed", "say"]
+__all__ = [
+    "CLIError",
+    "cmd_cache_clear",
+    "cmd_cache_info",
+    "cmd_converted_info",
+    "cmd_converted_prune",
+    "cmd_embed",
+    "say",
+]
 
 PROG = "xlmt-sklearn"
 #: ``--preprocess`` value that turns preprocessing off (``preprocess=None``).
@@ -149,6 +158,69 @@ def cmd_cache_clear(args: argparse.Namespace) -> int:
     cache.clear()
     after = cache.stats.entries
     print(f"cleared {before - after} entries from {cache.path}")
+    return 0
+
+
+# ----------------------------------------------------------------------- converted
+def _converted_root(args: argparse.Namespace) -> Path:
+    from ..backends._convert import converted_root
+
+    if args.dir is None:
+        return converted_root()
+    root = Path(args.dir).expanduser()
+    if not root.is_dir():
+        raise CLIError(f"--dir {args.dir!r}: no such folder")
+    return root
+
+
+def _converted_line(f: Any) -> str:
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(f.last_used))
+    layers = ",".join(str(i) for i in f.layers)
+    gone = "  (source gone)" if f.orphaned else ""
+    weights = f.weights.split(":", 1)[0]  # an int8 scheme's name is long; the key is unique
+    return (f"{f.path.name[:8]}  {f.runtime:<11} {weights:<8} {layers:<9} "
+            f"{_human_bytes(f.bytes):>9}  {when}  {f.model}{gone}")  # fmt: skip
+
+
+def cmd_converted_info(args: argparse.Namespace) -> int:
+    from ..backends._converted_folders import list_converted
+
+    root = _converted_root(args)
+    folders = list_converted(root)
+    total = sum(f.bytes for f in folders)
+    orphans = [f for f in folders if f.orphaned]
+    gone = _human_bytes(sum(f.bytes for f in orphans))
+    print(f"folder:  {root}")
+    print(f"models:  {len(folders)} ({_human_bytes(total)}), {len(orphans)} with their source "
+          f"gone ({gone})")  # fmt: skip
+    if folders:
+        print(f"{'key':<8}  {'runtime':<11} {'weights':<8} {'layers':<9} {'size':>9}  "
+              f"{'last used':<16}  model")  # fmt: skip
+        for f in folders:
+            print(_converted_line(f))
+    return 0
+
+
+def cmd_converted_prune(args: argparse.Namespace) -> int:
+    from ..backends._converted_folders import list_converted, remove_converted, select
+
+    if args.unused_days is None and not args.orphaned and not args.all:
+        raise CLIError("say what to remove: --unused-days N (not used for N days), --orphaned "
+                       "(converted from a local folder that is gone) or --all")  # fmt: skip
+    if args.unused_days is not None and args.unused_days < 0:
+        raise CLIError(f"--unused-days {args.unused_days:g}: give a number of days >= 0")
+    root = _converted_root(args)
+    chosen = select(list_converted(root), args.unused_days, args.orphaned, args.all)
+    if args.dry_run:
+        for f in chosen:
+            print(_converted_line(f))
+        size = _human_bytes(sum(f.bytes for f in chosen))
+        print(f"would remove {len(chosen)} converted models ({size}) from {root}")
+        return 0
+    removed = [f for f in chosen if remove_converted(f)]
+    print(f"removed {len(removed)} converted models "
+          f"({_human_bytes(sum(f.bytes for f in removed))}) from {root}; each is converted "
+          "again on its next use")  # fmt: skip
     return 0
 
 
