@@ -147,6 +147,18 @@ def test_cli_prune_needs_a_rule_and_an_existing_folder(root, tmp_path, capsys):
     assert _keys(list_converted(root)) == ["1", "2", "3", "4"]
 
 
+def test_cli_prune_reports_a_folder_it_cannot_remove(root, monkeypatch, capsys):
+    def refuse(src, dst):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("xlmt_sklearn.backends._converted_folders.os.rename", refuse)
+    assert main(["converted", "prune", "--orphaned", "--dir", str(root)]) == 1
+    captured = capsys.readouterr()
+    assert f"could not remove {root / ('2' * 32)}: Permission denied" in captured.err
+    assert "removed 0 converted models" in captured.out
+    assert _keys(list_converted(root)) == ["1", "2", "3", "4"]
+
+
 def test_cli_uses_the_environments_folder(root, monkeypatch, capsys):
     monkeypatch.setenv(CONVERTED_ENV, str(root))
     assert main(["converted", "info"]) == 0

@@ -255,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     int
         The exit status: 0 on success, 2 for a user error (printed as one
         ``xlmt-sklearn: error: ...`` message, no traceback), 130 when
-        interrupted.
+        interrupted, 1 when ``converted prune`` could not delete a folder.
     """
     parser = build_parser()
     try:

@@ -217,11 +217,18 @@ def cmd_converted_prune(args: argparse.Namespace) -> int:
         size = _human_bytes(sum(f.bytes for f in chosen))
         print(f"would remove {len(chosen)} converted models ({size}) from {root}")
         return 0
-    removed = [f for f in chosen if remove_converted(f)]
+    removed, failed = [], 0
+    for f in chosen:
+        try:
+            if remove_converted(f):
+                removed.append(f)
+        except OSError as exc:  # a read-only root, another user's folder
+            failed += 1
+            say(f"{PROG}: error: could not remove {f.path}: {exc.strerror or exc}")
     print(f"removed {len(removed)} converted models "
           f"({_human_bytes(sum(f.bytes for f in removed))}) from {root}; each is converted "
           "again on its next use")  # fmt: skip
-    return 0
+    return 1 if failed else 0
 
 
 # --------------------------------------------------------------------------- embed
