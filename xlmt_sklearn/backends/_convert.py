@@ -56,11 +56,13 @@ __all__ = [
     "CONVERTED_ENV",
     "conversion_key",
     "converted_root",
+    "discard",
     "ensure_converted",
     "export_onnx",
     "export_openvino",
     "is_complete",
     "mark_used",
+    "read_manifest",
 ]
 
 logger = logging.getLogger("xlmt_sklearn")
@@ -123,18 +125,30 @@ def _stamp(folder: Path, names: Any) -> tuple:
     return tuple(out)
 
 
+def read_manifest(folder: Path) -> dict[str, Any] | None:
+    """``folder``'s manifest when it names the folder's key, else None (no manifest, an
+    unreadable one, or another model's folder copied under this name)."""
+    try:
+        manifest = json.loads((folder / _MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or manifest.get("key") != folder.name:
+        return None
+    return manifest
+
+
 def is_complete(folder: Path) -> bool:
     """Whether ``folder`` holds a whole converted model: its manifest matches every file.
 
     Every file is hashed the first time a process checks the folder (about 1 s
     per GB); later checks in the process compare size, mtime and inode only.
     """
+    manifest = read_manifest(folder)
+    if manifest is None:
+        return False
     try:
-        manifest = json.loads((folder / _MANIFEST).read_text(encoding="utf-8"))
         files = manifest["files"]
         if manifest.get("format") != CONVERT_FORMAT or not files:
-            return False
-        if manifest.get("key") != folder.name:  # another model's folder under this name
             return False
         stamp = _stamp(folder, files)
         if _VERIFIED.get(str(folder)) == stamp:
@@ -318,14 +332,28 @@ def _install(tmp: Path, final: Path) -> Path:
             if is_complete(final):  # another process won the race: use its copy
                 return final
             # A broken copy (half-written, corrupt): move it aside, then retry.
-            trash = final.parent / f".trash-{uuid.uuid4().hex}"
             try:
-                os.rename(final, trash)
+                if not discard(final):
+                    continue  # someone else moved it meanwhile
             except OSError:
-                continue  # someone else moved it meanwhile
+                continue
             logger.warning("Rebuilt the incomplete converted model in %s", final)
-            shutil.rmtree(trash, ignore_errors=True)
     raise OSError(f"Could not install the converted model in {final}.")
+
+
+def discard(folder: Path) -> bool:
+    """Move ``folder`` aside (``.trash-<id>``, with this process's owner file, so that the
+    next conversion finishes an interrupted deletion), then delete it; False when it was
+    gone already. Raises ``OSError`` when it cannot be moved."""
+    with contextlib.suppress(OSError):  # unwritable: moved aside all the same if it can be
+        _claim(folder)
+    trash = folder.parent / f".trash-{uuid.uuid4().hex}"
+    try:
+        os.rename(folder, trash)
+    except FileNotFoundError:
+        return False
+    shutil.rmtree(trash, ignore_errors=True)
+    return True
 
 
 # ------------------------------------------------------------------------- export

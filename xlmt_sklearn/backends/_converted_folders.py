@@ -19,17 +19,14 @@ model; the next one converts the model again.
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import shutil
 import time
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._convert import _MANIFEST, _claim, converted_root, mark_used
+from ._convert import converted_root, discard, mark_used, read_manifest
 
 #: mark_used lives in _convert (the conversions call it) and is re-exported here.
 __all__ = ["ConvertedFolder", "list_converted", "mark_used", "remove_converted", "select"]
@@ -67,10 +64,10 @@ def _read(folder: Path) -> ConvertedFolder | None:
     """The folder's description, or None when it is not provably one of ours."""
     if not _KEY.fullmatch(folder.name) or folder.is_symlink() or not folder.is_dir():
         return None
+    manifest = read_manifest(folder)
+    if manifest is None:
+        return None
     try:
-        manifest = json.loads((folder / _MANIFEST).read_text(encoding="utf-8"))
-        if manifest.get("key") != folder.name:
-            return None
         model = manifest.get("model") or {}
         size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
         return ConvertedFolder(
@@ -112,14 +109,6 @@ def select(
 
 def remove_converted(folder: ConvertedFolder) -> bool:
     """Delete one converted folder (moved aside first); False if it was already gone."""
-    path = folder.path
-    if _read(path) is None:  # gone, or no longer ours, since it was listed
-        return False
-    _claim(path)  # the owner file: an interrupted removal is finished by the next conversion
-    trash = path.parent / f".trash-{uuid.uuid4().hex}"
-    try:
-        os.rename(path, trash)
-    except FileNotFoundError:
-        return False
-    shutil.rmtree(trash, ignore_errors=True)
-    return True
+    if folder.path.is_symlink() or read_manifest(folder.path) is None:
+        return False  # gone, or no longer ours, since it was listed
+    return discard(folder.path)

@@ -281,12 +281,14 @@ class RuntimeEncoder(Encoder):
 
         weights = weights or self.scheme or "float32"
         key, fields = self.conversion(layers, weights)
+        src = Path(self.spec.name).expanduser() if self.spec.revision is None else None
+        if src is not None:  # for `xlmt-sklearn converted`: is the source gone?
+            fields["source"] = str(src.resolve())
         need = None
         if weights != "float32":  # int8 weights: about a quarter of the float32 files
             float_folder = self.converted(layers, "float32")
             need = sum(p.stat().st_size for p in float_folder.iterdir() if p.is_file()) // 4
-        elif self.spec.revision is None:  # a local folder: its weights, as float32
-            src = Path(self.spec.name).expanduser()
+        elif src is not None:  # a local folder: its weights, as float32
             weights_files = [*src.glob("*.safetensors"), *src.glob("*.bin")]
             need = sum(p.stat().st_size for p in weights_files if p.is_file()) or None
 
@@ -298,8 +300,6 @@ class RuntimeEncoder(Encoder):
 
             self._export(_load_model(self.spec), layers, folder)
 
-        if self.spec.revision is None:  # for `xlmt-sklearn converted`: is the source gone?
-            fields = {**fields, "source": str(Path(self.spec.name).expanduser().resolve())}
         return ensure_converted(key, fields, build, need=need)
 
     def conversion(
