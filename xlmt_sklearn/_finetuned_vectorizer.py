@@ -77,6 +77,17 @@ class XLMTFineTunedVectorizer(XLMTVectorizer):
         the rate of the layer above, the embeddings below the lowest layer. 1.0
         trains every layer at the same rate (needed for an encoder whose layer
         list cannot be found: the error says so).
+    train_average : float in [0, 1), default=0.0
+        The share of the last training steps whose encoder weights are averaged
+        into the adapted encoder (a running mean after each of those steps, as in
+        stochastic weight averaging); 0 keeps the last step's weights.
+    train_head_init : {"random", "probe"}, default="random"
+        The classification head's starting weights: random (from ``seed``), or
+        ``"probe"``: a logistic regression (C=1) on the base model's mean-pooled
+        features of the training texts, so that training starts from a head
+        that already fits (LP-FT). One forward pass over the training texts more.
+    train_label_smoothing : float in [0, 1), default=0.0
+        Label smoothing of the classification objective's cross-entropy.
     seed : int, default=0
         Seeds the head's initial weights, dropout and each epoch's text order:
         the same data and options give the same adapted weights.
@@ -156,6 +167,9 @@ class XLMTFineTunedVectorizer(XLMTVectorizer):
         train_embeddings: bool = False,
         train_frozen_layers: int = 0,
         train_layer_decay: float = 0.8,
+        train_average: float = 0.0,
+        train_head_init: str = "random",
+        train_label_smoothing: float = 0.0,
         seed: int = 0,
         train_dtype: str = "auto",
         cv: int | None = None,
@@ -180,6 +194,9 @@ class XLMTFineTunedVectorizer(XLMTVectorizer):
         self.train_embeddings = train_embeddings
         self.train_frozen_layers = train_frozen_layers
         self.train_layer_decay = train_layer_decay
+        self.train_average = train_average
+        self.train_head_init = train_head_init
+        self.train_label_smoothing = train_label_smoothing
         self.seed = seed
         self.train_dtype = train_dtype
         self.cv = cv
@@ -291,7 +308,9 @@ class XLMTFineTunedVectorizer(XLMTVectorizer):
             max_length=int(self.train_max_length), batching=self.train_batching,
             embeddings=bool(self.train_embeddings),
             frozen_layers=int(self.train_frozen_layers),
-            layer_decay=float(self.train_layer_decay), seed=int(self.seed),
+            layer_decay=float(self.train_layer_decay), average=float(self.train_average),
+            head_init=self.train_head_init,
+            label_smoothing=float(self.train_label_smoothing), seed=int(self.seed),
             dtype=self._resolved_train_dtype(device),
         )  # fmt: skip
         key = adapted_key(base.content_hash, texts, labels, spec)
@@ -358,6 +377,10 @@ class XLMTFineTunedVectorizer(XLMTVectorizer):
         files = state.pop("_adapted_files_", None)
         if files and "adapted_path_" in state and not Path(state["adapted_path_"]).is_dir():
             state = _restore_folder(state, files)
+        if "adapted_path_" in state:  # a use, for `xlmt-sklearn adapted prune --unused-days`
+            from .adapt._folder import mark_used
+
+            mark_used(Path(state["adapted_path_"]))
         super().__setstate__(state)
 
 

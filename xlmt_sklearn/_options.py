@@ -37,6 +37,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "DTYPES",
     "GRANULARITIES",
+    "HEAD_INITS",
     "LAYER_AGGREGATIONS",
     "MISSING_POLICIES",
     "OBJECTIVES",
@@ -84,6 +85,8 @@ OBJECTIVES = ("classification", "contrastive")
 #: "random": consecutive texts of a seeded random order; "length": batches of similar-length
 #: texts (fewer pad tokens), in a seeded random order.
 BATCHINGS = ("random", "length")
+#: ``train_head_init``: a random head, or a logistic regression on the base model's features.
+HEAD_INITS = ("random", "probe")
 BOTH = (POOLED, TOKENS)
 
 
@@ -111,7 +114,9 @@ class Above:
 
 @dataclass(frozen=True)
 class Fraction:
-    """A real number in (0, 1]."""
+    """A real number in (0, 1] (``closed="right"``) or [0, 1) (``closed="left"``)."""
+
+    closed: str = "right"
 
 
 @dataclass(frozen=True)
@@ -339,6 +344,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("train_layer_decay", 0.8, (Fraction(),), "each lower layer's learning rate "
            "as a fraction of the one above", key="identity", refit=True,
            estimators=(ADAPTED,)),
+    Option("train_average", 0.0, (Fraction("left"),), "the share of the last training "
+           "steps whose weights the adapted encoder averages", key="identity", refit=True,
+           estimators=(ADAPTED,)),
+    Option("train_head_init", "random", (Choice(HEAD_INITS),), "the classification head's "
+           "starting weights", key="identity", refit=True, estimators=(ADAPTED,)),
+    Option("train_label_smoothing", 0.0, (Fraction("left"),), "label smoothing of the "
+           "classification loss", key="identity", refit=True, estimators=(ADAPTED,)),
     Option("seed", 0, (AtLeast(0),), "seeds the fine-tune", key="identity", refit=True,
            estimators=(ADAPTED,)),
     Option("train_dtype", "auto", (Choice(("auto", "float32", "bfloat16")),), "precision of "

@@ -66,7 +66,7 @@ def _constraint(accepted: Any) -> Any:
     if isinstance(accepted, Above):
         return Interval(Real, accepted.low, None, closed="neither")
     if isinstance(accepted, Fraction):
-        return Interval(Real, 0.0, 1.0, closed="right")
+        return Interval(Real, 0.0, 1.0, closed=accepted.closed)
     if isinstance(accepted, Methods):
         return HasMethods(list(accepted.names))
     if isinstance(accepted, str) and accepted == RUNTIME:

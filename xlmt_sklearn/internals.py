@@ -32,7 +32,8 @@ Groups:
   :func:`finite_rows`;
 * **embedding table**: :data:`TABLE_TUNING` (``broadcast_bytes``, both engines);
 * **fine-tune**: :class:`TrainSpec`, :class:`Trainer` (one step as ``loss``, ``backward``
-  and ``update``), :func:`train_batch` (token ids and mask of a batch's rows).
+  and ``update``), :func:`train_batch` (token ids and mask of a batch's rows),
+  :func:`list_adapted` / :func:`remove_adapted` (the adapted encoders on disk).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from typing import Any
 
 from ._machine import CPU_CLASSES, ISA_FLAGS, cpu_class
 from ._model import resolve_identity
+from .adapt._adapted_folders import list_adapted, remove_adapted
 from .adapt._train import TrainSpec
 from .adapt._train import _batch as train_batch
 from .adapt._train import _Trainer as Trainer
@@ -118,6 +120,7 @@ __all__ = [
     "get_tokenizer",
     "int8_installed",
     "key_id",
+    "list_adapted",
     "list_converted",
     "load_count",
     "make_keys",
@@ -127,6 +130,7 @@ __all__ = [
     "plan_batches",
     "quantize_int8",
     "quantize_openvino_static",
+    "remove_adapted",
     "remove_converted",
     "resolve_backend",
     "resolve_identity",

@@ -13,6 +13,7 @@ The root is ``adapted_dir``, else ``XLMT_SKLEARN_ADAPTED_DIR``, else
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -30,10 +31,10 @@ from .._filelock import file_lock
 from .._version import __version__
 from ._train import TrainSpec, fine_tune
 
-__all__ = ["ADAPTED_ENV", "adapted_key", "adapted_root", "ensure_adapted"]
+__all__ = ["ADAPTED_ENV", "INFO", "adapted_key", "adapted_root", "ensure_adapted", "mark_used"]
 
 ADAPTED_ENV = "XLMT_SKLEARN_ADAPTED_DIR"
-_INFO = "adapted.json"
+INFO = "adapted.json"
 #: How long a fit waits for another process's fine-tune of the same key.
 LOCK_WAIT_S = 6 * 3600.0
 
@@ -50,6 +51,9 @@ _LATER_DEFAULTS = {
     ("embeddings", True),
     ("frozen_layers", 0),
     ("layer_decay", 1.0),
+    ("average", 0.0),
+    ("head_init", "random"),
+    ("label_smoothing", 0.0),
 }
 
 
@@ -82,7 +86,8 @@ def ensure_adapted(
 ) -> tuple[Path, bool]:
     """The adapted folder of ``key``, fine-tuned now unless it exists; (folder, trained?)."""
     final = root / key
-    if (final / _INFO).is_file():
+    if (final / INFO).is_file():
+        mark_used(final)
         return final, False
     root.mkdir(parents=True, exist_ok=True)
     work = root / f".work-{key}"
@@ -90,18 +95,26 @@ def ensure_adapted(
     busy = (f"Waited {LOCK_WAIT_S:.0f} s for another process's fine-tune ({lock}); remove the "
             "lock file if no fit is running.")  # fmt: skip
     with file_lock(lock, wait_s=LOCK_WAIT_S, poll_s=0.5, timeout_error=lambda: TimeoutError(busy)):
-        if (final / _INFO).is_file():  # another process trained it while we waited
+        if (final / INFO).is_file():  # another process trained it while we waited
+            mark_used(final)
             return final, False
         work.mkdir(exist_ok=True)
         stats = fine_tune(base, texts, labels, spec, work, device=device, progress=progress)
         model = work / "model"
         meta = {**info, "key": key, "spec": spec.as_dict(), "n_texts": len(texts), **stats,
                 "created": time.time(), "writer": f"xlmt_sklearn {__version__}"}  # fmt: skip
-        (model / _INFO).write_text(json.dumps(meta, indent=1, sort_keys=True), encoding="utf-8")
+        (model / INFO).write_text(json.dumps(meta, indent=1, sort_keys=True), encoding="utf-8")
         _umask_modes(model)
         os.replace(model, final)
         shutil.rmtree(work, ignore_errors=True)
     return final, True
+
+
+def mark_used(folder: Path) -> None:
+    """Record a use of an adapted folder: its mtime, which ``xlmt-sklearn adapted``
+    reports and prunes by. A folder that cannot be written keeps its time."""
+    with contextlib.suppress(OSError):
+        os.utime(folder)
 
 
 def _umask_modes(folder: Path) -> None:
@@ -119,4 +132,4 @@ def _umask_modes(folder: Path) -> None:
 
 def read_info(folder: Path) -> dict[str, Any]:
     """What ``adapted.json`` says about an adapted folder."""
-    return json.loads((Path(folder) / _INFO).read_text(encoding="utf-8"))
+    return json.loads((Path(folder) / INFO).read_text(encoding="utf-8"))

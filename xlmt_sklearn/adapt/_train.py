@@ -57,6 +57,9 @@ class TrainSpec:
     embeddings: bool = _default("train_embeddings")  # False: the embedding table stays
     frozen_layers: int = _default("train_frozen_layers")  # lowest layers kept as they are
     layer_decay: float = _default("train_layer_decay")  # each layer's rate / the next's
+    average: float = _default("train_average")  # share of the last steps averaged
+    head_init: str = _default("train_head_init")  # "probe": from a logistic regression
+    label_smoothing: float = _default("train_label_smoothing")
     seed: int = _default("seed")
     dtype: str = "float32"  # resolved ("auto" is not): "bfloat16" runs under torch.autocast
 
@@ -144,6 +147,8 @@ def _fine_tune(base, texts, labels, spec: TrainSpec, work: Path, device: str, pr
     pad = tokenizer.pad_token_id or 0
     checkpoint = work / _CHECKPOINT
     first_epoch = t.resume(checkpoint) if checkpoint.is_file() else 0
+    if first_epoch == 0 and spec.head_init == "probe" and spec.objective == "classification":
+        t.probe(ids, labels, pad)
     loss = float("nan")
     for epoch in range(first_epoch, spec.epochs):
         for rows in _batches(ids, spec, torch.Generator().manual_seed(spec.seed + epoch)):
@@ -151,6 +156,7 @@ def _fine_tune(base, texts, labels, spec: TrainSpec, work: Path, device: str, pr
             if progress is not None:
                 progress(t.steps, t.total, loss)
         t.save(checkpoint, epoch)
+    t.finish()
     t.model.eval()
     with quiet_loading():  # no "Writing model shards" bar inside a fit
         t.model.save_pretrained(work / "model")
@@ -272,6 +278,11 @@ class _Trainer:
         self.schedule = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: min((s + 1) / warmup, max(0.0, (self.total - s) / decay))
         )
+        # ``average``: a running mean of the encoder's trained weights over the last steps.
+        self.encoder_params = [p for p in self.model.parameters() if p.requires_grad]
+        self.average_from = self.total - max(1, round(self.total * spec.average))
+        self.averaged: list[Any] = []
+        self.n_averaged = 0
 
     def step(self, batch: Any, mask: Any, target: Any) -> float:
         """One training step on a batch; returns its loss. The three phases are separate
@@ -292,7 +303,9 @@ class _Trainer:
             hidden = self.model(input_ids=batch, attention_mask=mask).last_hidden_state
             pooled = _mean_pool(hidden, mask)
             if self.spec.objective == "classification":
-                return torch.nn.functional.cross_entropy(self.head(pooled).float(), target)
+                return torch.nn.functional.cross_entropy(
+                    self.head(pooled).float(), target, label_smoothing=self.spec.label_smoothing
+                )
             return _supcon(pooled, target)
 
     def backward(self, loss: Any) -> None:
@@ -307,6 +320,56 @@ class _Trainer:
         self.optimizer.step()
         self.schedule.step()
         self.steps += 1
+        if self.spec.average and self.steps > self.average_from:
+            self._accumulate()
+
+    def _accumulate(self) -> None:
+        import torch
+
+        with torch.no_grad():
+            if not self.averaged:
+                self.averaged = [p.detach().clone() for p in self.encoder_params]
+            else:
+                torch._foreach_lerp_(self.averaged, [p.detach() for p in self.encoder_params],
+                                     1.0 / (self.n_averaged + 1))  # fmt: skip
+        self.n_averaged += 1
+
+    def finish(self) -> None:
+        """Put the averaged weights (``average`` > 0) into the encoder that is saved."""
+        import torch
+
+        if not self.averaged:
+            return
+        with torch.no_grad():
+            for p, a in zip(self.encoder_params, self.averaged, strict=True):
+                p.copy_(a)
+
+    def probe(self, ids: list[list[int]], labels: np.ndarray, pad: int) -> None:
+        """``head_init="probe"``: the head starts as a logistic regression (C=1) on the base
+        model's mean-pooled features of the training texts, so that the first steps adapt
+        the encoder to a head that already fits (LP-FT, Kumar et al. 2022)."""
+        import torch
+        from sklearn.linear_model import LogisticRegression
+
+        self.model.eval()
+        features = np.empty((len(ids), self.model.config.hidden_size), dtype=np.float32)
+        order = sorted(range(len(ids)), key=lambda r: len(ids[r]))
+        kind = "cuda" if str(self.device).startswith("cuda") else "cpu"
+        bf16 = self.spec.dtype == "bfloat16"
+        with torch.no_grad(), torch.autocast(kind, dtype=torch.bfloat16, enabled=bf16):
+            for b in range(0, len(order), 64):
+                rows = order[b : b + 64]
+                batch, mask = (t.to(self.device) for t in _batch(ids, rows, pad))
+                hidden = self.model(input_ids=batch, attention_mask=mask).last_hidden_state
+                features[rows] = _mean_pool(hidden, mask).float().cpu().numpy()
+        self.model.train()
+        lr = LogisticRegression(C=1.0, max_iter=2000).fit(features, labels)
+        coef, intercept = lr.coef_, lr.intercept_
+        if coef.shape[0] == 1:  # two classes: sklearn's one row is the second class's logit
+            coef, intercept = np.vstack([-coef, coef]) / 2, np.array([-1.0, 1.0]) * intercept / 2
+        with torch.no_grad():
+            self.head.weight.copy_(torch.as_tensor(coef, dtype=self.head.weight.dtype))
+            self.head.bias.copy_(torch.as_tensor(intercept, dtype=self.head.bias.dtype))
 
     def resume(self, checkpoint: Path) -> int:
         """Load the state saved after an epoch; return the epoch to start from."""
@@ -319,14 +382,17 @@ class _Trainer:
         self.schedule.load_state_dict(state["schedule"])
         self.steps = int(state["step"])
         torch.set_rng_state(state["rng"])  # dropout continues as if never interrupted
+        self.averaged = [a.to(self.device) for a in state.get("averaged", [])]
+        self.n_averaged = int(state.get("n_averaged", 0))
         return int(state["epoch"]) + 1
 
     def save(self, path: Path, epoch: int) -> None:
         _save_checkpoint(path, self.model, self.head, self.optimizer, self.schedule, epoch,
-                         self.steps)  # fmt: skip
+                         self.steps, self.averaged, self.n_averaged)  # fmt: skip
 
 
-def _save_checkpoint(path: Path, model, head, optimizer, schedule, epoch: int, step: int) -> None:
+def _save_checkpoint(path: Path, model, head, optimizer, schedule, epoch: int, step: int,
+                     averaged: list | None = None, n_averaged: int = 0) -> None:  # fmt: skip
     """Write the state after ``epoch`` atomically (a kill mid-write keeps the previous one)."""
     import torch
 
@@ -335,6 +401,7 @@ def _save_checkpoint(path: Path, model, head, optimizer, schedule, epoch: int, s
         "model": model.state_dict(), "head": head.state_dict(),
         "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
         "epoch": epoch, "step": step, "rng": torch.get_rng_state(),
+        "averaged": averaged or [], "n_averaged": n_averaged,
     }  # fmt: skip
     torch.save(state, tmp)
     os.replace(tmp, path)

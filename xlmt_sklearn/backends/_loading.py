@@ -119,7 +119,16 @@ def _check_folder(spec: ModelSpec) -> None:
     edited folder ever enters the registry under the pinned identity.
     """
     if looks_like_path(spec.name):
-        current = _folder_hash(Path(os.path.expanduser(spec.name)))
+        folder = Path(os.path.expanduser(spec.name))
+        if not folder.is_dir():
+            raise ModelLoadError(
+                f"Model folder {spec.name!r} no longer exists: deleted or moved since the "
+                "estimator was fitted (an XLMTFineTunedVectorizer's adapted encoder: pruned by "
+                "`xlmt-sklearn adapted prune`, or unpickled on another machine). Fit it again; "
+                "an XLMTFineTunedVectorizer pickled with store_weights_in_pickle=True carries "
+                "its encoder."
+            )
+        current = _folder_hash(folder)
         if current != spec.content_hash:
             raise ModelLoadError(
                 f"Model folder {spec.name!r} changed since the estimator was fitted "

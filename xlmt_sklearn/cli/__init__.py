@@ -1,4 +1,4 @@
-"""Command line interface: ``xlmt-sklearn embed``, ``cache`` and ``converted``.
+"""Command line interface: ``xlmt-sklearn embed``, ``cache``, ``converted`` and ``adapted``.
 
 Examples
 --------
@@ -22,6 +22,12 @@ source folder is gone (deleted fine-tunes) or that were not used for 30 days::
 
     xlmt-sklearn converted info
     xlmt-sklearn converted prune --orphaned --unused-days 30
+
+List the fine-tuned encoders of ``XLMTFineTunedVectorizer``, and delete interrupted
+fine-tunes and the encoders not used for 30 days::
+
+    xlmt-sklearn adapted info
+    xlmt-sklearn adapted prune --interrupted --unused-days 30
 
 Every user error (bad option, unreadable file, missing column, unwritable
 output, a model that can't be found) prints one ``xlmt-sklearn: error: ...``
@@ -49,6 +55,8 @@ from ._commands import (
     NO_PREPROCESS,
     PROG,
     CLIError,
+    cmd_adapted_info,
+    cmd_adapted_prune,
     cmd_cache_clear,
     cmd_cache_info,
     cmd_converted_info,
@@ -75,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     Returns
     -------
     argparse.ArgumentParser
-        With the ``embed``, ``cache`` and ``converted`` commands; each parsed namespace has
+        With the ``embed``, ``cache``, ``converted`` and ``adapted`` commands; each parsed
+        namespace has
         a ``func`` attribute, the command to run.
     """
     from .._version import __version__
@@ -90,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_embed_parser(sub)
     _add_cache_parser(sub)
     _add_converted_parser(sub)
+    _add_adapted_parser(sub)
     return parser
 
 
@@ -206,6 +216,42 @@ def _add_converted_parser(sub: Any) -> None:
     prune.add_argument("--dry-run", action="store_true", help="list them, delete nothing")
     prune.add_argument("--dir", **where)
     prune.set_defaults(func=cmd_converted_prune)
+
+
+def _add_adapted_parser(sub: Any) -> None:
+    ada = sub.add_parser(
+        "adapted", help="list or prune the fine-tuned encoders of XLMTFineTunedVectorizer",
+        description="The adapted (fine-tuned) encoders (XLMT_SKLEARN_ADAPTED_DIR, else "
+        "~/.cache/xlmt_sklearn/adapted): one folder per base model, training set and recipe, "
+        "kept until deleted, and the work folders of interrupted fine-tunes. A fitted "
+        "estimator whose encoder is pruned must be fitted again.",
+    )  # fmt: skip
+    asub = ada.add_subparsers(dest="adapted_command", metavar="ACTION", parser_class=_Parser)
+    asub.required = True
+    where = {"metavar": "DIR", "default": None,
+             "help": "the adapted-encoder folder (default: XLMT_SKLEARN_ADAPTED_DIR, else "
+                     "~/.cache/xlmt_sklearn/adapted)"}  # fmt: skip
+    info = asub.add_parser("info", help="list each adapted encoder: size, last use, base model")
+    info.add_argument("--dir", **where)
+    info.set_defaults(func=cmd_adapted_info)
+    prune = asub.add_parser(
+        "prune", help="delete the adapted encoders any of the given rules selects",
+        description="Delete adapted encoders: those unused for N days, the work folders of "
+        "interrupted fine-tunes (--interrupted; one being trained now is kept), or all. "
+        "Run it while no job uses them.",
+    )  # fmt: skip
+    prune.add_argument(
+        "--unused-days",
+        type=float,
+        metavar="N",
+        help="not used (fitted, reused or unpickled) for more than N days",
+    )
+    prune.add_argument("--interrupted", action="store_true",
+                       help="work folders of fine-tunes that did not finish")  # fmt: skip
+    prune.add_argument("--all", action="store_true", help="every adapted encoder")
+    prune.add_argument("--dry-run", action="store_true", help="list them, delete nothing")
+    prune.add_argument("--dir", **where)
+    prune.set_defaults(func=cmd_adapted_prune)
 
 
 # --------------------------------------------------------------------------- entry

@@ -42,6 +42,8 @@ from ._table_io import (
 
 __all__ = [
     "CLIError",
+    "cmd_adapted_info",
+    "cmd_adapted_prune",
     "cmd_cache_clear",
     "cmd_cache_info",
     "cmd_converted_info",
@@ -228,6 +230,75 @@ def cmd_converted_prune(args: argparse.Namespace) -> int:
     print(f"removed {len(removed)} converted models "
           f"({_human_bytes(sum(f.bytes for f in removed))}) from {root}; each is converted "
           "again on its next use")  # fmt: skip
+    return 1 if failed else 0
+
+
+# ------------------------------------------------------------------------- adapted
+def _adapted_root(args: argparse.Namespace) -> Path:
+    from ..adapt._folder import adapted_root
+
+    if args.dir is None:
+        return adapted_root()
+    root = Path(args.dir).expanduser()
+    if not root.is_dir():
+        raise CLIError(f"--dir {args.dir!r}: no such folder")
+    return root
+
+
+def _adapted_line(f: Any) -> str:
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(f.last_used))
+    about = "-" if f.interrupted else f"{f.base}  {f.n_texts} texts, {f.n_classes} classes"
+    return f"{f.key[:8]}  {f.state:<11} {_human_bytes(f.bytes):>9}  {when}  {about}"
+
+
+def cmd_adapted_info(args: argparse.Namespace) -> int:
+    from ..adapt._adapted_folders import list_adapted
+
+    root = _adapted_root(args)
+    folders = list_adapted(root)
+    ready = [f for f in folders if not f.interrupted]
+    stopped = [f for f in folders if f.interrupted and not f.running]
+    print(f"folder:      {root}")
+    print(f"encoders:    {len(ready)} ({_human_bytes(sum(f.bytes for f in ready))})")
+    print(f"interrupted: {len(stopped)} ({_human_bytes(sum(f.bytes for f in stopped))}), "
+          f"{len(folders) - len(ready) - len(stopped)} training now")  # fmt: skip
+    if folders:
+        print(f"{'key':<8}  {'state':<11} {'size':>9}  {'last used':<16}  base model, data")
+        for f in folders:
+            print(_adapted_line(f))
+    return 0
+
+
+def cmd_adapted_prune(args: argparse.Namespace) -> int:
+    from ..adapt._adapted_folders import list_adapted, remove_adapted, select, sweep_trash
+
+    if args.unused_days is None and not args.interrupted and not args.all:
+        raise CLIError("say what to remove: --unused-days N (not used for N days), "
+                       "--interrupted (fine-tunes that did not finish) or --all")  # fmt: skip
+    if args.unused_days is not None and args.unused_days < 0:
+        raise CLIError(f"--unused-days {args.unused_days:g}: give a number of days >= 0")
+    root = _adapted_root(args)
+    chosen = select(list_adapted(root), args.unused_days, args.interrupted, args.all)
+    if args.dry_run:
+        for f in chosen:
+            print(_adapted_line(f))
+        size = _human_bytes(sum(f.bytes for f in chosen))
+        print(f"would remove {len(chosen)} adapted folders ({size}) from {root}")
+        return 0
+    sweep_trash(root)
+    removed, failed = [], 0
+    for f in chosen:
+        try:
+            if remove_adapted(f):
+                removed.append(f)
+            elif f.interrupted and f.path.is_dir():
+                say(f"{PROG}: kept {f.path}: its fine-tune is running")
+        except OSError as exc:  # a read-only root, another user's folder
+            failed += 1
+            say(f"{PROG}: error: could not remove {f.path}: {exc.strerror or exc}")
+    print(f"removed {len(removed)} adapted folders "
+          f"({_human_bytes(sum(f.bytes for f in removed))}) from {root}; a fitted estimator "
+          "whose encoder was removed must be fitted again")  # fmt: skip
     return 1 if failed else 0
 
 
