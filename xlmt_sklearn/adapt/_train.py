@@ -10,6 +10,11 @@ two per-batch objectives and writes a ``save_pretrained`` folder:
   L2-normalised vectors (texts of one label pulled together, SetFit's idea
   without its pair sampling).
 
+Recipe options (all in the key, all off by default): ``average`` keeps a running mean of
+the encoder's weights over the last share of the steps and saves that; ``head_init="probe"``
+starts the head as a logistic regression on the base model's features; ``label_smoothing``
+smooths the cross-entropy's targets.
+
 The order of the texts in each epoch comes from a generator seeded by
 ``seed + epoch``, the head's initial weights from ``seed``: two runs with the same
 inputs give the same weights on the same machine. At each epoch's end the state
@@ -297,9 +302,7 @@ class _Trainer:
         import torch
 
         batch, mask, target = batch.to(self.device), mask.to(self.device), target.to(self.device)
-        kind = "cuda" if str(self.device).startswith("cuda") else "cpu"
-        bf16 = self.spec.dtype == "bfloat16"
-        with torch.autocast(kind, dtype=torch.bfloat16, enabled=bf16):
+        with self._autocast():
             hidden = self.model(input_ids=batch, attention_mask=mask).last_hidden_state
             pooled = _mean_pool(hidden, mask)
             if self.spec.objective == "classification":
@@ -307,6 +310,13 @@ class _Trainer:
                     self.head(pooled).float(), target, label_smoothing=self.spec.label_smoothing
                 )
             return _supcon(pooled, target)
+
+    def _autocast(self) -> Any:
+        """bfloat16 autocast of the forward passes when the spec says so."""
+        import torch
+
+        kind = "cuda" if str(self.device).startswith("cuda") else "cpu"
+        return torch.autocast(kind, dtype=torch.bfloat16, enabled=self.spec.dtype == "bfloat16")
 
     def backward(self, loss: Any) -> None:
         self.optimizer.zero_grad(set_to_none=True)
@@ -330,8 +340,9 @@ class _Trainer:
             if not self.averaged:
                 self.averaged = [p.detach().clone() for p in self.encoder_params]
             else:
-                torch._foreach_lerp_(self.averaged, [p.detach() for p in self.encoder_params],
-                                     1.0 / (self.n_averaged + 1))  # fmt: skip
+                weight = 1.0 / (self.n_averaged + 1)  # the running mean's step
+                for a, p in zip(self.averaged, self.encoder_params, strict=True):
+                    a.lerp_(p, weight)
         self.n_averaged += 1
 
     def finish(self) -> None:
@@ -354,9 +365,7 @@ class _Trainer:
         self.model.eval()
         features = np.empty((len(ids), self.model.config.hidden_size), dtype=np.float32)
         order = sorted(range(len(ids)), key=lambda r: len(ids[r]))
-        kind = "cuda" if str(self.device).startswith("cuda") else "cpu"
-        bf16 = self.spec.dtype == "bfloat16"
-        with torch.no_grad(), torch.autocast(kind, dtype=torch.bfloat16, enabled=bf16):
+        with torch.no_grad(), self._autocast():
             for b in range(0, len(order), 64):
                 rows = order[b : b + 64]
                 batch, mask = (t.to(self.device) for t in _batch(ids, rows, pad))
