@@ -10,27 +10,18 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 
-from tests._models import tweet_like_texts
-from xlmt_sklearn import XLMTFineTunedVectorizer, XLMTVectorizer
-
-N = 48
-
-
-@pytest.fixture(scope="module")
-def data():
-    texts = tweet_like_texts(N)
-    labels = np.array(["neg", "pos", "neu"] * (N // 3))
-    return texts, labels
-
-
-def _ft(model_dir, root, **params):
-    base = dict(device="cpu", progress=False, epochs=2, train_batch_size=8, cv=None,
-                adapted_dir=str(root), learning_rate=1e-3)  # fmt: skip
-    return XLMTFineTunedVectorizer(str(model_dir), **{**base, **params})
+from tests._finetune import N, labelled
+from tests._finetune import fast_ft as _ft
+from xlmt_sklearn import XLMTVectorizer
 
 
 def _folders(root) -> list[Path]:
     return sorted(p for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+@pytest.fixture(scope="module")
+def data():
+    return labelled()
 
 
 def test_adapted_features_match_a_transformers_reference(tiny_model_dir, data, tmp_path):

@@ -13,12 +13,13 @@ from pathlib import Path
 PKG = Path(__file__).resolve().parents[1] / "xlmt_sklearn"
 
 #: Top-level modules every layer may use: errors, environment, process state, the
-#: machine, file locks and digests, and the model's identity.
+#: machine, file locks, digests, kept folders, and the model's identity.
 FOUNDATION = {
     "_digests",
     "_errors",
     "_env",
     "_filelock",
+    "_kept_folders",
     "_state",
     "_version",
     "_machine",

@@ -7,30 +7,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests._models import tweet_like_texts
-from xlmt_sklearn import XLMTFineTunedVectorizer, normalize_tweet
+from tests._finetune import N, labelled
+from tests._finetune import fast_ft as _ft
+from xlmt_sklearn import normalize_tweet
 from xlmt_sklearn.adapt import _train
-
-N = 48
-
-
-@pytest.fixture(scope="module")
-def data():
-    texts = tweet_like_texts(N)
-    labels = np.array(["neg", "pos", "neu"] * (N // 3))
-    return texts, labels
-
-
-def _ft(model_dir, root, **params):
-    base = dict(device="cpu", progress=False, epochs=2, train_batch_size=8, cv=None,
-                adapted_dir=str(root), learning_rate=1e-3)  # fmt: skip
-    return XLMTFineTunedVectorizer(str(model_dir), **{**base, **params})
 
 
 def _saved(folder) -> dict[str, np.ndarray]:
     from safetensors.numpy import load_file
 
     return load_file(str(next(Path(folder).glob("*.safetensors"))))
+
+
+@pytest.fixture(scope="module")
+def data():
+    return labelled()
 
 
 def _snapshots(monkeypatch) -> list[dict[str, np.ndarray]]:

@@ -24,12 +24,12 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from .._filelock import file_lock
+from .._kept_folders import pick, scan
 from ..backends._convert import discard
 from ._folder import INFO, adapted_root, mark_used
 
@@ -93,13 +93,7 @@ def _read(entry: Path) -> AdaptedFolder | None:
 def list_adapted(root: Path | None = None) -> list[AdaptedFolder]:
     """The adapted encoders and interrupted fine-tunes in ``root`` (default: the adapted
     root), least recently used first; anything else in the folder is left out."""
-    root = adapted_root() if root is None else Path(root)
-    try:
-        entries = list(root.iterdir())
-    except FileNotFoundError:
-        return []
-    found = (_read(p) for p in entries)
-    return sorted((f for f in found if f is not None), key=lambda f: f.last_used)
+    return scan(adapted_root() if root is None else Path(root), _read)
 
 
 def select(
@@ -112,10 +106,8 @@ def select(
     """The folders any of the rules picks: unused for more than ``unused_days``, an
     interrupted fine-tune that is not running (``interrupted``), or all (``everything``;
     :func:`remove_adapted` keeps a running one all the same)."""
-    now = time.time() if now is None else now
-    return [f for f in folders
-            if everything or (interrupted and f.interrupted and not f.running)
-            or (unused_days is not None and now - f.last_used > unused_days * 86400.0)]  # fmt: skip
+    rule = (lambda f: f.interrupted and not f.running) if interrupted else None
+    return pick(folders, unused_days, rule, everything, now)
 
 
 def remove_adapted(folder: AdaptedFolder) -> bool:

@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._kept_folders import pick, scan
 from ._convert import converted_root, discard, mark_used, read_manifest
 
 #: mark_used lives in _convert (the conversions call it) and is re-exported here.
@@ -83,13 +83,7 @@ def _read(folder: Path) -> ConvertedFolder | None:
 def list_converted(root: Path | None = None) -> list[ConvertedFolder]:
     """The converted models in ``root`` (default: the converted root), least recently
     used first; anything else in the folder is left out."""
-    root = converted_root() if root is None else Path(root)
-    try:
-        entries = list(root.iterdir())
-    except FileNotFoundError:
-        return []
-    found = (_read(p) for p in entries)
-    return sorted((f for f in found if f is not None), key=lambda f: f.last_used)
+    return scan(converted_root() if root is None else Path(root), _read)
 
 
 def select(
@@ -101,10 +95,8 @@ def select(
 ) -> list[ConvertedFolder]:
     """The folders any of the rules picks: unused for more than ``unused_days``, converted
     from a local folder that is gone (``orphaned``), or all (``everything``)."""
-    now = time.time() if now is None else now
-    return [f for f in folders
-            if everything or (orphaned and f.orphaned)
-            or (unused_days is not None and now - f.last_used > unused_days * 86400.0)]  # fmt: skip
+    rule = (lambda f: f.orphaned) if orphaned else None
+    return pick(folders, unused_days, rule, everything, now)
 
 
 def remove_converted(folder: ConvertedFolder) -> bool:

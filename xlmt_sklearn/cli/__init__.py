@@ -187,71 +187,59 @@ def _add_cache_parser(sub: Any) -> None:
     clear.set_defaults(func=cmd_cache_clear)
 
 
-def _add_converted_parser(sub: Any) -> None:
-    conv = sub.add_parser(
-        "converted", help="list or prune the models converted for OpenVINO and ONNX Runtime",
-        description="The converted models (XLMT_SKLEARN_CONVERTED_DIR, else "
-        "~/.cache/xlmt_sklearn/converted): one folder per model, runtime, layers and "
-        "precision, kept until deleted. A pruned model is converted again on its next use.",
-    )  # fmt: skip
-    csub = conv.add_subparsers(dest="converted_command", metavar="ACTION", parser_class=_Parser)
-    csub.required = True
-    where = {"metavar": "DIR", "default": None,
-             "help": "the converted-model folder (default: XLMT_SKLEARN_CONVERTED_DIR, else "
-                     "~/.cache/xlmt_sklearn/converted)"}  # fmt: skip
-    info = csub.add_parser("info", help="list each converted model: size, last use, source")
+def _add_kept_folders_parser(
+    sub: Any, name: str, what: str, about: str, env: str, info_help: str,
+    prune_about: str, used: str, rule: tuple[str, str], commands: tuple[Callable, Callable],
+) -> None:  # fmt: skip
+    """``NAME info`` and ``NAME prune`` of the folders the package keeps under
+    ``~/.cache/xlmt_sklearn/NAME`` (converted models, adapted encoders)."""
+    default = f"{env}, else ~/.cache/xlmt_sklearn/{name}"
+    top = sub.add_parser(name, help=f"list or prune the {what}",
+                         description=f"The {what} ({default}): {about}")  # fmt: skip
+    actions = top.add_subparsers(dest=f"{name}_command", metavar="ACTION", parser_class=_Parser)
+    actions.required = True
+    where = {"metavar": "DIR", "default": None, "help": f"the folder (default: {default})"}
+    info = actions.add_parser("info", help=info_help)
     info.add_argument("--dir", **where)
-    info.set_defaults(func=cmd_converted_info)
-    prune = csub.add_parser(
-        "prune", help="delete the converted models any of the given rules selects",
-        description="Delete converted models: those unused for N days, those converted from "
-        "a local folder that no longer exists (deleted fine-tunes: --orphaned), or all. "
-        "Run it while no job uses them.",
+    info.set_defaults(func=commands[0])
+    prune = actions.add_parser(
+        "prune", help=f"delete the {what} any of the given rules selects",
+        description=f"Delete {what}: {prune_about} Run it while no job uses them.",
     )  # fmt: skip
     prune.add_argument("--unused-days", type=float, metavar="N",
-                       help="not used for more than N days")  # fmt: skip
-    prune.add_argument("--orphaned", action="store_true",
-                       help="converted from a local folder that is gone")  # fmt: skip
-    prune.add_argument("--all", action="store_true", help="every converted model")
+                       help=f"not used ({used}) for more than N days")  # fmt: skip
+    prune.add_argument(rule[0], action="store_true", help=rule[1])
+    prune.add_argument("--all", action="store_true", help=f"all the {what}")
     prune.add_argument("--dry-run", action="store_true", help="list them, delete nothing")
     prune.add_argument("--dir", **where)
-    prune.set_defaults(func=cmd_converted_prune)
+    prune.set_defaults(func=commands[1])
+
+
+def _add_converted_parser(sub: Any) -> None:
+    _add_kept_folders_parser(
+        sub, "converted", "models converted for OpenVINO and ONNX Runtime",
+        "one folder per model, runtime, layers and precision, kept until deleted. A pruned "
+        "model is converted again on its next use.", "XLMT_SKLEARN_CONVERTED_DIR",
+        "list each converted model: size, last use, source",
+        "those unused for N days, those converted from a local folder that no longer exists "
+        "(deleted fine-tunes: --orphaned), or all.", "converted or loaded",
+        ("--orphaned", "converted from a local folder that is gone"),
+        (cmd_converted_info, cmd_converted_prune),
+    )  # fmt: skip
 
 
 def _add_adapted_parser(sub: Any) -> None:
-    ada = sub.add_parser(
-        "adapted", help="list or prune the fine-tuned encoders of XLMTFineTunedVectorizer",
-        description="The adapted (fine-tuned) encoders (XLMT_SKLEARN_ADAPTED_DIR, else "
-        "~/.cache/xlmt_sklearn/adapted): one folder per base model, training set and recipe, "
-        "kept until deleted, and the work folders of interrupted fine-tunes. A fitted "
-        "estimator whose encoder is pruned must be fitted again.",
+    _add_kept_folders_parser(
+        sub, "adapted", "fine-tuned encoders of XLMTFineTunedVectorizer",
+        "one folder per base model, training set and recipe, kept until deleted, and the "
+        "work folders of interrupted fine-tunes. A fitted estimator whose encoder is pruned "
+        "must be fitted again.", "XLMT_SKLEARN_ADAPTED_DIR",
+        "list each adapted encoder: size, last use, base model",
+        "those unused for N days, the work folders of interrupted fine-tunes (--interrupted; "
+        "one being trained now is kept), or all.", "fitted, reused or unpickled",
+        ("--interrupted", "work folders of fine-tunes that did not finish"),
+        (cmd_adapted_info, cmd_adapted_prune),
     )  # fmt: skip
-    asub = ada.add_subparsers(dest="adapted_command", metavar="ACTION", parser_class=_Parser)
-    asub.required = True
-    where = {"metavar": "DIR", "default": None,
-             "help": "the adapted-encoder folder (default: XLMT_SKLEARN_ADAPTED_DIR, else "
-                     "~/.cache/xlmt_sklearn/adapted)"}  # fmt: skip
-    info = asub.add_parser("info", help="list each adapted encoder: size, last use, base model")
-    info.add_argument("--dir", **where)
-    info.set_defaults(func=cmd_adapted_info)
-    prune = asub.add_parser(
-        "prune", help="delete the adapted encoders any of the given rules selects",
-        description="Delete adapted encoders: those unused for N days, the work folders of "
-        "interrupted fine-tunes (--interrupted; one being trained now is kept), or all. "
-        "Run it while no job uses them.",
-    )  # fmt: skip
-    prune.add_argument(
-        "--unused-days",
-        type=float,
-        metavar="N",
-        help="not used (fitted, reused or unpickled) for more than N days",
-    )
-    prune.add_argument("--interrupted", action="store_true",
-                       help="work folders of fine-tunes that did not finish")  # fmt: skip
-    prune.add_argument("--all", action="store_true", help="every adapted encoder")
-    prune.add_argument("--dry-run", action="store_true", help="list them, delete nothing")
-    prune.add_argument("--dir", **where)
-    prune.set_defaults(func=cmd_adapted_prune)
 
 
 # --------------------------------------------------------------------------- entry

@@ -22,7 +22,7 @@ import re
 import sys
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -167,8 +167,13 @@ def cmd_cache_clear(args: argparse.Namespace) -> int:
 def _converted_root(args: argparse.Namespace) -> Path:
     from ..backends._convert import converted_root
 
+    return _dir_arg(args) or converted_root()
+
+
+def _dir_arg(args: argparse.Namespace) -> Path | None:
+    """``--dir``: an existing folder, or None (the default folder)."""
     if args.dir is None:
-        return converted_root()
+        return None
     root = Path(args.dir).expanduser()
     if not root.is_dir():
         raise CLIError(f"--dir {args.dir!r}: no such folder")
@@ -206,30 +211,44 @@ def cmd_converted_info(args: argparse.Namespace) -> int:
 def cmd_converted_prune(args: argparse.Namespace) -> int:
     from ..backends._converted_folders import list_converted, remove_converted, select
 
-    if args.unused_days is None and not args.orphaned and not args.all:
-        raise CLIError("say what to remove: --unused-days N (not used for N days), --orphaned "
-                       "(converted from a local folder that is gone) or --all")  # fmt: skip
-    if args.unused_days is not None and args.unused_days < 0:
-        raise CLIError(f"--unused-days {args.unused_days:g}: give a number of days >= 0")
+    _check_rules(args, "--orphaned (converted from a local folder that is gone)", args.orphaned)
     root = _converted_root(args)
     chosen = select(list_converted(root), args.unused_days, args.orphaned, args.all)
+    return _prune(args, root, chosen, _converted_line, remove_converted, "converted models",
+                  "each is converted again on its next use")  # fmt: skip
+
+
+def _check_rules(args: argparse.Namespace, own_rule: str, own_value: bool) -> None:
+    """A prune needs at least one rule, and a number of days that is not negative."""
+    if args.unused_days is None and not own_value and not args.all:
+        raise CLIError(f"say what to remove: --unused-days N (not used for N days), "
+                       f"{own_rule} or --all")  # fmt: skip
+    if args.unused_days is not None and args.unused_days < 0:
+        raise CLIError(f"--unused-days {args.unused_days:g}: give a number of days >= 0")
+
+
+def _prune(
+    args: argparse.Namespace, root: Path, chosen: list[Any], line: Callable[[Any], str],
+    remove: Callable[[Any], bool], noun: str, then: str,
+) -> int:  # fmt: skip
+    """List (``--dry-run``) or delete the chosen folders; exit status 1 when one could not
+    be deleted (each gets an error line; the others are still deleted)."""
     if args.dry_run:
         for f in chosen:
-            print(_converted_line(f))
+            print(line(f))
         size = _human_bytes(sum(f.bytes for f in chosen))
-        print(f"would remove {len(chosen)} converted models ({size}) from {root}")
+        print(f"would remove {len(chosen)} {noun} ({size}) from {root}")
         return 0
     removed, failed = [], 0
     for f in chosen:
         try:
-            if remove_converted(f):
+            if remove(f):
                 removed.append(f)
         except OSError as exc:  # a read-only root, another user's folder
             failed += 1
             say(f"{PROG}: error: could not remove {f.path}: {exc.strerror or exc}")
-    print(f"removed {len(removed)} converted models "
-          f"({_human_bytes(sum(f.bytes for f in removed))}) from {root}; each is converted "
-          "again on its next use")  # fmt: skip
+    size = _human_bytes(sum(f.bytes for f in removed))
+    print(f"removed {len(removed)} {noun} ({size}) from {root}; {then}")
     return 1 if failed else 0
 
 
@@ -237,12 +256,7 @@ def cmd_converted_prune(args: argparse.Namespace) -> int:
 def _adapted_root(args: argparse.Namespace) -> Path:
     from ..adapt._folder import adapted_root
 
-    if args.dir is None:
-        return adapted_root()
-    root = Path(args.dir).expanduser()
-    if not root.is_dir():
-        raise CLIError(f"--dir {args.dir!r}: no such folder")
-    return root
+    return _dir_arg(args) or adapted_root()
 
 
 def _adapted_line(f: Any) -> str:
@@ -272,34 +286,21 @@ def cmd_adapted_info(args: argparse.Namespace) -> int:
 def cmd_adapted_prune(args: argparse.Namespace) -> int:
     from ..adapt._adapted_folders import list_adapted, remove_adapted, select, sweep_trash
 
-    if args.unused_days is None and not args.interrupted and not args.all:
-        raise CLIError("say what to remove: --unused-days N (not used for N days), "
-                       "--interrupted (fine-tunes that did not finish) or --all")  # fmt: skip
-    if args.unused_days is not None and args.unused_days < 0:
-        raise CLIError(f"--unused-days {args.unused_days:g}: give a number of days >= 0")
+    _check_rules(args, "--interrupted (fine-tunes that did not finish)", args.interrupted)
     root = _adapted_root(args)
     chosen = select(list_adapted(root), args.unused_days, args.interrupted, args.all)
-    if args.dry_run:
-        for f in chosen:
-            print(_adapted_line(f))
-        size = _human_bytes(sum(f.bytes for f in chosen))
-        print(f"would remove {len(chosen)} adapted folders ({size}) from {root}")
-        return 0
-    sweep_trash(root)
-    removed, failed = [], 0
-    for f in chosen:
-        try:
-            if remove_adapted(f):
-                removed.append(f)
-            elif f.interrupted and f.path.is_dir():
-                say(f"{PROG}: kept {f.path}: its fine-tune is running")
-        except OSError as exc:  # a read-only root, another user's folder
-            failed += 1
-            say(f"{PROG}: error: could not remove {f.path}: {exc.strerror or exc}")
-    print(f"removed {len(removed)} adapted folders "
-          f"({_human_bytes(sum(f.bytes for f in removed))}) from {root}; a fitted estimator "
-          "whose encoder was removed must be fitted again")  # fmt: skip
-    return 1 if failed else 0
+
+    def remove(f: Any) -> bool:
+        if remove_adapted(f):
+            return True
+        if f.interrupted and f.path.is_dir():
+            say(f"{PROG}: kept {f.path}: its fine-tune is running")
+        return False
+
+    if not args.dry_run:
+        sweep_trash(root)
+    return _prune(args, root, chosen, _adapted_line, remove, "adapted folders",
+                  "a fitted estimator whose encoder was removed must be fitted again")  # fmt: skip
 
 
 # --------------------------------------------------------------------------- embed
