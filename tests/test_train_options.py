@@ -167,6 +167,22 @@ def test_recipe_options_outside_their_range_are_refused_before_training(
     assert not any(tmp_path.iterdir())  # nothing trained
 
 
+@pytest.mark.parametrize(
+    "options", [{"train_head_init": "probe"}, {"train_label_smoothing": 0.1},
+                {"train_head_init": "probe", "train_label_smoothing": 0.1}],
+)  # fmt: skip
+def test_head_options_are_refused_under_the_contrastive_objective(
+    tiny_model_dir, data, tmp_path, options
+):
+    # They would change the key and nothing else: a second fine-tune of equal weights.
+    est = _ft(tiny_model_dir, tmp_path, objective="contrastive", **options)
+    with pytest.raises(ValueError, match="objective='contrastive'") as err:
+        est.fit(*data)
+    for name in options:
+        assert name in str(err.value)
+    assert not any(tmp_path.iterdir())  # refused before the model load and the fine-tune
+
+
 def test_the_recipe_options_at_their_defaults_keep_earlier_keys():
     from xlmt_sklearn.adapt._folder import adapted_key
 

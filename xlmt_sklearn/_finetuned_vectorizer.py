@@ -88,6 +88,9 @@ class XLMTFineTunedVectorizer(XLMTVectorizer):
         that already fits (LP-FT). One forward pass over the training texts more.
     train_label_smoothing : float in [0, 1), default=0.0
         Label smoothing of the classification objective's cross-entropy.
+        ``train_head_init`` and ``train_label_smoothing`` set the classification
+        head: under ``objective="contrastive"`` they must stay at their defaults
+        (``fit`` raises ``ValueError`` otherwise).
         None of these three beat the default recipe on UMSAB's validation
         split; ``"probe"`` lost 2.6 points on english test (docs/finetuning.md,
         "Recipe options").
@@ -222,6 +225,7 @@ class XLMTFineTunedVectorizer(XLMTVectorizer):
         self : XLMTFineTunedVectorizer
         """
         self._validate_params()
+        self._check_objective_options()
         texts, labels = self._training_data(X, y)
         folder, _trained = self._adapt(texts, labels)
         self._pin_model(model=str(folder))
@@ -290,6 +294,23 @@ class XLMTFineTunedVectorizer(XLMTVectorizer):
         raw = [batch.texts[r] for r in rows]
         inputs, _ = prepare(raw, self.preprocess, self.prefix, list(range(len(raw))))
         return list(inputs), index[rows].astype(np.int64)
+
+    def _check_objective_options(self) -> None:
+        """Refuse the classification head's options under the contrastive objective: they
+        would change the adapted key (a second fine-tune of equal weights) and nothing else."""
+        if self.objective == "classification":
+            return
+        unused = [f"{name}={value!r}" for name, value, default in (
+            ("train_head_init", self.train_head_init, "random"),
+            ("train_label_smoothing", self.train_label_smoothing, 0.0),
+        ) if value != default]  # fmt: skip
+        if unused:
+            raise ValueError(
+                f"{', '.join(unused)} set the classification head, which "
+                f"objective={self.objective!r} does not train; leave them at their defaults "
+                f"(train_head_init='random', train_label_smoothing=0.0) or use "
+                f"objective='classification'."
+            )
 
     def _adapt(self, texts: list[str], labels: np.ndarray) -> tuple[Path, bool]:
         """The adapted folder for this training set (fine-tuned now unless it exists)."""
