@@ -296,19 +296,22 @@ class XLMTFineTunedVectorizer(XLMTVectorizer):
         return list(inputs), index[rows].astype(np.int64)
 
     def _check_objective_options(self) -> None:
-        """Refuse the classification head's options under the contrastive objective: they
+        """Refuse the classification objective's options under another objective: they
         would change the adapted key (a second fine-tune of equal weights) and nothing else."""
+        from ._options import OPTIONS
+
         if self.objective == "classification":
             return
-        unused = [f"{name}={value!r}" for name, value, default in (
-            ("train_head_init", self.train_head_init, "random"),
-            ("train_label_smoothing", self.train_label_smoothing, 0.0),
-        ) if value != default]  # fmt: skip
+        defaults = {o.name: o.default for o in OPTIONS
+                    if o.name in ("train_head_init", "train_label_smoothing")}  # fmt: skip
+        unused = {name: getattr(self, name) for name in defaults
+                  if getattr(self, name) != defaults[name]}  # fmt: skip
         if unused:
             raise ValueError(
-                f"{', '.join(unused)} set the classification head, which "
-                f"objective={self.objective!r} does not train; leave them at their defaults "
-                f"(train_head_init='random', train_label_smoothing=0.0) or use "
+                f"{', '.join(f'{n}={v!r}' for n, v in unused.items())}: only the "
+                f"classification objective uses {'them' if len(unused) > 1 else 'it'}, and "
+                f"objective={self.objective!r} would ignore {'them' if len(unused) > 1 else 'it'}; "
+                f"leave {', '.join(f'{n}={defaults[n]!r}' for n in unused)} or use "
                 f"objective='classification'."
             )
 
