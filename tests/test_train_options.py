@@ -171,7 +171,7 @@ def test_recipe_options_outside_their_range_are_refused_before_training(
     "options", [{"train_head_init": "probe"}, {"train_label_smoothing": 0.1},
                 {"train_head_init": "probe", "train_label_smoothing": 0.1}],
 )  # fmt: skip
-def test_head_options_are_refused_under_the_contrastive_objective(
+def test_classification_options_are_refused_under_the_contrastive_objective(
     tiny_model_dir, data, tmp_path, options
 ):
     # They would change the key and nothing else: a second fine-tune of equal weights.

@@ -88,9 +88,9 @@ class XLMTFineTunedVectorizer(XLMTVectorizer):
         that already fits (LP-FT). One forward pass over the training texts more.
     train_label_smoothing : float in [0, 1), default=0.0
         Label smoothing of the classification objective's cross-entropy.
-        ``train_head_init`` and ``train_label_smoothing`` set the classification
-        head: under ``objective="contrastive"`` they must stay at their defaults
-        (``fit`` raises ``ValueError`` otherwise).
+        ``train_head_init`` and ``train_label_smoothing`` apply to the
+        classification objective only: under ``objective="contrastive"`` they must
+        stay at their defaults (``fit`` raises ``ValueError`` otherwise).
         None of these three beat the default recipe on UMSAB's validation
         split; ``"probe"`` lost 2.6 points on english test (docs/finetuning.md,
         "Recipe options").
@@ -307,12 +307,12 @@ class XLMTFineTunedVectorizer(XLMTVectorizer):
         unused = {name: getattr(self, name) for name in defaults
                   if getattr(self, name) != defaults[name]}  # fmt: skip
         if unused:
+            them = "them" if len(unused) > 1 else "it"
             raise ValueError(
                 f"{', '.join(f'{n}={v!r}' for n, v in unused.items())}: only the "
-                f"classification objective uses {'them' if len(unused) > 1 else 'it'}, and "
-                f"objective={self.objective!r} would ignore {'them' if len(unused) > 1 else 'it'}; "
-                f"leave {', '.join(f'{n}={defaults[n]!r}' for n in unused)} or use "
-                f"objective='classification'."
+                f"classification objective uses {them}, and objective={self.objective!r} would "
+                f"ignore {them}; leave {', '.join(f'{n}={defaults[n]!r}' for n in unused)} or "
+                f"use objective='classification'."
             )
 
     def _adapt(self, texts: list[str], labels: np.ndarray) -> tuple[Path, bool]:
